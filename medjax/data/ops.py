@@ -1,0 +1,234 @@
+"""Named preprocessing ops, composed by configs as strings: ``"decode(1)|pad_to_square|resize(256)"``.
+
+Each op is a function of its arguments returning ``fn(example, seed) -> example`` on
+tf.data dictionaries; ``seed`` is a stateless-RNG seed (shape [2]) derived per example from
+the run's seed and the example's position in the stream, so augmentation is reproducible
+and resumes identically. Images are float32 in [0, 1] after ``decode`` (16-bit PNGs are
+scaled by their bit depth), until a normalisation op maps them to the model's range.
+
+Ops needing data from the training split (``subtract_mean``) receive it through the
+``context`` mapping given to :func:`compose`.
+"""
+import ast
+import re
+
+import numpy as np
+import tensorflow as tf
+
+_OPS = {}
+
+
+def register(name):
+  def wrap(fn):
+    _OPS[name] = fn
+    return fn
+  return wrap
+
+
+def names() -> list[str]:
+  return sorted(_OPS)
+
+
+_SPEC = re.compile(r"^\s*([a-z_0-9]+)\s*(?:\((.*)\))?\s*$", re.S)
+
+
+def parse(spec: str):
+  """``"resize(256, method='area')"`` -> ``("resize", (256,), {"method": "area"})``."""
+  m = _SPEC.match(spec)
+  if not m:
+    raise ValueError(f"preprocessing op {spec!r} is not of the form name or name(args)")
+  name, args = m.group(1), m.group(2)
+  if name not in _OPS:
+    raise ValueError(f"preprocessing op {name!r} (in {spec!r}) is unknown; known: {names()}")
+  call = ast.parse(f"f({args or ''})", mode="eval").body
+  try:
+    pos = tuple(ast.literal_eval(a) for a in call.args)
+    kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+  except ValueError as e:
+    raise ValueError(f"preprocessing op {spec!r}: arguments must be literals ({e})") from None
+  return name, pos, kw
+
+
+def compose(pp: str, context: dict | None = None):
+  """Builds ``fn(example, seed)`` applying the ``|``-separated ops of ``pp`` in order."""
+  fns = []
+  for spec in filter(None, (s.strip() for s in pp.split("|"))):
+    name, pos, kw = parse(spec)
+    op = _OPS[name]
+    if getattr(op, "needs_context", False):
+      kw = {**kw, "context": context or {}}
+    fns.append(op(*pos, **kw))
+
+  def apply(example, seed):
+    seeds = tf.random.experimental.stateless_split(seed, num=max(len(fns), 1))
+    for i, fn in enumerate(fns):
+      example = fn(example, seeds[i])
+    return example
+  return apply
+
+
+def _image_op(fn):
+  """Lifts ``fn(image, seed) -> image`` to an op on the example's ``image``."""
+  def op(example, seed):
+    return {**example, "image": fn(example["image"], seed)}
+  return op
+
+
+@register("decode")
+def decode(channels: int = 3):
+  """Encoded bytes -> float32 [0, 1], ``channels`` 1 (gray), 3 (RGB) or 0 (as stored).
+
+  PNG/JPEG/BMP/GIF; 16-bit PNGs scale by 65535, 8-bit by 255; palette images expand to
+  their colours; RGBA drops alpha when RGB is asked for; RGB -> gray uses ITU-R 601 luma.
+  """
+  def fn(data, seed):
+    del seed
+    image = tf.io.decode_image(data, channels=channels, dtype=tf.float32,
+                               expand_animations=False)
+    if channels == 0:
+      image = tf.cond(tf.shape(image)[-1] == 4, lambda: image[..., :3], lambda: image)
+    return image
+  return _image_op(fn)
+
+
+@register("pad_to_square")
+def pad_to_square(value: float = 0.0):
+  """Centres the image on a square canvas of its longer side, filled with ``value`` (black)."""
+  def fn(image, seed):
+    del seed
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    side = tf.maximum(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    return tf.pad(image - value, [[top, side - h - top], [left, side - w - left], [0, 0]]) + value
+  return _image_op(fn)
+
+
+@register("resize")
+def resize(size, method: str = "bilinear", antialias: bool = True):
+  """Resizes to ``size`` (int: square; or (height, width)), aspect ratio not kept."""
+  hw = (size, size) if isinstance(size, int) else tuple(size)
+  def fn(image, seed):
+    del seed
+    return tf.image.resize(image, hw, method=method, antialias=antialias)
+  return _image_op(fn)
+
+
+@register("resize_short")
+def resize_short(size: int, method: str = "bilinear", antialias: bool = True):
+  """Resizes so that the shorter side is ``size``, keeping the aspect ratio."""
+  def fn(image, seed):
+    del seed
+    h, w = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+    scale = size / tf.minimum(h, w)
+    new = tf.cast(tf.round(tf.stack([h * scale, w * scale])), tf.int32)
+    return tf.image.resize(image, new, method=method, antialias=antialias)
+  return _image_op(fn)
+
+
+@register("take_channel")
+def take_channel(channel: int = 0):
+  """Keeps one channel (system 1 keeps 'red' of its R=G=B X-rays)."""
+  def fn(image, seed):
+    del seed
+    return image[..., channel:channel + 1]
+  return _image_op(fn)
+
+
+@register("gray_to_rgb")
+def gray_to_rgb():
+  """Replicates a single channel to three, for ImageNet backbones."""
+  def fn(image, seed):
+    del seed
+    return tf.image.grayscale_to_rgb(image) if image.shape[-1] == 1 else tf.tile(
+        image[..., :1], [1, 1, 3])
+  return _image_op(fn)
+
+
+@register("clahe")
+def clahe(clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):
+  """Contrast-limited adaptive histogram equalisation (scikit-image's implementation).
+
+  Per channel on [0, 1] images; ``kernel_size`` None means 1/8 of each side as in
+  scikit-image.
+  """
+  from skimage import exposure
+
+  def np_clahe(image):
+    return exposure.equalize_adapthist(np.clip(image, 0.0, 1.0), kernel_size=kernel_size,
+                                       clip_limit=clip_limit, nbins=nbins).astype(np.float32)
+
+  def fn(image, seed):
+    del seed
+    out = tf.numpy_function(np_clahe, [image], tf.float32, stateful=False)
+    return tf.ensure_shape(out, image.shape)
+  return _image_op(fn)
+
+
+@register("subtract_mean")
+def subtract_mean(context=None):
+  """Subtracts the training split's mean image (computed and stored by the pipeline)."""
+  if not context or "mean_image" not in context:
+    raise ValueError("preprocessing op 'subtract_mean' needs the training mean image; it is "
+                     "computed by the input pipeline when the op appears in config.pp_train")
+  mean = tf.constant(context["mean_image"], tf.float32)
+  def fn(image, seed):
+    del seed
+    return image - mean
+  return _image_op(fn)
+subtract_mean.needs_context = True
+
+
+@register("random_rot90")
+def random_rot90():
+  """Rotates by 0, 90, 180 or 270 degrees, uniformly (system 4's rotation augmentation)."""
+  def fn(image, seed):
+    k = tf.random.stateless_uniform([], seed, 0, 4, dtype=tf.int32)
+    return tf.image.rot90(image, k)
+  return _image_op(fn)
+
+
+@register("random_crop")
+def random_crop(size, pad: int = 0):
+  """A random ``size`` crop (int: square), optionally after zero-padding by ``pad``."""
+  hw = (size, size) if isinstance(size, int) else tuple(size)
+  def fn(image, seed):
+    if pad:
+      image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    return tf.image.stateless_random_crop(image, (*hw, tf.shape(image)[-1]), seed)
+  return _image_op(fn)
+
+
+@register("central_crop")
+def central_crop(size):
+  hw = (size, size) if isinstance(size, int) else tuple(size)
+  def fn(image, seed):
+    del seed
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    top, left = (h - hw[0]) // 2, (w - hw[1]) // 2
+    return image[top:top + hw[0], left:left + hw[1]]
+  return _image_op(fn)
+
+
+# Normalisations, applied to [0, 1] RGB (or gray) images.
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+@register("normalize")
+def normalize(kind: str = "imagenet"):
+  """``imagenet`` (torchvision mean/std), ``caffe`` (BGR, 0-255, mean subtracted),
+  ``lite`` ((x*255 - 127) / 128, EfficientNet-Lite), ``minus_one_one``, ``unit`` (none)."""
+  kinds = {
+      "imagenet": lambda x: (x - _IMAGENET_MEAN) / _IMAGENET_STD,
+      "caffe": lambda x: x[..., ::-1] * 255.0 - _CAFFE_BGR_MEAN,
+      "lite": lambda x: (x * 255.0 - 127.0) / 128.0,
+      "minus_one_one": lambda x: x * 2.0 - 1.0,
+      "unit": lambda x: x,
+  }
+  if kind not in kinds:
+    raise ValueError(f"normalize({kind!r}): expected one of {sorted(kinds)}")
+  def fn(image, seed):
+    del seed
+    return tf.cast(kinds[kind](image), tf.float32)
+  return _image_op(fn)

@@ -1,0 +1,225 @@
+"""From a prepared TFDS dataset to global ``jax.Array`` batches on the device mesh.
+
+- Splits: ``config.data.{train,val,test}_split`` are TFDS split expressions
+  (``"train+val"``); with ``config.data.val_fraction`` > 0 a validation set is carved
+  from the training split, stratified by class and reproducible from ``config.seed``.
+- Each process reads its own shard of every split (``ds.shard(process_count, index)``).
+- Training streams shuffle-then-repeat deterministically from the seed; augmentation seeds
+  come from the example's position in that stream, so resuming at step ``s`` (skipping
+  ``s * batch`` encoded records, which is cheap) yields exactly the batches an
+  uninterrupted run would have seen.
+- Evaluation is exact: every example is seen once; the last batch is padded and carries
+  ``mask`` = 0 on the padding, and all processes run the same number of batches.
+"""
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from medjax import parallel
+from medjax.data import builders, ops
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """What the trainer needs to know about the data, independent of the dataset."""
+  name: str
+  class_names: tuple[str, ...]
+  multi_label: bool
+  split_sizes: dict[str, int]
+  skipped: tuple[str, ...]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+def _encoded(builder, split: str) -> tf.data.Dataset:
+  return builder.as_dataset(split=split, shuffle_files=False,
+                            decoders={"image": tfds.decode.SkipDecoding()})
+
+
+def _ids_and_labels(builder, split: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+  ds = _encoded(builder, split).map(lambda ex: (ex["id"], ex[label_key]))
+  ids, labels = [], []
+  for i, y in ds.as_numpy_iterator():
+    ids.append(i.decode())
+    labels.append(y)
+  return np.asarray(ids, dtype=object), np.asarray(labels)
+
+
+def stratified_holdout(ids: np.ndarray, labels: np.ndarray, fraction: float,
+                       seed: int) -> set[str]:
+  """Ids of a ``fraction`` holdout taken per class (rounded), reproducible from ``seed``.
+
+  Multi-label rows are stratified by their label pattern. Ids are sorted first so the
+  result does not depend on the order records were written in.
+  """
+  order = np.argsort(ids)
+  ids, labels = ids[order], labels[order]
+  keys = labels if labels.ndim == 1 else np.array(["".join(map(str, r.astype(int))) for r in labels])
+  rng = np.random.default_rng(seed)
+  held = []
+  for key in sorted(set(keys.tolist())):
+    members = np.flatnonzero(keys == key)
+    n = int(round(fraction * len(members)))
+    held.extend(ids[rng.permutation(members)[:n]].tolist())
+  return set(held)
+
+
+def _filter_ids(ds: tf.data.Dataset, ids: set[str], keep: bool) -> tf.data.Dataset:
+  table = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(tf.constant(sorted(ids) or [""], tf.string),
+                                          tf.ones(max(len(ids), 1), tf.int32)), default_value=0)
+  want = 1 if keep else 0
+  return ds.filter(lambda ex: tf.equal(table.lookup(ex["id"]), want))
+
+
+class InputPipeline:
+  """Builds the train stream and the exact eval batches for ``config.data`` and ``config.pp_*``."""
+
+  def __init__(self, config, workdir: str | Path, mesh: jax.sharding.Mesh):
+    self.config = config
+    self.workdir = Path(workdir)
+    self.mesh = mesh
+    d = config.data
+    self.builder = builders.get_builder(d.name, manual_dir=d.manual_dir, tfds_dir=d.tfds_dir,
+                                        on_bad_file=d.on_bad_file)
+    features = self.builder.info.features
+    multi_label = "labels" in features
+    self.label_key = "labels" if multi_label else "label"
+    label_feature = features[self.label_key]
+    class_names = tuple(label_feature.feature.names if multi_label else label_feature.names)
+
+    self._split_ds = {}
+    for role in ("train", "val", "test"):
+      split = d.get(f"{role}_split")
+      if split:
+        self._split_ds[role] = _encoded(self.builder, split)
+    if d.val_fraction:
+      ids, labels = _ids_and_labels(self.builder, d.train_split, self.label_key)
+      held = stratified_holdout(ids, labels, d.val_fraction, config.seed)
+      base = self._split_ds["train"]
+      self._split_ds["train"] = _filter_ids(base, held, keep=False)
+      self._split_ds["val"] = _filter_ids(base, held, keep=True)
+      sizes = {"train": len(ids) - len(held), "val": len(held)}
+    else:
+      sizes = {role: self.builder.info.splits[d.get(f"{role}_split")].num_examples
+               for role in self._split_ds if role != "test"}
+    if "test" in self._split_ds:
+      sizes["test"] = self.builder.info.splits[d.test_split].num_examples
+    self.info = DataInfo(name=d.name, class_names=class_names, multi_label=multi_label,
+                         split_sizes=sizes, skipped=tuple(builders.class_folders.skipped_files(
+                             self.builder)))
+    self._context = self._training_statistics()
+
+  # -- statistics of the training split that preprocessing needs -------------------------
+  def _training_statistics(self) -> dict:
+    """Computes (once, then loads from the workdir) the mean image if ``subtract_mean`` is used."""
+    pp_eval = self.config.pp_eval
+    if "subtract_mean" not in pp_eval:
+      return {}
+    path = self.workdir / "mean_image.npy"
+    if path.exists():
+      return {"mean_image": np.load(path, allow_pickle=False)}
+    prefix = pp_eval.split("subtract_mean")[0].rstrip("| ")
+    fn = ops.compose(prefix)
+    ds = self._split_ds["train"].map(lambda ex: fn(ex, tf.zeros([2], tf.int64))["image"],
+                                     num_parallel_calls=tf.data.AUTOTUNE)
+    total, count = None, 0
+    for batch in ds.batch(256).as_numpy_iterator():
+      s = batch.astype(np.float64).sum(0)
+      total = s if total is None else total + s
+      count += len(batch)
+    mean = (total / count).astype(np.float32)
+    if jax.process_index() == 0:
+      tmp = path.with_suffix(".tmp.npy")
+      np.save(tmp, mean)
+      tmp.replace(path)
+    return {"mean_image": mean}
+
+  # -- streams ------------------------------------------------------------------------------
+  def _local_batch(self, global_batch: int) -> int:
+    if global_batch % jax.process_count():
+      raise ValueError(f"batch size {global_batch} is not divisible by the "
+                       f"{jax.process_count()} processes")
+    local = global_batch // jax.process_count()
+    if global_batch % self.mesh.size:
+      raise ValueError(f"batch size {global_batch} is not divisible by the {self.mesh.size} "
+                       f"devices of the mesh")
+    return local
+
+  def _select(self, ex):
+    return {"image": ex["image"], "label": ex[self.label_key]}
+
+  def steps_per_epoch(self) -> int:
+    return self.info.split_sizes["train"] // self.config.batch_size
+
+  def train_iterator(self, start_step: int = 0):
+    """Yields global training batches from step ``start_step`` on, forever."""
+    cfg = self.config
+    local = self._local_batch(cfg.batch_size)
+    ds = self._split_ds["train"].shard(jax.process_count(), jax.process_index())
+    if cfg.data.cache:
+      ds = ds.cache()
+    n = self.info.split_sizes["train"]
+    ds = ds.shuffle(min(n, cfg.data.shuffle_buffer), seed=cfg.seed,
+                    reshuffle_each_iteration=True).repeat().enumerate()
+    ds = ds.skip(start_step * local)
+    pp = ops.compose(cfg.pp_train, self._context)
+    seed = tf.constant(cfg.seed, tf.int64)
+    ds = ds.map(lambda i, ex: self._select(pp(ex, tf.stack([seed, i]))),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(local, drop_remainder=True).prefetch(2)
+    sharding = parallel.batch_sharding(self.mesh)
+    for batch in ds.as_numpy_iterator():
+      yield parallel.to_global(batch, sharding)
+
+  def has_split(self, role: str) -> bool:
+    return role in self._split_ds
+
+  def eval_batches(self, role: str, batch_size: int | None = None, pp: str | None = None):
+    """Yields ``(global batch with 'mask', local ids)`` covering split ``role`` exactly once."""
+    cfg = self.config
+    global_batch = batch_size or cfg.eval_batch_size
+    local = self._local_batch(global_batch)
+    ds = self._split_ds[role].shard(jax.process_count(), jax.process_index())
+    fn = ops.compose(pp or cfg.pp_eval, self._context)
+    zero = tf.zeros([2], tf.int64)
+    ds = ds.map(lambda ex: {**self._select(fn(ex, zero)), "id": ex["id"]},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(local).prefetch(2)
+    per_process = math.ceil(self.info.split_sizes[role] / jax.process_count())
+    num_batches = math.ceil(per_process / local)
+    sharding = parallel.batch_sharding(self.mesh)
+    it = ds.as_numpy_iterator()
+    template = None
+    for _ in range(num_batches):
+      batch = next(it, None)
+      if batch is None:  # This process ran out first: a fully masked batch keeps step.
+        batch = {k: np.zeros_like(v[:0]) for k, v in template.items()}
+      template = batch
+      ids = batch.pop("id")
+      n = len(ids)
+      mask = np.zeros(local, np.float32)
+      mask[:n] = 1.0
+      padded = {k: np.concatenate([v, np.zeros((local - n, *v.shape[1:]), v.dtype)])
+                for k, v in batch.items()}
+      padded["mask"] = mask
+      yield parallel.to_global(padded, sharding), [i.decode() for i in ids]
+
+  def describe(self) -> dict:
+    return {"dataset": self.info.name, "classes": list(self.info.class_names),
+            "splits": self.info.split_sizes, "skipped": len(self.info.skipped)}
+
+
+def save_json(path: Path, obj) -> None:
+  """Writes JSON atomically (temp file + rename) so a crash never leaves half a file."""
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+  tmp.replace(path)

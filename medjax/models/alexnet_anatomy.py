@@ -1,0 +1,41 @@
+"""System 2: the modified AlexNet of Madamombe for anatomy classification.
+
+Paper Table I: conv1 96@11x11 stride 4 + LRN, max-pool 3 stride 2, conv2 256@5x5 stride 2,
+conv3 384@3x3 stride 2, conv4 256@3x3 stride 2, fc5 4096 with ReLU and no dropout, fc6
+4096. Interpretations (the paper gives no input size, padding or classifier):
+- input 227x227 as AlexNet; conv1 'valid' (227 -> 55), pool 55 -> 27;
+- conv2-4 padded as their AlexNet counterparts (2, 1, 1): 27 -> 14 -> 7 -> 4, so fc5
+  sees 4*4*256 = 4096 inputs; every conv is followed by ReLU (paper eq. 2);
+- fc6 is the 4096-d image descriptor (``pre_logits``); a linear classifier to
+  ``num_classes`` follows it, trained with softmax cross-entropy.
+LRN uses Caffe's AlexNet constants (size 5, alpha 1e-4, beta 0.75, k 1).
+"""
+import flax.linen as nn
+
+from medjax.models.layers import local_response_norm
+
+
+class ModifiedAlexNet(nn.Module):
+  num_classes: int
+  fc_units: int = 4096
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    del train  # The paper removes dropout; no other train-time behaviour.
+    features = {}
+    x = nn.relu(nn.Conv(96, (11, 11), strides=(4, 4), padding="VALID", name="conv1")(x))
+    x = local_response_norm(x)
+    x = nn.max_pool(x, (3, 3), strides=(2, 2))
+    features["pool1"] = x
+    for name, filters, kernel, pad in (("conv2", 256, 5, 2), ("conv3", 384, 3, 1),
+                                       ("conv4", 256, 3, 1)):
+      x = nn.relu(nn.Conv(filters, (kernel, kernel), strides=(2, 2),
+                          padding=((pad, pad), (pad, pad)), name=name)(x))
+      features[name] = x
+    x = x.reshape((x.shape[0], -1))
+    x = nn.relu(nn.Dense(self.fc_units, name="fc5")(x))
+    features["fc5"] = x
+    x = nn.Dense(self.fc_units, name="fc6")(x)
+    features["pre_logits"] = x
+    logits = nn.Dense(self.num_classes, name="classifier")(x)
+    return logits, features

@@ -1,0 +1,51 @@
+"""Orbax checkpoints of the train state: the latest few for resuming, the best for early stopping.
+
+Orbax writes each step into a temporary folder and renames it when complete, so a run
+killed mid-write leaves the previous checkpoint intact and the partial one is ignored.
+"""
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+  def __init__(self, workdir: Path, keep: int = 2):
+    opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    self.latest = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=opts)
+    self.best = ocp.CheckpointManager(Path(workdir).absolute() / "best_checkpoint",
+                                      options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+  @staticmethod
+  def _abstract(tree):
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+  def restore_latest(self, state):
+    """Returns ``state`` restored from the latest checkpoint, or ``state`` itself if none."""
+    step = self.latest.latest_step()
+    if step is None:
+      return state
+    return self.latest.restore(step, args=ocp.args.StandardRestore(self._abstract(state)))
+
+  def latest_step(self):
+    return self.latest.latest_step()
+
+  def save_latest(self, step: int, state) -> None:
+    self.latest.save(step, args=ocp.args.StandardSave(state))
+
+  def save_best(self, step: int, params) -> None:
+    self.best.save(step, args=ocp.args.StandardSave(params), force=True)
+
+  def restore_best(self, params):
+    step = self.best.latest_step()
+    if step is None:
+      return params
+    return self.best.restore(step, args=ocp.args.StandardRestore(self._abstract(params)))
+
+  def wait(self):
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self):
+    self.latest.close()
+    self.best.close()

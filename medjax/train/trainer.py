@@ -1,0 +1,270 @@
+"""The one supervised trainer: ``train_and_evaluate(config, workdir)`` (systems 1, 2, 4).
+
+One jitted step, data-parallel over a ``Mesh`` (batch sharded on ``data``, state
+replicated, buffers donated). The train state holds everything a resumed run needs: step,
+parameters, optimiser state (plateau annealing included), the base RNG (dropout keys are
+``fold_in(rng, step)``) and early-stopping bookkeeping. Running again on a workdir resumes
+from the latest checkpoint; a workdir whose ``results.json`` holds the same config is
+returned as is.
+"""
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from clu import periodic_actions
+
+from medjax import parallel
+from medjax.data.pipeline import InputPipeline, save_json
+from medjax.eval import metrics as metrics_lib
+from medjax.eval import writers
+from medjax.models import registry
+from medjax.train import losses, optim
+from medjax.train.checkpoint import Checkpoints
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: dict
+  model_state: dict  # Non-trainable collections such as batch_stats ({} for the papers' nets).
+  opt_state: optax.OptState
+  rng: jax.Array
+  best_metric: jax.Array  # Early stopping: best validation value so far, and its epoch.
+  best_epoch: jax.Array
+  stopped: jax.Array      # True once early stopping fired, so a resumed run does not go on.
+
+
+def model_kwargs(config) -> dict:
+  return {k: v for k, v in config.model.items() if k != "name"}
+
+
+def build_model(config, num_classes: int):
+  return registry.get_model(config.model.name, num_classes=num_classes, **model_kwargs(config))
+
+
+def init_state(model, tx, config, image_shape, mesh) -> TrainState:
+  """Initialises parameters from ``config.seed``, replicated over the mesh."""
+  def init(rng):
+    params_rng, rng = jax.random.split(rng)
+    variables = model.init({"params": params_rng, "dropout": params_rng},
+                           jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    params = variables.pop("params")
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=dict(variables),
+                      opt_state=tx.init(params), rng=rng,
+                      best_metric=jnp.array(-jnp.inf, jnp.float32),
+                      best_epoch=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool))
+  # A raw uint32 key (not a typed key) so that Orbax can store it.
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
+
+
+def make_train_step(model, tx, loss_name: str):
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    mutable = list(state.model_state)
+
+    def objective(params):
+      variables = {"params": params, **state.model_state}
+      if mutable:
+        (logits, _), new_model_state = model.apply(variables, batch["image"], train=True,
+                                                   rngs={"dropout": rng}, mutable=mutable)
+      else:
+        logits, _ = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
+        new_model_state = {}
+      loss = losses.loss_fn(loss_name, logits, batch["label"]).mean()
+      return loss, (logits, new_model_state)
+
+    (loss, (logits, new_model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+    state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                          opt_state=opt_state, model_state=new_model_state)
+    return state, {"loss": loss, "accuracy": losses.batch_accuracy(loss_name, logits, batch["label"])}
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_predict(model):
+  @jax.jit
+  def predict(params, model_state, images):
+    logits, features = model.apply({"params": params, **model_state}, images, train=False)
+    return logits, features["pre_logits"]
+  return predict
+
+
+def evaluate(predict, params, model_state, data: InputPipeline, role: str, loss_name: str,
+             with_embeddings: bool = False) -> tuple[dict, dict]:
+  """Exact metrics on split ``role``; also returns logits/labels/ids (and embeddings)."""
+  logits, labels, ids, embeddings = [], [], [], []
+  for batch, batch_ids in data.eval_batches(role):
+    out_logits, out_emb = predict(params, model_state, batch["image"])
+    host = parallel.fetch({"logits": out_logits, "label": batch["label"], "mask": batch["mask"],
+                           **({"emb": out_emb} if with_embeddings else {})})
+    keep = host["mask"] > 0
+    logits.append(host["logits"][keep])
+    labels.append(host["label"][keep])
+    if with_embeddings:
+      embeddings.append(host["emb"][keep].reshape(keep.sum(), -1))
+    ids.extend(batch_ids)
+  logits, labels = np.concatenate(logits), np.concatenate(labels)
+  names = data.info.class_names
+  if loss_name == "sigmoid_xent":
+    targets = labels if labels.ndim == 2 else np.eye(len(names))[labels]
+    scores = metrics_lib.multi_label(logits, targets, names)
+    if labels.ndim == 1:  # One-vs-all heads on single-label data: also score as argmax.
+      scores["accuracy"] = float((logits.argmax(-1) == labels).mean())
+  else:
+    scores = metrics_lib.single_label(logits, labels, names)
+  outputs = {"logits": logits, "labels": labels, "ids": ids}
+  if with_embeddings:
+    outputs["embeddings"] = np.concatenate(embeddings)
+  return scores, outputs
+
+
+def _flat(prefix: str, scores: dict) -> dict:
+  return {f"{prefix}/{k}": v for k, v in scores.items()}
+
+
+def _scalars(flat: dict) -> dict:
+  return {k: v for k, v in flat.items() if isinstance(v, (int, float))}
+
+
+def check_finished(workdir: Path, resolved: dict):
+  """Returns the stored results if this exact config already finished in ``workdir``."""
+  path = workdir / "results.json"
+  if not path.exists():
+    return None
+  results = json.loads(path.read_text())
+  if results.get("config") != resolved:
+    old = results.get("config", {})
+    keys = sorted(k for k in set(old) | set(resolved) if old.get(k) != resolved.get(k))
+    raise ValueError(f"{path} holds a finished run with a different config (differs in "
+                     f"{keys}); use a new --workdir or remove that file")
+  return results
+
+
+def train_and_evaluate(config, workdir) -> dict:
+  """Trains ``config.model`` on ``config.data``, evaluates exactly, writes the workdir."""
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  resolved = json.loads(config.to_json_best_effort())
+  finished = check_finished(workdir, resolved)
+  if finished is not None:
+    logging.info("%s already holds the finished run; not redoing it.", workdir)
+    return finished
+
+  mesh = parallel.make_mesh()
+  data = InputPipeline(config, workdir, mesh)
+  info = data.info
+  if config.loss == "softmax_xent" and info.multi_label:
+    raise ValueError(f"config.loss='softmax_xent' cannot train the multi-label dataset "
+                     f"{info.name!r}; use 'sigmoid_xent'")
+  steps_per_epoch = data.steps_per_epoch()
+  if steps_per_epoch < 1:
+    raise ValueError(f"config.batch_size={config.batch_size} exceeds the {info.split_sizes['train']} "
+                     f"training examples")
+  total_steps = config.total_steps or config.num_epochs * steps_per_epoch
+  model = build_model(config, info.num_classes)
+  tx = optim.make(config.optimizer, steps_per_epoch)
+  first = next(data.eval_batches("train" if not data.has_split("test") else "test", batch_size=mesh.size))
+  image_shape = first[0]["image"].shape[1:]
+  state = init_state(model, tx, config, image_shape, mesh)
+  ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
+  state = ckpts.restore_latest(state)
+  start = int(state.step)
+  if start:
+    logging.info("Resuming from the checkpoint at step %d of %d.", start, total_steps)
+  writer = writers.create(workdir, start)
+  if start == 0:
+    writer.write_hparams({k: v for k, v in _flatten(resolved).items()})
+  train_step = make_train_step(model, tx, config.loss)
+  predict = make_predict(model)
+  progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+                                             every_steps=config.log_every)
+  use_val = data.has_split("val")
+  es = config.early_stopping
+  es_metric = es.metric if (es.metric and use_val) else ""
+  last_good = start
+  window = []
+  t0 = time.time()
+
+  train_iter = data.train_iterator(start)
+  step = start
+  while step < total_steps and not bool(state.stopped):
+    state, m = train_step(state, next(train_iter))
+    step += 1
+    window.append(m)
+    progress(step)
+    epoch_end = step % steps_per_epoch == 0
+    if step % config.log_every == 0 or step == total_steps or epoch_end:
+      host = jax.device_get(window)
+      window = []
+      mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+      if not np.isfinite(mean["loss"]):
+        raise FloatingPointError(
+            f"training loss became {mean['loss']} by step {step}; stopped without saving. "
+            f"The last good checkpoint (step {last_good}) is kept in {workdir / 'checkpoints'}; "
+            f"lower config.optimizer.learning_rate or check the inputs.")
+      lr = optim.current_learning_rate(config.optimizer, steps_per_epoch, state.opt_state, step - 1)
+      writer.write_scalars(step, {**_flat("train", mean), "train/learning_rate": float(lr),
+                                  "train/epoch": step / steps_per_epoch})
+    if epoch_end and use_val and (step // steps_per_epoch) % config.eval_every_epochs == 0:
+      scores, _ = evaluate(predict, state.params, state.model_state, data, "val", config.loss)
+      writer.write_scalars(step, _scalars(_flat("val", scores)))
+      if es_metric:
+        state = _early_stopping(state, scores, es, step // steps_per_epoch, ckpts, step)
+    if step % config.checkpoint_every_steps == 0 or epoch_end or step == total_steps or bool(
+        state.stopped):
+      ckpts.save_latest(step, state)
+      writer.flush()
+      last_good = step
+  ckpts.wait()
+  writer.write_scalars(step, {"train/wall_seconds_this_session": time.time() - t0})
+
+  params = ckpts.restore_best(state.params) if es_metric else state.params
+  results = {"train/steps": step, "train/epochs": step / steps_per_epoch,
+             "data/skipped": len(info.skipped)}
+  for role in ("val", "test"):
+    if data.has_split(role):
+      scores, _ = evaluate(predict, params, state.model_state, data, role, config.loss)
+      results.update(_flat(role, scores))
+  writer.write_scalars(step, _scalars(results))
+  writer.close()
+  results["config"] = resolved
+  if jax.process_index() == 0:
+    save_json(workdir / "results.json", results)
+  ckpts.close()
+  return results
+
+
+def _early_stopping(state: TrainState, scores: dict, es, epoch: int, ckpts: Checkpoints,
+                    step: int) -> TrainState:
+  """Tracks the best validation value; keeps its parameters; stops after ``patience`` epochs."""
+  value = float(scores[es.metric]) * (1 if es.mode == "max" else -1)
+  if value > float(state.best_metric):
+    ckpts.save_best(step, state.params)
+    return state.replace(best_metric=jnp.asarray(value, jnp.float32),
+                         best_epoch=jnp.asarray(epoch, jnp.int32))
+  if es.patience_epochs and epoch - int(state.best_epoch) >= es.patience_epochs:
+    logging.info("Early stopping at epoch %d: val/%s has not improved since epoch %d.", epoch,
+                 es.metric, int(state.best_epoch))
+    return state.replace(stopped=jnp.asarray(True))
+  return state
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    elif isinstance(v, (int, float, str, bool)) or v is None:
+      out[key] = v
+    else:
+      out[key] = str(v)
+  return out
