@@ -40,11 +40,11 @@ def parse(spec: str):
   name, args = m.group(1), m.group(2)
   if name not in _OPS:
     raise ValueError(f"preprocessing op {name!r} (in {spec!r}) is unknown; known: {names()}")
-  call = ast.parse(f"f({args or ''})", mode="eval").body
   try:
+    call = ast.parse(f"f({args or ''})", mode="eval").body
     pos = tuple(ast.literal_eval(a) for a in call.args)
     kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-  except ValueError as e:
+  except (ValueError, SyntaxError) as e:
     raise ValueError(f"preprocessing op {spec!r}: arguments must be literals ({e})") from None
   return name, pos, kw
 

@@ -90,11 +90,11 @@ class InputPipeline:
     d = config.data
     self.builder = builders.get_builder(d.name, manual_dir=d.manual_dir, tfds_dir=d.tfds_dir,
                                         on_bad_file=d.on_bad_file)
-    features = self.builder.info.features
-    multi_label = "labels" in features
+    # Builders expose either "label" (class index) or "labels" (multi-hot float vector),
+    # and always class_names() in label order.
+    multi_label = "labels" in self.builder.info.features
     self.label_key = "labels" if multi_label else "label"
-    label_feature = features[self.label_key]
-    class_names = tuple(label_feature.feature.names if multi_label else label_feature.names)
+    class_names = tuple(self.builder.class_names())
 
     self._split_ds = {}
     for role in ("train", "val", "test"):

@@ -2,6 +2,8 @@
 
 Orbax writes each step into a temporary folder and renames it when complete, so a run
 killed mid-write leaves the previous checkpoint intact and the partial one is ignored.
+Saving is synchronous: the train step donates the state's buffers, so they must be fully
+written before the next step reuses them.
 """
 from pathlib import Path
 
@@ -11,10 +13,11 @@ import orbax.checkpoint as ocp
 
 class Checkpoints:
   def __init__(self, workdir: Path, keep: int = 2):
-    opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    self.latest = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=opts)
-    self.best = ocp.CheckpointManager(Path(workdir).absolute() / "best_checkpoint",
-                                      options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    def options(max_to_keep):
+      return ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                          enable_async_checkpointing=False)
+    self.latest = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options(keep))
+    self.best = ocp.CheckpointManager(Path(workdir).absolute() / "best_checkpoint", options=options(1))
 
   @staticmethod
   def _abstract(tree):

@@ -85,7 +85,9 @@ def make_train_step(model, tx, loss_name: str):
     updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
     state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                           opt_state=opt_state, model_state=new_model_state)
-    return state, {"loss": loss, "accuracy": losses.batch_accuracy(loss_name, logits, batch["label"])}
+    # The parameter norm is logged and, with the loss, checked finite before any save.
+    return state, {"loss": loss, "param_norm": optax.global_norm(state.params),
+                   "accuracy": losses.batch_accuracy(loss_name, logits, batch["label"])}
   return jax.jit(train_step, donate_argnums=0)
 
 
@@ -195,19 +197,23 @@ def train_and_evaluate(config, workdir) -> dict:
 
   train_iter = data.train_iterator(start)
   step = start
-  while step < total_steps and not bool(state.stopped):
+  stopped = bool(state.stopped)
+  while step < total_steps and not stopped:
     state, m = train_step(state, next(train_iter))
     step += 1
     window.append(m)
     progress(step)
     epoch_end = step % steps_per_epoch == 0
-    if step % config.log_every == 0 or step == total_steps or epoch_end:
+    save_now = step % config.checkpoint_every_steps == 0 or epoch_end or step == total_steps
+    if save_now or step % config.log_every == 0:
+      # The only host sync in the loop: metrics are fetched when logged or saved.
       host = jax.device_get(window)
       window = []
       mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
-      if not np.isfinite(mean["loss"]):
+      if not (np.isfinite(mean["loss"]) and np.isfinite(host[-1]["param_norm"])):
         raise FloatingPointError(
-            f"training loss became {mean['loss']} by step {step}; stopped without saving. "
+            f"training diverged by step {step} (loss {mean['loss']}, parameter norm "
+            f"{host[-1]['param_norm']}); stopped without saving. "
             f"The last good checkpoint (step {last_good}) is kept in {workdir / 'checkpoints'}; "
             f"lower config.optimizer.learning_rate or check the inputs.")
       lr = optim.current_learning_rate(config.optimizer, steps_per_epoch, state.opt_state, step - 1)
@@ -218,8 +224,8 @@ def train_and_evaluate(config, workdir) -> dict:
       writer.write_scalars(step, _scalars(_flat("val", scores)))
       if es_metric:
         state = _early_stopping(state, scores, es, step // steps_per_epoch, ckpts, step)
-    if step % config.checkpoint_every_steps == 0 or epoch_end or step == total_steps or bool(
-        state.stopped):
+        stopped = bool(state.stopped)
+    if save_now or stopped:
       ckpts.save_latest(step, state)
       writer.flush()
       last_good = step

@@ -1,0 +1,76 @@
+"""Shared fixtures: where the real data is, a session-wide TFDS folder, a tiny image folder.
+
+Real data is read in place from ``../shared/data`` (relative to the repository root) or
+``$MEDJAX_DATA_DIR``; tests needing it skip with a message when it is absent.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+  return Path(os.environ.get("MEDJAX_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+  path = shared_data_dir()
+  if not (path / "chest_xray").is_dir():
+    pytest.skip(f"real data not found at {path} (expected ../shared/data beside the repo or "
+                f"$MEDJAX_DATA_DIR)")
+  return path
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory) -> Path:
+  """One prepared-TFDS folder per test session, so each dataset is prepared once."""
+  return tmp_path_factory.mktemp("tfds")
+
+
+def write_tiny_folder(root: Path, per_class: dict[str, int], size: int = 40, seed: int = 0):
+  """``root/<split>/<class>/*.png`` of noise; class 'blob' adds a bright square at a random
+  place (a task that survives the rotation and crop augmentation)."""
+  rng = np.random.default_rng(seed)
+  for split, n in per_class.items():
+    for label, name in enumerate(("blank", "blob")):
+      folder = root / split / name
+      folder.mkdir(parents=True, exist_ok=True)
+      for i in range(n):
+        img = rng.integers(0, 60, (size, size), dtype=np.uint8)
+        if label:
+          y0, x0 = rng.integers(4, size - 16, 2)
+          img[y0:y0 + 12, x0:x0 + 12] = 220
+        Image.fromarray(img).save(folder / f"{name}_{i:03d}.png")
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+  """A data_dir holding ``image_folder/{train,test}/{blank,blob}``: 48 + 16 images."""
+  data_dir = tmp_path_factory.mktemp("data")
+  write_tiny_folder(data_dir / "image_folder", {"train": 24, "test": 8})
+  return data_dir
+
+
+def tiny_config(data_dir: Path, tfds_dir: Path, arg: str = "", **overrides):
+  """The system 4 config on the tiny folder at 32x32 with the smallest variant (D)."""
+  from configs import irma_cnn
+  config = irma_cnn.get_config(f"dataset=image_folder,variant=D,image_size=32{',' if arg else ''}{arg}")
+  config.data.manual_dir = str(data_dir)
+  config.data.tfds_dir = str(tfds_dir)
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.num_epochs = 2
+  config.log_every = 1
+  config.checkpoint_every_steps = 2
+  for key, value in overrides.items():
+    target = config
+    *path, leaf = key.split(".")
+    for p in path:
+      target = target[p]
+    target[leaf] = value
+  return config

@@ -1,0 +1,100 @@
+"""Preprocessing ops: exact values on small arrays, bit depths, determinism, errors."""
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from medjax.data import ops
+
+SEED = tf.constant([0, 7], tf.int64)
+
+
+def png_bytes(array, mode=None) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(array, mode=mode).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def run(pp, image=None, data=None, context=None, seed=SEED):
+  example = {"image": tf.constant(data) if data is not None else tf.constant(image, tf.float32)}
+  return ops.compose(pp, context)(example, seed)["image"].numpy()
+
+
+def test_decode_scales_by_bit_depth():
+  a16 = np.array([[0, 65535], [32768, 1000]], np.uint16)
+  a8 = np.array([[0, 255], [128, 4]], np.uint8)
+  np.testing.assert_allclose(run("decode(1)", data=png_bytes(a16))[..., 0], a16 / 65535, atol=1e-6)
+  np.testing.assert_allclose(run("decode(1)", data=png_bytes(a8))[..., 0], a8 / 255, atol=1e-6)
+
+
+def test_decode_rgba_palette_and_gray_consistently():
+  rgba = np.zeros((4, 4, 4), np.uint8)
+  rgba[..., 0], rgba[..., 3] = 200, 10  # Alpha must not leak into the colour.
+  out = run("decode(3)", data=png_bytes(rgba, "RGBA"))
+  np.testing.assert_allclose(out[..., 0], 200 / 255, atol=1e-6)
+  assert out.shape == (4, 4, 3)
+  pal = Image.fromarray(np.full((4, 4, 3), 90, np.uint8)).convert("P")
+  buf = io.BytesIO()
+  pal.save(buf, format="PNG")
+  np.testing.assert_allclose(run("decode(3)", data=buf.getvalue()),
+                             np.asarray(pal.convert("RGB")) / 255, atol=1e-6)
+  gray = run("decode(3)", data=png_bytes(np.full((4, 4), 50, np.uint8)))
+  np.testing.assert_allclose(gray, 50 / 255, atol=1e-6)
+
+
+def test_pad_to_square_centres_on_black():
+  image = np.ones((2, 4, 1), np.float32)
+  out = run("pad_to_square", image)
+  assert out.shape == (4, 4, 1)
+  np.testing.assert_array_equal(out[:, :, 0], [[0] * 4, [1] * 4, [1] * 4, [0] * 4])
+
+
+def test_resize_take_channel_and_rgb():
+  image = np.stack([np.full((8, 6), v, np.float32) for v in (0.1, 0.5, 0.9)], -1)
+  out = run("resize(4)|take_channel(0)", image)
+  assert out.shape == (4, 4, 1)
+  np.testing.assert_allclose(out, 0.1, atol=1e-6)
+  assert run("take_channel(0)|gray_to_rgb", image).shape == (8, 6, 3)
+
+
+def test_clahe_matches_scikit_image():
+  from skimage import exposure
+  rng = np.random.default_rng(0)
+  image = rng.uniform(0.2, 0.4, (64, 64, 1)).astype(np.float32)
+  expected = exposure.equalize_adapthist(image, clip_limit=0.02)
+  np.testing.assert_allclose(run("clahe(clip_limit=0.02)", image), expected, atol=1e-5)
+
+
+def test_subtract_mean_uses_context_and_requires_it():
+  image = np.full((2, 2, 1), 0.5, np.float32)
+  mean = np.full((2, 2, 1), 0.2, np.float32)
+  np.testing.assert_allclose(run("subtract_mean", image, context={"mean_image": mean}), 0.3)
+  with pytest.raises(ValueError, match="needs the training mean image"):
+    ops.compose("subtract_mean")
+
+
+def test_random_ops_are_deterministic_per_seed_and_vary_across_seeds():
+  image = np.arange(36, dtype=np.float32).reshape(6, 6, 1)
+  a = run("random_rot90|random_crop(4)", image, seed=tf.constant([1, 2], tf.int64))
+  b = run("random_rot90|random_crop(4)", image, seed=tf.constant([1, 2], tf.int64))
+  np.testing.assert_array_equal(a, b)
+  outs = {run("random_rot90", image, seed=tf.constant([1, i], tf.int64)).tobytes() for i in range(20)}
+  assert len(outs) == 4  # 0, 90, 180 and 270 degrees all occur.
+
+
+def test_normalisations():
+  image = np.array([[[0.0, 0.5, 1.0]]], np.float32)
+  np.testing.assert_allclose(run("normalize('lite')", image), [[[-127 / 128, 0.5 / 128 * 1, 1.0]]],
+                             atol=1e-6)
+  np.testing.assert_allclose(run("normalize('caffe')", image),
+                             [[[255 - 103.939, 127.5 - 116.779, 0 - 123.68]]], atol=1e-4)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nonsense", "unknown"), ("resize(size=)", "resize"), ("resize(os.system)", "literals"),
+    ("normalize('foo')", "expected one of")])
+def test_bad_specs_name_the_op(spec, message):
+  with pytest.raises(ValueError, match=message):
+    ops.compose(spec)

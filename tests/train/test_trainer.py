@@ -1,0 +1,124 @@
+"""The supervised trainer end to end on a tiny image folder (flax-examples style)."""
+import json
+import shutil
+
+import numpy as np
+import optax
+import pytest
+from ml_collections import ConfigDict
+
+from medjax.train import optim, trainer
+from tests.conftest import tiny_config
+
+
+def read_jsonl(path):
+  return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def metrics_of(results):
+  return {k: v for k, v in results.items() if k != "config"}
+
+
+def test_one_step_writes_the_three_outputs(tiny_data_dir, tfds_dir, tmp_path):
+  config = tiny_config(tiny_data_dir, tfds_dir, total_steps=1)
+  results = trainer.train_and_evaluate(config, tmp_path)
+  assert (tmp_path / "checkpoints" / "1").is_dir()
+  rows = read_jsonl(tmp_path / "metrics.jsonl")
+  assert rows[0]["step"] == 1 and "train/loss" in rows[0]
+  stored = json.loads((tmp_path / "results.json").read_text())
+  assert stored["test/num_examples"] == 16 and stored["val/num_examples"] == 4
+  assert 0.0 <= stored["test/accuracy"] <= 1.0
+  assert stored["config"]["model"]["variant"] == "D"
+  assert metrics_of(stored) == pytest.approx(metrics_of(results))
+
+
+def test_learns_the_tiny_task_and_finished_run_is_not_redone(tiny_data_dir, tfds_dir, tmp_path):
+  config = tiny_config(tiny_data_dir, tfds_dir, num_epochs=6,
+                       **{"optimizer.learning_rate": 0.05, "model.variant": "A"})
+  results = trainer.train_and_evaluate(config, tmp_path)
+  assert results["test/accuracy"] >= 0.9, results
+  before = (tmp_path / "metrics.jsonl").read_text()
+  again = trainer.train_and_evaluate(config, tmp_path)
+  assert again == json.loads((tmp_path / "results.json").read_text())
+  assert (tmp_path / "metrics.jsonl").read_text() == before
+  config.seed = 1  # A different config in a finished workdir is refused, naming the key.
+  with pytest.raises(ValueError, match="seed"):
+    trainer.train_and_evaluate(config, tmp_path)
+
+
+def test_resume_reaches_the_same_parameters_and_metrics(tiny_data_dir, tfds_dir, tmp_path):
+  full = tiny_config(tiny_data_dir, tfds_dir, total_steps=7)
+  uninterrupted = trainer.train_and_evaluate(full, tmp_path / "a")
+  # A run that stopped after the checkpoint at step 4 (as if killed before finishing).
+  trainer.train_and_evaluate(tiny_config(tiny_data_dir, tfds_dir, total_steps=4), tmp_path / "b")
+  (tmp_path / "b" / "results.json").unlink()
+  shutil.rmtree(tmp_path / "b" / "best_checkpoint")
+  resumed = trainer.train_and_evaluate(full, tmp_path / "b")
+  assert metrics_of(resumed) == metrics_of(uninterrupted)
+  rows = read_jsonl(tmp_path / "b" / "metrics.jsonl")
+  assert [r["step"] for r in rows if "train/loss" in r] == list(range(1, 8))
+  losses_a = [r["train/loss"] for r in read_jsonl(tmp_path / "a" / "metrics.jsonl") if "train/loss" in r]
+  losses_b = [r["train/loss"] for r in rows if "train/loss" in r]
+  assert losses_a == losses_b
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_good_checkpoint(
+    tiny_data_dir, tfds_dir, tmp_path):
+  config = tiny_config(tiny_data_dir, tfds_dir, total_steps=3)
+  trainer.train_and_evaluate(config, tmp_path)
+  (tmp_path / "results.json").unlink()
+  config = tiny_config(tiny_data_dir, tfds_dir, total_steps=8,
+                       **{"optimizer.learning_rate": float("inf")})
+  with pytest.raises(FloatingPointError, match="last good checkpoint \\(step 3\\)"):
+    trainer.train_and_evaluate(config, tmp_path)
+  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved[-1] == 3
+
+
+def test_early_stopping_restores_the_best_parameters(tiny_data_dir, tfds_dir, tmp_path):
+  config = tiny_config(tiny_data_dir, tfds_dir, num_epochs=30,
+                       **{"early_stopping.patience_epochs": 2, "optimizer.learning_rate": 0.0})
+  results = trainer.train_and_evaluate(config, tmp_path)
+  # With a zero learning rate nothing improves after epoch 1: stop at epoch 1 + 2.
+  assert results["train/epochs"] == 3
+  assert (tmp_path / "best_checkpoint" / "5").is_dir()
+
+
+def sgd_cfg(**kw):
+  base = dict(learning_rate=1.0, momentum=0.0, nesterov=False, weight_decay=0.0,
+              schedule="constant", step_epochs=2, step_gamma=0.1, plateau_factor=0.1,
+              plateau_patience=1, plateau_rtol=1e-4, plateau_min_scale=1e-6)
+  return ConfigDict({**base, **kw})
+
+
+def test_step_schedule_and_weight_decay_on_kernels_only():
+  cfg = sgd_cfg(schedule="step", weight_decay=0.5)
+  tx = optim.make(cfg, steps_per_epoch=3)
+  params = {"kernel": np.ones((2, 2), np.float32), "bias": np.ones((2,), np.float32)}
+  state = tx.init(params)
+  zeros = {k: np.zeros_like(v) for k, v in params.items()}
+  updates, state = tx.update(zeros, state, params, value=0.0)
+  np.testing.assert_allclose(updates["kernel"], -0.5)  # lr 1 * wd 0.5 * w 1.
+  np.testing.assert_allclose(updates["bias"], 0.0)
+  lrs = [float(optim.learning_rate_schedule(cfg, 3)(s)) for s in (0, 5, 6, 12)]
+  np.testing.assert_allclose(lrs, [1.0, 1.0, 0.1, 0.01], rtol=1e-6)
+
+
+def test_plateau_anneals_by_ten_after_a_stalled_epoch():
+  cfg = sgd_cfg(schedule="plateau")
+  tx = optim.make(cfg, steps_per_epoch=2)
+  params = {"w": np.ones((3,), np.float32)}
+  state = tx.init(params)
+  grads = {"w": np.ones((3,), np.float32)}
+  scales = []
+  # Epoch losses 1, 0.5 (improves), 0.5, 0.5 (stalled: patience 1 epoch each time).
+  for loss in [1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]:
+    _, state = tx.update(grads, state, params, value=loss)
+    scales.append(float(optim.current_learning_rate(cfg, 2, state, 0)))
+  assert scales[1::2] == pytest.approx([1.0, 1.0, 0.1, 0.01])
+
+
+def test_unknown_schedule_is_named():
+  with pytest.raises(ValueError, match="schedule='cosine'"):
+    optim.make(sgd_cfg(schedule="cosine"), 1)
+  assert isinstance(optim.make(sgd_cfg(), 1), optax.GradientTransformation)
