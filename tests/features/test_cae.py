@@ -1,0 +1,106 @@
+"""The zero-bias convolutional auto-encoder: tied weights, zero-bias encoding, training."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from medjax.features import cae
+
+
+def _encoder_conv(params, x):
+  return jax.lax.conv_general_dilated(x, params["w"], (1, 1), ((1, 1), (1, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _params(in_channels=3, num_filters=4, seed=0):
+  params = cae.init(jax.random.key(seed), in_channels, num_filters)
+  params["b_enc"] = jnp.linspace(-0.5, 0.5, num_filters)
+  params["b_dec"] = jnp.linspace(0.1, 0.3, in_channels)
+  return params
+
+
+def test_decoder_kernel_is_flipped_transposed_encoder_kernel():
+  params = _params()
+  w, w_dec = np.asarray(params["w"]), np.asarray(cae.decoder_kernel(params))
+  assert w_dec.shape == (3, 3, 4, 3)
+  for i in range(3):
+    for j in range(3):
+      np.testing.assert_array_equal(w_dec[i, j], w[2 - i, 2 - j].T)
+
+
+def test_decoder_convolution_is_transposed_encoder_convolution():
+  params = _params()
+  params["b_dec"] = jnp.zeros(3)
+  h = jax.nn.relu(jax.random.normal(jax.random.key(1), (2, 5, 6, 4)))
+  ref = jax.lax.conv_transpose(h, params["w"], strides=(1, 1), padding="SAME",
+                               dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
+  np.testing.assert_allclose(cae.decode(params, h), jax.nn.relu(ref), rtol=1e-5, atol=1e-5)
+  # Adjoint identity <conv(x), h> == <x, conv~(h)> of the linear (bias-free) parts.
+  x = jax.random.normal(jax.random.key(2), (2, 5, 6, 3))
+  linear_dec = jax.linear_transpose(lambda v: _encoder_conv(params, v), x)(h)[0]
+  np.testing.assert_allclose(jnp.vdot(_encoder_conv(params, x), h), jnp.vdot(x, linear_dec),
+                             rtol=1e-4)
+  np.testing.assert_allclose(jax.nn.relu(linear_dec), cae.decode(params, h), rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_zero_bias_encoding():
+  params = _params()
+  x = jax.random.uniform(jax.random.key(3), (2, 6, 6, 3))
+  zero_bias = cae.encode(params, x)
+  biased = cae.encode(params, x, zero_bias=False)
+  assert not np.allclose(zero_bias, biased)
+  conv = _encoder_conv(params, x)
+  np.testing.assert_allclose(cae.hidden(params, x, zero_bias=True), jax.nn.relu(conv),
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(zero_bias, cae.max_pool(jax.nn.relu(conv)), rtol=1e-6, atol=1e-6)
+  params["b_enc"] = jnp.zeros(4)
+  np.testing.assert_array_equal(cae.encode(params, x, zero_bias=False), zero_bias)
+  np.testing.assert_array_equal(cae.features(params, x), zero_bias.reshape(2, -1))
+
+
+def test_max_unpool_keeps_window_maxima_at_argmax():
+  h = jnp.array([[1.0, 5.0, 0.0, 2.0, 7.0],
+                 [3.0, 2.0, 2.0, 2.0, 1.0],
+                 [0.0, 0.0, 4.0, 9.0, 1.0]])[None, :, :, None]
+  # The second window ties at 2: the first position in row-major order wins. The odd last
+  # row and column are outside every window and come back as zeros.
+  expected = np.array([[0.0, 5.0, 0.0, 2.0, 0.0],
+                       [0.0, 0.0, 0.0, 0.0, 0.0],
+                       [0.0, 0.0, 0.0, 0.0, 0.0]])
+  np.testing.assert_array_equal(cae.max_unpool(h)[0, :, :, 0], expected)
+  np.testing.assert_array_equal(cae.max_pool(h)[0, :, :, 0], [[5.0, 2.0]])
+
+
+def test_loss_is_half_sum_squared_error_per_example():
+  params = _params()
+  x = jax.random.uniform(jax.random.key(4), (3, 6, 6, 3))
+  y = cae.reconstruct(params, x)
+  assert y.shape == x.shape
+  np.testing.assert_allclose(cae.loss(params, x), 0.5 * np.sum((np.asarray(y) - x) ** 2) / 3,
+                             rtol=1e-6)
+
+
+def test_sgd_decreases_loss():
+  params = cae.init(jax.random.key(0), 8, 16)
+  x = jax.random.uniform(jax.random.key(1), (32, 6, 6, 8))
+  optimizer = optax.sgd(2e-3)
+  opt_state = optimizer.init(params)
+  losses = []
+  for _ in range(8):
+    params, opt_state, value = cae.train_step(params, opt_state, x, optimizer)
+    losses.append(float(value))
+  assert losses[-1] < 0.8 * losses[0]
+  assert all(b < a for a, b in zip(losses, losses[1:]))
+  grads = jax.grad(cae.loss)(params, x)
+  assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads))
+
+
+def test_paper_shapes():
+  params = jax.eval_shape(lambda: cae.init(jax.random.key(0), 256, 4096))
+  x = jax.ShapeDtypeStruct((512, 6, 6, 256), jnp.float32)
+  assert params["w"].shape == (3, 3, 256, 4096)
+  assert jax.eval_shape(lambda p, v: cae.encode(p, v), params, x).shape == (512, 3, 3, 4096)
+  assert jax.eval_shape(cae.reconstruct, params, x).shape == (512, 6, 6, 256)
+  assert jax.eval_shape(cae.features, params, x).shape == (512, 3 * 3 * 4096)
+  assert jax.eval_shape(cae.loss, params, x).shape == ()

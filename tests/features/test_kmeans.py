@@ -1,0 +1,117 @@
+"""k-means against scikit-learn's KMeans, empty-cluster repair and streamed Lloyd steps."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+
+from medjax.features import kmeans
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def blobs():
+  x, _ = make_blobs(20000, 32, centers=24, cluster_std=2.0, random_state=0)
+  return x.astype(np.float32)
+
+
+def _lloyd_step_numpy(centers, x):
+  dist = ((x[:, None, :] - centers[None]) ** 2).sum(-1)
+  labels = dist.argmin(1)
+  new = np.stack([x[labels == j].mean(0) for j in range(len(centers))])
+  return new, dist.min(1).sum()
+
+
+@pytest.mark.parametrize("k,n_init", [(16, 1), (64, 2)])
+def test_inertia_matches_sklearn(blobs, k, n_init):
+  ref = KMeans(k, n_init=n_init, random_state=0).fit(blobs)
+  ours = kmeans.fit(blobs, k, key=jax.random.key(0), n_init=n_init)
+  assert float(ours.inertia) <= ref.inertia_ * 1.01
+  np.testing.assert_allclose(kmeans.inertia(ours.centers, blobs), ours.inertia, rtol=1e-4)
+  assert 0 < int(ours.n_iter) <= 300
+
+
+def test_plusplus_seeding_spreads_over_blobs():
+  x, truth = make_blobs(3000, 8, centers=10, cluster_std=0.1, center_box=(-50, 50),
+                        random_state=1)
+  centers = kmeans.init(x.astype(np.float32), 10, key=jax.random.key(3))
+  labels, _ = kmeans.assign(centers, x.astype(np.float32))
+  # Greedy k-means++ picks one seed per well separated blob.
+  assert len(set(zip(labels.tolist(), truth.tolist()))) == 10
+
+
+def test_duplicated_init_leaves_no_empty_cluster(blobs):
+  init = np.repeat(blobs[:4], 4, axis=0)  # 16 centres, each one four times
+  result = kmeans.fit(blobs, 16, key=jax.random.key(0), init_centers=init)
+  labels, _ = kmeans.assign(result.centers, blobs)
+  assert np.all(np.bincount(np.asarray(labels), minlength=16) > 0)
+
+
+def test_empty_cluster_relocation_like_sklearn(blobs):
+  x = blobs[:3000]
+  init = np.concatenate([x[:6], x[:2]])  # clusters 6 and 7 duplicate 0 and 1: empty
+  stats = kmeans.accumulate(init, x)
+  ours, _ = kmeans.finalize(init, stats)
+  ref = KMeans(8, init=init, n_init=1, max_iter=1, algorithm="lloyd").fit(x).cluster_centers_
+  # sklearn hands the farthest points to the empty clusters in no particular order.
+  dist = ((np.asarray(ours)[:, None] - ref[None]) ** 2).sum(-1)
+  assert sorted(dist.argmin(1).tolist()) == list(range(8))
+  assert dist.min(1).max() < 1e-6 * (ref ** 2).sum(1).max()
+  # Counts include the relocated points and the donors lose them.
+  assert int(jnp.sum(stats.counts)) == len(x) and int(jnp.min(stats.counts)) == 0
+
+
+def test_streamed_chunks_equal_in_memory_lloyd_step(blobs):
+  x = blobs[:5000]
+  centers = np.asarray(kmeans.init(x, 12, key=jax.random.key(1)))
+  in_memory = kmeans.accumulate(centers, x)
+  stats, size = None, 1800
+  for start in range(0, len(x), size):  # ragged last chunk, padded to the common shape
+    chunk = x[start:start + size]
+    mask = np.arange(size) < len(chunk)
+    chunk = np.pad(chunk, ((0, size - len(chunk)), (0, 0)))
+    stats = kmeans.accumulate(centers, chunk, stats, mask=mask, chunk_size=512)
+  np.testing.assert_array_equal(stats.counts, in_memory.counts)
+  np.testing.assert_allclose(stats.sums, in_memory.sums, rtol=1e-4, atol=1e-2)
+  np.testing.assert_allclose(stats.inertia, in_memory.inertia, rtol=1e-5)
+  streamed, _ = kmeans.finalize(centers, stats)
+  expected, expected_inertia = _lloyd_step_numpy(centers.astype(np.float64), x.astype(np.float64))
+  np.testing.assert_allclose(streamed, expected, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(stats.inertia, expected_inertia, rtol=1e-4)
+
+
+def test_assign_is_chunk_size_invariant(blobs):
+  centers = blobs[:10]
+  labels, dist = kmeans.assign(centers, blobs[:1001], chunk_size=100)
+  ref = ((blobs[:1001, None] - centers[None]) ** 2).sum(-1)
+  np.testing.assert_array_equal(labels, ref.argmin(1))
+  np.testing.assert_allclose(dist, ref.min(1), rtol=1e-4, atol=1e-2)
+
+
+def test_sharded_examples_match_unsharded():
+  script = textwrap.dedent("""
+      import jax, numpy as np
+      from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+      from medjax.features import kmeans
+      x = np.random.default_rng(0).normal(size=(4000, 8)).astype(np.float32)
+      data = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
+      xs = jax.device_put(x, data)
+      ref = kmeans.fit(x, 8, key=jax.random.key(0), chunk_size=1000)
+      got = kmeans.fit(xs, 8, key=jax.random.key(0), chunk_size=1000)
+      np.testing.assert_allclose(got.inertia, ref.inertia, rtol=1e-4)
+      labels, _ = kmeans.assign(got.centers, xs, chunk_size=1000)
+      np.testing.assert_array_equal(labels, kmeans.assign(got.centers, x, chunk_size=1000)[0])
+      print("ok")
+  """)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
