@@ -93,6 +93,8 @@ def supervised(*, seed: int = 0) -> mlc.ConfigDict:
       "keep_checkpoints": 2,
       "eval_every_epochs": 1,
       "early_stopping": {"metric": "", "mode": "max", "patience_epochs": 0},
+      # Index the training split's pre_logits and score test queries (retrieval/mAP ...).
+      "retrieval": True,
   })
 
 

@@ -78,13 +78,6 @@ class Report:
     return {p.path for p in self.problems}
 
 
-def scan_images(paths, min_side: int = MIN_SIDE) -> Report:
-  report = Report()
-  for path in paths:
-    report.add(*check_image(Path(path), min_side))
-  return report
-
-
 def mode_histogram(modes: dict[str, int]) -> dict[str, int]:
   """Groups PIL modes into the kinds users care about (grayscale, 16-bit, RGB, ...)."""
   kinds = {"1": "binary", "L": "grayscale", "I;16": "grayscale16", "I;16B": "grayscale16",

@@ -23,6 +23,7 @@ from clu import periodic_actions
 from medjax import parallel
 from medjax.data.pipeline import InputPipeline, save_json
 from medjax.eval import metrics as metrics_lib
+from medjax.eval import retrieval
 from medjax.eval import writers
 from medjax.models import registry
 from medjax.train import losses, optim
@@ -235,10 +236,15 @@ def train_and_evaluate(config, workdir) -> dict:
   params = ckpts.restore_best(state.params) if es_metric else state.params
   results = {"train/steps": step, "train/epochs": step / steps_per_epoch,
              "data/skipped": len(info.skipped)}
+  outputs = {}
   for role in ("val", "test"):
     if data.has_split(role):
-      scores, _ = evaluate(predict, params, state.model_state, data, role, config.loss)
+      scores, outputs[role] = evaluate(predict, params, state.model_state, data, role,
+                                       config.loss, with_embeddings=config.retrieval)
       results.update(_flat(role, scores))
+  if config.retrieval and "test" in outputs:
+    results.update(_flat("retrieval", index_and_evaluate_retrieval(
+        predict, params, state.model_state, data, config.loss, outputs["test"], workdir)))
   writer.write_scalars(step, _scalars(results))
   writer.close()
   results["config"] = resolved
@@ -246,6 +252,49 @@ def train_and_evaluate(config, workdir) -> dict:
     save_json(workdir / "results.json", results)
   ckpts.close()
   return results
+
+
+def index_and_evaluate_retrieval(predict, params, model_state, data: InputPipeline, loss_name,
+                                 test_outputs: dict, workdir: Path) -> dict:
+  """Indexes the training split's ``pre_logits`` and queries it with every test image.
+
+  The index is saved as ``<workdir>/retrieval/index.npz`` for ``python -m medjax.retrieve``;
+  the precision-recall curve goes to ``<workdir>/plots/pr_curve.png``.
+  """
+  _, train = evaluate(predict, params, model_state, data, "train", loss_name, with_embeddings=True)
+  index = retrieval.build(train["embeddings"], train["labels"], train["ids"])
+  scores = retrieval.evaluate(test_outputs["embeddings"], test_outputs["labels"], index)
+  if jax.process_index() == 0:
+    index.save(workdir / "retrieval" / "index.npz")
+    retrieval.plot_pr_curve(scores, workdir / "plots" / "pr_curve.png",
+                            f"{data.info.name}: test queries vs train index")
+  return scores
+
+
+def restore_for_inference(workdir: Path):
+  """``(config, model, variables, data)`` of the finished run in ``workdir``, for tools.
+
+  Parameters come from the best checkpoint when early stopping kept one, else the latest.
+  """
+  import ml_collections
+  workdir = Path(workdir)
+  results_path = workdir / "results.json"
+  if not results_path.exists():
+    raise FileNotFoundError(f"{results_path} not found: {workdir} holds no finished run")
+  config = ml_collections.ConfigDict(json.loads(results_path.read_text())["config"])
+  mesh = parallel.make_mesh()
+  data = InputPipeline(config, workdir, mesh)
+  model = build_model(config, data.info.num_classes)
+  ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
+  step = ckpts.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{workdir / 'checkpoints'} holds no checkpoint")
+  import orbax.checkpoint as ocp
+  state = ckpts.latest.restore(step, args=ocp.args.StandardRestore())
+  params = ckpts.best.restore(ckpts.best.latest_step(), args=ocp.args.StandardRestore()) if (
+      config.early_stopping.metric and ckpts.best.latest_step() is not None) else state["params"]
+  ckpts.close()
+  return config, model, {"params": params, **state["model_state"]}, data
 
 
 def _early_stopping(state: TrainState, scores: dict, es, epoch: int, ckpts: Checkpoints,

@@ -1,6 +1,8 @@
 """The supervised trainer end to end on a tiny image folder (flax-examples style)."""
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import optax
@@ -8,7 +10,7 @@ import pytest
 from ml_collections import ConfigDict
 
 from medjax.train import optim, trainer
-from tests.conftest import tiny_config
+from tests.conftest import REPO_ROOT, tiny_config
 
 
 def read_jsonl(path):
@@ -30,6 +32,11 @@ def test_one_step_writes_the_three_outputs(tiny_data_dir, tfds_dir, tmp_path):
   assert 0.0 <= stored["test/accuracy"] <= 1.0
   assert stored["config"]["model"]["variant"] == "D"
   assert metrics_of(stored) == pytest.approx(metrics_of(results))
+  # Retrieval: the train split indexed, test queries scored, the PR curve drawn.
+  assert 0.0 < stored["retrieval/mAP"] <= 1.0 and stored["retrieval/num_queries"] == 16
+  assert stored["retrieval/random_mAP"] == pytest.approx(0.5)  # 22 + 22 train, balanced.
+  assert (tmp_path / "retrieval" / "index.npz").exists()
+  assert (tmp_path / "plots" / "pr_curve.png").exists()
 
 
 def test_learns_the_tiny_task_and_finished_run_is_not_redone(tiny_data_dir, tfds_dir, tmp_path):
@@ -37,6 +44,16 @@ def test_learns_the_tiny_task_and_finished_run_is_not_redone(tiny_data_dir, tfds
                        **{"optimizer.learning_rate": 0.05, "model.variant": "A"})
   results = trainer.train_and_evaluate(config, tmp_path)
   assert results["test/accuracy"] >= 0.9, results
+  assert results["retrieval/mAP"] > results["retrieval/random_mAP"] + 0.2
+  retrieve = subprocess.run(
+      [sys.executable, "-m", "medjax.retrieve", f"--workdir={tmp_path}", "--k=3",
+       f"--query={tiny_data_dir / 'image_folder' / 'test' / 'blob' / 'blob_000.png'}"],
+      capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+  assert retrieve.returncode == 0, retrieve.stderr[-2000:]
+  neighbours = [line.split("\t") for line in retrieve.stdout.splitlines() if line[0].isdigit()]
+  assert [n[0] for n in neighbours] == ["1", "2", "3"]
+  assert all(n[2] == "blob" for n in neighbours)
+  assert [float(n[3]) for n in neighbours] == sorted(float(n[3]) for n in neighbours)
   before = (tmp_path / "metrics.jsonl").read_text()
   again = trainer.train_and_evaluate(config, tmp_path)
   assert again == json.loads((tmp_path / "results.json").read_text())

@@ -1,0 +1,116 @@
+"""DICOM folders: rescale, VOI window, MONOCHROME1 inversion, 16-bit PNG out, bad files."""
+import io
+
+import numpy as np
+import pydicom
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from medjax.data import validate
+from medjax.data.builders import dicom_folder
+
+from standins import prepare
+
+
+def write_dicom(path, pixels, photometric="MONOCHROME2", **attributes):
+  """A minimal single-frame Secondary Capture file holding ``pixels``."""
+  meta = FileMetaDataset()
+  meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+  meta.MediaStorageSOPInstanceUID = generate_uid()
+  meta.TransferSyntaxUID = ExplicitVRLittleEndian
+  ds = pydicom.Dataset()
+  ds.file_meta = meta
+  ds.SOPClassUID = meta.MediaStorageSOPClassUID
+  ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+  ds.Rows, ds.Columns = pixels.shape[:2]
+  ds.PhotometricInterpretation = photometric
+  ds.SamplesPerPixel = 3 if photometric == "RGB" else 1
+  if photometric == "RGB":
+    ds.PlanarConfiguration = 0
+  ds.BitsAllocated = ds.BitsStored = 8 * pixels.dtype.itemsize
+  ds.HighBit = ds.BitsStored - 1
+  ds.PixelRepresentation = 0
+  for key, value in attributes.items():
+    setattr(ds, key, value)
+  ds.PixelData = pixels.tobytes()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  ds.save_as(path, enforce_file_format=True)
+  return path
+
+
+def ramp(rows=20, cols=24):
+  return (np.arange(rows * cols, dtype=np.uint16) % 400).reshape(rows, cols)
+
+
+def decoded(path):
+  image = Image.open(io.BytesIO(dicom_folder.dicom_to_png(path)))
+  return image.mode, np.asarray(image)
+
+
+def test_rescale_then_window(tmp_path):
+  pixels = np.zeros((20, 20), np.uint16)
+  pixels[0, :4] = [0, 100, 200, 300]
+  path = write_dicom(tmp_path / "a.dcm", pixels, RescaleSlope=2, RescaleIntercept=-100,
+                     WindowCenter=[200, 40], WindowWidth=[401, 80])
+  mode, image = decoded(path)
+  # Stored 0, 100, 200, 300 -> -100, 100, 300, 500 -> linear window c=200, w=401 (PS3.3).
+  assert mode == "I;16"
+  assert image[0, :4].tolist() == [0, 16466, 49233, 65535]
+
+
+def test_min_max_without_window_and_monochrome1_inverted(tmp_path):
+  pixels = ramp()
+  _, plain = decoded(write_dicom(tmp_path / "m2.dcm", pixels))
+  _, inverted = decoded(write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1"))
+  assert plain.min() == 0 and plain.max() == 65535
+  np.testing.assert_array_equal(inverted, 65535 - plain)
+
+
+def test_rgb_is_stored_as_8_bit_rgb(tmp_path):
+  pixels = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+  mode, image = decoded(write_dicom(tmp_path / "c.dcm", pixels, "RGB"))
+  assert mode == "RGB"
+  np.testing.assert_array_equal(image, pixels)
+
+
+def _folder(root):
+  for split, n in (("train", 2), ("test", 1)):
+    for label in ("normal", "abnormal"):
+      for i in range(n):
+        write_dicom(root / split / label / f"{label}{i}.dcm", ramp() + i)
+  (root / "train" / "normal" / ".DS_Store").write_bytes(b"\0")
+
+
+def test_folder_is_prepared_as_16_bit_png(tmp_path):
+  _folder(tmp_path / "data" / "dicom_folder")
+  builder = prepare("dicom_folder", tmp_path / "data", tmp_path / "tfds")
+  assert builder.class_names() == ("abnormal", "normal")
+  assert builder.info.splits["train"].num_examples == 4
+  assert builder.info.metadata["image_kinds"] == {"grayscale16": 6}
+  ex = next(iter(builder.as_dataset(split="test",
+                                    decoders={"image": tfds.decode.SkipDecoding()})))
+  stored = Image.open(io.BytesIO(ex["image"].numpy()))
+  assert (stored.format, stored.mode) == ("PNG", "I;16")
+
+
+def test_unreadable_and_tiny_files_are_named_or_skipped(tmp_path):
+  root = tmp_path / "data" / "dicom_folder"
+  _folder(root)
+  (root / "train" / "normal" / "report.dcm").write_text("not a DICOM file")
+  write_dicom(root / "train" / "abnormal" / "tiny.dcm", np.zeros((8, 8), np.uint16))
+  write_dicom(root / "test" / "normal" / "ybr.dcm", ramp(), "YBR_FULL")
+  with pytest.raises(validate.BadDataError) as error:
+    prepare("dicom_folder", tmp_path / "data", tmp_path / "tfds")
+  message = str(error.value)
+  assert message.startswith("3 bad file(s)")
+  for fragment in ("report.dcm: is not a readable DICOM image",
+                   "tiny.dcm: is implausibly small (8x8",
+                   "ybr.dcm: is not a readable DICOM image (photometric interpretation "
+                   "'YBR_FULL'"):
+    assert fragment in message
+  builder = prepare("dicom_folder", tmp_path / "data", tmp_path / "tfds", on_bad_file="skip")
+  assert builder.info.metadata["skipped"] == [
+      "test/normal/ybr.dcm", "train/abnormal/tiny.dcm", "train/normal/report.dcm"]
