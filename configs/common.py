@@ -98,11 +98,94 @@ def supervised(*, seed: int = 0) -> mlc.ConfigDict:
   })
 
 
+def first_examples(split: str, n: int) -> str:
+  """``"train+val"`` -> ``"train[:n]+val"``: TFDS slicing of the first (main) part only,
+  since slicing a part smaller than ``n`` is an error."""
+  if not split:
+    return ""
+  first, *rest = split.split("+")
+  return "+".join([f"{first}[:{n}]", *rest])
+
+
 def smoke(config: mlc.ConfigDict, steps: int = 12, batch_size: int = 16) -> None:
-  """Shrinks a config to a run of well under two minutes on 2 CPU cores (real data)."""
+  """Shrinks a config to a run of well under two minutes on 2 CPU cores (real data).
+
+  Training, statistics (mean image) and the retrieval index use the first 768 examples
+  of the training split; evaluation the first 128 test examples.
+  """
   config.total_steps = steps
   config.batch_size = batch_size
   config.eval_batch_size = 64
   config.log_every = 4
   config.checkpoint_every_steps = 4
-  config.data.test_split = config.data.test_split + "[:128]" if config.data.test_split else ""
+  config.data.train_split = first_examples(config.data.train_split, 768)
+  config.data.test_split = first_examples(config.data.test_split, 128)
+
+
+# The conv map each backbone's frozen-feature pipelines aggregate by default: VGG19's
+# block5_pool (paper 5), AlexNet's pooled last conv stage, 6x6x256 (paper 3), and the
+# 7x7x1280 head of the offline default EfficientNet-Lite0.
+CONV_MAPS = {"vgg19": "block5_pool", "alexnet": "pool5", "alexnet_torchvision": "pool5",
+             "efficientnet_lite0": "head", "squeezenet1_1": "fire9",
+             "googlenet": "inception5b"}
+
+
+def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int,
+                    seed: int) -> mlc.ConfigDict:
+  """Fields of the frozen-feature pipeline (systems 3 and 5); configs adjust their part.
+
+  ``scale`` 0 means the backbone's own input size (resolved after any fallback).
+  """
+  return mlc.ConfigDict({
+      "pipeline": "frozen_features",
+      "seed": seed,
+      "data": data_for(dataset),
+      "pp_eval": "",  # Unused: extraction builds its pp from the backbone spec and the scale.
+      "backbone": {
+          "name": backbone,
+          "weights": mlc.config_dict.placeholder(str),  # None: the spec's default file.
+          "layer": CONV_MAPS[backbone],
+          # Used, loudly, when the weights above are not available.
+          "fallback": "efficientnet_lite0",
+          "fallback_layer": CONV_MAPS["efficientnet_lite0"],
+      },
+      # Where feature chunks go (default <workdir>/features); runs may share one folder,
+      # features are reused only for the identical backbone, layer, pp and split.
+      "features_dir": mlc.config_dict.placeholder(str),
+      "features": {"scales": (scale,), "batch_size": 32, "chunk_batches": 8},
+      "aggregation": aggregation,
+      "vlad": {
+          "k": 64,
+          "max_descriptors": 100_000,  # k-means sample of train descriptors.
+          "descriptor_l2": False,
+          "descriptor_dims": 256,      # PCA of descriptors before k-means; 0 keeps them.
+          "power_alpha": 0.0,          # > 0: signed power normalisation; 0 off.
+          "intra_norm": False,
+          "kmeans_max_iter": 100,
+          "kmeans_tol": 1e-4,
+          "pca_dims": 512,             # PCA of the VLAD vectors; 0 keeps them.
+      },
+      "cae": {
+          "filters": 4096,
+          "batch_size": 512,
+          "num_epochs": 100,
+          "optimizer": sgd(1e-5, momentum=0.9, schedule="plateau"),
+      },
+      "baseline": {"components": 256, "alpha": 1.0, "max_iter": 200},
+      "svm": {"C": 1.0, "learning_rate": mlc.config_dict.placeholder(float),
+              "max_iter": 1000, "tol": 1e-4},
+  })
+
+
+def smoke_frozen_features(config: mlc.ConfigDict) -> None:
+  """Shrinks a frozen-feature config to well under two minutes on 2 CPU cores (real data):
+  the first 256 training and 128 test examples, small k-means/PCA/CAE/baseline budgets."""
+  config.data.train_split = first_examples(config.data.train_split, 256)
+  config.data.test_split = first_examples(config.data.test_split, 128)
+  config.vlad.max_descriptors = 5000
+  config.vlad.kmeans_max_iter = 20
+  config.vlad.pca_dims = 64
+  config.cae.filters = min(config.cae.filters, 64)
+  config.cae.num_epochs = 2
+  config.cae.batch_size = 64
+  config.baseline.components = 32

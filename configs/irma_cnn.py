@@ -20,7 +20,7 @@ from configs import common
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, dataset="irma", variant="C", dropout=True,
-                         augment=True, seed=0, image_size=128)
+                         augment=True, seed=0, image_size=128, epochs=200)
   config = common.supervised(seed=arg.seed)
   config.data = common.data_for(arg.dataset, val_fraction=0.1)
   size = arg.image_size
@@ -33,7 +33,7 @@ def get_config(arg=None):
   config.loss = "softmax_xent"
   config.batch_size = 256
   config.eval_batch_size = 256
-  config.num_epochs = 200
+  config.num_epochs = arg.epochs
   config.optimizer = common.sgd(0.01, momentum=0.9, weight_decay=5e-4)
   config.early_stopping = {"metric": "accuracy", "mode": "max", "patience_epochs": 20}
   if arg.smoke:

@@ -14,7 +14,9 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def sigmoid_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
-  return float((np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))).mean())
+  """Binary cross-entropy summed over labels, averaged over examples (as in training)."""
+  per_slot = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+  return float(per_slot.sum(-1).mean())
 
 
 def single_label(logits: np.ndarray, labels: np.ndarray, class_names) -> dict:

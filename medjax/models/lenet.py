@@ -15,31 +15,40 @@ logit (the tutorial's two-way softmax logistic layer is equivalent to one sigmoi
 import flax.linen as nn
 import jax.numpy as jnp
 
+from medjax.models import layers
+
 # The tutorial initialises tanh layers uniformly in +-sqrt(6 / (fan_in + fan_out)),
 # i.e. Glorot-uniform, and the logistic layer at zero.
 _glorot = nn.initializers.glorot_uniform()
 
 
 class LeNet(nn.Module):
-  """One binary (or ``num_classes``-way) LeNet; ``__call__`` returns ``(logits, features)``."""
+  """One binary (or ``num_classes``-way) LeNet; ``__call__`` returns ``(logits, features)``.
+
+  ``activation`` is the tutorial's ``tanh`` by default; ``relu`` gives Caffe's LeNet
+  (conv 20@5 -> pool -> conv 50@5 -> pool -> FC 500 ReLU), the baseline of system 2.
+  """
   num_classes: int = 1
   filters: tuple[int, ...] = (20, 50)
   kernel_size: int = 15
   hidden: int = 500
+  activation: str = "tanh"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # No dropout or batch statistics in the 2015 network.
+    act = {"tanh": jnp.tanh, "relu": nn.relu}[self.activation]
     features = {}
     for i, f in enumerate(self.filters):
-      x = nn.Conv(f, (self.kernel_size, self.kernel_size), padding="VALID", use_bias=False,
-                  kernel_init=_glorot, name=f"conv{i}")(x)
+      # 15x15 kernels: the selector convolves them by FFT on CPU (see layers.conv).
+      x = layers.Conv(f, (self.kernel_size, self.kernel_size), padding="VALID", use_bias=False,
+                      kernel_init=_glorot, name=f"conv{i}")(x)
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
       bias = self.param(f"conv{i}_bias", nn.initializers.zeros, (f,))
-      x = jnp.tanh(x + bias)
+      x = act(x + bias)
       features[f"conv{i}"] = x
     x = x.reshape((x.shape[0], -1))
-    x = jnp.tanh(nn.Dense(self.hidden, kernel_init=_glorot, name="hidden")(x))
+    x = act(nn.Dense(self.hidden, kernel_init=_glorot, name="hidden")(x))
     features["pre_logits"] = x
     logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="logistic")(x)
     return logits, features

@@ -12,12 +12,13 @@ def targets_for(loss: str, labels: jax.Array, num_classes: int) -> jax.Array:
 
 
 def loss_fn(loss: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Per-example loss."""
+  """Per-example loss; one-vs-all losses are summed over labels, so each binary head gets
+  the gradient it would get if trained on its own."""
   if loss == "softmax_xent":
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   if loss == "sigmoid_xent":
     targets = targets_for(loss, labels, logits.shape[-1])
-    return optax.sigmoid_binary_cross_entropy(logits, targets).mean(-1)
+    return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
   raise ValueError(f"config.loss={loss!r}; expected 'softmax_xent' or 'sigmoid_xent'")
 
 

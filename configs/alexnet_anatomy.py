@@ -1,0 +1,52 @@
+r"""System 2: the modified AlexNet for anatomy classification, and the paper's comparison.
+
+Paper (Madamombe): conv1 96@11x11 stride 4 + LRN, pool 3 stride 2, conv2 256@5x5 stride 2,
+conv3 384@3x3 stride 2, conv4 256@3x3 stride 2, fc5 4096 ReLU (no dropout), fc6 4096; SGD
+lr 0.01, momentum 0.9, weight decay 5e-4, 30-60 epochs; compared with LeNet, AlexNet and
+GoogLeNet. ``model=`` picks the network so the comparison is one sweep:
+
+  modified   medjax/models/alexnet_anatomy.py (227x227 RGB; see its docstring)
+  alexnet    Krizhevsky et al. as in Caffe's bvlc_alexnet (227x227, LRN, dropout)
+  googlenet  Inception v1 in torchvision's layout (224x224; BN; no auxiliary heads)
+  lenet      Caffe's LeNet (28x28 gray, conv 20@5 / 50@5, FC 500 ReLU)
+
+All are trained from scratch with the paper's optimiser. The paper states no dataset,
+input pipeline or batch size: we use the IRMA anatomy classes by default, the sizes above
+(as in NVIDIA DIGITS, where these four networks were the standard set), training-mean
+image subtraction, and batch 64.
+
+  python -m medjax.main --config=configs/alexnet_anatomy.py:model=modified --workdir=workdirs/anat_mod
+  python -m medjax.main --config=configs/alexnet_anatomy.py:smoke,dataset=chest_xray,model=googlenet \
+      --workdir=/tmp/anat_smoke
+"""
+from configs import common
+
+# model -> (registry name, model kwargs, input size, channels)
+MODELS = {
+    "modified": ("alexnet_anatomy", {}, 227, 3),
+    "alexnet": ("alexnet", {}, 227, 3),
+    "googlenet": ("googlenet", {}, 224, 3),
+    "lenet": ("lenet", {"kernel_size": 5, "activation": "relu"}, 28, 1),
+}
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, smoke=False, dataset="irma", model="modified", epochs=30, seed=0,
+                         batch_size=64)
+  if arg.model not in MODELS:
+    raise ValueError(f"model={arg.model!r}; expected one of {sorted(MODELS)}")
+  name, kwargs, size, channels = MODELS[arg.model]
+  config = common.supervised(seed=arg.seed)
+  config.data = common.data_for(arg.dataset)
+  rgb = "|gray_to_rgb" if channels == 3 else ""
+  config.pp_eval = f"decode(1)|resize({size}){rgb}|subtract_mean"
+  config.pp_train = config.pp_eval
+  config.model = {"name": name, **kwargs}
+  config.loss = "softmax_xent"
+  config.batch_size = arg.batch_size
+  config.eval_batch_size = 128
+  config.num_epochs = arg.epochs
+  config.optimizer = common.sgd(0.01, momentum=0.9, weight_decay=5e-4)
+  if arg.smoke:
+    common.smoke(config, steps=8, batch_size=16)
+  return config

@@ -1,0 +1,36 @@
+r"""System 3: a zero-bias convolutional auto-encoder on frozen AlexNet features, then a
+quadratic-hinge linear SVM (Ahn et al.), ImageCLEF 2016 subfigure modality classification.
+
+Paper: AlexNet's last conv stage on 227x227 RGB (6x6x256, our ``pool5``) feeds a CAE with
+3x3 kernels, 2x2 max-pooling and 4096 filters (table 1; 512 / 1024 / 2048 tried, table 3),
+trained for 100 epochs, batch 512, learning rate 1e-5 annealed /10 when the error
+plateaus; at encoding time the biases are zeroed (section 2.3) and the pooled codes feed
+the SVM (C = 1, L-BFGS). Our reading: SGD with Caffe's momentum 0.9; "plateau" is the
+epoch-mean training loss improving by less than 1e-4 (relative) for 5 epochs; the pooled
+zero-bias codes are flattened and L2-normalised. The baselines of table 2 that well-kept
+libraries give cheaply run with ``aggregation=``: ``avgpool`` (transfer-learned CNN +
+SVM), ``sparse_coding`` and ``ica`` (scikit-learn, on the pooled backbone features).
+Caffe's AlexNet has no standard weights file: give one with
+``--config.backbone.weights=FILE``; otherwise the run falls back to EfficientNet-Lite0's
+7x7x1280 head at 224 px, says so in the log and records ``backbone/used``.
+
+  python -m medjax.main --config=configs/cae_imageclef16.py --workdir=workdirs/cae16 \
+      --config.backbone.weights=/path/to/bvlc_alexnet.pth
+  python -m medjax.main --config=configs/cae_imageclef16.py:dataset=chest_xray,filters=512 \
+      --workdir=workdirs/cae_chest --config.cae.num_epochs=10
+  python -m medjax.main --config=configs/cae_imageclef16.py:aggregation=sparse_coding ...
+  python -m medjax.main --config=configs/cae_imageclef16.py:smoke,dataset=chest_xray \
+      --workdir=/tmp/cae_smoke
+"""
+from configs import common
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, smoke=False, dataset="imageclef2016", backbone="alexnet",
+                         aggregation="cae", filters=4096, scale=0, seed=0)
+  config = common.frozen_features(dataset=arg.dataset, backbone=arg.backbone,
+                                  aggregation=arg.aggregation, scale=arg.scale, seed=arg.seed)
+  config.cae.filters = arg.filters
+  if arg.smoke:
+    common.smoke_frozen_features(config)
+  return config
