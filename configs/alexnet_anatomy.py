@@ -32,11 +32,12 @@ MODELS = {
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, dataset="irma", model="modified", epochs=30, seed=0,
-                         batch_size=64)
+                         seeds=1, batch_size=64)
   if arg.model not in MODELS:
     raise ValueError(f"model={arg.model!r}; expected one of {sorted(MODELS)}")
   name, kwargs, size, channels = MODELS[arg.model]
   config = common.supervised(seed=arg.seed)
+  config.num_seeds = arg.seeds
   config.data = common.data_for(arg.dataset)
   rgb = "|gray_to_rgb" if channels == 3 else ""
   config.pp_eval = f"decode(1)|resize({size}){rgb}|subtract_mean"

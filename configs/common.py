@@ -26,7 +26,10 @@ def parse_arg(arg: str | None, **defaults) -> mlc.ConfigDict:
     elif defaults[key] is None:
       values[key] = raw
     else:
-      values[key] = kind(raw)
+      try:
+        values[key] = kind(raw)
+      except ValueError:
+        raise ValueError(f"config argument {key}={raw}: expected a {kind.__name__}") from None
   return mlc.ConfigDict(values)
 
 
@@ -40,7 +43,9 @@ def data(name: str, **overrides) -> mlc.ConfigDict:
       "val_split": "",
       "test_split": "test",
       "val_fraction": 0.0,     # > 0: carve a stratified validation set from train_split.
-      "cache": True,           # Keep encoded records in memory after the first epoch.
+      # Keep in memory after the first pass: "preprocessed" (the output of the ops before
+      # the first random one: decode, resize, CLAHE ...), "encoded" (the raw records), or "".
+      "cache": "preprocessed",
       "shuffle_buffer": 20_000,
       "on_bad_file": "fail",   # or "skip" (counted as data/skipped in results.json).
   })
@@ -95,6 +100,8 @@ def supervised(*, seed: int = 0) -> mlc.ConfigDict:
       "early_stopping": {"metric": "", "mode": "max", "patience_epochs": 0},
       # Index the training split's pre_logits and score test queries (retrieval/mAP ...).
       "retrieval": True,
+      # > 1: run seeds seed .. seed + num_seeds - 1 and report each metric's mean and std.
+      "num_seeds": 1,
   })
 
 

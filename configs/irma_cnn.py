@@ -20,8 +20,9 @@ from configs import common
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, dataset="irma", variant="C", dropout=True,
-                         augment=True, seed=0, image_size=128, epochs=200)
+                         augment=True, seed=0, seeds=1, image_size=128, epochs=200)
   config = common.supervised(seed=arg.seed)
+  config.num_seeds = arg.seeds
   config.data = common.data_for(arg.dataset, val_fraction=0.1)
   size = arg.image_size
   base = f"decode(1)|resize({size})|clahe"

@@ -25,8 +25,9 @@ from configs import common
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, dataset="imageclef2015", image_size=256, epochs=100,
-                         seed=0)
+                         seed=0, seeds=1)
   config = common.supervised(seed=arg.seed)
+  config.num_seeds = arg.seeds
   config.data = common.data_for(arg.dataset)
   config.pp_eval = f"decode(3)|pad_to_square|resize({arg.image_size})|take_channel(0)"
   config.pp_train = config.pp_eval

@@ -16,13 +16,26 @@ import numpy as np
 import tensorflow as tf
 
 _OPS = {}
+_RANDOM = set()  # Ops that use their seed; everything before the first one is cacheable.
 
 
-def register(name):
+def register(name, random: bool = False):
   def wrap(fn):
     _OPS[name] = fn
+    if random:
+      _RANDOM.add(name)
     return fn
   return wrap
+
+
+def split_deterministic_prefix(pp: str) -> tuple[str, str]:
+  """``pp`` -> ``(prefix, rest)``: the ops before the first random one, and the others.
+
+  The prefix gives the same output every epoch, so the pipeline caches its result.
+  """
+  specs = [s.strip() for s in pp.split("|") if s.strip()]
+  cut = next((i for i, spec in enumerate(specs) if parse(spec)[0] in _RANDOM), len(specs))
+  return "|".join(specs[:cut]), "|".join(specs[cut:])
 
 
 def names() -> list[str]:
@@ -178,7 +191,7 @@ def subtract_mean(context=None):
 subtract_mean.needs_context = True
 
 
-@register("random_rot90")
+@register("random_rot90", random=True)
 def random_rot90():
   """Rotates by 0, 90, 180 or 270 degrees, uniformly (system 4's rotation augmentation)."""
   def fn(image, seed):
@@ -187,7 +200,7 @@ def random_rot90():
   return _image_op(fn)
 
 
-@register("random_crop")
+@register("random_crop", random=True)
 def random_crop(size, pad: int = 0):
   """A random ``size`` crop (int: square), optionally after zero-padding by ``pad``."""
   hw = (size, size) if isinstance(size, int) else tuple(size)
@@ -209,26 +222,32 @@ def central_crop(size):
   return _image_op(fn)
 
 
-# Normalisations, applied to [0, 1] RGB (or gray) images.
+# The one table of input normalisations, shared by the tf.data path (``normalize``) and
+# host-side numpy preparation (``medjax.tools.classify``): each maps a [0, 1] RGB image
+# (tf tensor or numpy array, channels last) to a network's input. Backbone specs name
+# their entry (``BackboneSpec.normalisation``), so extraction pp strings are built from it.
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
+NORMALISATIONS = {
+    # torchvision's ImageNet mean/std.
+    "torchvision": lambda x: (x - _IMAGENET_MEAN) / _IMAGENET_STD,
+    # Keras/Caffe ports: BGR, 0..255, per-channel mean subtracted.
+    "caffe": lambda x: x[..., ::-1] * 255.0 - _CAFFE_BGR_MEAN,
+    # EfficientNet-Lite: (x * 255 - 127) / 128.
+    "efficientnet_lite": lambda x: (x * 255.0 - 127.0) / 128.0,
+    "minus_one_one": lambda x: x * 2.0 - 1.0,
+    "unit": lambda x: x,
+}
+
 
 @register("normalize")
-def normalize(kind: str = "imagenet"):
-  """``imagenet`` (torchvision mean/std), ``caffe`` (BGR, 0-255, mean subtracted),
-  ``lite`` ((x*255 - 127) / 128, EfficientNet-Lite), ``minus_one_one``, ``unit`` (none)."""
-  kinds = {
-      "imagenet": lambda x: (x - _IMAGENET_MEAN) / _IMAGENET_STD,
-      "caffe": lambda x: x[..., ::-1] * 255.0 - _CAFFE_BGR_MEAN,
-      "lite": lambda x: (x * 255.0 - 127.0) / 128.0,
-      "minus_one_one": lambda x: x * 2.0 - 1.0,
-      "unit": lambda x: x,
-  }
-  if kind not in kinds:
-    raise ValueError(f"normalize({kind!r}): expected one of {sorted(kinds)}")
+def normalize(kind: str = "torchvision"):
+  """Maps [0, 1] images to a network's input range; ``kind`` is a key of ``NORMALISATIONS``."""
+  if kind not in NORMALISATIONS:
+    raise ValueError(f"normalize({kind!r}): expected one of {sorted(NORMALISATIONS)}")
   def fn(image, seed):
     del seed
-    return tf.cast(kinds[kind](image), tf.float32)
+    return tf.cast(NORMALISATIONS[kind](image), tf.float32)
   return _image_op(fn)

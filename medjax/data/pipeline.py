@@ -3,17 +3,24 @@
 - Splits: ``config.data.{train,val,test}_split`` are TFDS split expressions
   (``"train+val"``); with ``config.data.val_fraction`` > 0 a validation set is carved
   from the training split, stratified by class and reproducible from ``config.seed``.
-- Each process reads its own shard of every split (``ds.shard(process_count, index)``).
+- Every process walks the same global stream of encoded records and decodes only its own
+  rows of each global batch (process ``p`` of ``P``: rows ``[p * B / P, (p + 1) * B / P)``,
+  the rows its devices hold on the mesh). So the global batches, and hence the training
+  run, are the same for any number of processes, and a run may resume on another
+  topology. The price is that each process reads (not decodes) every encoded record.
 - Training streams shuffle-then-repeat deterministically from the seed; augmentation seeds
   come from the example's position in that stream, so resuming at step ``s`` (skipping
   ``s * batch`` encoded records, which is cheap) yields exactly the batches an
   uninterrupted run would have seen.
-- Evaluation is exact: every example is seen once; the last batch is padded and carries
-  ``mask`` = 0 on the padding, and all processes run the same number of batches.
+- Evaluation is exact: every example is seen once, in split order; the stream is padded
+  to whole global batches with copies of its first record that carry ``mask`` = 0, so all
+  processes run the same number of batches.
+- With several processes, process 0 prepares the TFDS records while the others wait: two
+  writers of one shared TFDS folder would collide.
 """
 import dataclasses
+import functools
 import json
-import math
 from pathlib import Path
 
 import jax
@@ -88,8 +95,13 @@ class InputPipeline:
     self.workdir = Path(workdir)
     self.mesh = mesh
     d = config.data
-    self.builder = builders.get_builder(d.name, manual_dir=d.manual_dir, tfds_dir=d.tfds_dir,
-                                        on_bad_file=d.on_bad_file)
+    get_builder = functools.partial(builders.get_builder, d.name, manual_dir=d.manual_dir,
+                                    tfds_dir=d.tfds_dir, on_bad_file=d.on_bad_file)
+    if jax.process_index() == 0:
+      self.builder = get_builder()
+    parallel.barrier(f"prepared {d.name}")
+    if jax.process_index() != 0:  # Finds the records ready (or prepares a host-local copy).
+      self.builder = get_builder()
     # Builders expose either "label" (class index) or "labels" (multi-hot float vector),
     # and always class_names() in label order.
     multi_label = "labels" in self.builder.info.features
@@ -116,11 +128,16 @@ class InputPipeline:
     self.info = DataInfo(name=d.name, class_names=class_names, multi_label=multi_label,
                          split_sizes=sizes, skipped=tuple(builders.class_folders.skipped_files(
                              self.builder)))
+    self._preprocessed = {}
     self._context = self._training_statistics()
 
   # -- statistics of the training split that preprocessing needs -------------------------
   def _training_statistics(self) -> dict:
-    """Computes (once, then loads from the workdir) the mean image if ``subtract_mean`` is used."""
+    """Computes (once, then loads from the workdir) the mean image if ``subtract_mean`` is used.
+
+    Every process computes the same float64 sums in the same order, so a process that finds
+    process 0's file (renamed into place whole) loads exactly what it would have computed.
+    """
     pp_eval = self.config.pp_eval
     if "subtract_mean" not in pp_eval:
       return {}
@@ -157,6 +174,12 @@ class InputPipeline:
   def _select(self, ex):
     return {"image": ex["image"], "label": ex[self.label_key]}
 
+  @staticmethod
+  def _own_rows(ds: tf.data.Dataset, global_batch: int, local: int) -> tf.data.Dataset:
+    """Keeps this process's rows of every global batch of an enumerated ``(i, ex)`` stream."""
+    me = jax.process_index()
+    return ds.filter(lambda i, ex: tf.equal(i % global_batch // local, me))
+
   def steps_per_epoch(self) -> int:
     return self.info.split_sizes["train"] // self.config.batch_size
 
@@ -164,14 +187,18 @@ class InputPipeline:
     """Yields global training batches from step ``start_step`` on, forever."""
     cfg = self.config
     local = self._local_batch(cfg.batch_size)
-    ds = self._split_ds["train"].shard(jax.process_count(), jax.process_index())
-    if cfg.data.cache:
-      ds = ds.cache()
+    ds = self._split_ds["train"]
+    prefix, rest = ops.split_deterministic_prefix(cfg.pp_train)
+    if cfg.data.cache == "preprocessed" and prefix:
+      ds = self._cached(ds, prefix)
+      pp = ops.compose(rest, self._context)
+    else:
+      ds = ds.cache() if cfg.data.cache == "encoded" else ds
+      pp = ops.compose(cfg.pp_train, self._context)
     n = self.info.split_sizes["train"]
     ds = ds.shuffle(min(n, cfg.data.shuffle_buffer), seed=cfg.seed,
                     reshuffle_each_iteration=True).repeat().enumerate()
-    ds = ds.skip(start_step * local)
-    pp = ops.compose(cfg.pp_train, self._context)
+    ds = self._own_rows(ds.skip(start_step * cfg.batch_size), cfg.batch_size, local)
     seed = tf.constant(cfg.seed, tf.int64)
     ds = ds.map(lambda i, ex: self._select(pp(ex, tf.stack([seed, i]))),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -180,38 +207,46 @@ class InputPipeline:
     for batch in ds.as_numpy_iterator():
       yield parallel.to_global(batch, sharding)
 
+  def _cached(self, ds: tf.data.Dataset, pp: str) -> tf.data.Dataset:
+    """``ds`` with the deterministic ops ``pp`` applied once and kept in memory.
+
+    Decoding, resizing and CLAHE then run in the first epoch only; the dataset object is
+    kept per (split, pp), so repeated evaluations reuse it too.
+    """
+    key = (id(ds), pp)
+    if key not in self._preprocessed:
+      fn = ops.compose(pp, self._context)
+      zero = tf.zeros([2], tf.int64)
+      self._preprocessed[key] = ds.map(lambda ex: fn(ex, zero), num_parallel_calls=tf.data.AUTOTUNE,
+                                       deterministic=True).cache()
+    return self._preprocessed[key]
+
   def has_split(self, role: str) -> bool:
     return role in self._split_ds
 
   def eval_batches(self, role: str, batch_size: int | None = None, pp: str | None = None):
-    """Yields ``(global batch with 'mask', local ids)`` covering split ``role`` exactly once."""
+    """Yields ``(global batch with 'mask', ids of its unmasked rows)`` covering split ``role``
+    exactly once, in split order (the padding is at the end of the last batch)."""
     cfg = self.config
     global_batch = batch_size or cfg.eval_batch_size
     local = self._local_batch(global_batch)
-    ds = self._split_ds[role].shard(jax.process_count(), jax.process_index())
-    fn = ops.compose(pp or cfg.pp_eval, self._context)
+    split = self._split_ds[role]
+    n = self.info.split_sizes[role]
+    padding = -n % global_batch
+    pp = pp or cfg.pp_eval
+    if cfg.data.cache == "preprocessed":
+      split, pp = self._cached(split, pp), ""
+    ds = split.concatenate(split.take(1).repeat(padding)).enumerate()
+    fn = ops.compose(pp, self._context)
     zero = tf.zeros([2], tf.int64)
-    ds = ds.map(lambda ex: {**self._select(fn(ex, zero)), "id": ex["id"]},
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = self._own_rows(ds, global_batch, local).map(
+        lambda i, ex: {**self._select(fn(ex, zero)), "mask": tf.cast(i < n, tf.float32)},
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local).prefetch(2)
-    per_process = math.ceil(self.info.split_sizes[role] / jax.process_count())
-    num_batches = math.ceil(per_process / local)
+    ids = self._split_ds[role].map(lambda ex: ex["id"]).batch(global_batch)
     sharding = parallel.batch_sharding(self.mesh)
-    it = ds.as_numpy_iterator()
-    template = None
-    for _ in range(num_batches):
-      batch = next(it, None)
-      if batch is None:  # This process ran out first: a fully masked batch keeps step.
-        batch = {k: np.zeros_like(v[:0]) for k, v in template.items()}
-      template = batch
-      ids = batch.pop("id")
-      n = len(ids)
-      mask = np.zeros(local, np.float32)
-      mask[:n] = 1.0
-      padded = {k: np.concatenate([v, np.zeros((local - n, *v.shape[1:]), v.dtype)])
-                for k, v in batch.items()}
-      padded["mask"] = mask
-      yield parallel.to_global(padded, sharding), [i.decode() for i in ids]
+    for batch, batch_ids in zip(ds.as_numpy_iterator(), ids.as_numpy_iterator()):
+      yield parallel.to_global(batch, sharding), [i.decode() for i in batch_ids]
 
   def describe(self) -> dict:
     return {"dataset": self.info.name, "classes": list(self.info.class_names),

@@ -26,7 +26,7 @@ from medjax.eval import metrics as metrics_lib
 from medjax.eval import retrieval
 from medjax.eval import writers
 from medjax.models import registry
-from medjax.train import losses, optim
+from medjax.train import config_checks, losses, optim
 from medjax.train.checkpoint import Checkpoints
 
 
@@ -161,16 +161,12 @@ def train_and_evaluate(config, workdir) -> dict:
     logging.info("%s already holds the finished run; not redoing it.", workdir)
     return finished
 
+  config_checks.check(config)
   mesh = parallel.make_mesh()
   data = InputPipeline(config, workdir, mesh)
   info = data.info
-  if config.loss == "softmax_xent" and info.multi_label:
-    raise ValueError(f"config.loss='softmax_xent' cannot train the multi-label dataset "
-                     f"{info.name!r}; use 'sigmoid_xent'")
+  config_checks.check_against_data(config, info)
   steps_per_epoch = data.steps_per_epoch()
-  if steps_per_epoch < 1:
-    raise ValueError(f"config.batch_size={config.batch_size} exceeds the {info.split_sizes['train']} "
-                     f"training examples")
   total_steps = config.total_steps or config.num_epochs * steps_per_epoch
   model = build_model(config, info.num_classes)
   tx = optim.make(config.optimizer, steps_per_epoch)
@@ -299,16 +295,24 @@ def restore_for_inference(workdir: Path):
 
 def _early_stopping(state: TrainState, scores: dict, es, epoch: int, ckpts: Checkpoints,
                     step: int) -> TrainState:
-  """Tracks the best validation value; keeps its parameters; stops after ``patience`` epochs."""
+  """Tracks the best validation value; keeps its parameters; stops after ``patience`` epochs.
+
+  New values are placed like the ones they replace (replicated over the mesh): Orbax
+  refuses to checkpoint a single-device array in a run of several processes. They go
+  from host numpy, as ``medjax.parallel.replicate`` explains.
+  """
+  def like(old, value):
+    return jax.device_put(np.asarray(value, old.dtype), old.sharding)
+
   value = float(scores[es.metric]) * (1 if es.mode == "max" else -1)
   if value > float(state.best_metric):
     ckpts.save_best(step, state.params)
-    return state.replace(best_metric=jnp.asarray(value, jnp.float32),
-                         best_epoch=jnp.asarray(epoch, jnp.int32))
+    return state.replace(best_metric=like(state.best_metric, value),
+                         best_epoch=like(state.best_epoch, epoch))
   if es.patience_epochs and epoch - int(state.best_epoch) >= es.patience_epochs:
     logging.info("Early stopping at epoch %d: val/%s has not improved since epoch %d.", epoch,
                  es.metric, int(state.best_epoch))
-    return state.replace(stopped=jnp.asarray(True))
+    return state.replace(stopped=like(state.stopped, True))
   return state
 
 

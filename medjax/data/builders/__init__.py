@@ -9,7 +9,7 @@ import importlib
 
 import tensorflow_datasets as tfds
 
-from medjax.data import paths
+from medjax.data import paths, validate
 
 # config.data.name -> "module:Class"; the raw files live in <data_dir>/<name>/.
 _BUILDERS = {
@@ -54,4 +54,12 @@ def get_builder(name: str, *, manual_dir: str | None = None, tfds_dir: str | Non
   if prepare:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(raw)))
+    skipped = builder.info.metadata.get("skipped", []) if builder.info.metadata else []
+    if skipped and on_bad_file == "fail":
+      # Prepared earlier with on_bad_file='skip': reusing it must not hide the bad files.
+      lines = "\n".join(f"  {raw / p}" for p in skipped)
+      raise validate.BadDataError(
+          f"{len(skipped)} bad file(s) in {raw} were skipped when {data_dir} was prepared; "
+          f"set config.data.on_bad_file='skip' to accept that, or fix them and remove the "
+          f"prepared copy:\n{lines}")
   return builder

@@ -11,6 +11,7 @@ run neither dies on image 9,000 nor silently trains on a broken file. Encoded by
 stored unchanged: decoding, bit depth and colour are handled once, in
 :mod:`medjax.data.ops`.
 """
+import abc
 import csv
 import dataclasses
 import re
@@ -181,9 +182,9 @@ class LabelledFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
           f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     return root
 
+  @abc.abstractmethod
   def _list(self, root: Path) -> Listing:
     """Lists every split's entries below ``root``; raises only if the layout is unusable."""
-    raise NotImplementedError
 
   def _check_file(self, path: Path) -> tuple[validate.Problem | None, str | None]:
     """``(problem, PIL mode)`` of one file; decodes it fully (see :mod:`validate`)."""

@@ -1,0 +1,70 @@
+"""Checks a supervised config before anything expensive starts, naming the offending key.
+
+ml_collections already refuses unknown keys and wrong types given on the command line
+(``--config.KEY=VALUE`` on a locked config); this catches values that are well-typed but
+impossible, so that a typo does not surface an hour into a run.
+"""
+from medjax.data import builders, ops
+from medjax.models import registry
+
+LOSSES = ("softmax_xent", "sigmoid_xent")
+SCHEDULES = ("constant", "step", "plateau")
+SINGLE_LABEL_METRICS = ("accuracy", "balanced_accuracy", "loss")
+MULTI_LABEL_METRICS = ("exact_match", "any_match", "hamming_similarity", "loss")
+
+
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise ValueError(message)
+
+
+def check(config) -> None:
+  """Raises ``ValueError`` naming the first impossible key of ``config``."""
+  _require(config.loss in LOSSES, f"config.loss={config.loss!r}; expected one of {LOSSES}")
+  _require(config.optimizer.schedule in SCHEDULES,
+           f"config.optimizer.schedule={config.optimizer.schedule!r}; expected one of {SCHEDULES}")
+  for key in ("batch_size", "eval_batch_size", "log_every", "checkpoint_every_steps",
+              "eval_every_epochs", "keep_checkpoints"):
+    _require(config[key] >= 1, f"config.{key}={config[key]} must be at least 1")
+  _require(config.total_steps > 0 or config.num_epochs > 0,
+           "config.num_epochs (or config.total_steps) must be positive")
+  _require(config.optimizer.learning_rate >= 0,
+           f"config.optimizer.learning_rate={config.optimizer.learning_rate} is negative")
+  _require(0.0 <= config.data.val_fraction < 1.0,
+           f"config.data.val_fraction={config.data.val_fraction}; expected 0 <= f < 1")
+  _require(config.data.on_bad_file in ("fail", "skip"),
+           f"config.data.on_bad_file={config.data.on_bad_file!r}; expected 'fail' or 'skip'")
+  base_dataset = config.data.name.partition("/")[0]
+  _require(base_dataset in builders.names(),
+           f"config.data.name={config.data.name!r} is not a known dataset; known: {builders.names()}")
+  _require(config.model.name in registry.names(),
+           f"config.model.name={config.model.name!r} is not a known model; known: {registry.names()}")
+  for key in ("pp_train", "pp_eval"):
+    for spec in filter(None, (s.strip() for s in config[key].split("|"))):
+      try:
+        ops.parse(spec)
+      except ValueError as e:
+        raise ValueError(f"config.{key}: {e}") from None
+  metric = config.early_stopping.metric
+  if metric:
+    allowed = MULTI_LABEL_METRICS if config.loss == "sigmoid_xent" else SINGLE_LABEL_METRICS
+    _require(metric in allowed,
+             f"config.early_stopping.metric={metric!r} is not a {config.loss} metric; "
+             f"expected one of {allowed}")
+    _require(config.early_stopping.mode in ("max", "min"),
+             f"config.early_stopping.mode={config.early_stopping.mode!r}; expected 'max' or 'min'")
+
+
+def check_against_data(config, info) -> None:
+  """Checks that need the dataset: label kind vs loss and metrics, batch vs split size."""
+  _require(not (config.loss == "softmax_xent" and info.multi_label),
+           f"config.loss='softmax_xent' cannot train the multi-label dataset {info.name!r}; "
+           f"use 'sigmoid_xent'")
+  metric = config.early_stopping.metric
+  _require(not (metric in ("exact_match", "any_match", "hamming_similarity")
+                and not info.multi_label and config.loss != "sigmoid_xent"),
+           f"config.early_stopping.metric={metric!r} is a multi-label metric but dataset "
+           f"{info.name!r} is single-label")
+  _require(config.batch_size <= info.split_sizes["train"],
+           f"config.batch_size={config.batch_size} exceeds the {info.split_sizes['train']} "
+           f"training examples of {info.name!r}")

@@ -1,0 +1,27 @@
+"""Same config and seed -> byte-identical results; several seeds -> mean and std."""
+import json
+
+import pytest
+
+from medjax import main
+from medjax.train import trainer
+from tests.conftest import tiny_config
+
+
+def test_same_seed_gives_byte_identical_results(tiny_data_dir, tfds_dir, tmp_path):
+  config = tiny_config(tiny_data_dir, tfds_dir, total_steps=4)
+  trainer.train_and_evaluate(config, tmp_path / "a")
+  trainer.train_and_evaluate(config, tmp_path / "b")
+  assert (tmp_path / "a" / "results.json").read_bytes() == (tmp_path / "b" / "results.json").read_bytes()
+
+
+def test_seeds_report_mean_and_std(tiny_data_dir, tfds_dir, tmp_path):
+  config = tiny_config(tiny_data_dir, tfds_dir, total_steps=3, num_seeds=2, seed=5)
+  results = main.run(config, str(tmp_path))
+  per_seed = [json.loads((tmp_path / f"seed_{s}" / "results.json").read_text()) for s in (5, 6)]
+  assert results["seeds"] == [5, 6]
+  losses = [r["test/loss"] for r in per_seed]
+  assert losses[0] != losses[1]  # Different seeds, different initialisations.
+  assert results["test/loss/mean"] == pytest.approx(sum(losses) / 2)
+  assert results["test/loss/std"] == pytest.approx(abs(losses[0] - losses[1]) / 2)
+  assert json.loads((tmp_path / "results.json").read_text())["seeds"] == [5, 6]
