@@ -3,15 +3,18 @@
 Thin by design: flags, config, multi-process init, then dispatch on ``config.pipeline`` to
 the one trainer that runs it.
 """
+import errno
 import importlib
 import logging as py_logging
 import os
+from pathlib import Path
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from medjax import distributed
+from medjax.eval import results as results_lib
 from medjax.eval import writers
 
 FLAGS = flags.FLAGS
@@ -27,12 +30,19 @@ flags.DEFINE_enum("distributed", os.environ.get("MEDJAX_DISTRIBUTED", "auto"),
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
+flags.DEFINE_string("local_device_ids", None, "Comma-separated local devices this process "
+                    "drives (default: all, or its local rank's GPU under SLURM / Open MPI).")
 
 # config.pipeline -> the module whose train_and_evaluate(config, workdir) runs it.
 PIPELINES = {
     "supervised": "medjax.train.trainer",
     "frozen_features": "medjax.features.pipeline",
 }
+
+
+# Errors of the storage rather than of the run: disk full, quota, permissions, read-only.
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
+                   errno.ENOTDIR}
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -45,26 +55,51 @@ class _QuietLibraries(py_logging.Filter):
 
 
 def run(config, workdir: str) -> dict:
+  """Runs ``config``; with ``config.num_seeds`` > 1, once per seed, then mean and std.
+
+  Seed runs go to ``<workdir>/seed_<s>`` (each resumable on its own); the workdir's
+  ``results.json`` then holds every metric's ``/mean`` and ``/std`` over the seeds.
+  """
   if config.pipeline not in PIPELINES:
     raise ValueError(f"config.pipeline={config.pipeline!r}; expected one of {sorted(PIPELINES)}")
   module = importlib.import_module(PIPELINES[config.pipeline])
-  return module.train_and_evaluate(config, workdir)
+  num_seeds = config.get("num_seeds", 1)
+  if num_seeds <= 1:
+    return module.train_and_evaluate(config, workdir)
+  per_seed = []
+  for seed in range(config.seed, config.seed + num_seeds):
+    seed_config = config.copy_and_resolve_references()
+    with seed_config.unlocked():
+      seed_config.seed, seed_config.num_seeds = seed, 1
+    per_seed.append(module.train_and_evaluate(seed_config, Path(workdir) / f"seed_{seed}"))
+  return results_lib.over_seeds(per_seed, config, Path(workdir))
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   distributed.initialize(FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
-                         num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+                         num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                         local_device_ids=FLAGS.local_device_ids)
   # Keep TensorFlow to the input pipeline: it must not grab accelerators JAX will use.
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
   # Every process runs the same program; process 0 alone speaks (the others only warn).
-  level = py_logging.INFO if jax.process_index() == 0 else py_logging.WARNING
-  py_logging.getLogger("absl").setLevel(level)
-  logging.set_verbosity(level)
-  results = run(FLAGS.config, FLAGS.workdir)
-  if jax.process_index() == 0:
+  leader = jax.process_index() == 0
+  py_logging.getLogger("absl").setLevel(py_logging.INFO if leader else py_logging.WARNING)
+  logging.set_verbosity(logging.INFO if leader else logging.WARNING)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  try:
+    results = run(FLAGS.config, FLAGS.workdir)
+  except OSError as e:
+    if e.errno not in _STORAGE_ERRORS:
+      raise
+    # Writes are atomic (temp file + rename), so what was saved before is intact.
+    raise SystemExit(
+        f"medjax: cannot write {e.filename or FLAGS.workdir}: {e.strerror}. The run stopped; "
+        f"checkpoints, features and results already in {FLAGS.workdir} are intact, and "
+        f"rerunning the same command resumes from them once the problem is fixed.") from None
+  if leader:
     summary = writers.headline(results)
     logging.info("Results: %s", summary)
     print("\n".join(f"{k}\t{v:.4f}" for k, v in sorted(summary.items())))

@@ -1,0 +1,73 @@
+"""The benchmark suite: medjax against its peers, case by case.
+
+  python -m benchmarks.run [--quick] [--only NAME ...] --out FILE.json
+
+prints a markdown table and writes a JSON list of records ``{"name", "medjax_seconds",
+"peer", "peer_seconds", "ratio", ...}`` (``ratio`` = peer time / medjax time, both medians
+of alternating repeats after warm-up; quality fields such as accuracy or inertia where a
+result has a quality; ``images_per_s`` where a case processes images). ``--only`` keeps the
+cases whose name starts with NAME (``--only train_step`` or ``--only train_step/lenet_ova``).
+``--quick`` runs every case with fewer repeats and, where a full case takes minutes, smaller
+sizes (the record's name says which sizes ran) in under ten minutes on two cores.
+Each record also has the thread count, ``quick`` and the load average before and after it.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from benchmarks import (extraction, input_pipeline, kmeans, svm, timing, train_step,
+                        vlad)
+
+MODULES = (train_step, extraction, svm, kmeans, vlad, input_pipeline)
+
+
+def all_cases(quick: bool) -> list[timing.Case]:
+  return [case for module in MODULES for case in module.cases(quick)]
+
+
+def run_cases(cases: list[timing.Case], *, quick: bool, out: Path | None = None) -> list[dict]:
+  """Runs ``cases`` in order; returns their records (also written to ``out`` after each case,
+  so an interrupted run keeps what it measured)."""
+  threads = timing.threads()
+  records = []
+  for case in cases:
+    logging.info("running %s", case.name)
+    try:
+      result = case.run()
+    except timing.SkipCase as skip:
+      print(f"skipped {case.name}: {skip}", file=sys.stderr)
+      continue
+    for record in result if isinstance(result, list) else [result]:
+      records.append({**record, "threads": threads, "quick": quick})
+    if out is not None:
+      out.write_text(json.dumps(records, indent=1))
+  return records
+
+
+def main(argv=None) -> list[dict]:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--quick", action="store_true",
+                      help="fewer repeats and smaller sizes: every case in under 10 minutes")
+  parser.add_argument("--only", nargs="+", metavar="NAME",
+                      help="run only cases whose name starts with one of these")
+  parser.add_argument("--out", type=Path, required=True, help="JSON file for the records")
+  args = parser.parse_args(argv)
+  cases = all_cases(args.quick)
+  if args.only:
+    cases = [c for c in cases if c.name.startswith(tuple(args.only))]
+    if not cases:
+      parser.error(f"--only {args.only}: no such case; known: "
+                   f"{[c.name for c in all_cases(args.quick)]}")
+  print(f"{len(cases)} cases, {os.cpu_count()} cores, load average {os.getloadavg()}",
+        file=sys.stderr)
+  records = run_cases(cases, quick=args.quick, out=args.out)
+  print(timing.markdown_table(records))
+  return records
+
+
+if __name__ == "__main__":
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+  main()

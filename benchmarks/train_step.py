@@ -1,0 +1,212 @@
+"""One training step of each from-scratch network, at the paper's input size and batch.
+
+medjax runs exactly what ``python -m medjax.main`` runs: the system's config, the model
+from the registry, ``optim.make`` and ``trainer.make_train_step`` (jitted, state donated),
+on a batch already on the device mesh. The CAE of system 3 has its own step,
+``medjax.features.cae.train_step``. The peer is the same architecture, loss and optimiser
+written in plain PyTorch (CPU, NCHW as users write it), stepping with ``zero_grad``,
+``backward``, ``step``.
+"""
+import jax
+import numpy as np
+import optax
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks import timing
+from configs import alexnet_anatomy, irma_cnn, lenet_imageclef15
+from medjax import parallel
+from medjax.features import cae
+from medjax.models.irma_cnn import VARIANTS as IRMA_VARIANTS
+from medjax.train import optim, trainer
+
+
+def _medjax_step(config, num_classes: int, images: np.ndarray, labels: np.ndarray):
+  """The trainer's step on ``config``'s model; returns a thunk running one step."""
+  mesh = parallel.make_mesh()
+  model = trainer.build_model(config, num_classes)
+  tx = optim.make(config.optimizer, steps_per_epoch=100)
+  state = trainer.init_state(model, tx, config, images.shape[1:], mesh)
+  step = trainer.make_train_step(model, tx, config.loss)
+  batch = parallel.to_global({"image": images, "label": labels}, parallel.batch_sharding(mesh))
+  holder = {"state": state}
+
+  def run():
+    holder["state"], metrics = step(holder["state"], batch)
+    return metrics
+  return run
+
+
+def _nchw(images: np.ndarray) -> torch.Tensor:
+  return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
+def _torch_step(model: nn.Module, loss_fn, optimizer, x: torch.Tensor, target: torch.Tensor):
+  def run():
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), target)
+    loss.backward()
+    optimizer.step()
+    return None
+  return run
+
+
+def _sgd(model: nn.Module, cfg) -> torch.optim.SGD:
+  """The config's SGD in torch, weight decay on kernels only as ``optim.make`` applies it."""
+  kernels = [p for p in model.parameters() if p.ndim > 1]
+  others = [p for p in model.parameters() if p.ndim <= 1]
+  return torch.optim.SGD([{"params": kernels, "weight_decay": cfg.weight_decay},
+                          {"params": others, "weight_decay": 0.0}],
+                         lr=cfg.learning_rate, momentum=cfg.momentum)
+
+
+class TorchLeNet(nn.Module):
+  """One head of medjax.models.lenet.LeNet: tanh(maxpool(conv(x)) + b), twice, FC-500, logit."""
+
+  def __init__(self, side: int):
+    super().__init__()
+    self.conv0 = nn.Conv2d(1, 20, 15, bias=False)
+    self.conv1 = nn.Conv2d(20, 50, 15, bias=False)
+    self.b0 = nn.Parameter(torch.zeros(20, 1, 1))
+    self.b1 = nn.Parameter(torch.zeros(50, 1, 1))
+    flat = ((side - 14) // 2 - 14) // 2
+    self.hidden = nn.Linear(50 * flat * flat, 500)
+    self.logistic = nn.Linear(500, 1)
+
+  def forward(self, x):
+    x = torch.tanh(F.max_pool2d(self.conv0(x), 2) + self.b0)
+    x = torch.tanh(F.max_pool2d(self.conv1(x), 2) + self.b1)
+    return self.logistic(torch.tanh(self.hidden(x.flatten(1))))
+
+
+class TorchLeNetOneVsAll(nn.Module):
+  def __init__(self, side: int, heads: int = 4):
+    super().__init__()
+    self.heads = nn.ModuleList(TorchLeNet(side) for _ in range(heads))
+
+  def forward(self, x):
+    return torch.cat([h(x) for h in self.heads], dim=1)
+
+
+class TorchModifiedAlexNet(nn.Module):
+  def __init__(self, num_classes: int):
+    super().__init__()
+    self.features = nn.Sequential(
+        nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(), nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0),
+        nn.MaxPool2d(3, 2), nn.Conv2d(96, 256, 5, stride=2, padding=2), nn.ReLU(),
+        nn.Conv2d(256, 384, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.Linear(4096, num_classes))
+
+  def forward(self, x):
+    return self.features(x)
+
+
+def torch_irma(variant: str, num_classes: int, side: int) -> nn.Module:
+  """medjax.models.irma_cnn.IrmaCNN (20 filters, 'same' convs, FC -> 800 -> classes, dropout)."""
+  kernel, layers, first_fc = IRMA_VARIANTS[variant]
+  modules, channels = [], 1
+  for layer in layers.split():
+    if layer == "C":
+      modules += [nn.Conv2d(channels, 20, kernel, padding=kernel // 2), nn.ReLU()]
+      channels = 20
+    else:
+      modules.append(nn.MaxPool2d(2))
+      side //= 2
+  modules += [nn.Flatten(), nn.Linear(20 * side * side, first_fc), nn.ReLU(), nn.Dropout(0.5),
+              nn.Linear(first_fc, 800), nn.ReLU(), nn.Dropout(0.5), nn.Linear(800, num_classes)]
+  return nn.Sequential(*modules)
+
+
+def _images(batch: int, side: int, channels: int, seed: int = 0) -> np.ndarray:
+  return np.random.default_rng(seed).random((batch, side, side, channels), np.float32)
+
+
+def lenet_case(batch: int, side: int, repeats: int) -> dict:
+  config = lenet_imageclef15.get_config(f"image_size={side}")
+  images = _images(batch, side, 1)
+  labels = np.arange(batch, dtype=np.int32) % 4
+  medjax_fn = _medjax_step(config, 4, images, labels)
+  model = TorchLeNetOneVsAll(side)
+  bce = nn.BCEWithLogitsLoss(reduction="none")
+  targets = F.one_hot(torch.from_numpy(labels).long(), 4).float()
+  loss_fn = lambda logits, t: bce(logits, t).sum(1).mean()
+  peer_fn = _torch_step(model, loss_fn, _sgd(model, config.optimizer), _nchw(images), targets)
+  return timing.compare(f"train_step/lenet_ova_{side}x{side}_b{batch}", medjax_fn,
+                        "pytorch", peer_fn, repeats=repeats, items=batch)
+
+
+def alexnet_case(batch: int, repeats: int, num_classes: int = 5) -> dict:
+  config = alexnet_anatomy.get_config(f"batch_size={batch}")
+  images = _images(batch, 227, 3)
+  labels = np.arange(batch, dtype=np.int32) % num_classes
+  medjax_fn = _medjax_step(config, num_classes, images, labels)
+  model = TorchModifiedAlexNet(num_classes)
+  peer_fn = _torch_step(model, F.cross_entropy, _sgd(model, config.optimizer), _nchw(images),
+                        torch.from_numpy(labels).long())
+  return timing.compare(f"train_step/alexnet_anatomy_227_b{batch}", medjax_fn, "pytorch",
+                        peer_fn, repeats=repeats, items=batch)
+
+
+def irma_case(batch: int, repeats: int, variant: str = "C", num_classes: int = 57) -> dict:
+  config = irma_cnn.get_config(f"variant={variant}")
+  images = _images(batch, 128, 1)
+  labels = np.arange(batch, dtype=np.int32) % num_classes
+  medjax_fn = _medjax_step(config, num_classes, images, labels)
+  model = torch_irma(variant, num_classes, 128).train()
+  peer_fn = _torch_step(model, F.cross_entropy, _sgd(model, config.optimizer), _nchw(images),
+                        torch.from_numpy(labels).long())
+  return timing.compare(f"train_step/irma_{variant}_128_b{batch}", medjax_fn, "pytorch",
+                        peer_fn, repeats=repeats, items=batch)
+
+
+class TorchCAE(nn.Module):
+  """medjax.features.cae: tied 3x3 encoder/decoder, max-pool/unpool at the arg-max."""
+
+  def __init__(self, channels: int, filters: int):
+    super().__init__()
+    self.w = nn.Parameter(torch.empty(filters, channels, 3, 3))
+    nn.init.xavier_uniform_(self.w)
+    self.b_enc = nn.Parameter(torch.zeros(filters))
+    self.b_dec = nn.Parameter(torch.zeros(channels))
+
+  def forward(self, x):
+    h = F.relu(F.conv2d(x, self.w, self.b_enc, padding=1))
+    pooled, index = F.max_pool2d(h, 2, return_indices=True)
+    maps = F.max_unpool2d(pooled, index, 2, output_size=h.shape[-2:])
+    return F.relu(F.conv_transpose2d(maps, self.w, self.b_dec, padding=1))
+
+
+def cae_case(batch: int, filters: int, repeats: int, side: int = 6, channels: int = 256) -> dict:
+  # Post-ReLU conv5 features are non-negative; uniform [0, 1) stands in for them.
+  x = _images(batch, side, channels)
+  optimizer = optax.sgd(1e-5)
+  holder = {"params": cae.init(jax.random.PRNGKey(0), channels, filters)}
+  holder["opt_state"] = optimizer.init(holder["params"])
+  batch_x = jax.device_put(x)
+
+  def medjax_fn():
+    holder["params"], holder["opt_state"], value = cae.train_step(
+        holder["params"], holder["opt_state"], batch_x, optimizer)
+    return value
+
+  model = TorchCAE(channels, filters)
+  loss_fn = lambda y, target: 0.5 * torch.sum((y - target) ** 2) / target.shape[0]
+  torch_x = _nchw(x)
+  peer_fn = _torch_step(model, loss_fn, torch.optim.SGD(model.parameters(), lr=1e-5), torch_x,
+                        torch_x)
+  return timing.compare(f"train_step/cae_{side}x{side}x{channels}_f{filters}_b{batch}",
+                        medjax_fn, "pytorch", peer_fn, repeats=repeats, items=batch)
+
+
+def cases(quick: bool) -> list[timing.Case]:
+  """Paper sizes; ``quick`` times one step per side and the CAE (~2 TFLOP a step at batch
+  512) at batch 64."""
+  repeats = 1 if quick else 5
+  return [
+      timing.Case("train_step/lenet_ova", lambda: lenet_case(20, 256, repeats)),
+      timing.Case("train_step/alexnet_anatomy", lambda: alexnet_case(64, repeats)),
+      timing.Case("train_step/irma_C", lambda: irma_case(256, repeats)),
+      timing.Case("train_step/cae", lambda: cae_case(64 if quick else 512, 4096, repeats)),
+  ]
