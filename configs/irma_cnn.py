@@ -14,6 +14,8 @@ of "random cropping".
       --workdir=/tmp/irma_smoke
   # Ablations (paper Tables 5-6): dropout / augmentation off
   python -m medjax.main --config=configs/irma_cnn.py:variant=E,dropout=false,augment=false ...
+  # All of them, one workdir per point, and ROOT/summary.{md,csv} (see sweep() below)
+  python -m launch.sweep --config=configs/irma_cnn.py --workdir=workdirs/irma_sweep
 """
 from configs import common
 
@@ -40,3 +42,10 @@ def get_config(arg=None):
   if arg.smoke:
     common.smoke(config, steps=12, batch_size=32)
   return config
+
+
+def sweep():
+  """The paper's ablations (Tables 5-6) over every variant: A-G, each with and without
+  dropout and augmentation, as ``:ARGS`` that ``launch.sweep`` appends to the config's own."""
+  return [f"variant={v},dropout={d},augment={a}" for v in "ABCDEFG"
+          for d in ("true", "false") for a in ("true", "false")]

@@ -12,8 +12,14 @@ DATA_AXIS = "data"
 
 
 def make_mesh(devices=None) -> Mesh:
-  devices = np.asarray(devices if devices is not None else jax.devices())
-  return Mesh(devices.reshape(-1), (DATA_AXIS,))
+  """A 1-D mesh with each process's devices side by side, in process order.
+
+  So process ``p`` of ``P`` holds rows ``[p * B / P, (p + 1) * B / P)`` of a global batch of
+  ``B``, which is what the input pipeline feeds it.
+  """
+  devices = sorted(devices if devices is not None else jax.devices(),
+                   key=lambda d: (d.process_index, d.id))
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -30,7 +36,19 @@ def to_global(local_batch: dict, sharding: NamedSharding) -> dict:
 
 
 def replicate(tree, mesh: Mesh):
-  return jax.device_put(tree, replicated(mesh))
+  """Copies ``tree`` (the same values in every process) to every device of the mesh.
+
+  Leaves go through host numpy: with several processes, ``device_put`` of a jax array
+  living on one device onto the global mesh yields an array that Orbax cannot save.
+  """
+  return jax.device_put(jax.tree.map(np.asarray, tree), replicated(mesh))
+
+
+def barrier(name: str) -> None:
+  """Waits until every process gets here (a no-op for a single process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def fetch(tree):

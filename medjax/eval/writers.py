@@ -69,6 +69,17 @@ class JsonlWriter(metric_writers.MetricWriter):
     self._file.close()
 
 
+# Suffixes of the results a person looks at first (the CLI's printout, sweep summaries).
+HEADLINE_SUFFIXES = ("accuracy", "exact_match", "any_match", "hamming_similarity", "mAP", "loss")
+
+
+def headline(results: dict) -> dict:
+  """The headline scalars of a ``results.json`` dict (``test/accuracy``, ``retrieval/mAP``,
+  and their ``/mean`` and ``/std`` over seeds)."""
+  return {k: v for k, v in results.items() if isinstance(v, (int, float))
+          and k.removesuffix("/mean").removesuffix("/std").endswith(HEADLINE_SUFFIXES)}
+
+
 def create(workdir: Path, resume_step: int) -> metric_writers.MetricWriter:
   if jax.process_index() != 0:
     return metric_writers.MultiWriter([])

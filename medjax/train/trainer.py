@@ -223,8 +223,10 @@ def train_and_evaluate(config, workdir) -> dict:
         state = _early_stopping(state, scores, es, step // steps_per_epoch, ckpts, step)
         stopped = bool(state.stopped)
     if save_now or stopped:
-      ckpts.save_latest(step, state)
+      # Metrics first: a run killed between the two then resumes from an older checkpoint
+      # and drops the extra lines, rather than from this one with lines missing.
       writer.flush()
+      ckpts.save_latest(step, state)
       last_good = step
   ckpts.wait()
   writer.write_scalars(step, {"train/wall_seconds_this_session": time.time() - t0})
