@@ -21,6 +21,8 @@ Caffe's AlexNet has no standard weights file: give one with
   python -m medjax.main --config=configs/cae_imageclef16.py:aggregation=sparse_coding ...
   python -m medjax.main --config=configs/cae_imageclef16.py:smoke,dataset=chest_xray \
       --workdir=/tmp/cae_smoke
+  # Table 3's filter counts, one workdir each, and ROOT/summary.{md,csv}:
+  python -m launch.sweep --config=configs/cae_imageclef16.py --workdir=workdirs/cae16_filters
 """
 from configs import common
 
@@ -34,3 +36,8 @@ def get_config(arg=None):
   if arg.smoke:
     common.smoke_frozen_features(config)
   return config
+
+
+def sweep():
+  """Table 3: the CAE with 512, 1024, 2048 and 4096 filters (``launch.sweep`` points)."""
+  return [f"filters={n}" for n in (512, 1024, 2048, 4096)]

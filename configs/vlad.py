@@ -25,6 +25,8 @@ head, says so in the log and records ``backbone/used`` in results.json.
   # Several scales at once (pooled features concatenated):
   python -m medjax.main --config=configs/vlad.py:dataset=mini_mit \
       --config.features.scales='(224, 544)' ...
+  # VLAD at k = 64 and 256 at each scale, one workdir each, and ROOT/summary.{md,csv}:
+  python -m launch.sweep --config=configs/vlad.py:dataset=chest_xray --workdir=workdirs/vlad_chest
 """
 from configs import common
 
@@ -38,3 +40,9 @@ def get_config(arg=None):
   if arg.smoke:
     common.smoke_frozen_features(config)
   return config
+
+
+def sweep():
+  """Fig. 6 over the scales of fig. 5: VLAD with k = 64 and 256 words at 224, 544 and 864
+  pixels (``launch.sweep`` points)."""
+  return [f"aggregation=vlad,k={k},scale={s}" for k in (64, 256) for s in (224, 544, 864)]

@@ -4,8 +4,8 @@ A pretrained network is only reproduced if its input is prepared exactly as for
 training -- size, resize rule, channel order, mean/std -- and these differ per family and
 per weight source (Caffe BGR means for Keras/Caffe ports, ImageNet mean/std for
 torchvision, ``(x - 127) / 128`` for EfficientNet-Lite). :class:`BackboneSpec` records
-that as data so feature extraction and tools do not hard-code it, and
-:func:`load_backbone` returns the Flax module, its imported variables and the spec.
+that as data (the normalisation by its name in ``medjax.data.ops.NORMALISATIONS``) so
+feature extraction and tools do not hard-code it, and :func:`load_backbone` returns the Flax module, its imported variables and the spec.
 
 Weights locators: ``"package:<python package>/<path>"`` (a file shipped in an installed
 package, e.g. the offline EfficientNet-Lite0 default) or ``"data:<path>"``, looked up
@@ -19,33 +19,9 @@ from pathlib import Path
 import h5py
 import jax
 import jax.numpy as jnp
-import numpy as np
-from PIL import Image
 
 from medjax.models import registry
 from medjax.weights import keras_h5, maps, torch_pickle
-
-# Normalisation name -> function of float RGB 0..255 NHWC/HWC images.
-_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-_IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-# Keras ``preprocess_input(mode="caffe")`` means, in BGR order.
-_CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
-
-
-def _caffe(x):
-  return x[..., ::-1] - _CAFFE_BGR_MEAN
-
-
-def _torchvision(x):
-  return (x / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
-
-
-def _efficientnet_lite(x):
-  return (x - 127.0) / 128.0
-
-
-NORMALISATIONS = {"caffe": _caffe, "torchvision": _torchvision,
-                  "efficientnet_lite": _efficientnet_lite}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +30,10 @@ class BackboneSpec:
 
   ``normalisation`` applies to ``weights_format`` (the default weights); ``formats`` maps
   every accepted weight format to the normalisation its weights were trained with (VGG19
-  from Keras wants Caffe BGR means, from torchvision ImageNet mean/std).
+  from Keras wants Caffe BGR means, from torchvision ImageNet mean/std). Normalisations are
+  named, not implemented, here: the names are keys of ``medjax.data.ops.NORMALISATIONS``,
+  the one table both the tf.data ops and host-side tools apply (models know nothing of
+  data preparation).
   ``resize`` is ``"direct"`` (squash to ``input_size``) or ``"center_crop"`` (shorter side
   to ``resize_shorter``, then the central ``input_size``). ``model_kwargs`` are passed to
   the model, e.g. ``include_top=False`` where the published weights have no classifier.
@@ -69,24 +48,6 @@ class BackboneSpec:
   resize_shorter: int | None = None
   formats: tuple[tuple[str, str], ...] = ()
   model_kwargs: tuple[tuple[str, object], ...] = ()
-
-  def normalise(self, images: np.ndarray) -> np.ndarray:
-    """Float RGB 0..255 images (..., H, W, 3) -> the network's input."""
-    return NORMALISATIONS[self.normalisation](np.asarray(images, np.float32)).astype(np.float32)
-
-  def prepare(self, image) -> np.ndarray:
-    """A PIL image -> resized, normalised float32 (H, W, 3) array."""
-    image = image.convert("RGB")
-    h, w = self.input_size
-    if self.resize == "center_crop":
-      scale = self.resize_shorter / min(image.size)
-      image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)),
-                           Image.BILINEAR)
-      left, top = (image.size[0] - w) // 2, (image.size[1] - h) // 2
-      image = image.crop((left, top, left + w, top + h))
-    else:
-      image = image.resize((w, h), Image.BILINEAR)
-    return self.normalise(np.asarray(image, np.float32))
 
 
 SPECS = {

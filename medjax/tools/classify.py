@@ -5,7 +5,9 @@
 Prints, per image, ``--top_k`` lines (default 5, best first), each
 ``IMAGE<TAB>LABEL<TAB>PROBABILITY`` with the probability to 4 decimals -- one line per
 prediction so the output stays greppable and ``cut``-able. Images are resized and
-normalised as the backbone's :class:`~medjax.models.backbones.BackboneSpec` says. Class
+normalised as the backbone's :class:`~medjax.models.backbones.BackboneSpec` says (``prepare``,
+with the normalisation from ``medjax.data.ops.NORMALISATIONS``, the table the tf.data
+pipelines use). Class
 names are the standard 1000 ImageNet classes, shipped as ``imagenet_classes.txt`` next
 to this file so the tool needs no data directory.
 """
@@ -16,6 +18,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from medjax.data import ops
 from medjax.models import backbones
 
 FLAGS = flags.FLAGS
@@ -29,11 +32,27 @@ def imagenet_classes() -> list[str]:
   return (Path(__file__).with_name("imagenet_classes.txt")).read_text().splitlines()
 
 
+def prepare(spec: backbones.BackboneSpec, image: Image.Image) -> np.ndarray:
+  """A PIL image -> float32 ``(H, W, 3)`` network input, resized and normalised per ``spec``."""
+  image = image.convert("RGB")
+  h, w = spec.input_size
+  if spec.resize == "center_crop":
+    scale = spec.resize_shorter / min(image.size)
+    image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)),
+                         Image.BILINEAR)
+    left, top = (image.size[0] - w) // 2, (image.size[1] - h) // 2
+    image = image.crop((left, top, left + w, top + h))
+  else:
+    image = image.resize((w, h), Image.BILINEAR)
+  unit = np.asarray(image, np.float32) / 255.0
+  return np.asarray(ops.NORMALISATIONS[spec.normalisation](unit), np.float32)
+
+
 def classify(backbone: str, weights: str | None, images: list[str], top_k: int = 5):
   """Returns per image ``[(label, probability), ...]`` best first."""
   module, variables, spec = backbones.load_backbone(backbone, weights, include_top=True)
   classes = imagenet_classes()
-  batch = np.stack([spec.prepare(Image.open(p)) for p in images])
+  batch = np.stack([prepare(spec, Image.open(p)) for p in images])
   logits, _ = jax.jit(module.apply)(variables, batch)
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
   if probs.shape[-1] != len(classes):

@@ -86,7 +86,7 @@ def test_random_ops_are_deterministic_per_seed_and_vary_across_seeds():
 
 def test_normalisations():
   image = np.array([[[0.0, 0.5, 1.0]]], np.float32)
-  np.testing.assert_allclose(run("normalize('lite')", image), [[[-127 / 128, 0.5 / 128 * 1, 1.0]]],
+  np.testing.assert_allclose(run("normalize('efficientnet_lite')", image), [[[-127 / 128, 0.5 / 128 * 1, 1.0]]],
                              atol=1e-6)
   np.testing.assert_allclose(run("normalize('caffe')", image),
                              [[[255 - 103.939, 127.5 - 116.779, 0 - 123.68]]], atol=1e-4)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from medjax.data import ops
 from medjax.models import backbones, registry
 from medjax.models.alexnet import AlexNet, AlexNetTorchvision
 from medjax.models.googlenet import GoogLeNet
@@ -32,8 +33,8 @@ def test_every_backbone_is_registered_and_has_a_spec():
 def test_efficientnet_lite0_loads_offline_with_named_features():
   module, variables, spec = backbones.load_backbone("efficientnet_lite0")
   assert spec.input_size == (224, 224) and spec.weights_format == "torch"
-  x = spec.normalise(np.full((1, 224, 224, 3), 127.0))
-  assert np.all(x == 0)
+  x = ops.NORMALISATIONS[spec.normalisation](np.full((1, 224, 224, 3), 127.0 / 255.0))
+  np.testing.assert_allclose(x, 0.0, atol=1e-6)
   logits, features = jax.jit(module.apply)(variables, x)
   assert logits.shape == (1, 1000)
   assert features["stem"].shape == (1, 112, 112, 32)
@@ -129,12 +130,16 @@ def test_missing_default_weights_name_the_file(tmp_path, monkeypatch):
     backbones.load_backbone("alexnet")
 
 
-def test_normalisations():
+def test_specs_name_normalisations_of_the_shared_table():
+  """Specs name their input normalisation; ``medjax.data.ops`` holds the one implementation."""
+  def normalise(name, pixel):
+    return ops.NORMALISATIONS[backbones.get_spec(name).normalisation](pixel / 255.0)
   pixel = np.array([[[255.0, 0.0, 127.0]]])
-  np.testing.assert_allclose(backbones.get_spec("vgg19").normalise(pixel),
+  np.testing.assert_allclose(normalise("vgg19", pixel),
                              [[[127.0 - 103.939, -116.779, 255.0 - 123.68]]], rtol=1e-6)
-  np.testing.assert_allclose(backbones.get_spec("efficientnet_lite0").normalise(pixel),
-                             [[[1.0, -127.0 / 128, 0.0]]], rtol=1e-6)
-  np.testing.assert_allclose(backbones.get_spec("googlenet").normalise(pixel),
+  np.testing.assert_allclose(normalise("efficientnet_lite0", pixel),
+                             [[[1.0, -127.0 / 128, 0.0]]], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(normalise("googlenet", pixel),
                              [[[(1 - 0.485) / 0.229, -0.456 / 0.224, (127 / 255 - 0.406) / 0.225]]],
                              rtol=1e-5)
+  assert {spec.normalisation for spec in backbones.SPECS.values()} <= set(ops.NORMALISATIONS)

@@ -8,7 +8,9 @@ import jax
 import numpy as np
 import pytest
 
+from medjax.data import ops
 from medjax.models import backbones
+from medjax.tools import classify
 from medjax.weights import keras_h5, maps
 
 SQUEEZENET_H5 = "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -80,9 +82,10 @@ def test_squeezenet_fire9_matches_tf_keras(squeezenet_h5, keras):
   from PIL import Image
   module, variables, spec = backbones.load_backbone("squeezenet1_1", squeezenet_h5)
   cat = _shared_data() / "imagenet_samples" / "cat.bmp"
-  images = [spec.normalise(np.random.default_rng(0).uniform(0, 255, (227, 227, 3)))]
+  noise = np.random.default_rng(0).uniform(0, 1, (227, 227, 3)).astype(np.float32)
+  images = [ops.NORMALISATIONS[spec.normalisation](noise).astype(np.float32)]
   if cat.is_file():
-    images.append(spec.prepare(Image.open(cat)))
+    images.append(classify.prepare(spec, Image.open(cat)))
   x = np.stack(images)
   keras32 = _keras_squeezenet(keras, squeezenet_h5).predict(x, verbose=0)
   ours32 = np.asarray(jax.jit(module.apply)(variables, x)[1]["fire9"])

@@ -1,0 +1,195 @@
+"""Feature extraction: chunks on disk, reuse without recomputation, recovery from a killed
+run (half-written chunks discarded, resumed to the same features), recipe checks.
+
+The backbone is the real EfficientNet-Lite0 on the tiny generated image folder at small
+input sizes, so the whole module runs in well under a minute.
+"""
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from medjax import parallel
+from medjax.data.pipeline import InputPipeline
+from medjax.features import extract, pipeline
+from tests.conftest import REPO_ROOT
+
+SCALE = 64
+
+
+def tiny_frozen_config(data_dir, tfds_dir, arg: str = "", **overrides):
+  """System 5's config on the tiny image folder at 64 px, 8-image batches, 2-batch chunks."""
+  from configs import vlad
+  config = vlad.get_config(f"dataset=image_folder,scale={SCALE}{',' if arg else ''}{arg}")
+  config.data.manual_dir = str(data_dir)
+  config.data.tfds_dir = str(tfds_dir)
+  config.features.batch_size = 8
+  config.features.chunk_batches = 2
+  for key, value in overrides.items():
+    *path, leaf = key.split(".")
+    target = config
+    for p in path:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+class Counting:
+  """Wraps a feature function and counts the batches it is asked for."""
+
+  def __init__(self, fn):
+    self.fn, self.calls = fn, 0
+
+  def __call__(self, variables, images):
+    self.calls += 1
+    return self.fn(variables, images)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_data_dir, tfds_dir, tmp_path_factory):
+  config = tiny_frozen_config(tiny_data_dir, tfds_dir)
+  mesh = parallel.make_mesh()
+  data = InputPipeline(config, tmp_path_factory.mktemp("work"), mesh)
+  backbone = pipeline.load_backbone(config.backbone)
+  variables = parallel.replicate(backbone.variables, mesh)
+  recipe = extract.Recipe(backbone=backbone.spec.name, weights=backbone.spec.weights,
+                          layer="head", pp=extract.input_pp(backbone.spec.normalisation, SCALE),
+                          split="train", pool=False, l2=False)
+  fn = extract.make_feature_fn(backbone.module, "head", pool=False, l2=False)
+
+  def run(folder, feature_fn=fn, recipe=recipe):
+    return extract.extract(data, "train", folder, recipe, feature_fn, variables, batch_size=8,
+                           chunk_batches=2)
+
+  reference = tmp_path_factory.mktemp("reference")
+  run(reference)
+  return run, reference, fn, recipe, backbone.module
+
+
+def test_chunks_cover_the_split_once(setup):
+  _, reference, *_ = setup
+  manifest = json.loads((reference / extract.MANIFEST).read_text())
+  assert manifest["complete"] and [c["rows"] for c in manifest["chunks"]] == [16, 16, 16]
+  features, labels = extract.load(reference)
+  assert features.shape == (48, 2, 2, 1280) and labels.shape == (48,)
+  assert sorted(np.bincount(labels)) == [24, 24]
+  assert manifest["recipe"]["layer"] == "head" and "normalize('efficientnet_lite')" in (
+      manifest["recipe"]["pp"])
+
+
+def test_complete_features_are_reused_without_recomputation(setup):
+  run, reference, fn, *_ = setup
+  mtimes = {p.name: p.stat().st_mtime_ns for p in reference.iterdir()}
+  counting = Counting(fn)
+  run(reference, counting)
+  assert counting.calls == 0
+  assert {p.name: p.stat().st_mtime_ns for p in reference.iterdir()} == mtimes
+
+
+def test_a_second_extraction_into_a_locked_folder_waits_then_reuses(setup):
+  run, reference, fn, *_ = setup
+  counting = Counting(fn)
+  with (reference / extract.LOCK).open("w") as lock:  # Another run is extracting.
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    second = threading.Thread(target=run, args=(reference, counting))
+    second.start()
+    second.join(1.0)
+    assert second.is_alive()
+    fcntl.flock(lock, fcntl.LOCK_UN)
+  second.join(60)
+  assert not second.is_alive() and counting.calls == 0
+
+
+def test_half_written_chunks_are_discarded_and_redone(setup, tmp_path):
+  run, reference, fn, *_ = setup
+  folder = tmp_path / "killed"
+  shutil.copytree(reference, folder)
+  # As if killed after chunk 0 was listed: chunk 1 renamed but not yet in the manifest,
+  # chunk 2 still a temp file.
+  manifest = json.loads((folder / extract.MANIFEST).read_text())
+  manifest["chunks"], manifest["complete"] = manifest["chunks"][:1], False
+  (folder / extract.MANIFEST).write_text(json.dumps(manifest))
+  (folder / "chunk_00001.npz").write_bytes(b"half a chunk")
+  (folder / "chunk_00002.npz.tmp").write_bytes(b"half a temp file")
+  counting = Counting(fn)
+  run(folder, counting)
+  assert counting.calls == 4  # Chunks 1 and 2, two batches each; chunk 0 kept.
+  assert not list(folder.glob("*.tmp"))
+  np.testing.assert_array_equal(extract.load(folder)[0], extract.load(reference)[0])
+
+
+def test_a_listed_chunk_of_the_wrong_size_is_redone(setup, tmp_path):
+  run, reference, fn, *_ = setup
+  folder = tmp_path / "truncated"
+  shutil.copytree(reference, folder)
+  path = folder / "chunk_00001.npz"
+  path.write_bytes(path.read_bytes()[:100])
+  counting = Counting(fn)
+  run(folder, counting)
+  assert counting.calls == 4  # Chunk 1 and every chunk after it.
+  np.testing.assert_array_equal(extract.load(folder)[0], extract.load(reference)[0])
+
+
+def test_features_of_another_recipe_are_refused(setup):
+  run, reference, fn, recipe, _ = setup
+  other = extract.Recipe(**{**recipe.__dict__, "pp": extract.input_pp("torchvision", SCALE)})
+  with pytest.raises(ValueError, match=r"another recipe \(differs in \['pp'\]"):
+    run(reference, fn, other)
+
+
+def test_pooled_l2_features(setup, tmp_path):
+  run, reference, _, recipe, module = setup
+  pooled = extract.make_feature_fn(module, "head", pool=True, l2=True)
+  run(tmp_path, pooled, extract.Recipe(**{**recipe.__dict__, "pool": True, "l2": True}))
+  features, _ = extract.load(tmp_path)
+  maps, _ = extract.load(reference)
+  expected = maps.mean((1, 2))
+  expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+  np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_extraction_killed_by_sigkill_resumes_to_the_same_results(tiny_data_dir, tfds_dir,
+                                                                   tmp_path):
+  """The CLI, killed with SIGKILL once two chunks exist, then rerun, ends as an uninterrupted
+  in-process run of the same config does."""
+  arg = "dataset=image_folder,aggregation=avgpool,scale=224"
+  flags = [f"--config.data.manual_dir={tiny_data_dir}", f"--config.data.tfds_dir={tfds_dir}",
+           "--config.features.batch_size=8", "--config.features.chunk_batches=1"]
+  workdir = tmp_path / "killed"
+  command = [sys.executable, "-m", "medjax.main", f"--config=configs/vlad.py:{arg}",
+             f"--workdir={workdir}", *flags]
+  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+  proc = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+  chunk = workdir / "features" / "train" / "224" / "head_avgpool_l2" / "chunk_00001.npz"
+  deadline = time.time() + 300
+  while not chunk.exists():
+    assert proc.poll() is None, "the run ended before it could be killed"
+    assert time.time() < deadline
+    time.sleep(0.02)
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert not (workdir / "results.json").exists()
+  manifest = json.loads((chunk.parent / extract.MANIFEST).read_text())
+  assert not manifest["complete"]
+
+  resumed = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                           timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Resuming extraction" in resumed.stderr
+
+  config = tiny_frozen_config(tiny_data_dir, tfds_dir, "aggregation=avgpool,scale=224",
+                              **{"features.chunk_batches": 1})
+  uninterrupted = pipeline.train_and_evaluate(config, tmp_path / "uninterrupted")
+  got = json.loads((workdir / "results.json").read_text())
+  for key, value in uninterrupted.items():
+    if key.startswith(("train/", "test/", "svm/")):
+      assert got[key] == (value if isinstance(value, (list, str)) else pytest.approx(value)), key

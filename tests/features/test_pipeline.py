@@ -1,0 +1,108 @@
+"""The frozen-feature pipeline end to end on the tiny image folder, one run per aggregation,
+plus the resumability of its two trained stages (k-means, CAE).
+
+Runs share one features folder, so the backbone's maps are extracted once for the module
+(pooled features once more); the real EfficientNet-Lite0 runs at 64 px (2x2x1280 maps).
+"""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from medjax import parallel
+from medjax.features import pipeline
+from tests.features.test_extract import tiny_frozen_config
+
+
+@pytest.fixture(scope="module")
+def features_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("features")
+
+
+def run(tiny_data_dir, tfds_dir, features_dir, workdir, arg, **overrides):
+  config = tiny_frozen_config(tiny_data_dir, tfds_dir, arg, features_dir=str(features_dir),
+                              **overrides)
+  return pipeline.train_and_evaluate(config, workdir)
+
+
+SMALL = {"vlad.k": 4, "vlad.descriptor_dims": 16, "vlad.pca_dims": 8, "cae.filters": 8,
+         "cae.num_epochs": 2, "cae.batch_size": 16, "baseline.components": 4}
+
+
+@pytest.mark.parametrize("aggregation, dims", [
+    ("avgpool", 1280), ("vlad", 8), ("cae", 8), ("sparse_coding", 4), ("ica", 4)])
+def test_each_aggregation_end_to_end(tiny_data_dir, tfds_dir, features_dir, tmp_path,
+                                     aggregation, dims):
+  results = run(tiny_data_dir, tfds_dir, features_dir, tmp_path, f"aggregation={aggregation}",
+                **SMALL)
+  assert results["backbone/requested"] == "vgg19"
+  assert results["backbone/used"] == "efficientnet_lite0" and results["backbone/fallback_reason"]
+  assert results["features/dims"] == dims
+  assert 0.0 <= results["test/accuracy"] <= 1.0 and results["test/num_examples"] == 16
+  assert set(results) >= {"test/recall/blank", "test/recall/blob", "test/confusion_matrix",
+                          "train/accuracy", "svm/iterations", "config"}
+  assert results["svm/converged"] == 1.0
+  stored = json.loads((tmp_path / "results.json").read_text())
+  assert stored["test/accuracy"] == results["test/accuracy"]
+  assert stored["config"]["aggregation"] == aggregation
+  lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert lines[-1]["test/accuracy"] == results["test/accuracy"]
+  if aggregation == "cae":  # One line per epoch, then the results at the last step.
+    assert [line.get("cae/epoch") for line in lines[:-1]] == [1, 2]
+    assert lines[-1]["step"] == lines[-2]["step"] == results["cae/steps"] == 6
+    assert (tmp_path / "cae" / "checkpoints").is_dir()
+  # A rerun returns the finished results without redoing anything.
+  assert run(tiny_data_dir, tfds_dir, features_dir, tmp_path, f"aggregation={aggregation}",
+             **SMALL) == stored
+
+
+def test_avgpool_separates_the_tiny_classes(tiny_data_dir, tfds_dir, features_dir, tmp_path):
+  results = run(tiny_data_dir, tfds_dir, features_dir, tmp_path, "aggregation=avgpool")
+  assert results["train/accuracy"] == 1.0 and results["test/accuracy"] >= 0.75
+
+
+def test_a_run_without_test_split_evaluates_on_the_stratified_holdout(
+    tiny_data_dir, tfds_dir, tmp_path):
+  # Its own features folder: the shared one holds features of the whole train split.
+  results = run(tiny_data_dir, tfds_dir, tmp_path / "features", tmp_path, "aggregation=avgpool",
+                **{"data.test_split": "", "data.val_fraction": 0.25})
+  assert results["test/num_examples"] == 12 and results["train/num_examples"] == 36
+  assert "holdout" in results["test/split"]
+
+
+def test_kmeans_resumes_from_its_checkpoint(tmp_path):
+  sample = np.random.default_rng(0).normal(size=(600, 5)).astype(np.float32)
+  kwargs = {"seed": 0, "tol": 0.0}
+  straight, scalars = pipeline.fit_kmeans(sample, 6, max_iter=8, path=tmp_path / "a.npz",
+                                          **kwargs)
+  pipeline.fit_kmeans(sample, 6, max_iter=3, path=tmp_path / "b.npz", **kwargs)  # "Killed".
+  resumed, resumed_scalars = pipeline.fit_kmeans(sample, 6, max_iter=8, path=tmp_path / "b.npz",
+                                                 **kwargs)
+  assert scalars["kmeans/iterations"] == resumed_scalars["kmeans/iterations"] == 8
+  np.testing.assert_allclose(resumed, straight, rtol=1e-6)
+
+
+def test_cae_training_resumes_from_its_checkpoint(tmp_path):
+  from configs import common
+  cfg = common.frozen_features(dataset="image_folder", backbone="vgg19", aggregation="cae",
+                               scale=0, seed=0).cae
+  cfg.update({"filters": 4, "batch_size": 8, "num_epochs": 3})
+  cfg.optimizer.learning_rate = 1e-3
+  maps = np.random.default_rng(0).uniform(size=(20, 4, 4, 3)).astype(np.float32)
+
+  def train(workdir, epochs):
+    cfg.num_epochs = epochs
+    stage = pipeline.Stage(config=None, workdir=workdir, folders={}, mesh=parallel.make_mesh())
+    params, steps = pipeline.train_cae(cfg, maps, seed=0, stage=stage)
+    stage.writer.close()
+    return params, steps
+
+  straight, steps = train(tmp_path / "straight", 3)
+  train(tmp_path / "resumed", 1)
+  resumed, resumed_steps = train(tmp_path / "resumed", 3)
+  assert steps == resumed_steps == 6
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), resumed, straight)
+  losses = [json.loads(line)["cae/loss"] for line in
+            (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+  assert len(losses) == 3 and losses[-1] < losses[0]
