@@ -18,6 +18,8 @@ image subtraction, and batch 64.
   python -m medjax.main --config=configs/alexnet_anatomy.py:model=modified --workdir=workdirs/anat_mod
   python -m medjax.main --config=configs/alexnet_anatomy.py:smoke,dataset=chest_xray,model=googlenet \
       --workdir=/tmp/anat_smoke
+  # The whole comparison (one workdir per model, then summary.md / summary.csv):
+  python -m launch.sweep --config=configs/alexnet_anatomy.py:dataset=chest_xray --workdir=workdirs/anatomy
 """
 from configs import common
 
@@ -52,3 +54,8 @@ def get_config(arg=None):
   if arg.smoke:
     common.smoke(config, steps=8, batch_size=16)
   return config
+
+
+def sweep():
+  """The paper's comparison: the modified AlexNet against LeNet, AlexNet and GoogLeNet."""
+  return [f"model={m}" for m in ("modified", "lenet", "alexnet", "googlenet")]
