@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+from medjax.models import layers
 
 
 def init(key: jax.Array, in_channels: int, num_filters: int = 4096, *,
@@ -52,10 +52,10 @@ def init(key: jax.Array, in_channels: int, num_filters: int = 4096, *,
 
 
 def _conv(x, kernel):
+  """Stride-1 'same' convolution; ``layers.conv`` picks the algorithm (on CPU at the paper's
+  256 <-> 4096 channels, one matmul per product: see ``layers.gemm_conv``)."""
   pad = kernel.shape[0] // 2
-  return jax.lax.conv_general_dilated(x, kernel, window_strides=(1, 1),
-                                      padding=((pad, pad), (pad, pad)),
-                                      dimension_numbers=_DIMENSION_NUMBERS)
+  return layers.conv(x, kernel, padding=((pad, pad), (pad, pad)))
 
 
 def decoder_kernel(params: dict) -> jax.Array:

@@ -16,9 +16,14 @@ including ones built from a fitted ``LinearSVC``'s ``coef_.T`` / ``intercept_``)
 
 The K per-class problems are independent, so their sum is minimised jointly as one L-BFGS
 problem over the ``(D + 1, K)`` weight matrix: one ``x @ W`` matmul per function evaluation
-serves every class, and the whole loop is one ``jax.jit``-compiled ``while_loop``. Unlike
-``LinearSVC``, two classes also give two (mirror-image) classifiers rather than one; the
-decision rule is the same.
+serves every class, and the whole loop is one ``jax.jit``-compiled ``while_loop``.
+
+Two classes make one binary problem, as in liblinear (class 1 positive, class 0 negative):
+one-vs-rest would solve it twice, once per mirror image, and so take twice the work for the
+same decision rule. The state then holds a single ``(D + 1, 1)`` column ``v``, and the fitted
+``SVMParams`` hold ``[-v, v]`` (``binary_params``), so ``decision_function`` is still
+``(N, 2)`` and ``predict`` still an arg-max (class 1 exactly where ``v . [x, s] > 0``, as
+liblinear predicts); ``objective`` is then liblinear's binary objective.
 
 The optimiser state is an ``SVMState`` pytree of arrays, so an outside loop can run a bounded
 number of iterations with ``run``, checkpoint the state and resume. Inputs may be sharded along
@@ -74,8 +79,16 @@ class SVMState(NamedTuple):
   iteration: jax.Array
 
 
-def _targets(y: jax.Array, num_classes: int) -> jax.Array:
-  return 2.0 * jax.nn.one_hot(y, num_classes, dtype=jnp.float32) - 1.0
+def _num_columns(num_classes: int) -> int:
+  """Weight columns trained: one binary classifier for two classes, else one per class."""
+  return 1 if num_classes == 2 else num_classes
+
+
+def _targets(y: jax.Array, columns: int) -> jax.Array:
+  """``+1/-1`` per example and column; a single column is the binary problem, class 1 positive."""
+  if columns == 1:
+    return (2.0 * y.astype(jnp.float32) - 1.0)[:, None]
+  return 2.0 * jax.nn.one_hot(y, columns, dtype=jnp.float32) - 1.0
 
 
 def _scores(weights: jax.Array, x: jax.Array, intercept_scaling: float) -> jax.Array:
@@ -98,9 +111,15 @@ def _solver(config: SVMConfig) -> optax.GradientTransformationExtraArgs:
 @functools.partial(jax.jit, static_argnames=("num_classes", "config"))
 def init(x: jax.Array, y: jax.Array, num_classes: int,
          config: SVMConfig = SVMConfig()) -> SVMState:
-  """Starts from ``W = 0`` (liblinear's start), where the gradient norm for ``tol`` is taken."""
-  weights = jnp.zeros((x.shape[1] + 1, num_classes), jnp.float32)
-  value, grad = jax.value_and_grad(_loss)(weights, x, _targets(y, num_classes), config.C,
+  """Starts from ``W = 0`` (liblinear's start), where the gradient norm for ``tol`` is taken.
+
+  ``num_classes`` must be at least 2; two classes train the single binary column.
+  """
+  if num_classes < 2:
+    raise ValueError(f"an SVM needs at least 2 classes, got num_classes={num_classes}")
+  columns = _num_columns(num_classes)
+  weights = jnp.zeros((x.shape[1] + 1, columns), jnp.float32)
+  value, grad = jax.value_and_grad(_loss)(weights, x, _targets(y, columns), config.C,
                                           config.intercept_scaling)
   return SVMState(weights=weights, opt_state=_solver(config).init(weights), value=value,
                   grad=grad, grad_norm0=jnp.linalg.norm(grad), iteration=jnp.zeros((), jnp.int32))
@@ -143,14 +162,27 @@ def run(state: SVMState, x: jax.Array, y: jax.Array, num_steps: int | jax.Array,
   return state
 
 
+def binary_params(w: jax.Array, b: jax.Array) -> SVMParams:
+  """The two-class ``SVMParams`` of one binary classifier ``x @ w + b`` (class 1 positive).
+
+  ``w`` is ``(D,)`` or ``(D, 1)`` and ``b`` a scalar or ``(1,)`` (e.g. a two-class
+  ``LinearSVC``'s ``coef_.T`` and ``intercept_``); class 0 gets the mirror image ``-w, -b``.
+  """
+  w = jnp.reshape(w, (-1, 1))
+  b = jnp.reshape(b, (1,))
+  return SVMParams(w=jnp.concatenate([-w, w], axis=1), b=jnp.concatenate([-b, b]))
+
+
 def params_from_state(state: SVMState, config: SVMConfig = SVMConfig()) -> SVMParams:
-  return SVMParams(w=state.weights[:-1], b=config.intercept_scaling * state.weights[-1])
+  w, b = state.weights[:-1], config.intercept_scaling * state.weights[-1]
+  return binary_params(w, b) if w.shape[1] == 1 else SVMParams(w=w, b=b)
 
 
 def fit(x: jax.Array, y: jax.Array, num_classes: int, *, C: float = 1.0,
         learning_rate: float | None = None, max_iter: int = 1000, tol: float = 1e-4,
         memory_size: int = 10, intercept_scaling: float = 1.0) -> SVMParams:
-  """Trains all ``num_classes`` one-vs-rest classifiers; ``y`` holds integer labels."""
+  """Trains the one-vs-rest classifiers (one binary one for two classes); ``y`` holds integer
+  labels in ``[0, num_classes)``."""
   config = SVMConfig(C=float(C), learning_rate=learning_rate, memory_size=memory_size,
                      intercept_scaling=float(intercept_scaling), tol=float(tol))
   state = run(init(x, y, num_classes, config), x, y, max_iter, config)
@@ -170,6 +202,14 @@ def predict(params: SVMParams, x: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("intercept_scaling",))
 def objective(params: SVMParams, x: jax.Array, y: jax.Array, C: float,
               intercept_scaling: float = 1.0) -> jax.Array:
-  """liblinear's primal objective summed over the one-vs-rest classes (bias regularised)."""
-  weights = jnp.concatenate([params.w, params.b[None] / intercept_scaling], axis=0)
-  return _loss(weights, x, _targets(y, params.w.shape[1]), C, intercept_scaling)
+  """liblinear's primal objective (bias regularised) of the classifiers ``params`` hold.
+
+  With more than two classes, the sum over the one-vs-rest classes. With two, liblinear's
+  objective of its single binary classifier: the class-1 column (class 1 positive), of
+  which the class-0 column is the mirror image in ``fit``'s and ``binary_params``' output.
+  """
+  w, b = params.w, params.b
+  if w.shape[1] == 2:
+    w, b = w[:, 1:], b[1:]
+  weights = jnp.concatenate([w, b[None] / intercept_scaling], axis=0)
+  return _loss(weights, x, _targets(y, w.shape[1]), C, intercept_scaling)

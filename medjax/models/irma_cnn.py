@@ -21,6 +21,8 @@ are configurable (``fc_units``) for that reading.
 """
 import flax.linen as nn
 
+from medjax.models import layers
+
 # Variant -> (kernel size, layer string, first FC width).
 VARIANTS = {
     "A": (3, "C P C P C P", 4500),
@@ -47,18 +49,19 @@ class IrmaCNN(nn.Module):
     if self.variant not in VARIANTS:
       raise ValueError(f"IRMA CNN variant {self.variant!r} unknown; expected one of "
                        f"{sorted(VARIANTS)}")
-    kernel, layers, first_fc = VARIANTS[self.variant]
+    kernel, plan, first_fc = VARIANTS[self.variant]
     fc_units = self.fc_units or (first_fc, 800)
     features = {}
     n_conv = n_pool = 0
-    for layer in layers.split():
+    for layer in plan.split():
       if layer == "C":
         n_conv += 1
-        x = nn.relu(nn.Conv(self.filters, (kernel, kernel), padding="SAME",
-                            name=f"conv{n_conv}")(x))
+        # nn.Conv's parameters; on CPU its kernel gradient by per-tap matmuls (layers.conv).
+        x = nn.relu(layers.Conv(self.filters, (kernel, kernel), padding="SAME",
+                                name=f"conv{n_conv}")(x))
       else:
         n_pool += 1
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = layers.max_pool_2x2(x)  # nn.max_pool's values and gradients, faster on CPU.
         features[f"pool{n_pool}"] = x
     x = x.reshape((x.shape[0], -1))
     for i, units in enumerate(fc_units, start=1):

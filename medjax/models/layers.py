@@ -1,4 +1,6 @@
 """Layers the papers use that Flax does not ship."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -32,8 +34,8 @@ class LocalResponseNorm(nn.Module):
 
 
 # Kernels with at least this many taps per channel pair are convolved by FFT on CPU.
-# XLA:CPU's direct convolution is on par with PyTorch's for 3x3 and 5x5 kernels, but for
-# LeNet's 15x15 ones the FFT route is 4-16x faster (forward / gradients, measured in
+# XLA:CPU's direct forward convolution is on par with PyTorch's for 3x3 and 5x5 kernels, but
+# for LeNet's 15x15 ones the FFT route is 4-16x faster (forward / gradients, measured in
 # docs/performance.md); 9x9 is a cut well clear of the small kernels.
 FFT_MIN_TAPS = 81
 
@@ -50,6 +52,13 @@ def _fast_fft_size(n: int) -> int:
     n += 1
 
 
+def _explicit_pads(x_hw, kernel_hw, padding) -> tuple[tuple[int, int], tuple[int, int]]:
+  """``padding`` ("SAME", "VALID" or per-side pairs) as ``((top, bottom), (left, right))``."""
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(x_hw, kernel_hw, (1, 1), padding)
+  return tuple(tuple(int(p) for p in pair) for pair in padding)
+
+
 def fft_conv(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
   """Stride-1 cross-correlation of NHWC ``x`` with an HWIO ``kernel`` through 2-D real FFTs.
 
@@ -59,9 +68,7 @@ def fft_conv(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
   channel contraction becomes, per frequency, a complex matrix product over channels.
   """
   kh, kw = kernel.shape[:2]
-  pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (1, 1), padding) \
-      if isinstance(padding, str) else padding
-  x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  x = jnp.pad(x, ((0, 0), *_explicit_pads(x.shape[1:3], (kh, kw), padding), (0, 0)))
   height, width = x.shape[1:3]
   out_h, out_w = height - kh + 1, width - kw + 1
   size = (_fast_fft_size(height), _fast_fft_size(width))
@@ -72,22 +79,152 @@ def fft_conv(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
   return jnp.moveaxis(y, 1, 3).astype(x.dtype)
 
 
-def use_fft(kernel_size, strides) -> bool:
-  """Whether :func:`conv` takes the FFT route: large stride-1 kernels, on CPU only.
+def _direct(x, kernel, strides, padding):
+  return jax.lax.conv_general_dilated(x, kernel, tuple(strides), padding,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-  Accelerators run direct convolutions of any size well, and a strided convolution gains
-  nothing from a full-resolution FFT, so those stay direct.
+
+def _window(a, pads, tap, out_hw):
+  """NHWC ``a`` padded by ``pads``, then its ``out_hw`` window at offset ``tap = (i, j)``."""
+  a = jax.lax.pad(a, jnp.zeros((), a.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+  return a[:, tap[0]:tap[0] + out_hw[0], tap[1]:tap[1] + out_hw[1]]
+
+
+# Floats of input and output gradient per batch chunk in :func:`_tap_kernel_grad` (4 MiB:
+# the chunk stays in cache while its taps are contracted). Measured on IRMA's 3x3 kernel
+# gradients at batch 256 (CPU s, load ~5), chunks of 1 / 2 / 4 / 8 / 16 / 32 images:
+# 128 x 128, 1 -> 20: 0.31 / 0.16 / 0.18; 64 x 64, 20 -> 20: 0.26 / 0.16 / 0.17 / 0.21 /
+# 0.24; 32 x 32, 20 -> 20 (4 images up): 0.046 / 0.039 / 0.044 / 0.056. The best chunks
+# hold 0.3-0.7 M floats; this bound picks 2, 4 and 16 images, and 1 at 128 x 128 with 20
+# channels, where 1 to 4 images were within 10 % of each other.
+TAP_GRAD_CHUNK_FLOATS = 2 ** 20
+
+
+def _batch_chunk(batch: int, floats_per_example: int) -> int:
+  """The largest divisor of ``batch`` whose chunk has <= ``TAP_GRAD_CHUNK_FLOATS`` floats (or 1)."""
+  chunk = max(1, min(batch, TAP_GRAD_CHUNK_FLOATS // floats_per_example))
+  while batch % chunk:
+    chunk -= 1
+  return chunk
+
+
+def _tap_kernel_grad(x, g, kernel_hw, pads):
+  """``dL/dkernel`` of a stride-1 convolution: per tap, ``x`` shifted by the tap times ``g``.
+
+  ``dW[i, j] = sum_{b,h,w} x_pad[b, h + i, w + j, :]^T g[b, h, w, :]``, accumulated over
+  batch chunks by a ``scan`` so that each chunk's shifted windows are read from cache, one
+  ``(O x pixels) @ (pixels x C)`` matmul per tap (the orientation XLA:CPU ran faster: 0.42
+  against 0.87 CPU-s for the CAE's 4096 -> 256 on 6 x 6 at batch 64).
   """
-  return (jax.default_backend() == "cpu" and tuple(strides) == (1, 1)
-          and kernel_size[0] * kernel_size[1] >= FFT_MIN_TAPS)
+  kh, kw = kernel_hw
+  batch, out_h, out_w, _ = g.shape
+  chunk = _batch_chunk(batch, x[0].size + g[0].size)
+
+  def add_chunk(total, chunk_xg):
+    x, g = chunk_xg
+    taps = [jnp.einsum("bhwc,bhwo->oc", _window(x, pads, (i, j), (out_h, out_w)), g,
+                       preferred_element_type=jnp.float32)
+            for i in range(kh) for j in range(kw)]
+    return total + jnp.stack(taps), None
+
+  split = lambda a: a.reshape(batch // chunk, chunk, *a.shape[1:])
+  total = jnp.zeros((kh * kw, g.shape[-1], x.shape[-1]), jnp.float32)
+  total, _ = jax.lax.scan(add_chunk, total, (split(x), split(g)))
+  return jnp.transpose(total.reshape(kh, kw, *total.shape[1:]), (0, 1, 3, 2))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def tap_grad_conv(x: jax.Array, kernel: jax.Array, pads) -> jax.Array:
+  """Stride-1 direct convolution whose kernel gradient is :func:`_tap_kernel_grad`.
+
+  The value and the input gradient are XLA's own (the direct convolution and its
+  transpose). XLA:CPU computes the kernel gradient as a convolution whose window is the
+  whole output gradient, after transposing the activations to put the batch innermost; for
+  IRMA's 3x3 20 -> 20 layers at 128 x 128, batch 256, that took 2.5 CPU-s, much of it in
+  the transpose, against 0.5 s for the forward and 0.75 s for :func:`_tap_kernel_grad`.
+  ``pads`` is ``((top, bottom), (left, right))``.
+  """
+  return _direct(x, kernel, (1, 1), pads)
+
+
+def _tap_grad_conv_fwd(x, kernel, pads):
+  return tap_grad_conv(x, kernel, pads), (x, kernel)
+
+
+def _tap_grad_conv_bwd(pads, residuals, g):
+  x, kernel = residuals
+  dx, = jax.linear_transpose(lambda v: _direct(v, kernel, (1, 1), pads), x)(g)
+  dkernel = _tap_kernel_grad(x, g, kernel.shape[:2], pads).astype(kernel.dtype)
+  return dx, dkernel
+
+
+tap_grad_conv.defvjp(_tap_grad_conv_fwd, _tap_grad_conv_bwd)
+
+
+def gemm_conv(x: jax.Array, kernel: jax.Array, pads) -> jax.Array:
+  """Stride-1 convolution as one matrix product over ``kh * kw * min(C, O)`` columns.
+
+  With ``C <= O``, im2col: the ``kh * kw`` shifted windows of ``x`` side by side times the
+  ``(kh * kw * C, O)`` kernel. With ``C > O``, col2im: ``x`` times the ``(C, kh * kw * O)``
+  kernel, each tap's ``O`` columns then added in at that tap's shift. Autodiff of either
+  form is again one matrix product and one shift-and-add, in the other form, so value and
+  both gradients are three large matmuls: on CPU, for wide channels on small maps (the
+  CAE's 256 <-> 4096 on 6 x 6), these run at the matmul rate where XLA's convolutions and
+  their gradients do not. ``pads`` is ``((top, bottom), (left, right))``.
+  """
+  kh, kw, c, o = kernel.shape
+  out_hw = tuple(x.shape[1 + d] + sum(pads[d]) - kernel.shape[d] + 1 for d in (0, 1))
+  taps = [(i, j) for i in range(kh) for j in range(kw)]
+  if c <= o:
+    patches = jnp.concatenate([_window(x, pads, tap, out_hw) for tap in taps], axis=-1)
+    return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(kh * kw * c, o))
+  # y[p] = sum_t x_pad[p + t] @ W[t] = sum_t z_pad[p + t, t] with z[q, t] = x[q] @ W[t];
+  # each tap is windowed on its own, so that the transpose pads O, not kh * kw * O, columns.
+  z = jnp.einsum("bhwc,tco->bhwto", x, kernel.reshape(kh * kw, c, o))
+  return sum(_window(z[:, :, :, t], pads, tap, out_hw) for t, tap in enumerate(taps))
+
+
+# Stride-1 kernels under FFT_MIN_TAPS with at least this many input and output channels
+# are convolved by gemm_conv on CPU. Measured (CPU s, load 6-9): the CAE's 3x3 256 -> 4096
+# and 4096 -> 256 convolutions on 6 x 6 at batch 64 took 0.32 / 0.55 direct against
+# 0.28 / 0.29 as one matmul, and its whole train step 2.33 direct, 2.04 with
+# tap_grad_conv, 1.46 with gemm_conv; for IRMA's 3x3 20 -> 20 at 128 x 128, batch 256, the im2col columns
+# (180 a pixel, 3 GB) made the forward 7x slower (3.4 against 0.48). The cut lies between
+# the two measured regimes.
+GEMM_MIN_CHANNELS = 128
+
+
+def conv_algorithm(kernel_shape, strides) -> str:
+  """How :func:`conv` convolves an HWIO ``kernel_shape``: "fft", "gemm", "tap_grad" or "direct".
+
+  On CPU, stride-1 kernels with at least ``FFT_MIN_TAPS`` taps go by FFT; smaller stride-1
+  kernels by :func:`gemm_conv` when both channel counts reach ``GEMM_MIN_CHANNELS``, else
+  by :func:`tap_grad_conv`. Accelerators run direct convolutions and their gradients well
+  at any size, and strided convolutions stay direct everywhere (a full-resolution FFT or
+  per-tap products would compute outputs the stride discards).
+  """
+  kh, kw, c, o = kernel_shape
+  if jax.default_backend() != "cpu" or tuple(strides) != (1, 1):
+    return "direct"
+  if kh * kw >= FFT_MIN_TAPS:
+    return "fft"
+  return "gemm" if min(c, o) >= GEMM_MIN_CHANNELS else "tap_grad"
+
+
+def use_fft(kernel_size, strides) -> bool:
+  """Whether :func:`conv` takes the FFT route (see :func:`conv_algorithm`)."""
+  return conv_algorithm((*kernel_size, 1, 1), strides) == "fft"
 
 
 def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME") -> jax.Array:
-  """2-D NHWC/HWIO convolution by whichever of FFT and direct is faster here (:func:`use_fft`)."""
-  if use_fft(kernel.shape[:2], strides):
+  """2-D NHWC/HWIO convolution by the fastest algorithm here (:func:`conv_algorithm`)."""
+  algorithm = conv_algorithm(kernel.shape, strides)
+  if algorithm == "fft":
     return fft_conv(x, kernel, padding)
-  return jax.lax.conv_general_dilated(x, kernel, tuple(strides), padding,
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  if algorithm == "direct":
+    return _direct(x, kernel, strides, padding)
+  pads = _explicit_pads(x.shape[1:3], kernel.shape[:2], padding)
+  return (gemm_conv if algorithm == "gemm" else tap_grad_conv)(x, kernel, pads)
 
 
 class Conv(nn.Module):

@@ -16,8 +16,8 @@ from medjax.features import svm
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _data(class_sep, seed=0):
-  x, y = make_classification(2000, 256, n_informative=64, n_redundant=0, n_classes=5,
+def _data(class_sep, seed=0, n_classes=5):
+  x, y = make_classification(2000, 256, n_informative=64, n_redundant=0, n_classes=n_classes,
                              n_clusters_per_class=1, class_sep=class_sep, random_state=seed)
   x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
   return x[:1500], y[:1500], x[1500:], y[1500:]
@@ -26,22 +26,39 @@ def _data(class_sep, seed=0):
 def _liblinear(x, y):
   clf = LinearSVC(C=1.0, loss="squared_hinge", penalty="l2", dual=False, tol=1e-5,
                   max_iter=2000).fit(x, y)
-  return clf, svm.SVMParams(jnp.asarray(clf.coef_.T, jnp.float32),
-                            jnp.asarray(clf.intercept_, jnp.float32))
+  w, b = jnp.asarray(clf.coef_.T, jnp.float32), jnp.asarray(clf.intercept_, jnp.float32)
+  # Two classes: liblinear keeps one binary classifier (class 1 positive).
+  return clf, svm.binary_params(w, b) if len(clf.classes_) == 2 else svm.SVMParams(w, b)
 
 
+@pytest.mark.parametrize("n_classes", [5, 2], ids=["5-classes", "binary"])
 @pytest.mark.parametrize("class_sep", [1.0, 3.0], ids=["overlapping", "separable-ish"])
-def test_matches_linear_svc(class_sep):
-  xtr, ytr, xte, yte = _data(class_sep)
+def test_matches_linear_svc(class_sep, n_classes):
+  xtr, ytr, xte, yte = _data(class_sep, n_classes=n_classes)
   clf, ref = _liblinear(xtr, ytr)
-  params = svm.fit(xtr, ytr, 5, C=1.0)
+  params = svm.fit(xtr, ytr, n_classes, C=1.0)
   ours_acc = float(jnp.mean(svm.predict(params, xte) == yte))
   assert abs(ours_acc - clf.score(xte, yte)) <= 0.005
+  np.testing.assert_array_equal(svm.predict(ref, xte), clf.predict(xte))
   ours_obj = float(svm.objective(params, xtr, ytr, 1.0))
   ref_obj = float(svm.objective(ref, xtr, ytr, 1.0))
   assert ours_obj <= ref_obj * (1 + 1e-3)
-  np.testing.assert_allclose(svm.decision_function(params, xte), clf.decision_function(xte),
-                             atol=0.05)
+  expected = clf.decision_function(xte)
+  if n_classes == 2:
+    expected = np.stack([-expected, expected], axis=1)
+  np.testing.assert_allclose(svm.decision_function(params, xte), expected, atol=0.05)
+
+
+def test_two_classes_train_one_mirrored_binary_classifier():
+  xtr, ytr, _, _ = _data(1.0, n_classes=2)
+  state = svm.init(xtr, ytr, 2)
+  assert state.weights.shape == (257, 1)
+  params = svm.fit(xtr, ytr, 2)
+  assert params.w.shape == (256, 2) and params.b.shape == (2,)
+  np.testing.assert_array_equal(params.w[:, 0], -params.w[:, 1])
+  np.testing.assert_array_equal(params.b[0], -params.b[1])
+  with pytest.raises(ValueError, match="at least 2 classes"):
+    svm.init(xtr, np.zeros_like(ytr), 1)
 
 
 def test_objective_is_liblinear_primal():
@@ -52,6 +69,16 @@ def test_objective_is_liblinear_primal():
   t = np.where(ytr[:, None] == np.arange(5), 1.0, -1.0)
   hinge = np.maximum(0.0, 1.0 - t * (xtr @ w + b))
   expected = 0.5 * (np.sum(w * w) + np.sum(b * b)) + 2.0 * np.sum(hinge ** 2)
+  np.testing.assert_allclose(svm.objective(params, xtr, ytr, 2.0), expected, rtol=1e-5)
+
+
+def test_binary_objective_is_liblinear_binary_primal():
+  xtr, ytr, _, _ = _data(1.0, n_classes=2)
+  w = np.random.default_rng(1).normal(size=256)
+  params = svm.binary_params(jnp.asarray(w, jnp.float32), jnp.float32(0.5))
+  t = np.where(ytr == 1, 1.0, -1.0)
+  hinge = np.maximum(0.0, 1.0 - t * (xtr @ w + 0.5))
+  expected = 0.5 * (np.sum(w * w) + 0.25) + 2.0 * np.sum(hinge ** 2)
   np.testing.assert_allclose(svm.objective(params, xtr, ytr, 2.0), expected, rtol=1e-5)
 
 

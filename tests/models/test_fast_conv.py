@@ -1,10 +1,11 @@
-"""The fast CPU paths (FFT convolution, reshape max-pool) against the direct XLA ops.
+"""The fast CPU paths (FFT convolution, per-tap kernel gradient, im2col/col2im matmul,
+reshape max-pool) against the direct XLA ops.
 
-The FFT route must be the same function as ``lax.conv_general_dilated`` up to float32
-round-off, in value and in both gradients, for odd sizes and every padding form; the
-pool must match ``nn.max_pool`` exactly, ties included.
+The FFT, tap-gradient and matmul routes must be the same function as
+``lax.conv_general_dilated`` up to float32 round-off, in value and in both gradients, for
+odd sizes, 1 and 20 channels and every padding form; the pool must match ``nn.max_pool``
+exactly, ties included.
 """
-import math
 
 import flax.linen as nn
 import jax
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from medjax.models import layers
+from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
 
 
@@ -54,25 +56,90 @@ def test_fft_conv_matches_direct_forward_and_gradients(shape, kernel_hw, padding
     close(a, b)
 
 
-def test_selector_takes_fft_only_where_it_pays_and_falls_back_otherwise():
-  assert layers.use_fft((15, 15), (1, 1))
-  assert not layers.use_fft((3, 3), (1, 1))
-  assert not layers.use_fft((5, 5), (1, 1))
-  assert not layers.use_fft((11, 11), (4, 4))  # Strided: direct.
+def assert_conv_matches_direct(conv, x, kernel, padding):
+  """``conv(x, kernel)`` against the direct convolution: value, input and kernel gradients."""
+  expected = direct(x, kernel, padding=padding)
+  close(conv(x, kernel), expected)
+  cotangent = random(expected.shape, 2)
+  fast = jax.vjp(conv, x, kernel)[1](cotangent)
+  slow = jax.vjp(lambda x, k: direct(x, k, padding=padding), x, kernel)[1](cotangent)
+  for a, b in zip(fast, slow):
+    close(a, b)
+
+
+@pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
+    ((3, 17, 13, 1), (3, 3), 20, "SAME"),
+    ((2, 15, 15, 20), (3, 3), 20, "SAME"),
+    ((5, 9, 11, 20), (3, 3), 7, "VALID"),
+    ((2, 12, 9, 1), (5, 5), 20, "SAME"),
+    ((1, 10, 13, 3), (3, 5), 4, ((2, 0), (1, 3))),
+])
+@pytest.mark.parametrize("chunk_floats", [2 ** 20, 100], ids=["one-chunk", "many-chunks"])
+def test_tap_grad_conv_matches_direct_forward_and_gradients(shape, kernel_hw, out_channels,
+                                                            padding, chunk_floats, monkeypatch):
+  # 100 floats per chunk splits the batch into single examples, exercising the scan over
+  # chunks; 2 ** 20 takes the whole batch at once.
+  monkeypatch.setattr(layers, "TAP_GRAD_CHUNK_FLOATS", chunk_floats)
+  x = random(shape, 0)
+  kernel = random((*kernel_hw, shape[-1], out_channels), 1) * 0.1
+  pads = layers._explicit_pads(shape[1:3], kernel_hw, padding)
+  assert_conv_matches_direct(lambda x, k: layers.tap_grad_conv(x, k, pads), x, kernel, padding)
+  assert_conv_matches_direct(lambda x, k: layers.conv(x, k, padding=padding), x, kernel, padding)
+
+
+def test_batch_chunks_divide_the_batch():
+  # IRMA's layers at batch 256: x and g of one example are H * W * (C + 20) floats.
+  assert layers._batch_chunk(256, 128 * 128 * 21) == 2
+  assert layers._batch_chunk(256, 128 * 128 * 40) == 1
+  assert layers._batch_chunk(256, 64 * 64 * 40) == 4
+  assert layers._batch_chunk(256, 32 * 32 * 40) == 16
+  assert layers._batch_chunk(6, 2 ** 18) == 3  # 4 examples fit, but 4 does not divide 6.
+  assert layers._batch_chunk(7, 64) == 7
+  assert layers._batch_chunk(2, 2 ** 21) == 1
+
+
+@pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
+    ((2, 6, 6, 8), (3, 3), 24, "SAME"),            # C <= O: im2col.
+    ((2, 7, 5, 24), (3, 3), 8, "SAME"),            # C > O: col2im.
+    ((1, 9, 8, 12), (3, 5), 5, "VALID"),
+    ((2, 8, 7, 5), (5, 3), 12, ((2, 0), (1, 3))),
+    ((1, 6, 7, 16), (3, 3), 6, ((3, 1), (0, 2))),   # A pad beyond the kernel's reach.
+])
+def test_gemm_conv_matches_direct_forward_and_gradients(shape, kernel_hw, out_channels, padding):
+  x = random(shape, 0)
+  kernel = random((*kernel_hw, shape[-1], out_channels), 1) * 0.1
+  pads = layers._explicit_pads(shape[1:3], kernel_hw, padding)
+  assert_conv_matches_direct(lambda x, k: layers.gemm_conv(x, k, pads), x, kernel, padding)
+
+
+def test_selector_picks_fft_gemm_tap_grad_or_direct():
+  assert layers.conv_algorithm((15, 15, 1, 20), (1, 1)) == "fft"
+  assert layers.conv_algorithm((9, 9, 20, 50), (1, 1)) == "fft"
+  assert layers.conv_algorithm((3, 3, 20, 20), (1, 1)) == "tap_grad"
+  assert layers.conv_algorithm((5, 5, 1, 20), (1, 1)) == "tap_grad"
+  assert layers.conv_algorithm((3, 3, 256, 4096), (1, 1)) == "gemm"
+  assert layers.conv_algorithm((3, 3, 4096, 256), (1, 1)) == "gemm"
+  assert layers.conv_algorithm((3, 3, 64, 4096), (1, 1)) == "tap_grad"
+  assert layers.conv_algorithm((11, 11, 3, 96), (4, 4)) == "direct"  # Strided: direct.
+  assert layers.conv_algorithm((3, 3, 256, 384), (2, 2)) == "direct"
+  assert layers.use_fft((15, 15), (1, 1)) and not layers.use_fft((3, 3), (1, 1))
   # Strided large kernels go the direct way and still give the direct result.
   x, kernel = random((1, 31, 29, 2), 3), random((11, 11, 2, 4), 4)
   np.testing.assert_array_equal(layers.conv(x, kernel, (4, 4), "VALID"),
                                 direct(x, kernel, (4, 4), "VALID"))
 
 
-def test_conv_module_is_a_drop_in_for_nn_conv():
+@pytest.mark.parametrize("kernel_hw", [(9, 9), (3, 3)], ids=["fft", "tap-grad"])
+def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw):
   x = random((2, 21, 21, 3), 5)
-  ours = layers.Conv(4, (9, 9), padding="SAME")
-  theirs = nn.Conv(4, (9, 9), padding="SAME")
+  ours = layers.Conv(4, kernel_hw, padding="SAME")
+  theirs = nn.Conv(4, kernel_hw, padding="SAME")
   variables = theirs.init(jax.random.PRNGKey(0), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(0), x)) == jax.tree.map(
       jnp.shape, variables)
   close(ours.apply(variables, x), theirs.apply(variables, x))
+  loss = lambda module: lambda v: jnp.sum(jnp.sin(module.apply(v, x)))
+  jax.tree.map(close, jax.grad(loss(ours))(variables), jax.grad(loss(theirs))(variables))
 
 
 @pytest.mark.parametrize("shape", [(2, 7, 9, 3), (1, 8, 8, 2), (2, 11, 6, 1)])
@@ -86,17 +153,35 @@ def test_max_pool_matches_nn_max_pool_with_ties(shape):
                                 jax.vjp(reference, x)[1](g)[0])
 
 
-def test_lenet_fast_path_matches_direct_path(monkeypatch):
-  model = LeNet(kernel_size=9)  # 81 taps: on the FFT side of the threshold.
-  x = random((2, 36, 36, 1), 8)
+def direct_ops(monkeypatch):
+  """Sends every ``layers.conv`` to the direct convolution and the pool to ``nn.max_pool``."""
+  monkeypatch.setattr(layers, "conv_algorithm", lambda kernel_size, strides: "direct")
+  monkeypatch.setattr(layers, "max_pool_2x2", lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)))
+
+
+def assert_fast_path_matches_direct_path(model, x, monkeypatch, **apply_kwargs):
   variables = model.init(jax.random.PRNGKey(1), x)
 
   def loss(params):
-    logits, features = model.apply({"params": params}, x)
+    logits, features = model.apply({"params": params}, x, **apply_kwargs)
     return jnp.sum(logits) + jnp.sum(features["pre_logits"])
 
   fast = loss(variables["params"]), jax.grad(loss)(variables["params"])
-  monkeypatch.setattr(layers, "FFT_MIN_TAPS", math.inf)
+  direct_ops(monkeypatch)
   slow = loss(variables["params"]), jax.grad(loss)(variables["params"])
   close(fast[0], slow[0])
   jax.tree.map(close, fast[1], slow[1])
+
+
+def test_lenet_fast_path_matches_direct_path(monkeypatch):
+  # 9x9 kernels: 81 taps, on the FFT side of the threshold.
+  assert_fast_path_matches_direct_path(LeNet(kernel_size=9), random((2, 36, 36, 1), 8),
+                                       monkeypatch)
+
+
+@pytest.mark.parametrize("variant", ["C", "E"])
+def test_irma_fast_path_matches_direct_path(variant, monkeypatch):
+  # Variant C's 3x3 and E's 5x5 convolutions take the tap-gradient route; 37 x 37 leaves
+  # odd rows and columns to every pool.
+  model = IrmaCNN(num_classes=3, variant=variant, fc_units=(16, 8), use_dropout=False)
+  assert_fast_path_matches_direct_path(model, random((3, 37, 37, 1), 9), monkeypatch)
