@@ -20,7 +20,6 @@
 """
 import dataclasses
 import functools
-import json
 from pathlib import Path
 
 import jax
@@ -251,10 +250,3 @@ class InputPipeline:
   def describe(self) -> dict:
     return {"dataset": self.info.name, "classes": list(self.info.class_names),
             "splits": self.info.split_sizes, "skipped": len(self.info.skipped)}
-
-
-def save_json(path: Path, obj) -> None:
-  """Writes JSON atomically (temp file + rename) so a crash never leaves half a file."""
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-  tmp.replace(path)

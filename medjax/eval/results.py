@@ -1,16 +1,37 @@
-"""Combining the results of several runs: the same config over several seeds.
+"""What a workdir holds at the end: ``results.json``, its reuse, and several seeds combined.
+
+A workdir whose ``results.json`` holds the same resolved config is a finished run and is
+returned as is (never redone); one with a different config is refused, naming the keys.
 
 Medical results vary a lot with the seed, so a claim should come with its spread: every
 scalar metric of the per-seed ``results.json`` files is reported as ``<key>/mean`` and
 ``<key>/std`` (population std over seeds), with the seeds listed.
 """
 import json
+import logging
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from medjax.data.pipeline import save_json
+from medjax.atomic import save_json
+
+
+def open_workdir(workdir: Path, config) -> tuple[dict, dict | None]:
+  """Creates ``workdir``; returns ``(resolved config, stored results or None)``."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  resolved = json.loads(config.to_json_best_effort())
+  path = workdir / "results.json"
+  if not path.exists():
+    return resolved, None
+  results = json.loads(path.read_text())
+  if results.get("config") != resolved:
+    old = results.get("config", {})
+    keys = sorted(k for k in set(old) | set(resolved) if old.get(k) != resolved.get(k))
+    raise ValueError(f"{path} holds a finished run with a different config (differs in "
+                     f"{keys}); use a new --workdir or remove that file")
+  logging.info("%s already holds the finished run; not redoing it.", workdir)
+  return resolved, results
 
 
 def over_seeds(per_seed: list[dict], config, workdir: Path) -> dict:

@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax import parallel
-from medjax.data.pipeline import InputPipeline, save_json
+from medjax.atomic import save_json
+from medjax.data.pipeline import InputPipeline
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"

@@ -32,7 +32,6 @@ Evaluation uses the test split, or, for a dataset configured without one, the st
 ``data.val_fraction`` holdout of train that ``InputPipeline`` carves (reported as ``test/``).
 """
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -42,14 +41,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax import parallel
-from medjax.data.pipeline import InputPipeline, save_json
+from medjax.atomic import save_json
+from medjax.data.pipeline import InputPipeline
 from medjax.eval import metrics as metrics_lib
+from medjax.eval import results as results_lib
 from medjax.eval import writers
 from medjax.features import cae, extract, kmeans, pca, svm, vlad
 from medjax.models import backbones
 from medjax.train import optim
 from medjax.train.checkpoint import Checkpoints
-from medjax.train.trainer import check_finished
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,11 +330,8 @@ def train_and_evaluate(config, workdir) -> dict:
   """Extracts, aggregates, classifies and evaluates; writes metrics.jsonl and results.json."""
   t_start = time.time()
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  resolved = json.loads(config.to_json_best_effort())
-  finished = check_finished(workdir, resolved)
+  resolved, finished = results_lib.open_workdir(workdir, config)
   if finished is not None:
-    logging.info("%s already holds the finished run; not redoing it.", workdir)
     return finished
   if config.aggregation not in AGGREGATIONS:
     raise ValueError(f"config.aggregation={config.aggregation!r}; expected one of "

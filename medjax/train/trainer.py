@@ -7,7 +7,6 @@ parameters, optimiser state (plateau annealing included), the base RNG (dropout 
 from the latest checkpoint; a workdir whose ``results.json`` holds the same config is
 returned as is.
 """
-import functools
 import json
 import logging
 import time
@@ -21,8 +20,10 @@ import optax
 from clu import periodic_actions
 
 from medjax import parallel
-from medjax.data.pipeline import InputPipeline, save_json
+from medjax.atomic import save_json
+from medjax.data.pipeline import InputPipeline
 from medjax.eval import metrics as metrics_lib
+from medjax.eval import results as results_lib
 from medjax.eval import retrieval
 from medjax.eval import writers
 from medjax.models import registry
@@ -137,28 +138,11 @@ def _scalars(flat: dict) -> dict:
   return {k: v for k, v in flat.items() if isinstance(v, (int, float))}
 
 
-def check_finished(workdir: Path, resolved: dict):
-  """Returns the stored results if this exact config already finished in ``workdir``."""
-  path = workdir / "results.json"
-  if not path.exists():
-    return None
-  results = json.loads(path.read_text())
-  if results.get("config") != resolved:
-    old = results.get("config", {})
-    keys = sorted(k for k in set(old) | set(resolved) if old.get(k) != resolved.get(k))
-    raise ValueError(f"{path} holds a finished run with a different config (differs in "
-                     f"{keys}); use a new --workdir or remove that file")
-  return results
-
-
 def train_and_evaluate(config, workdir) -> dict:
   """Trains ``config.model`` on ``config.data``, evaluates exactly, writes the workdir."""
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  resolved = json.loads(config.to_json_best_effort())
-  finished = check_finished(workdir, resolved)
+  resolved, finished = results_lib.open_workdir(workdir, config)
   if finished is not None:
-    logging.info("%s already holds the finished run; not redoing it.", workdir)
     return finished
 
   config_checks.check(config)
