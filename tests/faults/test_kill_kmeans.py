@@ -1,0 +1,55 @@
+"""k-means killed with SIGKILL mid-fit, then rerun, ends exactly where an uninterrupted fit does."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from medjax.features import pipeline
+from tests.conftest import REPO_ROOT
+
+SCRIPT = """
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+from pathlib import Path
+import numpy as np
+from medjax.features import pipeline
+sample = np.random.default_rng(0).normal(size=(100_000, 32)).astype(np.float32)
+pipeline.fit_kmeans(sample, 64, seed=0, max_iter=150, tol=0.0, path=Path(sys.argv[1]))
+"""
+
+
+def test_kmeans_killed_then_rerun_matches_uninterrupted(tmp_path):
+  path = tmp_path / "killed.npz"
+  command = [sys.executable, "-c", SCRIPT, str(path)]
+  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+  proc = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+  deadline = time.time() + 300
+  iteration = 0
+  while iteration < 3:
+    assert proc.poll() is None, "k-means ended before it could be killed"
+    assert time.time() < deadline
+    time.sleep(0.01)
+    if path.exists():
+      with np.load(path) as z:
+        iteration = int(z["iteration"])
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  with np.load(path) as z:
+    killed_at = int(z["iteration"])
+  assert 3 <= killed_at < 150
+
+  rerun = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert "Resuming k-means" in rerun.stderr
+
+  sample = np.random.default_rng(0).normal(size=(100_000, 32)).astype(np.float32)
+  straight, scalars = pipeline.fit_kmeans(sample, 64, seed=0, max_iter=150, tol=0.0,
+                                          path=tmp_path / "straight.npz")
+  with np.load(path) as z:
+    assert int(z["iteration"]) == scalars["kmeans/iterations"] == 150
+    np.testing.assert_allclose(z["centers"] + sample.mean(0), straight, rtol=1e-5, atol=1e-5)
