@@ -4,6 +4,9 @@ Real data is read in place from ``../shared/data`` (relative to the repository r
 ``$MEDJAX_DATA_DIR``; tests needing it skip with a message when it is absent.
 """
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +70,25 @@ def tiny_config(data_dir: Path, tfds_dir: Path, arg: str = "", **overrides):
   config.num_epochs = 2
   config.log_every = 1
   config.checkpoint_every_steps = 2
+  return set_dotted(config, overrides)
+
+
+def set_dotted(config, overrides: dict):
+  """Applies ``{"optimizer.learning_rate": 0.1, ...}`` to a ConfigDict; returns it."""
   for key, value in overrides.items():
-    target = config
     *path, leaf = key.split(".")
+    target = config
     for p in path:
       target = target[p]
     target[leaf] = value
   return config
+
+
+def run_on_devices(script: str, devices: int = 2) -> None:
+  """Runs ``script`` in a fresh interpreter with ``devices`` simulated CPU devices; it must
+  exit 0 (the device count is fixed at JAX start-up, hence the subprocess)."""
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))
+  out = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO_ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]

@@ -7,7 +7,7 @@ import pytest
 
 from configs import common, irma_cnn, lenet_imageclef15
 from medjax.train import config_checks
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, set_dotted
 
 
 @pytest.mark.parametrize("override, key", [
@@ -41,12 +41,7 @@ def test_config_arguments_are_checked():
     ("early_stopping.metric", "exact_match", "not a softmax_xent metric"),
 ])
 def test_impossible_values_are_named(key, value, message):
-  config = irma_cnn.get_config()
-  *path, leaf = key.split(".")
-  target = config
-  for p in path:
-    target = target[p]
-  target[leaf] = value
+  config = set_dotted(irma_cnn.get_config(), {key: value})
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
     config_checks.check(config)
 

@@ -20,7 +20,7 @@ import pytest
 from medjax import parallel
 from medjax.data.pipeline import InputPipeline
 from medjax.features import extract, pipeline
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, set_dotted
 
 SCALE = 64
 
@@ -33,13 +33,7 @@ def tiny_frozen_config(data_dir, tfds_dir, arg: str = "", **overrides):
   config.data.tfds_dir = str(tfds_dir)
   config.features.batch_size = 8
   config.features.chunk_batches = 2
-  for key, value in overrides.items():
-    *path, leaf = key.split(".")
-    target = config
-    for p in path:
-      target = target[p]
-    target[leaf] = value
-  return config
+  return set_dotted(config, overrides)
 
 
 class Counting:

@@ -1,8 +1,4 @@
 """k-means against scikit-learn's KMeans, empty-cluster repair and streamed Lloyd steps."""
-import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +8,8 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
 from medjax.features import kmeans
+from tests.conftest import run_on_devices
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +92,7 @@ def test_assign_is_chunk_size_invariant(blobs):
 
 
 def test_sharded_examples_match_unsharded():
-  script = textwrap.dedent("""
+  script = """
       import jax, numpy as np
       from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
       from medjax.features import kmeans
@@ -109,9 +105,5 @@ def test_sharded_examples_match_unsharded():
       labels, _ = kmeans.assign(got.centers, xs, chunk_size=1000)
       np.testing.assert_array_equal(labels, kmeans.assign(got.centers, x, chunk_size=1000)[0])
       print("ok")
-  """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=120)
-  assert out.returncode == 0, out.stderr
+  """
+  run_on_devices(script)

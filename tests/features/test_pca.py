@@ -1,16 +1,12 @@
 """PCA against scikit-learn on both routes, and streamed accumulation."""
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
 from medjax.features import pca
+from tests.conftest import run_on_devices
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _data(n, d, seed=0):
@@ -73,7 +69,7 @@ def test_rejects_too_many_components():
 
 
 def test_sharded_examples_match_unsharded():
-  script = textwrap.dedent("""
+  script = """
       import jax, numpy as np
       from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
       from medjax.features import pca
@@ -88,9 +84,5 @@ def test_sharded_examples_match_unsharded():
         np.testing.assert_allclose(pca.transform(got, jax.device_put(x, data)),
                                    pca.transform(ref, x), rtol=1e-4, atol=1e-4)
       print("ok")
-  """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=120)
-  assert out.returncode == 0, out.stderr
+  """
+  run_on_devices(script)

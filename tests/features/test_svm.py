@@ -1,8 +1,4 @@
 """The JAX squared-hinge SVM against liblinear (scikit-learn's LinearSVC)."""
-import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +8,8 @@ from sklearn.datasets import make_classification
 from sklearn.svm import LinearSVC
 
 from medjax.features import svm
+from tests.conftest import run_on_devices
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _data(class_sep, seed=0, n_classes=5):
@@ -103,7 +99,7 @@ def test_resume_from_state_equals_uninterrupted_run():
 
 
 def test_sharded_examples_match_unsharded():
-  script = textwrap.dedent("""
+  script = """
       import jax, numpy as np
       from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
       from medjax.features import svm
@@ -116,9 +112,5 @@ def test_sharded_examples_match_unsharded():
       np.testing.assert_allclose(got.w, ref.w, rtol=1e-3, atol=1e-4)
       assert len(svm.predict(got, jax.device_put(x, data)).sharding.device_set) == 2
       print("ok")
-  """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=120)
-  assert out.returncode == 0, out.stderr
+  """
+  run_on_devices(script)

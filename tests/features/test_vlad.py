@@ -1,15 +1,11 @@
 """VLAD on a hand-computed example, masking and the normalisation options."""
-import os
-import subprocess
-import sys
-import textwrap
 
 import jax.numpy as jnp
 import numpy as np
 
 from medjax.features import vlad
+from tests.conftest import run_on_devices
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CENTERS = np.array([[0.0, 0.0], [10.0, 0.0]], np.float32)
 # (1, 1) and (2, -1) go to centre 0, (9, 2) to centre 1; the last row is padding.
@@ -72,7 +68,7 @@ def test_random_batch_against_numpy():
 
 
 def test_sharded_batch_matches_unsharded():
-  script = textwrap.dedent("""
+  script = """
       import jax, numpy as np
       from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
       from medjax.features import vlad
@@ -86,9 +82,5 @@ def test_sharded_batch_matches_unsharded():
       ref = vlad.vlad(desc, centers, mask, power_alpha=0.5, intra_norm=True)
       np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
       print("ok")
-  """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=120)
-  assert out.returncode == 0, out.stderr
+  """
+  run_on_devices(script)
