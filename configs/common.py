@@ -181,7 +181,7 @@ def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int
       # Sparse coding's L1 weight acts on unit-norm pooled features: at 1 every code is 0.
       "baseline": {"components": 256, "alpha": 0.1, "max_iter": 200},
       "svm": {"C": 1.0, "learning_rate": mlc.config_dict.placeholder(float),
-              "max_iter": 1000, "tol": 1e-4},
+              "max_iter": 1000, "tol": 1e-5},
   })
 
 

@@ -15,12 +15,12 @@ objective values are directly comparable (``objective`` evaluates it for any ``S
 including ones built from a fitted ``LinearSVC``'s ``coef_.T`` / ``intercept_``).
 
 The K per-class problems are independent, so their sum is minimised jointly as one L-BFGS
-problem over the ``(D + 1, K)`` weight matrix: one ``x @ W`` matmul per function evaluation
+problem over the ``(K, D + 1)`` weight matrix: one ``W @ x^T`` matmul per function evaluation
 serves every class, and the whole loop is one ``jax.jit``-compiled ``while_loop``.
 
 Two classes make one binary problem, as in liblinear (class 1 positive, class 0 negative):
 one-vs-rest would solve it twice, once per mirror image, and so take twice the work for the
-same decision rule. The state then holds a single ``(D + 1, 1)`` column ``v``, and the fitted
+same decision rule. The state then holds a single ``(1, D + 1)`` row ``v``, and the fitted
 ``SVMParams`` hold ``[-v, v]`` (``binary_params``), so ``decision_function`` is still
 ``(N, 2)`` and ``predict`` still an arg-max (class 1 exactly where ``v . [x, s] > 0``, as
 liblinear predicts); ``objective`` is then liblinear's binary objective.
@@ -59,18 +59,23 @@ class SVMConfig:
   first step's scaling of the gradient differs from PyTorch's); it reaches the same optimum but needs more
   iterations (about 1.6x on a 1500 x 256, 5-class problem) and has no descent guarantee.
 
-  ``tol`` is relative, as in liblinear: iterations stop once the gradient norm of the joint
-  objective falls below ``tol`` times its norm at ``W = 0``.
+  ``tol`` is relative: iterations stop once the gradient norm of the joint objective falls
+  below ``tol`` times its norm at ``W = 0``. liblinear's own ``tol`` measures something else
+  (its solvers' stopping rules), so the default is chosen by the result: at ``1e-5`` the
+  objective ends within 1e-5 relative of ``LinearSVC``'s at its default ``tol=1e-4``
+  (5175.80 against 5175.79 on 3388 x 4096 features and 30 classes, 9558.71 against 9558.68
+  on 6776), with the same test accuracy; ``1e-4`` stops about 2e-4 above it and 25 % sooner.
   """
   C: float = 1.0
   learning_rate: float | None = None
   memory_size: int = 10
   intercept_scaling: float = 1.0
-  tol: float = 1e-4
+  tol: float = 1e-5
 
 
 class SVMState(NamedTuple):
-  """Resumable L-BFGS state; ``weights`` is the augmented ``(D + 1, K)`` matrix."""
+  """Resumable L-BFGS state; ``weights`` is the augmented ``(K, D + 1)`` matrix, one row per
+  classifier (the layout whose gradient ``g^T x`` XLA:CPU computes fastest, see ``_scores``)."""
   weights: jax.Array
   opt_state: optax.OptState
   value: jax.Array
@@ -85,15 +90,23 @@ def _num_columns(num_classes: int) -> int:
 
 
 def _targets(y: jax.Array, columns: int) -> jax.Array:
-  """``+1/-1`` per example and column; a single column is the binary problem, class 1 positive."""
+  """``+1/-1`` per example and classifier; a single classifier is the binary problem, class 1
+  positive."""
   if columns == 1:
     return (2.0 * y.astype(jnp.float32) - 1.0)[:, None]
   return 2.0 * jax.nn.one_hot(y, columns, dtype=jnp.float32) - 1.0
 
 
 def _scores(weights: jax.Array, x: jax.Array, intercept_scaling: float) -> jax.Array:
-  # Equivalent to [x, s] @ weights without materialising the augmented copy of x.
-  return jnp.dot(x, weights[:-1], precision=_HIGHEST) + intercept_scaling * weights[-1]
+  """``[x, s] @ weights^T``, ``(N, K)``, without materialising the augmented copy of ``x``.
+
+  Classifiers are rows so that autodiff's weight gradient is ``g^T @ x`` (a ``(K, D)``
+  result). With ``(D, K)`` weights it is ``x^T @ g``, a product that XLA:CPU computes by
+  first transposing all of ``x``: 18.8 against 3.5 ms for 3388 x 4096 features and 30
+  classes, and inside the L-BFGS loop the transpose is redone at every evaluation.
+  """
+  return (jnp.dot(x, weights[:, :-1].T, precision=_HIGHEST)
+          + intercept_scaling * weights[:, -1])
 
 
 def _loss(weights, x, targets, C, intercept_scaling):
@@ -118,7 +131,7 @@ def init(x: jax.Array, y: jax.Array, num_classes: int,
   if num_classes < 2:
     raise ValueError(f"an SVM needs at least 2 classes, got num_classes={num_classes}")
   columns = _num_columns(num_classes)
-  weights = jnp.zeros((x.shape[1] + 1, columns), jnp.float32)
+  weights = jnp.zeros((columns, x.shape[1] + 1), jnp.float32)
   value, grad = jax.value_and_grad(_loss)(weights, x, _targets(y, columns), config.C,
                                           config.intercept_scaling)
   return SVMState(weights=weights, opt_state=_solver(config).init(weights), value=value,
@@ -133,7 +146,7 @@ def converged(state: SVMState, config: SVMConfig = SVMConfig()) -> jax.Array:
 def run(state: SVMState, x: jax.Array, y: jax.Array, num_steps: int | jax.Array,
         config: SVMConfig = SVMConfig()) -> SVMState:
   """Runs at most ``num_steps`` further L-BFGS iterations, stopping early at convergence."""
-  targets = _targets(y, state.weights.shape[1])
+  targets = _targets(y, state.weights.shape[0])
   solver = _solver(config)
 
   def value_fn(weights):
@@ -174,12 +187,12 @@ def binary_params(w: jax.Array, b: jax.Array) -> SVMParams:
 
 
 def params_from_state(state: SVMState, config: SVMConfig = SVMConfig()) -> SVMParams:
-  w, b = state.weights[:-1], config.intercept_scaling * state.weights[-1]
+  w, b = state.weights[:, :-1].T, config.intercept_scaling * state.weights[:, -1]
   return binary_params(w, b) if w.shape[1] == 1 else SVMParams(w=w, b=b)
 
 
 def fit(x: jax.Array, y: jax.Array, num_classes: int, *, C: float = 1.0,
-        learning_rate: float | None = None, max_iter: int = 1000, tol: float = 1e-4,
+        learning_rate: float | None = None, max_iter: int = 1000, tol: float = 1e-5,
         memory_size: int = 10, intercept_scaling: float = 1.0) -> SVMParams:
   """Trains the one-vs-rest classifiers (one binary one for two classes); ``y`` holds integer
   labels in ``[0, num_classes)``."""
@@ -211,5 +224,5 @@ def objective(params: SVMParams, x: jax.Array, y: jax.Array, C: float,
   w, b = params.w, params.b
   if w.shape[1] == 2:
     w, b = w[:, 1:], b[1:]
-  weights = jnp.concatenate([w, b[None] / intercept_scaling], axis=0)
+  weights = jnp.concatenate([w, b[None] / intercept_scaling], axis=0).T
   return _loss(weights, x, _targets(y, w.shape[1]), C, intercept_scaling)

@@ -48,7 +48,7 @@ def test_matches_linear_svc(class_sep, n_classes):
 def test_two_classes_train_one_mirrored_binary_classifier():
   xtr, ytr, _, _ = _data(1.0, n_classes=2)
   state = svm.init(xtr, ytr, 2)
-  assert state.weights.shape == (257, 1)
+  assert state.weights.shape == (1, 257)
   params = svm.fit(xtr, ytr, 2)
   assert params.w.shape == (256, 2) and params.b.shape == (2,)
   np.testing.assert_array_equal(params.w[:, 0], -params.w[:, 1])
