@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medjax.models import layers
+
 # (kernel, stride, expand ratio, output filters, repeats) per stage, EfficientNet-B0 /
 # Lite0 (width and depth multipliers 1.0).
 _STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
@@ -40,12 +42,12 @@ class MBConv(nn.Module):
     inputs = x
     channels = x.shape[-1] * self.expand_ratio
     if self.expand_ratio != 1:
-      x = nn.Conv(channels, (1, 1), use_bias=False, name="expand_conv")(x)
+      x = layers.Conv(channels, (1, 1), use_bias=False, name="expand_conv")(x)
       x = nn.relu6(_bn(train, "expand_bn")(x))
-    x = nn.Conv(channels, (self.kernel, self.kernel), strides=self.stride, padding="SAME",
-                feature_group_count=channels, use_bias=False, name="depthwise_conv")(x)
+    x = layers.Conv(channels, (self.kernel, self.kernel), strides=self.stride, padding="SAME",
+                    feature_group_count=channels, use_bias=False, name="depthwise_conv")(x)
     x = nn.relu6(_bn(train, "depthwise_bn")(x))
-    x = nn.Conv(self.filters, (1, 1), use_bias=False, name="project_conv")(x)
+    x = layers.Conv(self.filters, (1, 1), use_bias=False, name="project_conv")(x)
     x = _bn(train, "project_bn")(x)
     if self.stride == 1 and inputs.shape[-1] == self.filters:
       if train and self.drop_connect_rate > 0:
@@ -73,7 +75,7 @@ class EfficientNetLite0(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     features = {}
-    x = nn.Conv(32, (3, 3), strides=2, padding="SAME", use_bias=False, name="stem_conv")(x)
+    x = layers.Conv(32, (3, 3), strides=2, padding="SAME", use_bias=False, name="stem_conv")(x)
     x = nn.relu6(_bn(train, "stem_bn")(x))
     features["stem"] = x
     total = sum(s[4] for s in _STAGES)
@@ -84,7 +86,7 @@ class EfficientNetLite0(nn.Module):
                    self.drop_connect_rate * index / total, name=f"block{index}")(x, train=train)
         index += 1
       features[f"stage{stage}"] = x
-    x = nn.Conv(1280, (1, 1), use_bias=False, name="head_conv")(x)
+    x = layers.Conv(1280, (1, 1), use_bias=False, name="head_conv")(x)
     x = nn.relu6(_bn(train, "head_bn")(x))
     features["head"] = x
     x = jnp.mean(x, axis=(1, 2))

@@ -1,5 +1,5 @@
 """The fast CPU paths (FFT convolution, per-tap kernel gradient, im2col/col2im matmul,
-reshape max-pool) against the direct XLA ops.
+1 x 1 matmul, depthwise tap sum, reshape max-pool) against the direct XLA ops.
 
 The FFT, tap-gradient and matmul routes must be the same function as
 ``lax.conv_general_dilated`` up to float32 round-off, in value and in both gradients, for
@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 
 from medjax.models import layers
+from medjax.models.efficientnet_lite import EfficientNetLite0
 from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
 
 
-def direct(x, kernel, strides=(1, 1), padding="VALID"):
+def direct(x, kernel, strides=(1, 1), padding="VALID", feature_group_count=1):
   return jax.lax.conv_general_dilated(x, kernel, strides, padding,
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      feature_group_count=feature_group_count)
 
 
 def close(actual, expected):
@@ -112,7 +114,42 @@ def test_gemm_conv_matches_direct_forward_and_gradients(shape, kernel_hw, out_ch
   assert_conv_matches_direct(lambda x, k: layers.gemm_conv(x, k, pads), x, kernel, padding)
 
 
+@pytest.mark.parametrize("shape,kernel_hw,strides,padding", [
+    ((2, 9, 11, 6), (3, 3), (1, 1), "SAME"),
+    ((2, 10, 9, 5), (3, 3), (2, 2), "SAME"),     # TF "SAME": the extra pad bottom/right.
+    ((1, 13, 12, 4), (5, 5), (2, 2), "SAME"),
+    ((2, 11, 11, 3), (5, 5), (1, 1), "VALID"),
+    ((1, 8, 9, 4), (3, 5), (2, 1), ((2, 0), (1, 3))),
+])
+def test_depthwise_conv_matches_grouped_direct_forward_and_gradients(shape, kernel_hw, strides,
+                                                                     padding):
+  channels = shape[-1]
+  x, kernel = random(shape, 0), random((*kernel_hw, 1, channels), 1)
+  reference = lambda x, k: direct(x, k, strides, padding, feature_group_count=channels)
+  expected = reference(x, kernel)
+  close(layers.depthwise_conv(x, kernel, strides, padding), expected)
+  close(layers.conv(x, kernel, strides, padding, feature_group_count=channels), expected)
+  cotangent = random(expected.shape, 2)
+  fast = jax.vjp(lambda x, k: layers.depthwise_conv(x, k, strides, padding), x, kernel)[1]
+  slow = jax.vjp(reference, x, kernel)[1]
+  for a, b in zip(fast(cotangent), slow(cotangent)):
+    close(a, b)
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID", ((1, 0), (2, 1))])
+def test_pointwise_conv_matches_direct_forward_and_gradients(padding):
+  x, kernel = random((2, 7, 6, 5), 0), random((1, 1, 5, 9), 1)
+  assert layers.conv_algorithm(kernel.shape, (1, 1)) == "pointwise"
+  assert_conv_matches_direct(lambda x, k: layers.conv(x, k, padding=padding), x, kernel, padding)
+
+
 def test_selector_picks_fft_gemm_tap_grad_or_direct():
+  assert layers.conv_algorithm((3, 3, 1, 32), (2, 2), feature_group_count=32) == "depthwise"
+  assert layers.conv_algorithm((5, 5, 1, 672), (1, 1), feature_group_count=672) == "depthwise"
+  # Grouped but not depthwise (AlexNet's two towers): direct.
+  assert layers.conv_algorithm((3, 3, 192, 384), (1, 1), feature_group_count=2) == "direct"
+  assert layers.conv_algorithm((1, 1, 96, 24), (1, 1)) == "pointwise"
+  assert layers.conv_algorithm((1, 1, 96, 24), (2, 2)) == "direct"
   assert layers.conv_algorithm((15, 15, 1, 20), (1, 1)) == "fft"
   assert layers.conv_algorithm((9, 9, 20, 50), (1, 1)) == "fft"
   assert layers.conv_algorithm((3, 3, 20, 20), (1, 1)) == "tap_grad"
@@ -129,11 +166,14 @@ def test_selector_picks_fft_gemm_tap_grad_or_direct():
                                 direct(x, kernel, (4, 4), "VALID"))
 
 
-@pytest.mark.parametrize("kernel_hw", [(9, 9), (3, 3)], ids=["fft", "tap-grad"])
-def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw):
+@pytest.mark.parametrize("kernel_hw,strides,groups", [((9, 9), 1, 1), ((3, 3), 1, 1),
+                                                     ((1, 1), 1, 1), ((3, 3), 2, 3)],
+                         ids=["fft", "tap-grad", "pointwise", "depthwise"])
+def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw, strides, groups):
   x = random((2, 21, 21, 3), 5)
-  ours = layers.Conv(4, kernel_hw, padding="SAME")
-  theirs = nn.Conv(4, kernel_hw, padding="SAME")
+  features = 3 if groups > 1 else 4
+  ours = layers.Conv(features, kernel_hw, strides, padding="SAME", feature_group_count=groups)
+  theirs = nn.Conv(features, kernel_hw, strides, padding="SAME", feature_group_count=groups)
   variables = theirs.init(jax.random.PRNGKey(0), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(0), x)) == jax.tree.map(
       jnp.shape, variables)
@@ -155,7 +195,7 @@ def test_max_pool_matches_nn_max_pool_with_ties(shape):
 
 def direct_ops(monkeypatch):
   """Sends every ``layers.conv`` to the direct convolution and the pool to ``nn.max_pool``."""
-  monkeypatch.setattr(layers, "conv_algorithm", lambda kernel_size, strides: "direct")
+  monkeypatch.setattr(layers, "conv_algorithm", lambda *args, **kwargs: "direct")
   monkeypatch.setattr(layers, "max_pool_2x2", lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)))
 
 
@@ -185,3 +225,16 @@ def test_irma_fast_path_matches_direct_path(variant, monkeypatch):
   # odd rows and columns to every pool.
   model = IrmaCNN(num_classes=3, variant=variant, fc_units=(16, 8), use_dropout=False)
   assert_fast_path_matches_direct_path(model, random((3, 37, 37, 1), 9), monkeypatch)
+
+
+def test_efficientnet_fast_path_matches_direct_path(monkeypatch):
+  # Depthwise 3x3/5x5 at strides 1 and 2 and every 1x1 conv, with batch statistics as at
+  # extraction time; 67 x 67 gives odd maps to the stride-2 "SAME" pads.
+  model = EfficientNetLite0(num_classes=5)
+  x = random((2, 67, 67, 3), 10)
+  variables = model.init(jax.random.PRNGKey(2), x)
+  fast = model.apply(variables, x)[1]
+  direct_ops(monkeypatch)
+  slow = model.apply(variables, x)[1]
+  for name in ("stage3", "stage6", "head", "pre_logits"):
+    close(fast[name], slow[name])
