@@ -62,6 +62,19 @@ def _sq_dist(x, x_sq, centers):
   return jnp.maximum(x_sq[:, None] - 2.0 * cross + c_sq[None, :], 0.0)
 
 
+def _nearest(dist):
+  """Per row of ``dist``, ``(first index of the minimum, the minimum)``: ``argmin``'s labels.
+
+  Two plain reductions (the minimum, then the smallest index holding it) instead of
+  ``argmin``'s paired value-index reduction, which XLA:CPU runs as slowly as the distance
+  matmul itself: 20,000 x 256 distances took 12 ms by ``argmin``, 4 ms this way.
+  """
+  min_dist = jnp.min(dist, axis=1)
+  index = jnp.arange(dist.shape[1], dtype=jnp.int32)
+  labels = jnp.min(jnp.where(dist == min_dist[:, None], index, dist.shape[1]), axis=1)
+  return labels, min_dist
+
+
 def _strided_chunks(x, mask, chunk_size):
   """``(N, ...)`` -> ``(n_chunks, chunk, ...)`` with chunk ``i`` holding rows ``i::n_chunks``."""
   n = x.shape[0]
@@ -86,41 +99,53 @@ def _empty_stats(k, d, dtype):
                     far_points=jnp.zeros((k, d), dtype), far_labels=jnp.zeros((k,), jnp.int32))
 
 
-def _accumulate_chunk(centers, stats, x, x_sq, mask):
+def _accumulate_chunk(centers, stats, x, x_sq, mask, track_far):
   k = centers.shape[0]
   dist = _sq_dist(x, x_sq, centers)
-  labels = jnp.argmin(dist, axis=1).astype(jnp.int32)
-  min_dist = jnp.take_along_axis(dist, labels[:, None], axis=1)[:, 0]
-  weight = mask.astype(x.dtype)
-  onehot = jax.nn.one_hot(labels, k, dtype=x.dtype) * weight[:, None]
+  labels, min_dist = _nearest(dist)
+  # Per-cluster sums by scatter-add rather than a one-hot matmul: the same sums (each is
+  # a sum of the same rows) at a quarter of the cost (20,000 x 512, 10 iterations,
+  # k = 64: 0.22 -> 0.16 s; k = 256: 0.33 -> 0.25 s). Masked rows get the out-of-range
+  # label k, which segment_sum drops.
+  kept = jnp.where(mask, labels, k)
+  stats = stats._replace(
+      sums=stats.sums + jax.ops.segment_sum(x, kept, num_segments=k),
+      counts=stats.counts + jax.ops.segment_sum(jnp.ones_like(kept), kept, num_segments=k),
+      inertia=stats.inertia + jnp.sum(jnp.where(mask, min_dist, 0.0)))
+  if not track_far:
+    return stats
   # Farthest points: this chunk's top candidates, then merged with the running ones.
   chunk_far, chunk_idx = jax.lax.top_k(jnp.where(mask, min_dist, -1.0), min(k, x.shape[0]))
   far_dist, far_idx = jax.lax.top_k(jnp.concatenate([stats.far_sq_dist, chunk_far]), k)
   far_points = jnp.concatenate([stats.far_points, x[chunk_idx]])[far_idx]
   far_labels = jnp.concatenate([stats.far_labels, labels[chunk_idx]])[far_idx]
-  return LloydStats(
-      sums=stats.sums + jnp.dot(onehot.T, x, precision=_HIGHEST),
-      counts=stats.counts + jnp.sum(onehot, axis=0).astype(jnp.int32),
-      inertia=stats.inertia + jnp.sum(min_dist * weight),
-      far_sq_dist=far_dist, far_points=far_points, far_labels=far_labels)
+  return stats._replace(far_sq_dist=far_dist, far_points=far_points, far_labels=far_labels)
 
 
-def _lloyd_pass(centers, stats, xs, x_sqs, masks):
+def _lloyd_pass(centers, stats, xs, x_sqs, masks, track_far=True):
   def body(s, chunk):
-    return _accumulate_chunk(centers, s, *chunk), None
+    return _accumulate_chunk(centers, s, *chunk, track_far), None
 
   stats, _ = jax.lax.scan(body, stats, (xs, x_sqs, masks))
   return stats
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def has_empty_clusters(stats: LloydStats) -> jax.Array:
+  """Whether ``finalize`` needs the farthest points (``accumulate(track_far=True)``)."""
+  return jnp.any(stats.counts == 0)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size", "track_far"))
 def accumulate(centers: jax.Array, chunk: jax.Array, stats: LloydStats | None = None, *,
-               mask: jax.Array | None = None,
-               chunk_size: int = DEFAULT_CHUNK_SIZE) -> LloydStats:
+               mask: jax.Array | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+               track_far: bool = True) -> LloydStats:
   """Adds one chunk of descriptors ``(n, D)`` to the running Lloyd statistics.
 
   ``mask`` (``(n,)`` bool) drops padded rows, so a ragged last chunk can be padded to the
-  common shape and reuse the compiled function.
+  common shape and reuse the compiled function. ``track_far=False`` skips keeping the
+  farthest points, which only empty-cluster repair uses (a top-k per chunk, about a
+  quarter of a pass at k = 64): a caller passes it, checks ``has_empty_clusters`` and
+  repeats the pass with tracking in the rare iteration that needs it, as ``fit`` does.
   """
   k, d = centers.shape
   if stats is None:
@@ -128,7 +153,7 @@ def accumulate(centers: jax.Array, chunk: jax.Array, stats: LloydStats | None = 
   if mask is None:
     mask = jnp.ones(chunk.shape[:1], bool)
   xs, masks = _strided_chunks(chunk, mask, chunk_size)
-  return _lloyd_pass(centers, stats, xs, jnp.sum(xs * xs, axis=-1), masks)
+  return _lloyd_pass(centers, stats, xs, jnp.sum(xs * xs, axis=-1), masks, track_far)
 
 
 @jax.jit
@@ -204,13 +229,18 @@ def _fit(x, key, init_centers, tol, *, k, n_init, max_iter, chunk_size):
 
     def body(carry):
       centers, _, it = carry
-      stats = _lloyd_pass(centers, _empty_stats(k, x.shape[1], x.dtype), xs, x_sqs, masks)
+      lloyd_pass = functools.partial(_lloyd_pass, centers, _empty_stats(k, x.shape[1], x.dtype),
+                                     xs, x_sqs, masks)
+      stats = lloyd_pass(track_far=False)
+      stats = jax.lax.cond(has_empty_clusters(stats), lambda: lloyd_pass(track_far=True),
+                           lambda: stats)
       new_centers, shift = finalize(centers, stats)
       return new_centers, shift, it + 1
 
     centers, _, n_iter = jax.lax.while_loop(
         cond, body, (centers, jnp.asarray(jnp.inf, x.dtype), jnp.zeros((), jnp.int32)))
-    final = _lloyd_pass(centers, _empty_stats(k, x.shape[1], x.dtype), xs, x_sqs, masks)
+    final = _lloyd_pass(centers, _empty_stats(k, x.shape[1], x.dtype), xs, x_sqs, masks,
+                        track_far=False)
     return KMeansResult(centers + mean, final.inertia, n_iter)
 
   results = jax.lax.map(one_run, jax.random.split(key, n_init))
@@ -241,8 +271,7 @@ def assign(centers: jax.Array, x: jax.Array, *,
 
   def one_chunk(chunk):
     dist = _sq_dist(chunk, jnp.sum(chunk * chunk, axis=-1), centers)
-    labels = jnp.argmin(dist, axis=1)
-    return labels, jnp.take_along_axis(dist, labels[:, None], axis=1)[:, 0]
+    return _nearest(dist)
 
   labels, sq_dist = jax.lax.map(one_chunk, xs)
   return _unstride(labels, x.shape[0]), _unstride(sq_dist, x.shape[0])
