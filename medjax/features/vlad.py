@@ -42,12 +42,17 @@ def vlad(descriptors: jax.Array, centers: jax.Array, mask: jax.Array | None = No
   """
   b, n, d = descriptors.shape
   k = centers.shape[0]
-  labels, _ = kmeans.assign(centers, descriptors.reshape(b * n, d))
-  onehot = jax.nn.one_hot(labels.reshape(b, n), k, dtype=descriptors.dtype)
+  flat = descriptors.reshape(b * n, d)
+  labels, _ = kmeans.assign(centers, flat)
+  # Per image and centre sums by one scatter-add over (image, centre) slots rather than a
+  # one-hot matmul; masked descriptors go to the out-of-range slot b * k, which is dropped.
+  slots = jnp.arange(b, dtype=jnp.int32)[:, None] * k + labels.reshape(b, n)
   if mask is not None:
-    onehot = onehot * mask[..., None].astype(descriptors.dtype)
-  sums = jnp.einsum("bnk,bnd->bkd", onehot, descriptors, precision=_HIGHEST)
-  v = sums - jnp.sum(onehot, axis=1)[..., None] * centers[None]
+    slots = jnp.where(mask, slots, b * k)
+  slots = slots.reshape(b * n)
+  sums = jax.ops.segment_sum(flat, slots, num_segments=b * k).reshape(b, k, d)
+  counts = jax.ops.segment_sum(jnp.ones_like(slots), slots, num_segments=b * k)
+  v = sums - counts.reshape(b, k, 1).astype(descriptors.dtype) * centers[None]
   if power_alpha is not None:
     v = jnp.sign(v) * jnp.abs(v) ** power_alpha
   if intra_norm:
