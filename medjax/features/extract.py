@@ -72,11 +72,29 @@ def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
   return x / jnp.where(norm > 0, norm, 1.0)
 
 
+# On CPU, batches are pushed through the backbone in chunks of at most this many input
+# pixels (the largest divisor of the batch that fits; 5 images at 224 x 224, so 4 of a
+# batch of 64). XLA:CPU's convolutions slow down once the activations leave the cache:
+# VGG19 at 224 ran at 8.3 / 7.8 / 6.9 / 6.2 images/s in batches of 4 / 8 / 16 / 64,
+# EfficientNet-Lite0 at 120 / 136 / 129 / 122. Accelerators take the whole batch.
+CPU_CHUNK_PIXELS = 2 ** 18
+
+
+def _cpu_chunk(images) -> int:
+  batch, height, width = images.shape[:3]
+  chunk = max(1, min(batch, CPU_CHUNK_PIXELS // (height * width)))
+  while batch % chunk:
+    chunk -= 1
+  return chunk
+
+
 def make_feature_fn(module, layer: str, *, pool: bool, l2: bool):
-  """Jitted ``fn(variables, images) -> features`` of ``layer``.
+  """``fn(variables, images) -> features`` of ``layer``, jit-compiled.
 
   ``pool`` averages a ``(B, H, W, C)`` map over space; ``l2`` normalises along channels,
-  i.e. the pooled image vector, or each local descriptor of an unpooled map.
+  i.e. the pooled image vector, or each local descriptor of an unpooled map. On CPU the
+  batch is split into chunks of at most ``CPU_CHUNK_PIXELS`` input pixels, dispatched one
+  after the other (asynchronously) and concatenated: the same features, faster.
   """
   def fn(variables, images):
     _, features = module.apply(variables, images)
@@ -87,7 +105,16 @@ def make_feature_fn(module, layer: str, *, pool: bool, l2: bool):
     if pool and x.ndim == 4:
       x = jnp.mean(x, axis=(1, 2))
     return l2_normalize(x) if l2 else x
-  return jax.jit(fn)
+
+  jitted = jax.jit(fn)
+
+  def chunked(variables, images):
+    chunk = _cpu_chunk(images) if jax.default_backend() == "cpu" else images.shape[0]
+    if chunk == images.shape[0]:
+      return jitted(variables, images)
+    return jnp.concatenate([jitted(variables, images[i:i + chunk])
+                            for i in range(0, images.shape[0], chunk)])
+  return chunked
 
 
 def _read_manifest(folder: Path) -> dict | None:

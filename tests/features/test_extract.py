@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -148,6 +149,22 @@ def test_pooled_l2_features(setup, tmp_path):
   expected = maps.mean((1, 2))
   expected /= np.linalg.norm(expected, axis=1, keepdims=True)
   np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_cpu_chunks_give_the_whole_batch_features(setup, monkeypatch):
+  """The batch split into CPU chunks (here 2 images of 64 x 64) gives the features of one
+  forward pass over the whole batch."""
+  _, _, _, _, module = setup
+  images = np.random.default_rng(0).random((6, SCALE, SCALE, 3), np.float32)
+  variables = jax.jit(module.init)(jax.random.PRNGKey(0), images[:1])
+  whole = extract.make_feature_fn(module, "head", pool=True, l2=False)(variables, images)
+  shaped = lambda *shape: np.broadcast_to(np.float32(0), shape)
+  assert extract._cpu_chunk(shaped(64, 224, 224, 3)) == 4  # 5 fit, 4 divides 64.
+  assert extract._cpu_chunk(shaped(8, 864, 864, 3)) == 1
+  monkeypatch.setattr(extract, "CPU_CHUNK_PIXELS", 2 * SCALE * SCALE + 1)
+  assert extract._cpu_chunk(images) == 2
+  chunked = extract.make_feature_fn(module, "head", pool=True, l2=False)(variables, images)
+  np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
 
 
 def test_extraction_killed_by_sigkill_resumes_to_the_same_results(tiny_data_dir, tfds_dir,
