@@ -1,9 +1,11 @@
 """Frozen-backbone feature extraction (systems 3 and 5): images/s at 224x224.
 
 medjax runs ``medjax.features.extract.make_feature_fn``, the jitted forward pass the
-feature pipeline streams batches through, on the registry's EfficientNet-Lite0 and VGG19.
-The peer is the same architecture written in PyTorch below, in eval mode under
-``torch.inference_mode()``. Weights are random (the same arithmetic as the pretrained
+feature pipeline streams batches through (on CPU it splits each batch into cache-sized
+chunks), on the registry's EfficientNet-Lite0 and VGG19. The peer is the same
+architecture written in PyTorch below, in eval mode under ``torch.inference_mode()``, fed
+the whole batch as a user's loop would (PyTorch too runs faster in small batches:
+docs/performance.md compares against its best batch size). Weights are random (the same arithmetic as the pretrained
 ones); the torch EfficientNet pads symmetrically where TF's "SAME" pads one more pixel
 bottom-right at stride 2, which changes no operation count.
 """
