@@ -23,8 +23,6 @@ import jax.numpy as jnp
 
 from medjax.features import kmeans
 
-_HIGHEST = jax.lax.Precision.HIGHEST
-
 
 def _l2_normalize(v, axis):
   norm = jnp.linalg.norm(v, axis=axis, keepdims=True)
