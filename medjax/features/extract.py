@@ -36,8 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax import parallel
-from medjax.atomic import save_json
+from medjax.atomic import save_json, save_npz
 from medjax.data.pipeline import InputPipeline
+from medjax.models import layers
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
@@ -82,10 +83,7 @@ CPU_CHUNK_PIXELS = 2 ** 18
 
 def _cpu_chunk(images) -> int:
   batch, height, width = images.shape[:3]
-  chunk = max(1, min(batch, CPU_CHUNK_PIXELS // (height * width)))
-  while batch % chunk:
-    chunk -= 1
-  return chunk
+  return layers.batch_chunk(batch, height * width, CPU_CHUNK_PIXELS)
 
 
 def make_feature_fn(module, layer: str, *, pool: bool, l2: bool):
@@ -149,14 +147,6 @@ def _resume(folder: Path, recipe: Recipe) -> dict:
       logging.warning("Discarding %s, left half-written by an interrupted extraction.", path)
       path.unlink()
   return manifest
-
-
-def save_npz(path: Path, **arrays) -> None:
-  """Writes ``arrays`` to ``path`` atomically (temp file + rename)."""
-  tmp = path.with_name(path.name + ".tmp")
-  with tmp.open("wb") as f:
-    np.savez(f, **arrays)
-  tmp.replace(path)
 
 
 def _write_chunk(folder: Path, index: int, rows: list[dict]) -> dict:
@@ -232,20 +222,21 @@ def _extract(data, role, folder, recipe, feature_fn, variables, *, batch_size, c
   return manifest
 
 
-def num_examples(folder: Path) -> int:
-  """Examples in a complete feature set, from its manifest (no chunk is read)."""
+def _complete_manifest(folder: Path) -> dict:
   manifest = _read_manifest(Path(folder))
   if manifest is None or not manifest["complete"]:
     raise FileNotFoundError(f"{folder} holds no complete feature set")
-  return sum(c["rows"] for c in manifest["chunks"])
+  return manifest
+
+
+def num_examples(folder: Path) -> int:
+  """Examples in a complete feature set, from its manifest (no chunk is read)."""
+  return sum(c["rows"] for c in _complete_manifest(folder)["chunks"])
 
 
 def chunks(folder: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Yields ``(features, labels)`` chunk by chunk from a complete feature set."""
-  manifest = _read_manifest(Path(folder))
-  if manifest is None or not manifest["complete"]:
-    raise FileNotFoundError(f"{folder} holds no complete feature set")
-  for chunk in manifest["chunks"]:
+  for chunk in _complete_manifest(folder)["chunks"]:
     with np.load(Path(folder) / chunk["file"]) as z:
       yield z["features"], z["labels"]
 

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax import parallel
-from medjax.atomic import save_json
+from medjax.atomic import save_json, save_npz
 from medjax.data.pipeline import InputPipeline
 from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
@@ -161,7 +161,7 @@ def fit_kmeans(sample: np.ndarray, k: int, *, seed: int, max_iter: int, tol: flo
     path.parent.mkdir(parents=True, exist_ok=True)
     centers = kmeans.init(x, k, key=jax.random.PRNGKey(seed))
     iteration, converged = 0, False
-    extract.save_npz(path, centers=np.asarray(centers), iteration=0, converged=False)
+    save_npz(path, centers=np.asarray(centers), iteration=0, converged=False)
   while not converged and iteration < max_iter:
     stats = kmeans.accumulate(centers, x, track_far=False)
     if kmeans.has_empty_clusters(stats):
@@ -169,7 +169,7 @@ def fit_kmeans(sample: np.ndarray, k: int, *, seed: int, max_iter: int, tol: flo
     centers, shift = kmeans.finalize(centers, stats)
     iteration += 1
     converged = float(shift) <= tol_abs
-    extract.save_npz(path, centers=np.asarray(centers), iteration=iteration, converged=converged)
+    save_npz(path, centers=np.asarray(centers), iteration=iteration, converged=converged)
   scalars = {"kmeans/iterations": iteration, "kmeans/converged": float(converged),
              "kmeans/inertia": float(kmeans.inertia(centers, x)),
              "kmeans/descriptors": len(sample)}

@@ -22,11 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from medjax.features import kmeans
-
-
-def _l2_normalize(v, axis):
-  norm = jnp.linalg.norm(v, axis=axis, keepdims=True)
-  return v / jnp.where(norm > 0, norm, 1.0)
+from medjax.features.extract import l2_normalize
 
 
 @functools.partial(jax.jit, static_argnames=("power_alpha", "intra_norm", "l2_norm"))
@@ -42,20 +38,16 @@ def vlad(descriptors: jax.Array, centers: jax.Array, mask: jax.Array | None = No
   k = centers.shape[0]
   flat = descriptors.reshape(b * n, d)
   labels, _ = kmeans.assign(centers, flat)
-  # Per image and centre sums by one scatter-add over (image, centre) slots rather than a
-  # one-hot matmul; masked descriptors go to the out-of-range slot b * k, which is dropped.
+  # Per image and centre: one scatter-add over the b * k (image, centre) slots.
   slots = jnp.arange(b, dtype=jnp.int32)[:, None] * k + labels.reshape(b, n)
-  if mask is not None:
-    slots = jnp.where(mask, slots, b * k)
-  slots = slots.reshape(b * n)
-  sums = jax.ops.segment_sum(flat, slots, num_segments=b * k).reshape(b, k, d)
-  counts = jax.ops.segment_sum(jnp.ones_like(slots), slots, num_segments=b * k)
-  v = sums - counts.reshape(b, k, 1).astype(descriptors.dtype) * centers[None]
+  sums, counts = kmeans.cluster_sums(flat, slots.reshape(b * n), b * k,
+                                     None if mask is None else mask.reshape(b * n))
+  v = sums.reshape(b, k, d) - counts.reshape(b, k, 1).astype(descriptors.dtype) * centers[None]
   if power_alpha is not None:
     v = jnp.sign(v) * jnp.abs(v) ** power_alpha
   if intra_norm:
-    v = _l2_normalize(v, axis=-1)
+    v = l2_normalize(v, axis=-1)
   v = v.reshape(b, k * d)
   if l2_norm:
-    v = _l2_normalize(v, axis=-1)
+    v = l2_normalize(v, axis=-1)
   return v

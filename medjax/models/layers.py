@@ -52,10 +52,11 @@ def _fast_fft_size(n: int) -> int:
     n += 1
 
 
-def _explicit_pads(x_hw, kernel_hw, padding) -> tuple[tuple[int, int], tuple[int, int]]:
+def _explicit_pads(x_hw, kernel_hw, padding,
+                   strides=(1, 1)) -> tuple[tuple[int, int], tuple[int, int]]:
   """``padding`` ("SAME", "VALID" or per-side pairs) as ``((top, bottom), (left, right))``."""
   if isinstance(padding, str):
-    padding = jax.lax.padtype_to_pads(x_hw, kernel_hw, (1, 1), padding)
+    padding = jax.lax.padtype_to_pads(x_hw, kernel_hw, tuple(strides), padding)
   return tuple(tuple(int(p) for p in pair) for pair in padding)
 
 
@@ -101,9 +102,10 @@ def _window(a, pads, tap, out_hw):
 TAP_GRAD_CHUNK_FLOATS = 2 ** 20
 
 
-def _batch_chunk(batch: int, floats_per_example: int) -> int:
-  """The largest divisor of ``batch`` whose chunk has <= ``TAP_GRAD_CHUNK_FLOATS`` floats (or 1)."""
-  chunk = max(1, min(batch, TAP_GRAD_CHUNK_FLOATS // floats_per_example))
+def batch_chunk(batch: int, size_per_example: int, budget: int = TAP_GRAD_CHUNK_FLOATS) -> int:
+  """The largest divisor of ``batch`` whose chunk holds at most ``budget`` (floats, pixels...)
+  at ``size_per_example`` each; 1 if not even one example fits."""
+  chunk = max(1, min(batch, budget // size_per_example))
   while batch % chunk:
     chunk -= 1
   return chunk
@@ -119,7 +121,7 @@ def _tap_kernel_grad(x, g, kernel_hw, pads):
   """
   kh, kw = kernel_hw
   batch, out_h, out_w, _ = g.shape
-  chunk = _batch_chunk(batch, x[0].size + g[0].size)
+  chunk = batch_chunk(batch, x[0].size + g[0].size)
 
   def add_chunk(total, chunk_xg):
     x, g = chunk_xg
@@ -207,21 +209,15 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAM
   """
   kh, kw = kernel.shape[:2]
   sh, sw = strides
-  if isinstance(padding, str):
-    padding = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), (sh, sw), padding)
-  (top, bottom), (left, right) = padding
-  x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  x = jnp.pad(x, ((0, 0), *_explicit_pads(x.shape[1:3], (kh, kw), padding, strides), (0, 0)))
   out_h = (x.shape[1] - kh) // sh + 1
   out_w = (x.shape[2] - kw) // sw + 1
-  out = None
-  for i in range(kh):
-    for j in range(kw):
-      window = jax.lax.slice(x, (0, i, j, 0),
-                             (x.shape[0], i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1,
-                              x.shape[3]), (1, sh, sw, 1))
-      term = window * kernel[i, j, 0]
-      out = term if out is None else out + term
-  return out
+
+  def tap(i, j):
+    end = (x.shape[0], i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, x.shape[3])
+    return jax.lax.slice(x, (0, i, j, 0), end, (1, sh, sw, 1)) * kernel[i, j, 0]
+
+  return sum(tap(i, j) for i in range(kh) for j in range(kw))
 
 
 def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1) -> str:
@@ -253,11 +249,6 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1) -> str:
   return "gemm" if min(c, o) >= GEMM_MIN_CHANNELS else "tap_grad"
 
 
-def use_fft(kernel_size, strides) -> bool:
-  """Whether :func:`conv` takes the FFT route (see :func:`conv_algorithm`)."""
-  return conv_algorithm((*kernel_size, 1, 1), strides) == "fft"
-
-
 def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
          feature_group_count: int = 1) -> jax.Array:
   """2-D NHWC/HWIO convolution by the fastest algorithm here (:func:`conv_algorithm`)."""
@@ -270,8 +261,7 @@ def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
     return _direct(x, kernel, strides, padding, feature_group_count)
   pads = _explicit_pads(x.shape[1:3], kernel.shape[:2], padding)
   if algorithm == "pointwise":
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0))) if any(map(any, pads)) else x
-    return jnp.dot(x, kernel[0, 0])
+    return jnp.dot(jnp.pad(x, ((0, 0), *pads, (0, 0))), kernel[0, 0])
   return (gemm_conv if algorithm == "gemm" else tap_grad_conv)(x, kernel, pads)
 
 

@@ -91,13 +91,13 @@ def test_tap_grad_conv_matches_direct_forward_and_gradients(shape, kernel_hw, ou
 
 def test_batch_chunks_divide_the_batch():
   # IRMA's layers at batch 256: x and g of one example are H * W * (C + 20) floats.
-  assert layers._batch_chunk(256, 128 * 128 * 21) == 2
-  assert layers._batch_chunk(256, 128 * 128 * 40) == 1
-  assert layers._batch_chunk(256, 64 * 64 * 40) == 4
-  assert layers._batch_chunk(256, 32 * 32 * 40) == 16
-  assert layers._batch_chunk(6, 2 ** 18) == 3  # 4 examples fit, but 4 does not divide 6.
-  assert layers._batch_chunk(7, 64) == 7
-  assert layers._batch_chunk(2, 2 ** 21) == 1
+  assert layers.batch_chunk(256, 128 * 128 * 21) == 2
+  assert layers.batch_chunk(256, 128 * 128 * 40) == 1
+  assert layers.batch_chunk(256, 64 * 64 * 40) == 4
+  assert layers.batch_chunk(256, 32 * 32 * 40) == 16
+  assert layers.batch_chunk(6, 2 ** 18) == 3  # 4 examples fit, but 4 does not divide 6.
+  assert layers.batch_chunk(7, 64) == 7
+  assert layers.batch_chunk(2, 2 ** 21) == 1
 
 
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
@@ -159,7 +159,8 @@ def test_selector_picks_fft_gemm_tap_grad_or_direct():
   assert layers.conv_algorithm((3, 3, 64, 4096), (1, 1)) == "tap_grad"
   assert layers.conv_algorithm((11, 11, 3, 96), (4, 4)) == "direct"  # Strided: direct.
   assert layers.conv_algorithm((3, 3, 256, 384), (2, 2)) == "direct"
-  assert layers.use_fft((15, 15), (1, 1)) and not layers.use_fft((3, 3), (1, 1))
+  assert layers.conv_algorithm((15, 15, 1, 1), (1, 1)) == "fft"
+  assert layers.conv_algorithm((3, 3, 1, 1), (1, 1)) != "fft"
   # Strided large kernels go the direct way and still give the direct result.
   x, kernel = random((1, 31, 29, 2), 3), random((11, 11, 2, 4), 4)
   np.testing.assert_array_equal(layers.conv(x, kernel, (4, 4), "VALID"),
