@@ -4,10 +4,13 @@ Real data is read in place from ``../shared/data`` (relative to the repository r
 ``$MEDJAX_DATA_DIR``; tests needing it skip with a message when it is absent.
 """
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -92,3 +95,24 @@ def run_on_devices(script: str, devices: int = 2) -> None:
   out = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO_ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
+
+
+def wait_for(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float,
+             poll: float = 0.02) -> None:
+  """Polls ``ready()`` until it holds; fails if ``proc`` ends first or ``timeout`` passes."""
+  deadline = time.time() + timeout
+  while not ready():
+    assert proc.poll() is None, "the run ended before it could be killed"
+    assert time.time() < deadline, f"not ready after {timeout} s"
+    time.sleep(poll)
+
+
+def sigkill_when(command: list[str], env: dict, ready: Callable[[], bool],
+                 timeout: float) -> None:
+  """Starts ``command`` in its own session, waits until ``ready()``, then SIGKILLs the whole
+  process group and reaps it: a run killed as by the OOM killer or a pre-empted node."""
+  proc = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+  wait_for(proc, ready, timeout)
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()

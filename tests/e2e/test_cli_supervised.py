@@ -6,14 +6,12 @@ killed with SIGKILL then rerun ends with the same results as an uninterrupted on
 """
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, sigkill_when
 
 CONFIG = "configs/irma_cnn.py:smoke,dataset=chest_xray,variant=C"
 
@@ -45,15 +43,7 @@ def test_smoke_run_killed_and_resumed_matches_uninterrupted(shared_data, tfds_di
   assert steps == sorted(steps) and steps[-1] == 12
 
   killed_dir = tmp_path / "killed"
-  proc = subprocess.Popen(command(killed_dir), env=e, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)
-  deadline = time.time() + 600
-  while not (killed_dir / "checkpoints" / "4").is_dir():
-    assert proc.poll() is None, "the run ended before it could be killed"
-    assert time.time() < deadline
-    time.sleep(0.05)
-  os.killpg(proc.pid, signal.SIGKILL)
-  proc.wait()
+  sigkill_when(command(killed_dir), e, (killed_dir / "checkpoints" / "4").is_dir, timeout=600)
   assert not (killed_dir / "results.json").exists()
 
   resumed = subprocess.run(command(killed_dir), env=e, cwd=REPO_ROOT, capture_output=True,

@@ -1,14 +1,12 @@
 """k-means killed with SIGKILL mid-fit, then rerun, ends exactly where an uninterrupted fit does."""
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 from medjax.features import pipeline
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, sigkill_when
 
 SCRIPT = """
 import logging, sys
@@ -25,19 +23,14 @@ def test_kmeans_killed_then_rerun_matches_uninterrupted(tmp_path):
   path = tmp_path / "killed.npz"
   command = [sys.executable, "-c", SCRIPT, str(path)]
   env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-  proc = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)
-  deadline = time.time() + 300
-  iteration = 0
-  while iteration < 3:
-    assert proc.poll() is None, "k-means ended before it could be killed"
-    assert time.time() < deadline
-    time.sleep(0.01)
-    if path.exists():
-      with np.load(path) as z:
-        iteration = int(z["iteration"])
-  os.killpg(proc.pid, signal.SIGKILL)
-  proc.wait()
+
+  def three_iterations_saved():
+    if not path.exists():
+      return False
+    with np.load(path) as z:
+      return int(z["iteration"]) >= 3
+
+  sigkill_when(command, env, three_iterations_saved, timeout=300)
   with np.load(path) as z:
     killed_at = int(z["iteration"])
   assert 3 <= killed_at < 150

@@ -8,11 +8,9 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
-import time
 
 import jax
 import numpy as np
@@ -21,7 +19,7 @@ import pytest
 from medjax import parallel
 from medjax.data.pipeline import InputPipeline
 from medjax.features import extract, pipeline
-from tests.conftest import REPO_ROOT, set_dotted
+from tests.conftest import REPO_ROOT, set_dotted, sigkill_when
 
 SCALE = 64
 
@@ -178,16 +176,8 @@ def test_extraction_killed_by_sigkill_resumes_to_the_same_results(tiny_data_dir,
   command = [sys.executable, "-m", "medjax.main", f"--config=configs/vlad.py:{arg}",
              f"--workdir={workdir}", *flags]
   env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-  proc = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)
   chunk = workdir / "features" / "train" / "224" / "head_avgpool_l2" / "chunk_00001.npz"
-  deadline = time.time() + 300
-  while not chunk.exists():
-    assert proc.poll() is None, "the run ended before it could be killed"
-    assert time.time() < deadline
-    time.sleep(0.02)
-  os.killpg(proc.pid, signal.SIGKILL)
-  proc.wait()
+  sigkill_when(command, env, chunk.exists, timeout=300)
   assert not (workdir / "results.json").exists()
   manifest = json.loads((chunk.parent / extract.MANIFEST).read_text())
   assert not manifest["complete"]

@@ -11,13 +11,12 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from medjax import distributed
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_for
 
 STEPS = 10  # Checkpoints every 2 steps and at epoch ends (5 steps): a kill after step 4
 # leaves four saves and the final evaluation to go.
@@ -100,11 +99,7 @@ def test_killed_process_stops_the_run_and_the_rerun_resumes(single, tiny_data_di
   args = cli_args(tiny_data_dir, tfds_dir, tmp_path)
   proc = launch(2, args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True)
-  deadline = time.time() + 600
-  while not (tmp_path / "checkpoints" / "4").is_dir():
-    assert proc.poll() is None, "the run ended before it could be killed"
-    assert time.time() < deadline
-    time.sleep(0.05)
+  wait_for(proc, (tmp_path / "checkpoints" / "4").is_dir, timeout=600)
   (victim,) = [pid for pid in os.listdir("/proc") if pid.isdigit() and _is_process_1(pid, tmp_path)]
   os.kill(int(victim), signal.SIGKILL)
   try:
