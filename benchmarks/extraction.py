@@ -74,15 +74,18 @@ def extraction_case(name: str, batch: int, repeats: int, size: int = 224) -> dic
   variables = jax.jit(module.init)(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))
   feature_fn = make_feature_fn(module, "pre_logits", pool=False, l2=False)
   x = jax.device_put(images)
-  peer = PEERS[name]().eval()
-  torch_x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+  flops = timing.accelerator_flops(feature_fn.jitted, variables, x)
+  peer = PEERS[name]().eval().to(timing.peer_device())
+  torch_x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(
+      timing.peer_device())
 
   def peer_fn():
     with torch.inference_mode():
       return peer(torch_x)
 
   return timing.compare(f"extraction/{name}_{size}_b{batch}", lambda: feature_fn(variables, x),
-                        "pytorch", peer_fn, repeats=repeats, items=batch)
+                        timing.peer_name(), peer_fn, repeats=repeats, items=batch,
+                        flops=flops)
 
 
 def cases(quick: bool) -> list[timing.Case]:

@@ -9,7 +9,9 @@ result has a quality; ``images_per_s`` where a case processes images). ``--only`
 cases whose name starts with NAME (``--only train_step`` or ``--only train_step/lenet_ova``).
 ``--quick`` runs every case with fewer repeats and, where a full case takes minutes, smaller
 sizes (the record's name says which sizes ran) in under ten minutes on two cores.
-Each record also has the thread count, ``quick`` and the load average before and after it.
+Each record also has the thread count, ``quick``, the device medjax ran on, the JAX and
+PyTorch versions and the load average before and after it. On a GPU the PyTorch peers run
+there too and accelerator cases add ``fraction_of_peak`` (see ``timing.compare``).
 """
 import argparse
 import json
@@ -17,6 +19,9 @@ import logging
 import os
 import sys
 from pathlib import Path
+
+import jax
+import torch
 
 from benchmarks import (extraction, input_pipeline, kmeans, svm, timing, train_step,
                         vlad)
@@ -31,7 +36,9 @@ def all_cases(quick: bool) -> list[timing.Case]:
 def run_cases(cases: list[timing.Case], *, quick: bool, out: Path | None = None) -> list[dict]:
   """Runs ``cases`` in order; returns their records (also written to ``out`` after each case,
   so an interrupted run keeps what it measured)."""
-  threads = timing.threads()
+  context = {"threads": timing.threads(), "quick": quick,
+             "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+             "torch": torch.__version__}
   records = []
   for case in cases:
     logging.info("running %s", case.name)
@@ -41,7 +48,7 @@ def run_cases(cases: list[timing.Case], *, quick: bool, out: Path | None = None)
       print(f"skipped {case.name}: {skip}", file=sys.stderr)
       continue
     for record in result if isinstance(result, list) else [result]:
-      records.append({**record, "threads": threads, "quick": quick})
+      records.append({**record, **context})
     if out is not None:
       out.write_text(json.dumps(records, indent=1))
   return records
@@ -61,8 +68,8 @@ def main(argv=None) -> list[dict]:
     if not cases:
       parser.error(f"--only {args.only}: no such case; known: "
                    f"{[c.name for c in all_cases(args.quick)]}")
-  print(f"{len(cases)} cases, {os.cpu_count()} cores, load average {os.getloadavg()}",
-        file=sys.stderr)
+  print(f"{len(cases)} cases, {os.cpu_count()} cores, {jax.devices()[0].device_kind}, "
+        f"load average {os.getloadavg()}", file=sys.stderr)
   records = run_cases(cases, quick=args.quick, out=args.out)
   print(timing.markdown_table(records))
   return records

@@ -8,12 +8,16 @@ sides roughly alike. Every record carries the load average around it and the thr
 counts, so a reader can judge a number without having been there.
 """
 import dataclasses
+import functools
+import logging
 import os
 import statistics
+import sys
 import time
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 # The fields every record has; cases add quality fields (accuracy, inertia, objective).
@@ -21,7 +25,8 @@ RECORD_FIELDS = ("name", "medjax_seconds", "peer", "peer_seconds", "ratio")
 # Fields that describe the measurement rather than the quality of a result.
 _MEASUREMENT_FIELDS = (*RECORD_FIELDS, "repeats", "medjax_all_seconds", "peer_all_seconds",
                        "medjax_cpu_seconds", "peer_cpu_seconds", "load_avg_before",
-                       "load_avg_after", "threads", "quick")
+                       "load_avg_after", "threads", "quick", "device", "jax", "torch",
+                       "peak_tflop_per_s")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,13 +41,62 @@ class SkipCase(Exception):
 
 
 def threads() -> int:
-  """Gives PyTorch's and faiss's thread pools every core, as XLA:CPU's has by default."""
+  """Gives PyTorch's and faiss's thread pools every core, as XLA:CPU's has by default.
+
+  On a GPU the PyTorch peer may also use TF32 for float32 matmuls, as XLA's default
+  precision does there (PyTorch already allows it in cuDNN convolutions by default).
+  """
   import faiss
   import torch
   n = os.cpu_count() or 1
   torch.set_num_threads(n)
   faiss.omp_set_num_threads(n)
+  torch.backends.cuda.matmul.allow_tf32 = True
   return n
+
+
+@functools.cache
+def peer_device() -> str:
+  """Where the PyTorch peers run: on the GPU when medjax runs on one, else on the CPU."""
+  import torch
+  return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def peer_name() -> str:
+  return "pytorch" if peer_device() == "cpu" else f"pytorch_{peer_device()}"
+
+
+def accelerator_flops(jitted, *args) -> float | None:
+  """The floating-point operations in one call of ``jitted`` on ``args`` on an accelerator,
+  counted on the traced program by ``jax.experimental.roofline`` (convolutions and matmuls
+  as written, before XLA turns them into library calls: the compiled program's
+  ``cost_analysis`` counted 0.1 % of VGG19's FLOPs on a GPU). None on CPU, where the FFT
+  and GEMM forms of ``medjax.models.layers`` make the count differ from the model's.
+  Tracing runs (and donates) nothing."""
+  if jax.default_backend() == "cpu":
+    return None
+  from jax.experimental import roofline
+  # It warns once per op it has no rule for (resharding), through absl or jax's logger.
+  loggers = [logging.getLogger(name) for name in ("absl", "jax")]
+  levels = [logger.level for logger in loggers]
+  for logger in loggers:
+    logger.setLevel(logging.ERROR)
+  try:
+    return float(roofline.roofline(jitted)(*args)[1].unfused_flops)
+  finally:
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
+
+
+@functools.cache
+def matmul_peak(n: int = 8192) -> float:
+  """FLOP/s of an ``n``-cubed float32 matmul at JAX's default precision on the default
+  device, best of five: the measured ceiling that ``fraction_of_peak`` divides by (a
+  datasheet rate assumes a precision and clock that this device may not run at)."""
+  a, b = jax.random.normal(jax.random.PRNGKey(0), (2, n, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(a, b).block_until_ready()
+  return 2 * n ** 3 / min(_timed(lambda: dot(a, b))[0] for _ in range(5))
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, float, object]:
@@ -52,7 +106,10 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float, object]:
   computing a call needed even when the wall time mostly shows the wait for a core.
   """
   start, cpu = time.perf_counter(), time.process_time()
-  result = jax.block_until_ready(fn())  # JAX dispatches asynchronously.
+  result = jax.block_until_ready(fn())  # JAX dispatches asynchronously,
+  torch = sys.modules.get("torch")
+  if torch is not None and torch.cuda.is_initialized():
+    torch.cuda.synchronize()  # and so does PyTorch on a GPU.
   return time.perf_counter() - start, time.process_time() - cpu, result
 
 
@@ -70,13 +127,15 @@ def _record(name: str, peer: str, medjax_times: list, peer_times: list) -> dict:
 
 def compare(name: str, medjax_fn: Callable[[], object], peer: str,
             peer_fn: Callable[[], object], *, repeats: int, warmup: int = 1,
-            items: int | None = None, **quality) -> dict:
+            items: int | None = None, flops: float | None = None, **quality) -> dict:
   """Times ``medjax_fn`` and ``peer_fn`` alternately; returns the benchmark record.
 
   Both are called ``warmup`` times first (untimed: compilation, thread-pool start-up),
   then ``repeats`` times each in alternation. ``items`` (images) processed per call adds
-  ``medjax_images_per_s``/``peer_images_per_s``. ``ratio`` is peer time over medjax time:
-  above 1 medjax is faster. ``quality`` fields are copied into the record as given.
+  ``medjax_images_per_s``/``peer_images_per_s``; ``flops`` per medjax call (see
+  :func:`accelerator_flops`) adds its rate and ``fraction_of_peak`` of :func:`matmul_peak`.
+  ``ratio`` is peer time over medjax time: above 1 medjax is faster. ``quality`` fields are
+  copied into the record as given.
   """
   load_before = list(os.getloadavg())
   for _ in range(warmup):
@@ -90,6 +149,10 @@ def compare(name: str, medjax_fn: Callable[[], object], peer: str,
   if items is not None:
     record["medjax_images_per_s"] = items / record["medjax_seconds"]
     record["peer_images_per_s"] = items / record["peer_seconds"]
+  if flops is not None:
+    record["medjax_tflop_per_s"] = flops / record["medjax_seconds"] / 1e12
+    record["peak_tflop_per_s"] = matmul_peak() / 1e12
+    record["fraction_of_peak"] = record["medjax_tflop_per_s"] / record["peak_tflop_per_s"]
   return {**record, **quality, "load_avg_before": load_before,
           "load_avg_after": list(os.getloadavg())}
 

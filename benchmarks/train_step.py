@@ -1,12 +1,14 @@
 """One training step of each from-scratch network, at the paper's input size and batch.
 
 medjax runs exactly what ``python -m medjax.main`` runs: the system's config, the model
-from the registry, ``optim.make`` and ``trainer.make_train_step`` (jitted, state donated),
-on a batch already on the device mesh. The CAE of system 3 has its own step,
+from the registry, ``optim.make`` and ``medjax.train.step.make_train_step`` (jitted, state
+donated), on a batch already on the device mesh. The CAE of system 3 has its own step,
 ``medjax.features.cae.train_step``. The peer is the same architecture, loss and optimiser
-written in plain PyTorch (CPU, NCHW as users write it), stepping with ``zero_grad``,
-``backward``, ``step``.
+written in plain PyTorch (NCHW as users write it, on the device of
+:func:`timing.peer_device`), stepping with ``zero_grad``, ``backward``, ``step``.
 """
+import functools
+
 import jax
 import numpy as np
 import optax
@@ -19,27 +21,34 @@ from configs import alexnet_anatomy, irma_cnn, lenet_imageclef15
 from medjax import parallel
 from medjax.features import cae
 from medjax.models.irma_cnn import VARIANTS as IRMA_VARIANTS
-from medjax.train import optim, trainer
+from medjax.train import optim, step as step_lib
 
 
 def _medjax_step(config, num_classes: int, images: np.ndarray, labels: np.ndarray):
-  """The trainer's step on ``config``'s model; returns a thunk running one step."""
+  """The trainer's step on ``config``'s model: ``(thunk running one step, its FLOPs on an
+  accelerator or None)``."""
   mesh = parallel.make_mesh()
-  model = trainer.build_model(config, num_classes)
+  model = step_lib.build_model(config, num_classes)
   tx = optim.make(config.optimizer, steps_per_epoch=100)
-  state = trainer.init_state(model, tx, config, images.shape[1:], mesh)
-  step = trainer.make_train_step(model, tx, config.loss)
+  state = step_lib.init_state(model, tx, config, images.shape[1:], mesh)
+  step = step_lib.make_train_step(model, tx, config.loss)
   batch = parallel.to_global({"image": images, "label": labels}, parallel.batch_sharding(mesh))
+  flops = timing.accelerator_flops(step, state, batch)
   holder = {"state": state}
 
   def run():
     holder["state"], metrics = step(holder["state"], batch)
     return metrics
-  return run
+  return run, flops
 
 
 def _nchw(images: np.ndarray) -> torch.Tensor:
-  return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+  return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(
+      timing.peer_device())
+
+
+def _labels(labels: np.ndarray) -> torch.Tensor:
+  return torch.from_numpy(labels).long().to(timing.peer_device())
 
 
 def _torch_step(model: nn.Module, loss_fn, optimizer, x: torch.Tensor, target: torch.Tensor):
@@ -127,38 +136,38 @@ def lenet_case(batch: int, side: int, repeats: int) -> dict:
   config = lenet_imageclef15.get_config(f"image_size={side}")
   images = _images(batch, side, 1)
   labels = np.arange(batch, dtype=np.int32) % 4
-  medjax_fn = _medjax_step(config, 4, images, labels)
-  model = TorchLeNetOneVsAll(side)
+  medjax_fn, flops = _medjax_step(config, 4, images, labels)
+  model = TorchLeNetOneVsAll(side).to(timing.peer_device())
   bce = nn.BCEWithLogitsLoss(reduction="none")
-  targets = F.one_hot(torch.from_numpy(labels).long(), 4).float()
+  targets = F.one_hot(_labels(labels), 4).float()
   loss_fn = lambda logits, t: bce(logits, t).sum(1).mean()
   peer_fn = _torch_step(model, loss_fn, _sgd(model, config.optimizer), _nchw(images), targets)
   return timing.compare(f"train_step/lenet_ova_{side}x{side}_b{batch}", medjax_fn,
-                        "pytorch", peer_fn, repeats=repeats, items=batch)
+                        timing.peer_name(), peer_fn, repeats=repeats, items=batch, flops=flops)
 
 
 def alexnet_case(batch: int, repeats: int, num_classes: int = 5) -> dict:
   config = alexnet_anatomy.get_config(f"batch_size={batch}")
   images = _images(batch, 227, 3)
   labels = np.arange(batch, dtype=np.int32) % num_classes
-  medjax_fn = _medjax_step(config, num_classes, images, labels)
-  model = TorchModifiedAlexNet(num_classes)
+  medjax_fn, flops = _medjax_step(config, num_classes, images, labels)
+  model = TorchModifiedAlexNet(num_classes).to(timing.peer_device())
   peer_fn = _torch_step(model, F.cross_entropy, _sgd(model, config.optimizer), _nchw(images),
-                        torch.from_numpy(labels).long())
-  return timing.compare(f"train_step/alexnet_anatomy_227_b{batch}", medjax_fn, "pytorch",
-                        peer_fn, repeats=repeats, items=batch)
+                        _labels(labels))
+  return timing.compare(f"train_step/alexnet_anatomy_227_b{batch}", medjax_fn,
+                        timing.peer_name(), peer_fn, repeats=repeats, items=batch, flops=flops)
 
 
 def irma_case(batch: int, repeats: int, variant: str = "C", num_classes: int = 57) -> dict:
   config = irma_cnn.get_config(f"variant={variant}")
   images = _images(batch, 128, 1)
   labels = np.arange(batch, dtype=np.int32) % num_classes
-  medjax_fn = _medjax_step(config, num_classes, images, labels)
-  model = torch_irma(variant, num_classes, 128).train()
+  medjax_fn, flops = _medjax_step(config, num_classes, images, labels)
+  model = torch_irma(variant, num_classes, 128).train().to(timing.peer_device())
   peer_fn = _torch_step(model, F.cross_entropy, _sgd(model, config.optimizer), _nchw(images),
-                        torch.from_numpy(labels).long())
-  return timing.compare(f"train_step/irma_{variant}_128_b{batch}", medjax_fn, "pytorch",
-                        peer_fn, repeats=repeats, items=batch)
+                        _labels(labels))
+  return timing.compare(f"train_step/irma_{variant}_128_b{batch}", medjax_fn,
+                        timing.peer_name(), peer_fn, repeats=repeats, items=batch, flops=flops)
 
 
 class TorchCAE(nn.Module):
@@ -185,19 +194,22 @@ def cae_case(batch: int, filters: int, repeats: int, side: int = 6, channels: in
   holder = {"params": cae.init(jax.random.PRNGKey(0), channels, filters)}
   holder["opt_state"] = optimizer.init(holder["params"])
   batch_x = jax.device_put(x)
+  flops = timing.accelerator_flops(functools.partial(cae.train_step, optimizer=optimizer),
+                                   holder["params"], holder["opt_state"], batch_x)
 
   def medjax_fn():
     holder["params"], holder["opt_state"], value = cae.train_step(
         holder["params"], holder["opt_state"], batch_x, optimizer)
     return value
 
-  model = TorchCAE(channels, filters)
+  model = TorchCAE(channels, filters).to(timing.peer_device())
   loss_fn = lambda y, target: 0.5 * torch.sum((y - target) ** 2) / target.shape[0]
   torch_x = _nchw(x)
   peer_fn = _torch_step(model, loss_fn, torch.optim.SGD(model.parameters(), lr=1e-5), torch_x,
                         torch_x)
   return timing.compare(f"train_step/cae_{side}x{side}x{channels}_f{filters}_b{batch}",
-                        medjax_fn, "pytorch", peer_fn, repeats=repeats, items=batch)
+                        medjax_fn, timing.peer_name(), peer_fn, repeats=repeats, items=batch,
+                        flops=flops)
 
 
 def cases(quick: bool) -> list[timing.Case]:

@@ -43,7 +43,7 @@ def main(argv):
   del argv
   tf.config.set_visible_devices([], "GPU")
   from medjax.eval import retrieval
-  from medjax.train import trainer
+  from medjax.train import step, trainer
   workdir = Path(FLAGS.workdir)
   index_path = workdir / "retrieval" / "index.npz"
   if not index_path.exists():
@@ -67,7 +67,7 @@ def main(argv):
       for rank, (i, d) in enumerate(zip(rows, ds), start=1):
         print(f"{rank}\t{index.ids[i]}\t{label_name(index.labels[i])}\t{d:.4f}")
   if FLAGS.split:
-    predict = trainer.make_predict(model)
+    predict = step.make_predict(model)
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
     _, out = trainer.evaluate(predict, params, model_state, data, FLAGS.split, config.loss,

@@ -1,5 +1,11 @@
 """The benchmark runner end to end on one tiny case: records and JSON, never timings."""
 import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
 
 from benchmarks import run, timing, vlad
 
@@ -24,3 +30,40 @@ def test_every_case_is_listed_and_quick_covers_the_full_suite():
   assert [c.name for c in run.all_cases(quick=True)] == [c.name for c in run.all_cases(False)]
   assert {c.name.split("/")[0] for c in run.all_cases(quick=True)} == {
       "train_step", "extraction", "svm", "kmeans", "vlad", "input_pipeline"}
+
+
+def test_records_name_the_device_and_versions(tmp_path):
+  case = timing.Case("vlad/tiny", lambda: vlad.vlad_case(images=2, repeats=1, per_image=8, k=4))
+  (record,) = run.run_cases([case], quick=True)
+  assert record["device"] and record["jax"] and record["torch"]
+  assert record["peer"] == "numpy" and timing.peer_name() == "pytorch"  # CPU here.
+
+
+def test_flops_and_fraction_of_peak_on_an_accelerator(monkeypatch):
+  """The count is the model's (convolution + matmul as written); CPU records carry none."""
+  x, w, v = jnp.ones((2, 16, 16, 3)), jnp.ones((3, 3, 3, 8)), jnp.ones((16 * 16 * 8, 10))
+
+  @jax.jit
+  def fn(x, w, v):
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0))).reshape(2, -1) @ v
+
+  assert timing.accelerator_flops(fn, x, w, v) is None
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  conv = 2 * (2 * 14 * 14 * 8) * (3 * 3 * 3)
+  matmul = 2 * 2 * (16 * 16 * 8) * 10
+  assert timing.accelerator_flops(fn, x, w, v) == conv + matmul
+  monkeypatch.setattr(timing, "matmul_peak", lambda: 4e12)
+  record = timing.compare("f", lambda: 0, "p", lambda: 0, repeats=1, flops=1e9)
+  assert record["peak_tflop_per_s"] == 4.0
+  assert record["fraction_of_peak"] == record["medjax_tflop_per_s"] / 4.0
+
+
+def test_accelerator_paths_import_without_tensorflow():
+  """A GPU box need not have TensorFlow: the train step, feature extraction and every
+  benchmark case but the tf.data input pipeline import without it."""
+  code = ("import sys\n"
+          "for m in ('tensorflow', 'tensorflow_datasets', 'clu'): sys.modules[m] = None\n"
+          "import medjax.train.step, medjax.features.extract, benchmarks.run\n")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

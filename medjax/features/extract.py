@@ -29,7 +29,7 @@ import fcntl
 import json
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +37,10 @@ import numpy as np
 
 from medjax import parallel
 from medjax.atomic import save_json, save_npz
-from medjax.data.pipeline import InputPipeline
 from medjax.models import layers
+
+if TYPE_CHECKING:  # Feature functions run without TensorFlow (on an accelerator box, say).
+  from medjax.data.pipeline import InputPipeline
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
@@ -112,6 +114,7 @@ def make_feature_fn(module, layer: str, *, pool: bool, l2: bool):
       return jitted(variables, images)
     return jnp.concatenate([jitted(variables, images[i:i + chunk])
                             for i in range(0, images.shape[0], chunk)])
+  chunked.jitted = jitted  # One whole-batch call, for lowering (FLOP counts, say).
   return chunked
 
 
@@ -167,7 +170,7 @@ def _exclusive(folder: Path):
       fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def extract(data: InputPipeline, role: str, folder: Path, recipe: Recipe, feature_fn,
+def extract(data: "InputPipeline", role: str, folder: Path, recipe: Recipe, feature_fn,
             variables, *, batch_size: int, chunk_batches: int) -> dict:
   """Fills ``folder`` with the features of split ``role``; returns the complete manifest.
 

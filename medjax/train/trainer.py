@@ -1,7 +1,7 @@
 """The one supervised trainer: ``train_and_evaluate(config, workdir)`` (systems 1, 2, 4).
 
-One jitted step, data-parallel over a ``Mesh`` (batch sharded on ``data``, state
-replicated, buffers donated). The train state holds everything a resumed run needs: step,
+One jitted step (``medjax.train.step``), data-parallel over a ``Mesh`` (batch sharded on
+``data``, state replicated, buffers donated). The train state holds everything a resumed run needs: step,
 parameters, optimiser state (plateau annealing included), the base RNG (dropout keys are
 ``fold_in(rng, step)``) and early-stopping bookkeeping. Running again on a workdir resumes
 from the latest checkpoint; a workdir whose ``results.json`` holds the same config is
@@ -12,11 +12,8 @@ import logging
 import time
 from pathlib import Path
 
-import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from clu import periodic_actions
 
 from medjax import parallel
@@ -26,79 +23,10 @@ from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
 from medjax.eval import retrieval
 from medjax.eval import writers
-from medjax.models import registry
-from medjax.train import config_checks, losses, optim
+from medjax.train import config_checks, optim
 from medjax.train.checkpoint import Checkpoints
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: dict
-  model_state: dict  # Non-trainable collections such as batch_stats ({} for the papers' nets).
-  opt_state: optax.OptState
-  rng: jax.Array
-  best_metric: jax.Array  # Early stopping: best validation value so far, and its epoch.
-  best_epoch: jax.Array
-  stopped: jax.Array      # True once early stopping fired, so a resumed run does not go on.
-
-
-def model_kwargs(config) -> dict:
-  return {k: v for k, v in config.model.items() if k != "name"}
-
-
-def build_model(config, num_classes: int):
-  return registry.get_model(config.model.name, num_classes=num_classes, **model_kwargs(config))
-
-
-def init_state(model, tx, config, image_shape, mesh) -> TrainState:
-  """Initialises parameters from ``config.seed``, replicated over the mesh."""
-  def init(rng):
-    params_rng, rng = jax.random.split(rng)
-    variables = model.init({"params": params_rng, "dropout": params_rng},
-                           jnp.zeros((1, *image_shape), jnp.float32), train=False)
-    params = variables.pop("params")
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=dict(variables),
-                      opt_state=tx.init(params), rng=rng,
-                      best_metric=jnp.array(-jnp.inf, jnp.float32),
-                      best_epoch=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool))
-  # A raw uint32 key (not a typed key) so that Orbax can store it.
-  return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
-
-
-def make_train_step(model, tx, loss_name: str):
-  def train_step(state: TrainState, batch):
-    rng = jax.random.fold_in(state.rng, state.step)
-    mutable = list(state.model_state)
-
-    def objective(params):
-      variables = {"params": params, **state.model_state}
-      if mutable:
-        (logits, _), new_model_state = model.apply(variables, batch["image"], train=True,
-                                                   rngs={"dropout": rng}, mutable=mutable)
-      else:
-        logits, _ = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
-        new_model_state = {}
-      loss = losses.loss_fn(loss_name, logits, batch["label"]).mean()
-      return loss, (logits, new_model_state)
-
-    (loss, (logits, new_model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
-        state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
-    state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                          opt_state=opt_state, model_state=new_model_state)
-    # The parameter norm is logged and, with the loss, checked finite before any save.
-    return state, {"loss": loss, "param_norm": optax.global_norm(state.params),
-                   "accuracy": losses.batch_accuracy(loss_name, logits, batch["label"])}
-  return jax.jit(train_step, donate_argnums=0)
-
-
-def make_predict(model):
-  @jax.jit
-  def predict(params, model_state, images):
-    logits, features = model.apply({"params": params, **model_state}, images, train=False)
-    return logits, features["pre_logits"]
-  return predict
+from medjax.train.step import (TrainState, build_model, init_state, make_predict,
+                               make_train_step)
 
 
 def evaluate(predict, params, model_state, data: InputPipeline, role: str, loss_name: str,

@@ -1,0 +1,85 @@
+"""The pure pieces of supervised training: the train state, its initialisation, the jitted
+train step and the jitted predict function.
+
+They need only JAX, Flax, optax and the model registry (no input pipeline, no metric
+writers, no TensorFlow), so that a benchmark or a user's own loop on an accelerator box can
+run exactly the step ``python -m medjax.main`` runs. ``trainer`` builds the loop around them.
+"""
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from medjax import parallel
+from medjax.models import registry
+from medjax.train import losses
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: dict
+  model_state: dict  # Non-trainable collections such as batch_stats ({} for the papers' nets).
+  opt_state: optax.OptState
+  rng: jax.Array
+  best_metric: jax.Array  # Early stopping: best validation value so far, and its epoch.
+  best_epoch: jax.Array
+  stopped: jax.Array      # True once early stopping fired, so a resumed run does not go on.
+
+
+def model_kwargs(config) -> dict:
+  return {k: v for k, v in config.model.items() if k != "name"}
+
+
+def build_model(config, num_classes: int):
+  return registry.get_model(config.model.name, num_classes=num_classes, **model_kwargs(config))
+
+
+def init_state(model, tx, config, image_shape, mesh) -> TrainState:
+  """Initialises parameters from ``config.seed``, replicated over the mesh."""
+  def init(rng):
+    params_rng, rng = jax.random.split(rng)
+    variables = model.init({"params": params_rng, "dropout": params_rng},
+                           jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    params = variables.pop("params")
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=dict(variables),
+                      opt_state=tx.init(params), rng=rng,
+                      best_metric=jnp.array(-jnp.inf, jnp.float32),
+                      best_epoch=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool))
+  # A raw uint32 key (not a typed key) so that Orbax can store it.
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
+
+
+def make_train_step(model, tx, loss_name: str):
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    mutable = list(state.model_state)
+
+    def objective(params):
+      variables = {"params": params, **state.model_state}
+      if mutable:
+        (logits, _), new_model_state = model.apply(variables, batch["image"], train=True,
+                                                   rngs={"dropout": rng}, mutable=mutable)
+      else:
+        logits, _ = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
+        new_model_state = {}
+      loss = losses.loss_fn(loss_name, logits, batch["label"]).mean()
+      return loss, (logits, new_model_state)
+
+    (loss, (logits, new_model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+    state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                          opt_state=opt_state, model_state=new_model_state)
+    # The parameter norm is logged and, with the loss, checked finite before any save.
+    return state, {"loss": loss, "param_norm": optax.global_norm(state.params),
+                   "accuracy": losses.batch_accuracy(loss_name, logits, batch["label"])}
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_predict(model):
+  @jax.jit
+  def predict(params, model_state, images):
+    logits, features = model.apply({"params": params, **model_state}, images, train=False)
+    return logits, features["pre_logits"]
+  return predict
