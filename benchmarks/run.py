@@ -36,7 +36,7 @@ def all_cases(quick: bool) -> list[timing.Case]:
 def run_cases(cases: list[timing.Case], *, quick: bool, out: Path | None = None) -> list[dict]:
   """Runs ``cases`` in order; returns their records (also written to ``out`` after each case,
   so an interrupted run keeps what it measured)."""
-  context = {"threads": timing.threads(), "quick": quick,
+  context = {"threads": timing.configure_peers(), "quick": quick,
              "device": jax.devices()[0].device_kind, "jax": jax.__version__,
              "torch": torch.__version__}
   records = []

@@ -40,8 +40,9 @@ class SkipCase(Exception):
   """A case whose inputs are not on this machine; the runner reports it and goes on."""
 
 
-def threads() -> int:
-  """Gives PyTorch's and faiss's thread pools every core, as XLA:CPU's has by default.
+def configure_peers() -> int:
+  """Gives PyTorch's and faiss's thread pools every core, as XLA:CPU's has by default; returns
+  the thread count.
 
   On a GPU the PyTorch peer may also use TF32 for float32 matmuls, as XLA's default
   precision does there (PyTorch already allows it in cuDNN convolutions by default).
