@@ -5,9 +5,9 @@ feature pipeline streams batches through (on CPU it splits each batch into cache
 chunks), on the registry's EfficientNet-Lite0 and VGG19. The peer is the same
 architecture written in PyTorch below, in eval mode under ``torch.inference_mode()``, fed
 the whole batch as a user's loop would (PyTorch too runs faster in small batches:
-docs/performance.md compares against its best batch size). Weights are random (the same arithmetic as the pretrained
-ones); the torch EfficientNet pads symmetrically where TF's "SAME" pads one more pixel
-bottom-right at stride 2, which changes no operation count.
+docs/performance.md compares against its best batch size). Weights are random (the same
+arithmetic as the pretrained ones); the torch EfficientNet pads symmetrically where TF's
+"SAME" pads one more pixel bottom-right at stride 2, which changes no operation count.
 """
 import jax
 import jax.numpy as jnp
@@ -74,7 +74,7 @@ def extraction_case(name: str, batch: int, repeats: int, size: int = 224) -> dic
   variables = jax.jit(module.init)(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))
   feature_fn = make_feature_fn(module, "pre_logits", pool=False, l2=False)
   x = jax.device_put(images)
-  flops = timing.accelerator_flops(feature_fn.jitted, variables, x)
+  flops = timing.accelerator_flops(feature_fn, variables, x)
   peer = PEERS[name]().eval().to(timing.peer_device())
   torch_x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(
       timing.peer_device())

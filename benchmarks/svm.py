@@ -2,12 +2,13 @@
 
 Both sides solve the same problem: one-vs-rest (one binary classifier for two classes),
 ``C = 1``, bias as an intercept feature (``intercept_scaling = 1``), each at its default
-tolerance (``LinearSVC`` 1e-4, medjax 1e-5: the two stopping rules measure different things,
-and these end at the same objective within 1e-5 relative, which the records show), on
-L2-normalised features as the pipelines feed them. Features come from ``make_classification`` with 128 informative directions and as many
-redundant ones, one cluster per class: the classes overlap a little, as pooled CNN
-features of medical images do, and test accuracy lands in the 80-95 % range. A fit is timed as a whole (compiled once beforehand for
-medjax); both sides are scored on held-out examples.
+tolerance (``LinearSVC`` 1e-4, medjax 1e-5: the two stopping rules measure different
+things, and these end at the same objective within 1e-5 relative, which the records show),
+on L2-normalised features as the pipelines feed them. Features come from
+``make_classification`` with 128 informative directions and as many redundant ones, one
+cluster per class: the classes overlap a little, as pooled CNN features of medical images
+do, and test accuracy lands in the 80-95 % range. A fit is timed as a whole (compiled once
+beforehand for medjax); both sides are scored on held-out examples.
 """
 import jax
 import numpy as np

@@ -32,7 +32,7 @@ def test_every_case_is_listed_and_quick_covers_the_full_suite():
       "train_step", "extraction", "svm", "kmeans", "vlad", "input_pipeline"}
 
 
-def test_records_name_the_device_and_versions(tmp_path):
+def test_records_name_the_device_and_versions():
   case = timing.Case("vlad/tiny", lambda: vlad.vlad_case(images=2, repeats=1, per_image=8, k=4))
   (record,) = run.run_cases([case], quick=True)
   assert record["device"] and record["jax"] and record["torch"]

@@ -114,7 +114,6 @@ def make_feature_fn(module, layer: str, *, pool: bool, l2: bool):
       return jitted(variables, images)
     return jnp.concatenate([jitted(variables, images[i:i + chunk])
                             for i in range(0, images.shape[0], chunk)])
-  chunked.jitted = jitted  # One whole-batch call, for lowering (FLOP counts, say).
   return chunked
 
 

@@ -163,29 +163,44 @@ def _lloyd_pass(centers, stats, data: _Strided, track_far=True):
   return stats
 
 
-def has_empty_clusters(stats: LloydStats) -> jax.Array:
-  """Whether ``finalize`` needs the farthest points (``accumulate(track_far=True)``)."""
-  return jnp.any(stats.counts == 0)
+def _iteration_stats(centers, data: _Strided) -> LloydStats:
+  """The statistics of one full Lloyd pass over ``data``.
+
+  The farthest points matter only to empty-cluster repair, and keeping them costs a top-k
+  per chunk (about a quarter of a pass at k = 64), so the pass runs without them and is
+  repeated with them in the rare iteration that leaves a cluster empty.
+  """
+  lloyd_pass = functools.partial(
+      _lloyd_pass, centers, _empty_stats(*centers.shape, data.rows.dtype), data)
+  stats = lloyd_pass(track_far=False)
+  return jax.lax.cond(jnp.any(stats.counts == 0), lambda: lloyd_pass(track_far=True),
+                      lambda: stats)
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size", "track_far"))
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def lloyd_iteration(centers: jax.Array, x: jax.Array, *,
+                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[jax.Array, jax.Array]:
+  """One full-batch Lloyd iteration on in-memory ``x``: ``(new_centers, shift)`` as
+  ``finalize`` returns them (the step a resumable loop saves after, as ``fit`` runs it)."""
+  data = _strided(x, jnp.ones(x.shape[:1], bool), chunk_size)
+  return finalize(centers, _iteration_stats(centers, data))
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
 def accumulate(centers: jax.Array, chunk: jax.Array, stats: LloydStats | None = None, *,
-               mask: jax.Array | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
-               track_far: bool = True) -> LloydStats:
+               mask: jax.Array | None = None,
+               chunk_size: int = DEFAULT_CHUNK_SIZE) -> LloydStats:
   """Adds one chunk of descriptors ``(n, D)`` to the running Lloyd statistics.
 
   ``mask`` (``(n,)`` bool) drops padded rows, so a ragged last chunk can be padded to the
-  common shape and reuse the compiled function. ``track_far=False`` skips keeping the
-  farthest points, which only empty-cluster repair uses (a top-k per chunk, about a
-  quarter of a pass at k = 64): a caller passes it, checks ``has_empty_clusters`` and
-  repeats the pass with tracking in the rare iteration that needs it, as ``fit`` does.
+  common shape and reuse the compiled function.
   """
   k, d = centers.shape
   if stats is None:
     stats = _empty_stats(k, d, chunk.dtype)
   if mask is None:
     mask = jnp.ones(chunk.shape[:1], bool)
-  return _lloyd_pass(centers, stats, _strided(chunk, mask, chunk_size), track_far)
+  return _lloyd_pass(centers, stats, _strided(chunk, mask, chunk_size))
 
 
 @jax.jit
@@ -260,12 +275,7 @@ def _fit(x, key, init_centers, tol, *, k, n_init, max_iter, chunk_size):
 
     def body(carry):
       centers, _, it = carry
-      lloyd_pass = functools.partial(_lloyd_pass, centers, _empty_stats(k, x.shape[1], x.dtype),
-                                     data)
-      stats = lloyd_pass(track_far=False)
-      stats = jax.lax.cond(has_empty_clusters(stats), lambda: lloyd_pass(track_far=True),
-                           lambda: stats)
-      new_centers, shift = finalize(centers, stats)
+      new_centers, shift = finalize(centers, _iteration_stats(centers, data))
       return new_centers, shift, it + 1
 
     centers, _, n_iter = jax.lax.while_loop(

@@ -163,10 +163,7 @@ def fit_kmeans(sample: np.ndarray, k: int, *, seed: int, max_iter: int, tol: flo
     iteration, converged = 0, False
     save_npz(path, centers=np.asarray(centers), iteration=0, converged=False)
   while not converged and iteration < max_iter:
-    stats = kmeans.accumulate(centers, x, track_far=False)
-    if kmeans.has_empty_clusters(stats):
-      stats = kmeans.accumulate(centers, x)
-    centers, shift = kmeans.finalize(centers, stats)
+    centers, shift = kmeans.lloyd_iteration(centers, x)
     iteration += 1
     converged = float(shift) <= tol_abs
     save_npz(path, centers=np.asarray(centers), iteration=iteration, converged=converged)

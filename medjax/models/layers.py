@@ -230,10 +230,9 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1) -> str:
   convolution took 1.7x as long as the matmul over EfficientNet-Lite0's nineteen 1 x 1
   layers at batch 8: 33.5 against 19.3 ms); other small stride-1 kernels by
   :func:`gemm_conv` when both channel counts reach ``GEMM_MIN_CHANNELS``, else by
-  :func:`tap_grad_conv`. Accelerators run direct
-  convolutions and their gradients well at any size, and other strided or grouped
-  convolutions stay direct everywhere (a full-resolution FFT or per-tap products would
-  compute outputs the stride discards).
+  :func:`tap_grad_conv`. Accelerators run direct convolutions and their gradients well at
+  any size, and other strided or grouped convolutions stay direct everywhere (a
+  full-resolution FFT or per-tap products would compute outputs the stride discards).
   """
   kh, kw, c, o = kernel_shape
   if jax.default_backend() != "cpu":

@@ -64,6 +64,18 @@ def test_empty_cluster_relocation_like_sklearn(blobs):
   assert int(jnp.sum(stats.counts)) == len(x) and int(jnp.min(stats.counts)) == 0
 
 
+@pytest.mark.parametrize("empty", [False, True])
+def test_lloyd_iteration_equals_accumulate_then_finalize(blobs, empty):
+  """The in-memory iteration (the pass without farthest points, repeated with them only
+  when a cluster empties) gives what the always-tracking streamed pass gives."""
+  x = blobs[:3000]
+  init = np.concatenate([x[:6], x[:2]]) if empty else x[:8]  # duplicates come out empty
+  centers, shift = kmeans.lloyd_iteration(init, x, chunk_size=1024)
+  want_centers, want_shift = kmeans.finalize(init, kmeans.accumulate(init, x, chunk_size=1024))
+  np.testing.assert_array_equal(centers, want_centers)
+  assert float(shift) == float(want_shift)
+
+
 def test_streamed_chunks_equal_in_memory_lloyd_step(blobs):
   x = blobs[:5000]
   centers = np.asarray(kmeans.init(x, 12, key=jax.random.key(1)))
