@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from medjax import compiler
 from medjax.models import layers
 
 
@@ -117,14 +118,14 @@ def loss(params: dict, x: jax.Array) -> jax.Array:
   return 0.5 * jnp.sum(residual * residual) / x.shape[0]
 
 
-@jax.jit
+@compiler.jit
 def features(params: dict, x: jax.Array) -> jax.Array:
   """The SVM input: zero-bias pooled codes flattened to ``(B, H // 2 * W // 2 * F)``."""
   codes = encode(params, x, zero_bias=True)
   return codes.reshape(codes.shape[0], -1)
 
 
-@functools.partial(jax.jit, static_argnames=("optimizer",))
+@functools.partial(compiler.jit, static_argnames=("optimizer",))
 def train_step(params: dict, opt_state: optax.OptState, batch: jax.Array,
                optimizer: optax.GradientTransformation):
   """One optimiser step on ``loss``; returns ``(params, opt_state, loss_value)``.

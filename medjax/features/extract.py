@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax import parallel
+from medjax import compiler, parallel
 from medjax.atomic import save_json, save_npz
 from medjax.models import layers
 
@@ -106,7 +106,7 @@ def make_feature_fn(module, layer: str, *, pool: bool, l2: bool):
       x = jnp.mean(x, axis=(1, 2))
     return l2_normalize(x) if l2 else x
 
-  jitted = jax.jit(fn)
+  jitted = compiler.jit(fn)
 
   def chunked(variables, images):
     chunk = _cpu_chunk(images) if jax.default_backend() == "cpu" else images.shape[0]

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from medjax.models.layers import local_response_norm
-from medjax.models.pooling import adaptive_avg_pool, max_pool_ceil
+from medjax.models.pooling import adaptive_avg_pool, max_pool, max_pool_ceil
 
 
 def _classifier(x, features, *, num_classes, dropout_rate, dropout_first, train):
@@ -89,17 +89,17 @@ class AlexNetTorchvision(nn.Module):
     features = {}
     x = nn.relu(nn.Conv(64, (11, 11), strides=4, padding=2, name="conv1")(x))
     features["conv1"] = x
-    x = nn.max_pool(x, (3, 3), (2, 2))
+    x = max_pool(x, (3, 3), (2, 2))
     x = nn.relu(nn.Conv(192, (5, 5), padding=2, name="conv2")(x))
     features["conv2"] = x
-    x = nn.max_pool(x, (3, 3), (2, 2))
+    x = max_pool(x, (3, 3), (2, 2))
     x = nn.relu(nn.Conv(384, (3, 3), padding=1, name="conv3")(x))
     features["conv3"] = x
     x = nn.relu(nn.Conv(256, (3, 3), padding=1, name="conv4")(x))
     features["conv4"] = x
     x = nn.relu(nn.Conv(256, (3, 3), padding=1, name="conv5")(x))
     features["conv5"] = x
-    x = nn.max_pool(x, (3, 3), (2, 2))
+    x = max_pool(x, (3, 3), (2, 2))
     features["pool5"] = x
     if not self.include_top:
       features["pre_logits"] = jnp.mean(x, axis=(1, 2))

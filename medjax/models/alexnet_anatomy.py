@@ -12,7 +12,8 @@ LRN uses Caffe's AlexNet constants (size 5, alpha 1e-4, beta 0.75, k 1).
 """
 import flax.linen as nn
 
-from medjax.models.layers import local_response_norm
+from medjax.models import layers
+from medjax.models.pooling import max_pool
 
 
 class ModifiedAlexNet(nn.Module):
@@ -23,14 +24,14 @@ class ModifiedAlexNet(nn.Module):
   def __call__(self, x, *, train: bool = False):
     del train  # The paper removes dropout; no other train-time behaviour.
     features = {}
-    x = nn.relu(nn.Conv(96, (11, 11), strides=(4, 4), padding="VALID", name="conv1")(x))
-    x = local_response_norm(x)
-    x = nn.max_pool(x, (3, 3), strides=(2, 2))
+    x = nn.relu(layers.Conv(96, (11, 11), strides=(4, 4), padding="VALID", name="conv1")(x))
+    x = layers.local_response_norm(x)
+    x = max_pool(x, (3, 3), (2, 2))
     features["pool1"] = x
     for name, filters, kernel, pad in (("conv2", 256, 5, 2), ("conv3", 384, 3, 1),
                                        ("conv4", 256, 3, 1)):
-      x = nn.relu(nn.Conv(filters, (kernel, kernel), strides=(2, 2),
-                          padding=((pad, pad), (pad, pad)), name=name)(x))
+      x = nn.relu(layers.Conv(filters, (kernel, kernel), strides=(2, 2),
+                              padding=((pad, pad), (pad, pad)), name=name)(x))
       features[name] = x
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(self.fc_units, name="fc5")(x))

@@ -22,6 +22,7 @@ are configurable (``fc_units``) for that reading.
 import flax.linen as nn
 
 from medjax.models import layers
+from medjax.models.pooling import max_pool
 
 # Variant -> (kernel size, layer string, first FC width).
 VARIANTS = {
@@ -61,7 +62,7 @@ class IrmaCNN(nn.Module):
                                 name=f"conv{n_conv}")(x))
       else:
         n_pool += 1
-        x = layers.max_pool_2x2(x)  # nn.max_pool's values and gradients, faster on CPU.
+        x = max_pool(x, (2, 2), (2, 2))  # nn.max_pool's values and gradients, faster.
         features[f"pool{n_pool}"] = x
     x = x.reshape((x.shape[0], -1))
     for i, units in enumerate(fc_units, start=1):

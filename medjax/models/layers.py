@@ -6,6 +6,17 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 
+def _channel_window_sum(a: jax.Array, low: int, high: int) -> jax.Array:
+  """``out[..., c] = sum(a[..., c - low : c + high + 1])``, zero beyond the channel ends."""
+  return jax.lax.reduce_window(a, 0.0, jax.lax.add, (1, 1, 1, low + high + 1), (1, 1, 1, 1),
+                               ((0, 0), (0, 0), (0, 0), (low, high)))
+
+
+def _lrn_scale(x, size, alpha, k):
+  return k + (alpha / size) * _channel_window_sum(jnp.square(x), size // 2, size - 1 - size // 2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
 def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
                         k: float = 1.0) -> jax.Array:
   """Cross-channel LRN exactly as Caffe's AlexNet (NHWC).
@@ -13,13 +24,29 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: 
   ``y = x / (k + alpha / size * sum_{c' in window(c)} x_{c'}^2) ** beta``; Caffe's
   ``local_size``/``alpha``/``beta``/``k`` (torch's ``nn.LocalResponseNorm`` uses the same
   alpha/size convention). The window is centred and zero-padded at the channel ends.
+
+  The gradient is written out (``dx = g d^-b - 2ab/n x S^T(g x d^-b / d)``, ``S`` the
+  window sum) so that ``d^-b`` is computed once, in the forward pass: autodiff of the
+  power took three powers per element, 165 of the modified AlexNet's 720 ms step on CPU.
   """
-  sq = jnp.square(x)
-  half = size // 2
-  window_sum = jax.lax.reduce_window(
-      sq, 0.0, jax.lax.add, window_dimensions=(1, 1, 1, size), window_strides=(1, 1, 1, 1),
-      padding=((0, 0), (0, 0), (0, 0), (half, size - 1 - half)))
-  return x / jnp.power(k + (alpha / size) * window_sum, beta)
+  return x * jnp.power(_lrn_scale(x, size, alpha, k), -beta)
+
+
+def _lrn_fwd(x, size, alpha, beta, k):
+  scale = _lrn_scale(x, size, alpha, k)
+  inv_pow = jnp.power(scale, -beta)
+  return x * inv_pow, (x, scale, inv_pow)
+
+
+def _lrn_bwd(size, alpha, beta, k, residuals, g):
+  del k
+  x, scale, inv_pow = residuals
+  # S^T sums the mirrored window: the low and high reaches swap.
+  back = _channel_window_sum(g * x * inv_pow / scale, size - 1 - size // 2, size // 2)
+  return (g * inv_pow - (2 * alpha * beta / size) * x * back,)
+
+
+local_response_norm.defvjp(_lrn_fwd, _lrn_bwd)
 
 
 class LocalResponseNorm(nn.Module):
@@ -293,43 +320,3 @@ class Conv(nn.Module):
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y
-
-
-def _pool_windows(x: jax.Array) -> jax.Array:
-  """NHWC -> ``(B, H // 2, 2, W // 2, 2, C)``; an odd last row/column is dropped (VALID)."""
-  b, h, w, c = x.shape
-  return x[:, :h // 2 * 2, :w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c)
-
-
-@jax.custom_vjp
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """``nn.max_pool(x, (2, 2), strides=(2, 2))`` with the same value and the same gradient.
-
-  The gradient of ``nn.max_pool`` is XLA's select-and-scatter, which on CPU takes about
-  three times as long as the whole forward and backward written as reshapes (LeNet's
-  pools alone cost ~3 s of CPU per step). Here the gradient goes, as select-and-scatter
-  sends it, entirely to the first maximum of each window in row-major order, so ties
-  (e.g. flat black borders) are resolved identically.
-  """
-  return jnp.max(_pool_windows(x), axis=(2, 4))
-
-
-def _max_pool_fwd(x):
-  y = max_pool_2x2(x)
-  return y, (x, y)
-
-
-def _max_pool_bwd(residuals, g):
-  x, y = residuals
-  b, h, w, c = x.shape
-  is_max = _pool_windows(x) == y[:, :, None, :, None]
-  e00, e01, e10, e11 = (is_max[:, :, i, :, j] for i in (0, 1) for j in (0, 1))
-  # Each position takes the gradient only if no earlier position of its window is a maximum.
-  first = (e00, e01 & ~e00, e10 & ~(e00 | e01), e11 & ~(e00 | e01 | e10))
-  parts = [jnp.where(t, g, 0.0) for t in first]
-  rows = [jnp.stack(parts[:2], axis=3), jnp.stack(parts[2:], axis=3)]
-  dx = jnp.stack(rows, axis=2).reshape(b, h // 2 * 2, w // 2 * 2, c)
-  return (jnp.pad(dx, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
-
-
-max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)

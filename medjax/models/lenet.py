@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from medjax.models import layers
+from medjax.models.pooling import max_pool
 
 # The tutorial initialises tanh layers uniformly in +-sqrt(6 / (fan_in + fan_out)),
 # i.e. Glorot-uniform, and the logistic layer at zero.
@@ -43,7 +44,7 @@ class LeNet(nn.Module):
       # 15x15 kernels: the selector convolves them by FFT on CPU (see layers.conv).
       x = layers.Conv(f, (self.kernel_size, self.kernel_size), padding="VALID", use_bias=False,
                       kernel_init=_glorot, name=f"conv{i}")(x)
-      x = layers.max_pool_2x2(x)  # nn.max_pool's values and gradients, faster on CPU.
+      x = max_pool(x, (2, 2), (2, 2))  # nn.max_pool's values and gradients, faster.
       bias = self.param(f"conv{i}_bias", nn.initializers.zeros, (f,))
       x = act(x + bias)
       features[f"conv{i}"] = x

@@ -1,15 +1,97 @@
-"""Pooling with PyTorch/Caffe output-size rules, so imported networks see the same grids.
+"""Max-pooling with a fast gradient, and PyTorch/Caffe output-size rules.
+
+``max_pool`` is ``nn.max_pool`` with the same values and gradients, written so that XLA:CPU
+runs it fast. ``max_pool_ceil`` and ``adaptive_avg_pool`` reproduce torch's and Caffe's
+output sizes, so that imported networks see the same grids.
 
 Flax's ``max_pool``/``avg_pool`` floor the output size. Caffe always, and torch with
 ``ceil_mode=True`` (GoogLeNet), round up; torch's ``AdaptiveAvgPool2d`` (AlexNet, VGG,
 GoogLeNet heads) uses per-cell windows. At other input sizes than the published one these
 differ by whole rows of features, so the rules are reproduced exactly here (NHWC).
 """
+import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+def _pads(x_hw, window, strides, padding) -> tuple[tuple[int, int], tuple[int, int]]:
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(x_hw, window, strides, padding)
+  return tuple(tuple(int(p) for p in pair) for pair in padding)
+
+
+def _taps(x, window, strides, pads):
+  """``x`` padded with -inf, and for each window tap ``(i, j)`` in row-major order the
+  strided view of it that every output position reads at that tap."""
+  (kh, kw), (sh, sw) = window, strides
+  x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
+  out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+
+  def tap(i, j):
+    end = (x.shape[0], i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, x.shape[3])
+    return jax.lax.slice(x, (0, i, j, 0), end, (1, sh, sw, 1))
+  return x.shape, [((i, j), tap(i, j)) for i in range(kh) for j in range(kw)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, strides, pads):
+  return functools.reduce(jnp.maximum, [view for _, view in _taps(x, window, strides, pads)[1]])
+
+
+def _max_pool_fwd(x, window, strides, pads):
+  y = _max_pool(x, window, strides, pads)
+  return y, (x, y)
+
+
+def _max_pool_bwd(window, strides, pads, residuals, g):
+  """Each window's gradient goes to its first maximum in row-major order, as XLA's
+  select-and-scatter sends it; overlapping windows add up.
+
+  Tap ``(i, j)`` of output ``(r, c)`` reads padded input ``(r * sh + i, c * sw + j)``, i.e.
+  block ``(r + i // sh, c + j // sw)`` at phase ``(i % sh, j % sw)`` of the input cut into
+  ``sh x sw`` blocks. So each phase's gradient is a sum of the taps' parts shifted by whole
+  blocks, all at the output's size, and one interleave of the phases gives ``dx``: no
+  interior padding, which XLA:CPU would run as one full-size pass per tap.
+  """
+  x, y = residuals
+  padded_shape, taps = _taps(x, window, strides, pads)
+  (sh, sw), (out_h, out_w) = strides, y.shape[1:3]
+  blocks_h, blocks_w = -(-padded_shape[1] // sh), -(-padded_shape[2] // sw)
+  phases = [[jnp.zeros((y.shape[0], blocks_h, blocks_w, y.shape[3]), g.dtype)] * sw
+            for _ in range(sh)]
+  taken = None
+  for (i, j), view in taps:
+    hit = view == y
+    part = jnp.where(hit if taken is None else hit & ~taken, g, 0.0).astype(g.dtype)
+    taken = hit if taken is None else taken | hit
+    (bi, a), (bj, b) = divmod(i, sh), divmod(j, sw)
+    phases[a][b] = phases[a][b] + jnp.pad(
+        part, ((0, 0), (bi, blocks_h - out_h - bi), (bj, blocks_w - out_w - bj), (0, 0)))
+  dx = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # (B, bh, sh, bw, sw, C)
+  dx = dx.reshape(y.shape[0], blocks_h * sh, blocks_w * sw, y.shape[3])
+  (top, bottom), (left, right) = pads
+  return (dx[:, top:padded_shape[1] - bottom, left:padded_shape[2] - right],)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool(x: jax.Array, window: tuple[int, int], strides: tuple[int, int] | None = None,
+             padding="VALID") -> jax.Array:
+  """``nn.max_pool(x, window, strides, padding)`` (NHWC) with the same values and gradient.
+
+  The window's taps are strided views of the input: the forward pass is their elementwise
+  maximum, the backward pass one fused loop of selects. The gradient of ``nn.max_pool`` is
+  XLA's select-and-scatter, which XLA:CPU runs slowly: forward and backward of AlexNet's
+  3 x 3 stride-2 pool on 64 x 55 x 55 x 96 took 254 ms against 50 ms here, and of IRMA's
+  2 x 2 pools on 256 x 128 x 128 x 20 902 ms against 151 ms (docs/performance.md).
+  """
+  window = tuple(window)
+  strides = tuple(strides) if strides is not None else (1, 1)
+  return _max_pool(x, window, strides, _pads(x.shape[1:3], window, strides, padding))
 
 
 def _ceil_padding(size: int, window: int, stride: int, pad: int) -> tuple[int, int]:
@@ -23,7 +105,7 @@ def max_pool_ceil(x: jax.Array, window: int, stride: int, pad: int = 0) -> jax.A
   """``torch.nn.MaxPool2d(window, stride, pad, ceil_mode=True)`` (Caffe's rounding)."""
   padding = (_ceil_padding(x.shape[1], window, stride, pad),
              _ceil_padding(x.shape[2], window, stride, pad))
-  return nn.max_pool(x, (window, window), (stride, stride), padding=padding)
+  return max_pool(x, (window, window), (stride, stride), padding)
 
 
 def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:

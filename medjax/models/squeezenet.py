@@ -16,6 +16,8 @@ over space. Features: ``"conv1"``, ``"pool1"``, ``"fire2"``..``"fire9"``, ``"poo
 import flax.linen as nn
 import jax.numpy as jnp
 
+from medjax.models.pooling import max_pool
+
 # fire id -> (squeeze, expand) filters; a max pool precedes fire4 and fire6.
 _FIRES = {2: (16, 64), 3: (16, 64), 4: (32, 128), 5: (32, 128),
           6: (48, 192), 7: (48, 192), 8: (64, 256), 9: (64, 256)}
@@ -45,11 +47,11 @@ class SqueezeNet11(nn.Module):
     features = {}
     x = nn.relu(nn.Conv(64, (3, 3), strides=2, padding="VALID", name="conv1")(x))
     features["conv1"] = x
-    x = nn.max_pool(x, (3, 3), (2, 2))
+    x = max_pool(x, (3, 3), (2, 2))
     features["pool1"] = x
     for fire_id, (squeeze, expand) in _FIRES.items():
       if fire_id in (4, 6):
-        x = nn.max_pool(x, (3, 3), (2, 2))
+        x = max_pool(x, (3, 3), (2, 2))
         features[f"pool{fire_id - 1}"] = x
       x = Fire(squeeze, expand, name=f"fire{fire_id}")(x)
       features[f"fire{fire_id}"] = x

@@ -15,7 +15,7 @@ ReLU); with ``include_top=False`` it is block5_pool averaged over space (Keras
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.models.pooling import adaptive_avg_pool
+from medjax.models.pooling import adaptive_avg_pool, max_pool
 
 # Convolutions per block and their filters, VGG19.
 _BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
@@ -36,7 +36,7 @@ class VGG19(nn.Module):
         name = f"block{b}_conv{c}"
         x = nn.relu(nn.Conv(filters, (3, 3), padding=1, name=name)(x))
         features[name] = x
-      x = nn.max_pool(x, (2, 2), (2, 2))
+      x = max_pool(x, (2, 2), (2, 2))
       features[f"block{b}_pool"] = x
     if not self.include_top:
       features["pre_logits"] = jnp.mean(x, axis=(1, 2))

@@ -18,6 +18,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from medjax import compiler
 from medjax.data import ops
 from medjax.models import backbones
 
@@ -53,7 +54,7 @@ def classify(backbone: str, weights: str | None, images: list[str], top_k: int =
   module, variables, spec = backbones.load_backbone(backbone, weights, include_top=True)
   classes = imagenet_classes()
   batch = np.stack([prepare(spec, Image.open(p)) for p in images])
-  logits, _ = jax.jit(module.apply)(variables, batch)
+  logits, _ = compiler.jit(module.apply)(variables, batch)
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
   if probs.shape[-1] != len(classes):
     raise ValueError(f"{backbone} predicts {probs.shape[-1]} classes, not the "

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from medjax import parallel
+from medjax import compiler, parallel
 from medjax.models import registry
 from medjax.train import losses
 
@@ -47,7 +47,7 @@ def init_state(model, tx, config, image_shape, mesh) -> TrainState:
                       best_metric=jnp.array(-jnp.inf, jnp.float32),
                       best_epoch=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool))
   # A raw uint32 key (not a typed key) so that Orbax can store it.
-  return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
+  return compiler.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
 
 
 def make_train_step(model, tx, loss_name: str):
@@ -74,11 +74,11 @@ def make_train_step(model, tx, loss_name: str):
     # The parameter norm is logged and, with the loss, checked finite before any save.
     return state, {"loss": loss, "param_norm": optax.global_norm(state.params),
                    "accuracy": losses.batch_accuracy(loss_name, logits, batch["label"])}
-  return jax.jit(train_step, donate_argnums=0)
+  return compiler.jit(train_step, donate_argnums=0)
 
 
 def make_predict(model):
-  @jax.jit
+  @compiler.jit
   def predict(params, model_state, images):
     logits, features = model.apply({"params": params, **model_state}, images, train=False)
     return logits, features["pre_logits"]

@@ -1,10 +1,10 @@
 """The fast CPU paths (FFT convolution, per-tap kernel gradient, im2col/col2im matmul,
-1 x 1 matmul, depthwise tap sum, reshape max-pool) against the direct XLA ops.
+1 x 1 matmul, depthwise tap sum) against the direct XLA ops, alone and inside the models
+(with ``medjax.models.pooling.max_pool`` against ``nn.max_pool`` there).
 
 The FFT, tap-gradient and matmul routes must be the same function as
 ``lax.conv_general_dilated`` up to float32 round-off, in value and in both gradients, for
-odd sizes, 1 and 20 channels and every padding form; the pool must match ``nn.max_pool``
-exactly, ties included.
+odd sizes, 1 and 20 channels and every padding form.
 """
 
 import flax.linen as nn
@@ -15,6 +15,7 @@ import pytest
 
 from medjax.models import layers
 from medjax.models.efficientnet_lite import EfficientNetLite0
+from medjax.models import irma_cnn, lenet
 from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
 
@@ -183,21 +184,11 @@ def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw, strides, groups):
   jax.tree.map(close, jax.grad(loss(ours))(variables), jax.grad(loss(theirs))(variables))
 
 
-@pytest.mark.parametrize("shape", [(2, 7, 9, 3), (1, 8, 8, 2), (2, 11, 6, 1)])
-def test_max_pool_matches_nn_max_pool_with_ties(shape):
-  # Small integers: most windows hold tied maxima, where select-and-scatter picks the first.
-  x = jnp.asarray(np.random.default_rng(6).integers(0, 3, shape), jnp.float32)
-  reference = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
-  np.testing.assert_array_equal(layers.max_pool_2x2(x), reference(x))
-  g = random(reference(x).shape, 7)
-  np.testing.assert_array_equal(jax.vjp(layers.max_pool_2x2, x)[1](g)[0],
-                                jax.vjp(reference, x)[1](g)[0])
-
-
 def direct_ops(monkeypatch):
-  """Sends every ``layers.conv`` to the direct convolution and the pool to ``nn.max_pool``."""
+  """Sends every ``layers.conv`` to the direct convolution and the pools to ``nn.max_pool``."""
   monkeypatch.setattr(layers, "conv_algorithm", lambda *args, **kwargs: "direct")
-  monkeypatch.setattr(layers, "max_pool_2x2", lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)))
+  for module in (irma_cnn, lenet):
+    monkeypatch.setattr(module, "max_pool", nn.max_pool)
 
 
 def assert_fast_path_matches_direct_path(model, x, monkeypatch, **apply_kwargs):

@@ -1,0 +1,49 @@
+"""``pooling.max_pool`` against ``nn.max_pool``: the same values, and the same gradient,
+ties included, for every window, stride and padding form the networks use and some they
+do not (windows smaller or larger than the stride, odd sizes, asymmetric padding)."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from medjax.models.pooling import max_pool
+
+CASES = [
+    ((2, 7, 9, 3), (2, 2), (2, 2), "VALID"),          # IRMA, LeNet; odd rows/columns dropped
+    ((2, 55, 55, 4), (3, 3), (2, 2), "VALID"),        # AlexNet: overlapping windows
+    ((2, 13, 11, 2), (3, 3), (2, 2), "SAME"),
+    ((1, 12, 12, 2), (3, 3), (1, 1), ((1, 1), (1, 1))),
+    ((1, 10, 9, 2), (1, 1), (2, 2), "VALID"),         # window smaller than the stride
+    ((1, 17, 15, 2), (5, 3), (3, 2), ((2, 1), (0, 2))),
+    ((1, 8, 8, 1), (2, 2), (1, 1), "VALID"),
+]
+
+
+@pytest.mark.parametrize("shape, window, strides, padding", CASES)
+def test_max_pool_matches_nn_max_pool_with_ties(shape, window, strides, padding):
+  # Small integers: most windows hold tied maxima, where select-and-scatter picks the
+  # first in row-major order.
+  rng = np.random.default_rng(sum(shape))
+  x = jnp.asarray(rng.integers(0, 3, shape), jnp.float32)
+  reference = lambda v: nn.max_pool(v, window, strides, padding)
+  ours = lambda v: max_pool(v, window, strides, padding)
+  np.testing.assert_array_equal(ours(x), reference(x))
+  g = jnp.asarray(rng.normal(size=reference(x).shape), jnp.float32)
+  expected = jax.vjp(reference, x)[1](g)[0]
+  # Overlapping windows add their parts in another order: float32 round-off.
+  np.testing.assert_allclose(jax.vjp(ours, x)[1](g)[0], expected, rtol=1e-6, atol=1e-6)
+  assert np.count_nonzero(expected) > 0
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum_only():
+  x = jnp.ones((1, 2, 2, 1))
+  dx = jax.grad(lambda v: max_pool(v, (2, 2), (2, 2)).sum())(x)
+  np.testing.assert_array_equal(dx[0, :, :, 0], [[1.0, 0.0], [0.0, 0.0]])
+
+
+def test_max_pool_under_jit_and_vmap():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 2, 9, 9, 2)), jnp.float32)
+  f = lambda v: jnp.sum(jnp.sin(max_pool(v, (3, 3), (2, 2))))
+  batched = jax.jit(jax.vmap(jax.grad(f)))(x)
+  np.testing.assert_allclose(batched[1], jax.grad(f)(x[1]), rtol=1e-6)
