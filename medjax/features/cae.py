@@ -53,8 +53,8 @@ def init(key: jax.Array, in_channels: int, num_filters: int = 4096, *,
 
 
 def _conv(x, kernel):
-  """Stride-1 'same' convolution; ``layers.conv`` picks the algorithm (on CPU at the paper's
-  256 <-> 4096 channels, one matmul per product: see ``layers.gemm_conv``)."""
+  """Stride-1 'same' convolution; ``layers.conv`` picks the algorithm (at the paper's
+  256 <-> 4096 channels, XLA's direct convolution: see ``layers.TAP_GRAD_MAX_CHANNELS``)."""
   pad = kernel.shape[0] // 2
   return layers.conv(x, kernel, padding=((pad, pad), (pad, pad)))
 

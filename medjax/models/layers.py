@@ -169,10 +169,13 @@ def tap_grad_conv(x: jax.Array, kernel: jax.Array, pads) -> jax.Array:
 
   The value and the input gradient are XLA's own (the direct convolution and its
   transpose). XLA:CPU computes the kernel gradient as a convolution whose window is the
-  whole output gradient, after transposing the activations to put the batch innermost; for
-  IRMA's 3x3 20 -> 20 layers at 128 x 128, batch 256, that took 2.5 CPU-s, much of it in
-  the transpose, against 0.5 s for the forward and 0.75 s for :func:`_tap_kernel_grad`.
-  ``pads`` is ``((top, bottom), (left, right))``.
+  whole output gradient, after transposing the activations to put the batch innermost;
+  with YNNPACK's convolutions that took 2.5 CPU-s for IRMA's 3x3 20 -> 20 layers at
+  128 x 128, batch 256, against 0.75 s here. With the Eigen kernels that
+  ``medjax.compiler`` selects it is closer (128 x 128, 1 -> 20: 0.14 s wall against 0.09;
+  20 -> 20: 0.55 against 0.65; 64 x 64: 0.13 against 0.11), but the whole IRMA C step
+  still took 2.75 s with it against 2.25 s with this. ``pads`` is
+  ``((top, bottom), (left, right))``.
   """
   return _direct(x, kernel, (1, 1), pads)
 
@@ -191,37 +194,13 @@ def _tap_grad_conv_bwd(pads, residuals, g):
 tap_grad_conv.defvjp(_tap_grad_conv_fwd, _tap_grad_conv_bwd)
 
 
-def gemm_conv(x: jax.Array, kernel: jax.Array, pads) -> jax.Array:
-  """Stride-1 convolution as one matrix product over ``kh * kw * min(C, O)`` columns.
-
-  With ``C <= O``, im2col: the ``kh * kw`` shifted windows of ``x`` side by side times the
-  ``(kh * kw * C, O)`` kernel. With ``C > O``, col2im: ``x`` times the ``(C, kh * kw * O)``
-  kernel, each tap's ``O`` columns then added in at that tap's shift. Autodiff of either
-  form is again one matrix product and one shift-and-add, in the other form, so value and
-  both gradients are three large matmuls: on CPU, for wide channels on small maps (the
-  CAE's 256 <-> 4096 on 6 x 6), these run at the matmul rate where XLA's convolutions and
-  their gradients do not. ``pads`` is ``((top, bottom), (left, right))``.
-  """
-  kh, kw, c, o = kernel.shape
-  out_hw = tuple(x.shape[1 + d] + sum(pads[d]) - kernel.shape[d] + 1 for d in (0, 1))
-  taps = [(i, j) for i in range(kh) for j in range(kw)]
-  if c <= o:
-    patches = jnp.concatenate([_window(x, pads, tap, out_hw) for tap in taps], axis=-1)
-    return jnp.einsum("bhwk,ko->bhwo", patches, kernel.reshape(kh * kw * c, o))
-  # y[p] = sum_t x_pad[p + t] @ W[t] = sum_t z_pad[p + t, t] with z[q, t] = x[q] @ W[t];
-  # each tap is windowed on its own, so that the transpose pads O, not kh * kw * O, columns.
-  z = jnp.einsum("bhwc,tco->bhwto", x, kernel.reshape(kh * kw, c, o))
-  return sum(_window(z[:, :, :, t], pads, tap, out_hw) for t, tap in enumerate(taps))
-
-
-# Stride-1 kernels under FFT_MIN_TAPS with at least this many input and output channels
-# are convolved by gemm_conv on CPU. Measured (CPU s, load 6-9): the CAE's 3x3 256 -> 4096
-# and 4096 -> 256 convolutions on 6 x 6 at batch 64 took 0.32 / 0.55 direct against
-# 0.28 / 0.29 as one matmul, and its whole train step 2.33 direct, 2.04 with
-# tap_grad_conv, 1.46 with gemm_conv; for IRMA's 3x3 20 -> 20 at 128 x 128, batch 256, the im2col columns
-# (180 a pixel, 3 GB) made the forward 7x slower (3.4 against 0.48). The cut lies between
-# the two measured regimes.
-GEMM_MIN_CHANNELS = 128
+# Stride-1 kernels under FFT_MIN_TAPS with fewer input or output channels than this take
+# tap_grad_conv's kernel gradient on CPU; wider ones stay direct (XLA's Eigen convolution,
+# see medjax.compiler). Measured on 2 cores: IRMA C's step (1 and 20 channels) took 2.25 s
+# with tap_grad_conv against 2.75 s direct; the CAE's (256 <-> 4096 channels on 6 x 6,
+# batch 512) 5.35 s direct, 6.9 s as im2col/col2im matmuls (the route this cut used to
+# select, removed) and, at batch 128, 1.35 direct against 1.53 with tap_grad_conv.
+TAP_GRAD_MAX_CHANNELS = 127
 
 
 def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME") -> jax.Array:
@@ -248,16 +227,16 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAM
 
 
 def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1) -> str:
-  """How :func:`conv` convolves an HWIO ``kernel_shape``: "fft", "pointwise", "gemm",
-  "tap_grad", "depthwise" or "direct".
+  """How :func:`conv` convolves an HWIO ``kernel_shape``: "fft", "pointwise", "tap_grad",
+  "depthwise" or "direct".
 
   On CPU, depthwise kernels (one input channel per group, as many outputs as groups) go by
   :func:`depthwise_conv` at any stride; stride-1 kernels with at least ``FFT_MIN_TAPS`` taps
   by FFT; stride-1 1 x 1 kernels as one ``x @ W`` over the channel axis (XLA:CPU's
   convolution took 1.7x as long as the matmul over EfficientNet-Lite0's nineteen 1 x 1
   layers at batch 8: 33.5 against 19.3 ms); other small stride-1 kernels by
-  :func:`gemm_conv` when both channel counts reach ``GEMM_MIN_CHANNELS``, else by
-  :func:`tap_grad_conv`. Accelerators run direct convolutions and their gradients well at
+  :func:`tap_grad_conv` when either channel count is at most ``TAP_GRAD_MAX_CHANNELS``,
+  else directly. Accelerators run direct convolutions and their gradients well at
   any size, and other strided or grouped convolutions stay direct everywhere (a
   full-resolution FFT or per-tap products would compute outputs the stride discards).
   """
@@ -272,7 +251,7 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1) -> str:
     return "fft"
   if kh == kw == 1:
     return "pointwise"
-  return "gemm" if min(c, o) >= GEMM_MIN_CHANNELS else "tap_grad"
+  return "tap_grad" if min(c, o) <= TAP_GRAD_MAX_CHANNELS else "direct"
 
 
 def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
@@ -288,7 +267,7 @@ def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
   pads = _explicit_pads(x.shape[1:3], kernel.shape[:2], padding)
   if algorithm == "pointwise":
     return jnp.dot(jnp.pad(x, ((0, 0), *pads, (0, 0))), kernel[0, 0])
-  return (gemm_conv if algorithm == "gemm" else tap_grad_conv)(x, kernel, pads)
+  return tap_grad_conv(x, kernel, pads)
 
 
 class Conv(nn.Module):

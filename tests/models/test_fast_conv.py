@@ -1,6 +1,6 @@
-"""The fast CPU paths (FFT convolution, per-tap kernel gradient, im2col/col2im matmul,
-1 x 1 matmul, depthwise tap sum) against the direct XLA ops, alone and inside the models
-(with ``medjax.models.pooling.max_pool`` against ``nn.max_pool`` there).
+"""The fast CPU paths (FFT convolution, per-tap kernel gradient, 1 x 1 matmul, depthwise
+tap sum) against the direct XLA ops, alone and inside the models (with
+``medjax.models.pooling.max_pool`` against ``nn.max_pool`` there).
 
 The FFT, tap-gradient and matmul routes must be the same function as
 ``lax.conv_general_dilated`` up to float32 round-off, in value and in both gradients, for
@@ -101,20 +101,6 @@ def test_batch_chunks_divide_the_batch():
   assert layers.batch_chunk(2, 2 ** 21) == 1
 
 
-@pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
-    ((2, 6, 6, 8), (3, 3), 24, "SAME"),            # C <= O: im2col.
-    ((2, 7, 5, 24), (3, 3), 8, "SAME"),            # C > O: col2im.
-    ((1, 9, 8, 12), (3, 5), 5, "VALID"),
-    ((2, 8, 7, 5), (5, 3), 12, ((2, 0), (1, 3))),
-    ((1, 6, 7, 16), (3, 3), 6, ((3, 1), (0, 2))),   # A pad beyond the kernel's reach.
-])
-def test_gemm_conv_matches_direct_forward_and_gradients(shape, kernel_hw, out_channels, padding):
-  x = random(shape, 0)
-  kernel = random((*kernel_hw, shape[-1], out_channels), 1) * 0.1
-  pads = layers._explicit_pads(shape[1:3], kernel_hw, padding)
-  assert_conv_matches_direct(lambda x, k: layers.gemm_conv(x, k, pads), x, kernel, padding)
-
-
 @pytest.mark.parametrize("shape,kernel_hw,strides,padding", [
     ((2, 9, 11, 6), (3, 3), (1, 1), "SAME"),
     ((2, 10, 9, 5), (3, 3), (2, 2), "SAME"),     # TF "SAME": the extra pad bottom/right.
@@ -144,7 +130,7 @@ def test_pointwise_conv_matches_direct_forward_and_gradients(padding):
   assert_conv_matches_direct(lambda x, k: layers.conv(x, k, padding=padding), x, kernel, padding)
 
 
-def test_selector_picks_fft_gemm_tap_grad_or_direct():
+def test_selector_picks_fft_tap_grad_or_direct():
   assert layers.conv_algorithm((3, 3, 1, 32), (2, 2), feature_group_count=32) == "depthwise"
   assert layers.conv_algorithm((5, 5, 1, 672), (1, 1), feature_group_count=672) == "depthwise"
   # Grouped but not depthwise (AlexNet's two towers): direct.
@@ -155,9 +141,10 @@ def test_selector_picks_fft_gemm_tap_grad_or_direct():
   assert layers.conv_algorithm((9, 9, 20, 50), (1, 1)) == "fft"
   assert layers.conv_algorithm((3, 3, 20, 20), (1, 1)) == "tap_grad"
   assert layers.conv_algorithm((5, 5, 1, 20), (1, 1)) == "tap_grad"
-  assert layers.conv_algorithm((3, 3, 256, 4096), (1, 1)) == "gemm"
-  assert layers.conv_algorithm((3, 3, 4096, 256), (1, 1)) == "gemm"
-  assert layers.conv_algorithm((3, 3, 64, 4096), (1, 1)) == "tap_grad"
+  assert layers.conv_algorithm((3, 3, 256, 4096), (1, 1)) == "direct"
+  assert layers.conv_algorithm((3, 3, 4096, 256), (1, 1)) == "direct"
+  assert layers.conv_algorithm((3, 3, 127, 4096), (1, 1)) == "tap_grad"
+  assert layers.conv_algorithm((3, 3, 128, 128), (1, 1)) == "direct"
   assert layers.conv_algorithm((11, 11, 3, 96), (4, 4)) == "direct"  # Strided: direct.
   assert layers.conv_algorithm((3, 3, 256, 384), (2, 2)) == "direct"
   assert layers.conv_algorithm((15, 15, 1, 1), (1, 1)) == "fft"
