@@ -232,7 +232,7 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1) -> str:
 
   On CPU, depthwise kernels (one input channel per group, as many outputs as groups) go by
   :func:`depthwise_conv` at any stride; stride-1 kernels with at least ``FFT_MIN_TAPS`` taps
-  by FFT; stride-1 1 x 1 kernels as one ``x @ W`` over the channel axis (XLA:CPU's
+  by FFT if they have more than one input channel, else directly; stride-1 1 x 1 kernels as one ``x @ W`` over the channel axis (XLA:CPU's
   convolution took 1.7x as long as the matmul over EfficientNet-Lite0's nineteen 1 x 1
   layers at batch 8: 33.5 against 19.3 ms); other small stride-1 kernels by
   :func:`tap_grad_conv` when either channel count is at most ``TAP_GRAD_MAX_CHANNELS``,
@@ -248,7 +248,10 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1) -> str:
   if tuple(strides) != (1, 1):
     return "direct"
   if kh * kw >= FFT_MIN_TAPS:
-    return "fft"
+    # With one input channel the FFT's transforms outweigh its savings: LeNet's conv0
+    # (256 x 256 x 1 -> 20, 15 x 15, batch 20) took 104 / 100 ms forward / kernel
+    # gradient directly against 190 / 116 ms by FFT, and the LeNet step 3.15 against 3.58 s.
+    return "fft" if c > 1 else "direct"
   if kh == kw == 1:
     return "pointwise"
   return "tap_grad" if min(c, o) <= TAP_GRAD_MAX_CHANNELS else "direct"

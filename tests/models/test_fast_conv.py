@@ -137,7 +137,8 @@ def test_selector_picks_fft_tap_grad_or_direct():
   assert layers.conv_algorithm((3, 3, 192, 384), (1, 1), feature_group_count=2) == "direct"
   assert layers.conv_algorithm((1, 1, 96, 24), (1, 1)) == "pointwise"
   assert layers.conv_algorithm((1, 1, 96, 24), (2, 2)) == "direct"
-  assert layers.conv_algorithm((15, 15, 1, 20), (1, 1)) == "fft"
+  assert layers.conv_algorithm((15, 15, 1, 20), (1, 1)) == "direct"  # One input channel.
+  assert layers.conv_algorithm((15, 15, 2, 20), (1, 1)) == "fft"
   assert layers.conv_algorithm((9, 9, 20, 50), (1, 1)) == "fft"
   assert layers.conv_algorithm((3, 3, 20, 20), (1, 1)) == "tap_grad"
   assert layers.conv_algorithm((5, 5, 1, 20), (1, 1)) == "tap_grad"
@@ -147,8 +148,8 @@ def test_selector_picks_fft_tap_grad_or_direct():
   assert layers.conv_algorithm((3, 3, 128, 128), (1, 1)) == "direct"
   assert layers.conv_algorithm((11, 11, 3, 96), (4, 4)) == "direct"  # Strided: direct.
   assert layers.conv_algorithm((3, 3, 256, 384), (2, 2)) == "direct"
-  assert layers.conv_algorithm((15, 15, 1, 1), (1, 1)) == "fft"
-  assert layers.conv_algorithm((3, 3, 1, 1), (1, 1)) != "fft"
+  assert layers.conv_algorithm((15, 15, 3, 1), (1, 1)) == "fft"
+  assert layers.conv_algorithm((3, 3, 3, 1), (1, 1)) != "fft"
   # Strided large kernels go the direct way and still give the direct result.
   x, kernel = random((1, 31, 29, 2), 3), random((11, 11, 2, 4), 4)
   np.testing.assert_array_equal(layers.conv(x, kernel, (4, 4), "VALID"),
@@ -193,7 +194,8 @@ def assert_fast_path_matches_direct_path(model, x, monkeypatch, **apply_kwargs):
 
 
 def test_lenet_fast_path_matches_direct_path(monkeypatch):
-  # 9x9 kernels: 81 taps, on the FFT side of the threshold.
+  # 9x9 kernels: 81 taps, on the FFT side of the threshold (the second layer; the first,
+  # with one input channel, is direct).
   assert_fast_path_matches_direct_path(LeNet(kernel_size=9), random((2, 36, 36, 1), 8),
                                        monkeypatch)
 
