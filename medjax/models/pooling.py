@@ -16,24 +16,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-def _pads(x_hw, window, strides, padding) -> tuple[tuple[int, int], tuple[int, int]]:
-  if isinstance(padding, str):
-    padding = jax.lax.padtype_to_pads(x_hw, window, strides, padding)
-  return tuple(tuple(int(p) for p in pair) for pair in padding)
+from medjax.models import layers
 
 
 def _taps(x, window, strides, pads):
-  """``x`` padded with -inf, and for each window tap ``(i, j)`` in row-major order the
-  strided view of it that every output position reads at that tap."""
-  (kh, kw), (sh, sw) = window, strides
+  """The shape of ``x`` padded with -inf, and :func:`layers.window_views` of it."""
   x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-  out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-
-  def tap(i, j):
-    end = (x.shape[0], i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, x.shape[3])
-    return jax.lax.slice(x, (0, i, j, 0), end, (1, sh, sw, 1))
-  return x.shape, [((i, j), tap(i, j)) for i in range(kh) for j in range(kw)]
+  return x.shape, layers.window_views(x, window, strides)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -92,7 +81,8 @@ def max_pool(x: jax.Array, window: tuple[int, int], strides: tuple[int, int] | N
   """
   window = tuple(window)
   strides = tuple(strides) if strides is not None else (1, 1)
-  return _max_pool(x, window, strides, _pads(x.shape[1:3], window, strides, padding))
+  pads = layers.explicit_pads(x.shape[1:3], window, padding, strides)
+  return _max_pool(x, window, strides, pads)
 
 
 def _ceil_padding(size: int, window: int, stride: int, pad: int) -> tuple[int, int]:

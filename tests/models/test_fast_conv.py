@@ -85,7 +85,7 @@ def test_tap_grad_conv_matches_direct_forward_and_gradients(shape, kernel_hw, ou
   monkeypatch.setattr(layers, "TAP_GRAD_CHUNK_FLOATS", chunk_floats)
   x = random(shape, 0)
   kernel = random((*kernel_hw, shape[-1], out_channels), 1) * 0.1
-  pads = layers._explicit_pads(shape[1:3], kernel_hw, padding)
+  pads = layers.explicit_pads(shape[1:3], kernel_hw, padding)
   assert_conv_matches_direct(lambda x, k: layers.tap_grad_conv(x, k, pads), x, kernel, padding)
   assert_conv_matches_direct(lambda x, k: layers.conv(x, k, padding=padding), x, kernel, padding)
 

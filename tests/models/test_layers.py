@@ -34,4 +34,5 @@ def test_lrn_gradient_equals_autodiff_of_the_formula(size):
   args = (size, 1e-2, 0.75, 2.0)
   ours = jax.vjp(lambda v: local_response_norm(v, *args), x)[1](g)[0]
   expected = jax.vjp(lambda v: _lrn_by_autodiff(v, *args), x)[1](g)[0]
-  np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(expected))))
+  scale = float(jnp.max(jnp.abs(expected)))
+  np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6 * scale)
