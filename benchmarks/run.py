@@ -25,6 +25,7 @@ import torch
 
 from benchmarks import (extraction, input_pipeline, kmeans, svm, timing, train_step,
                         vlad)
+from medjax import host_memory
 
 MODULES = (train_step, extraction, svm, kmeans, vlad, input_pipeline)
 
@@ -37,6 +38,7 @@ def run_cases(cases: list[timing.Case], *, quick: bool, out: Path | None = None)
   """Runs ``cases`` in order; returns their records (also written to ``out`` after each case,
   so an interrupted run keeps what it measured)."""
   context = {"threads": timing.configure_peers(), "quick": quick,
+             "allocator": "retain" if host_memory.retaining() else "default",
              "device": jax.devices()[0].device_kind, "jax": jax.__version__,
              "torch": torch.__version__}
   records = []
@@ -61,7 +63,14 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--only", nargs="+", metavar="NAME",
                       help="run only cases whose name starts with one of these")
   parser.add_argument("--out", type=Path, required=True, help="JSON file for the records")
+  parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
+                      help="retain (as medjax.main runs): medjax.host_memory's policy, which "
+                      "the PyTorch peers share, being in the same process; default: glibc's "
+                      "own, under which both sides page-fault their large temporaries anew "
+                      "every call")
   args = parser.parse_args(argv)
+  if args.allocator == "retain":  # Before JAX starts its threads.
+    host_memory.retain_freed_blocks()
   cases = all_cases(args.quick)
   if args.only:
     cases = [c for c in cases if c.name.startswith(tuple(args.only))]

@@ -13,7 +13,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from medjax import distributed
+from medjax import distributed, host_memory
 from medjax.eval import results as results_lib
 from medjax.eval import writers
 
@@ -30,6 +30,10 @@ flags.DEFINE_enum("distributed", os.environ.get("MEDJAX_DISTRIBUTED", "auto"),
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
+flags.DEFINE_bool("retain_host_memory", True,
+                  "Keep freed host memory for reuse (glibc; see medjax/host_memory.py): "
+                  "XLA:CPU's per-step temporaries then stop page-faulting, and the process "
+                  "keeps its peak heap until it exits.")
 flags.DEFINE_string("local_device_ids", None, "Comma-separated local devices this process "
                     "drives (default: all, or its local rank's GPU under SLURM / Open MPI).")
 
@@ -78,6 +82,8 @@ def run(config, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.retain_host_memory:  # Before JAX starts its threads.
+    host_memory.retain_freed_blocks()
   distributed.initialize(FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
                          num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
                          local_device_ids=FLAGS.local_device_ids)

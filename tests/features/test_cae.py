@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from medjax.features import cae
 
@@ -104,3 +105,27 @@ def test_paper_shapes():
   assert jax.eval_shape(cae.reconstruct, params, x).shape == (512, 6, 6, 256)
   assert jax.eval_shape(cae.features, params, x).shape == (512, 3 * 3 * 4096)
   assert jax.eval_shape(cae.loss, params, x).shape == ()
+
+
+@pytest.mark.parametrize("channels, filters, side", [(3, 8, 6), (8, 16, 7)])
+def test_loss_gradient_is_autodiffs(channels, filters, side):
+  """``loss``'s hand-arranged gradient (encoder and decoder kernel terms, column-sum biases,
+  the input's two paths) against autodiff of the same loss written plainly; the odd side
+  leaves a row and column outside every pooling window, and non-zero biases make some
+  hidden units and outputs inactive."""
+  params = cae.init(jax.random.key(0), channels, filters)
+  params["b_enc"] = 0.3 * jax.random.normal(jax.random.key(2), (filters,))
+  params["b_dec"] = 0.3 * jax.random.normal(jax.random.key(3), (channels,))
+  x = jax.random.uniform(jax.random.key(1), (4, side, side, channels))
+
+  def plain_loss(p, v):
+    residual = cae.reconstruct(p, v) - v
+    return 0.5 * jnp.sum(residual * residual) / v.shape[0]
+
+  value, grads = jax.value_and_grad(cae.loss, argnums=(0, 1))(params, x)
+  expected_value, expected = jax.value_and_grad(plain_loss, argnums=(0, 1))(params, x)
+  np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               grads, expected)
+  # The inactive units are there: the masks have something to do.
+  assert 0 < float(jnp.mean(cae.hidden(params, x, zero_bias=False) > 0)) < 1
