@@ -90,6 +90,5 @@ def extraction_case(name: str, batch: int, repeats: int, size: int = 224) -> dic
 
 def cases(quick: bool) -> list[timing.Case]:
   repeats = 2 if quick else 7
-  batch = 8 if quick else 64
-  return [timing.Case(f"extraction/{name}", lambda name=name: extraction_case(name, batch, repeats))
+  return [timing.Case(f"extraction/{name}", lambda name=name: extraction_case(name, 64, repeats))
           for name in PEERS]

@@ -7,8 +7,9 @@ prints a markdown table and writes a JSON list of records ``{"name", "medjax_sec
 of alternating repeats after warm-up; quality fields such as accuracy or inertia where a
 result has a quality; ``images_per_s`` where a case processes images). ``--only`` keeps the
 cases whose name starts with NAME (``--only train_step`` or ``--only train_step/lenet_ova``).
-``--quick`` runs every case with fewer repeats and, where a full case takes minutes, smaller
-sizes (the record's name says which sizes ran) in under ten minutes on two cores.
+``--quick`` runs every case at the same sizes with fewer repeats (k-means with 20
+iterations instead of 50; the record's name says which ran) in under ten minutes on two
+cores.
 Each record also has the thread count, ``quick``, the device medjax ran on, the JAX and
 PyTorch versions and the load average before and after it. On a GPU the PyTorch peers run
 there too and accelerator cases add ``fraction_of_peak`` (see ``timing.compare``).
@@ -59,15 +60,15 @@ def run_cases(cases: list[timing.Case], *, quick: bool, out: Path | None = None)
 def main(argv=None) -> list[dict]:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true",
-                      help="fewer repeats and smaller sizes: every case in under 10 minutes")
+                      help="the same sizes, fewer repeats: every case in under 10 minutes")
   parser.add_argument("--only", nargs="+", metavar="NAME",
                       help="run only cases whose name starts with one of these")
   parser.add_argument("--out", type=Path, required=True, help="JSON file for the records")
-  parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
-                      help="retain (as medjax.main runs): medjax.host_memory's policy, which "
-                      "the PyTorch peers share, being in the same process; default: glibc's "
-                      "own, under which both sides page-fault their large temporaries anew "
-                      "every call")
+  parser.add_argument("--allocator", choices=("default", "retain"), default="default",
+                      help="default: glibc as it comes, under which both sides page-fault "
+                      "their large temporaries anew every call; retain: medjax.host_memory's "
+                      "policy (medjax.main --retain_host_memory), which the PyTorch peers "
+                      "share, being in the same process")
   args = parser.parse_args(argv)
   if args.allocator == "retain":  # Before JAX starts its threads.
     host_memory.retain_freed_blocks()

@@ -25,7 +25,7 @@ RECORD_FIELDS = ("name", "medjax_seconds", "peer", "peer_seconds", "ratio")
 # Fields that describe the measurement rather than the quality of a result.
 _MEASUREMENT_FIELDS = (*RECORD_FIELDS, "repeats", "medjax_all_seconds", "peer_all_seconds",
                        "medjax_cpu_seconds", "peer_cpu_seconds", "load_avg_before",
-                       "load_avg_after", "threads", "quick", "device", "jax", "torch",
+                       "load_avg_after", "threads", "quick", "allocator", "device", "jax", "torch",
                        "peak_tflop_per_s")
 
 

@@ -14,13 +14,21 @@ PyTorch's CPU allocator goes through the same calls and pays the same way.
 and never hand the heap's top back to the kernel (``M_TRIM_THRESHOLD`` -1). A freed
 block then serves the next step, which faults nothing: the LeNet step falls from 3.0 s
 to 2.4 s alone and from 4.5-5.5 s to 2.4 s between PyTorch steps. The price is the one
-tcmalloc and jemalloc also charge: the process keeps its peak heap until it exits.
-Small allocations still go through glibc's per-thread caches, so one arena adds little
-lock contention.
+tcmalloc and jemalloc also charge: the process keeps its peak heap until it exits. Small
+allocations still go through glibc's per-thread caches, so one arena adds little lock
+contention.
 
-It must run before the first JAX computation: a thread keeps the arena it first
-allocated from, and XLA's worker threads start with the CPU client. ``medjax.main`` and
-``benchmarks.run`` call it first thing; a notebook or script can do the same.
+It is opt-in (``python -m medjax.main --retain_host_memory``, ``python -m benchmarks.run
+--allocator retain``) because one heap that never shrinks can fragment: freed blocks of
+different sizes, pinned apart by live ones, are not merged, and a micro-benchmark that
+alternated two programs with 3 GB temporaries grew to 24 GB and was killed (7.1 GB peak
+with glibc as it comes; docs/performance.md, fourth round). A training run compiles a few
+programs and reuses their buffer sizes; a process that keeps compiling new large ones
+should leave glibc alone.
+
+It must run before the first JAX computation: a thread keeps the arena it first allocated
+from, and XLA's worker threads start with the CPU client. ``medjax.main`` and
+``benchmarks.run`` call it first thing when asked; a notebook or script can do the same.
 """
 import ctypes
 import ctypes.util

@@ -30,10 +30,11 @@ flags.DEFINE_enum("distributed", os.environ.get("MEDJAX_DISTRIBUTED", "auto"),
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
-flags.DEFINE_bool("retain_host_memory", True,
+flags.DEFINE_bool("retain_host_memory", False,
                   "Keep freed host memory for reuse (glibc; see medjax/host_memory.py): "
-                  "XLA:CPU's per-step temporaries then stop page-faulting, and the process "
-                  "keeps its peak heap until it exits.")
+                  "XLA:CPU's per-step temporaries stop page-faulting (CPU train steps up to "
+                  "1.25x faster), but the process keeps its peak heap, which programs "
+                  "alternating large, different temporaries can fragment without bound.")
 flags.DEFINE_string("local_device_ids", None, "Comma-separated local devices this process "
                     "drives (default: all, or its local rank's GPU under SLURM / Open MPI).")
 
