@@ -57,7 +57,7 @@ class IrmaCNN(nn.Module):
     for layer in plan.split():
       if layer == "C":
         n_conv += 1
-        # nn.Conv's parameters; on CPU its kernel gradient by per-tap matmuls (layers.conv).
+        # nn.Conv's parameters; on CPU its kernel gradient by row-wise matmuls (layers.conv).
         x = nn.relu(layers.Conv(self.filters, (kernel, kernel), padding="SAME",
                                 name=f"conv{n_conv}")(x))
       else:

@@ -137,7 +137,7 @@ def _direct(x, kernel, strides, padding, feature_group_count=1):
 TAP_GRAD_CHUNK_FLOATS = 2 ** 20
 
 
-def batch_chunk(batch: int, size_per_example: int, budget: int = TAP_GRAD_CHUNK_FLOATS) -> int:
+def batch_chunk(batch: int, size_per_example: int, budget: int) -> int:
   """The largest divisor of ``batch`` whose chunk holds at most ``budget`` (floats, pixels...)
   at ``size_per_example`` each; 1 if not even one example fits."""
   chunk = max(1, min(batch, budget // size_per_example))
@@ -163,7 +163,7 @@ def _tap_kernel_grad(x, g, kernel_hw, pads):
   kh, kw = kernel_hw
   batch, out_h, out_w, _ = g.shape
   channels = x.shape[-1]
-  chunk = batch_chunk(batch, x[0].size + g[0].size)
+  chunk = batch_chunk(batch, x[0].size + g[0].size, TAP_GRAD_CHUNK_FLOATS)
 
   def add_chunk(total, chunk_xg):
     x, g = chunk_xg

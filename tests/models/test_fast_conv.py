@@ -92,13 +92,14 @@ def test_tap_grad_conv_matches_direct_forward_and_gradients(shape, kernel_hw, ou
 
 def test_batch_chunks_divide_the_batch():
   # IRMA's layers at batch 256: x and g of one example are H * W * (C + 20) floats.
-  assert layers.batch_chunk(256, 128 * 128 * 21) == 2
-  assert layers.batch_chunk(256, 128 * 128 * 40) == 1
-  assert layers.batch_chunk(256, 64 * 64 * 40) == 4
-  assert layers.batch_chunk(256, 32 * 32 * 40) == 16
-  assert layers.batch_chunk(6, 2 ** 18) == 3  # 4 examples fit, but 4 does not divide 6.
-  assert layers.batch_chunk(7, 64) == 7
-  assert layers.batch_chunk(2, 2 ** 21) == 1
+  budget = layers.TAP_GRAD_CHUNK_FLOATS
+  assert layers.batch_chunk(256, 128 * 128 * 21, budget) == 2
+  assert layers.batch_chunk(256, 128 * 128 * 40, budget) == 1
+  assert layers.batch_chunk(256, 64 * 64 * 40, budget) == 4
+  assert layers.batch_chunk(256, 32 * 32 * 40, budget) == 16
+  assert layers.batch_chunk(6, 2 ** 18, budget) == 3  # 4 examples fit, but 4 does not divide 6.
+  assert layers.batch_chunk(7, 64, budget) == 7
+  assert layers.batch_chunk(2, 2 ** 21, budget) == 1
 
 
 @pytest.mark.parametrize("shape,kernel_hw,strides,padding", [
