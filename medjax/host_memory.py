@@ -32,7 +32,6 @@ from, and XLA's worker threads start with the CPU client. ``medjax.main`` and
 """
 import ctypes
 import ctypes.util
-import functools
 import platform
 
 # glibc's mallopt parameter numbers (malloc.h).
@@ -44,9 +43,9 @@ SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
 _retaining = False
 
 
-@functools.cache
 def retain_freed_blocks() -> bool:
-  """Sets :data:`SETTINGS` with glibc's ``mallopt``; True if every setting took.
+  """Sets :data:`SETTINGS` with glibc's ``mallopt``; True if every setting took. Calling it
+  again sets the same values.
 
   False, changing nothing, where the C library is not glibc (macOS, musl): their
   allocators have other knobs, and medjax runs there as before.

@@ -30,7 +30,7 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: 
   power evaluated three powers per element, and the modified AlexNet's train step went
   from 0.71 to 0.61 s on CPU (batch 64, 2 cores).
   """
-  return x * jnp.power(_lrn_scale(x, size, alpha, k), -beta)
+  return _lrn_fwd(x, size, alpha, beta, k)[0]
 
 
 def _lrn_fwd(x, size, alpha, beta, k):
@@ -169,7 +169,7 @@ def _tap_kernel_grad(x, g, kernel_hw, pads):
     x, g = chunk_xg
     x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0),
                                                 (0, 0, 0)))
-    columns = jnp.concatenate([x[:, :, j:j + out_w] for j in range(kw)], axis=-1)
+    columns = jnp.concatenate([view for _, view in window_views(x, (1, kw), (1, 1))], axis=-1)
     rows = [jnp.einsum("bhwk,bhwo->ok", columns[:, i:i + out_h], g,
                        preferred_element_type=jnp.float32) for i in range(kh)]
     return total + jnp.stack(rows), None

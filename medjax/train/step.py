@@ -47,7 +47,8 @@ def init_state(model, tx, config, image_shape, mesh) -> TrainState:
                       best_metric=jnp.array(-jnp.inf, jnp.float32),
                       best_epoch=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool))
   # A raw uint32 key (not a typed key) so that Orbax can store it.
-  return compiler.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
+  init = compiler.jit(init, out_shardings=parallel.replicated(mesh))
+  return init(jax.random.PRNGKey(config.seed))
 
 
 def global_norm(tree) -> jax.Array:
