@@ -1,9 +1,11 @@
 """One training step of each from-scratch network, at the paper's input size and batch.
 
 medjax runs exactly what ``python -m medjax.main`` runs: the system's config, the model
-from the registry, ``optim.make`` and ``medjax.train.step.make_train_step`` (jitted, state
-donated), on a batch already on the device mesh. The CAE of system 3 has its own step,
-``medjax.features.cae.train_step``. The peer is the same architecture, loss and optimiser
+from the registry, ``optim.make`` and ``medjax.train.step.make_train_steps`` (jitted, state
+donated, ``config.steps_per_call`` steps per call), on batches already on the device mesh.
+A timed call is that many steps on both sides, so seconds and images/s are per call of the
+trainer and the ratio is per step. The CAE of system 3 has its own steps,
+``medjax.features.cae.train_steps``. The peer is the same architecture, loss and optimiser
 written in plain PyTorch (NCHW as users write it, on the device of
 :func:`timing.peer_device`), stepping with ``zero_grad``, ``backward``, ``step``.
 """
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks import timing
-from configs import alexnet_anatomy, irma_cnn, lenet_imageclef15
+from configs import alexnet_anatomy, cae_imageclef16, irma_cnn, lenet_imageclef15
 from medjax import parallel
 from medjax.features import cae
 from medjax.models.irma_cnn import VARIANTS as IRMA_VARIANTS
@@ -25,19 +27,20 @@ from medjax.train import optim, step as step_lib
 
 
 def _medjax_step(config, num_classes: int, images: np.ndarray, labels: np.ndarray):
-  """The trainer's step on ``config``'s model: ``(thunk running one step, its FLOPs on an
-  accelerator or None)``."""
+  """The trainer's call on ``config``'s model: ``(thunk running config.steps_per_call steps
+  on the batch, their FLOPs on an accelerator or None)``."""
   mesh = parallel.make_mesh()
   model = step_lib.build_model(config, num_classes)
   tx = optim.make(config.optimizer, steps_per_epoch=100)
   state = step_lib.init_state(model, tx, config, images.shape[1:], mesh)
-  step = step_lib.make_train_step(model, tx, config.loss)
+  steps = step_lib.make_train_steps(model, tx, config.loss)
   batch = parallel.to_global({"image": images, "label": labels}, parallel.batch_sharding(mesh))
-  flops = timing.accelerator_flops(step, state, batch)
+  batches = (batch,) * config.steps_per_call
+  flops = timing.accelerator_flops(steps, state, batches)
   holder = {"state": state}
 
   def run():
-    holder["state"], metrics = step(holder["state"], batch)
+    holder["state"], metrics = steps(holder["state"], batches)
     return metrics
   return run, flops
 
@@ -51,12 +54,14 @@ def _labels(labels: np.ndarray) -> torch.Tensor:
   return torch.from_numpy(labels).long().to(timing.peer_device())
 
 
-def _torch_step(model: nn.Module, loss_fn, optimizer, x: torch.Tensor, target: torch.Tensor):
+def _torch_step(model: nn.Module, loss_fn, optimizer, x: torch.Tensor, target: torch.Tensor,
+                steps: int = 1):
   def run():
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), target)
-    loss.backward()
-    optimizer.step()
+    for _ in range(steps):
+      optimizer.zero_grad(set_to_none=True)
+      loss = loss_fn(model(x), target)
+      loss.backward()
+      optimizer.step()
     return None
   return run
 
@@ -128,6 +133,14 @@ def torch_irma(variant: str, num_classes: int, side: int) -> nn.Module:
   return nn.Sequential(*modules)
 
 
+def _compare(name: str, config, batch: int, medjax_fn, peer_fn, repeats: int, flops) -> dict:
+  """``timing.compare`` of two thunks of ``config.steps_per_call`` steps each; the name says
+  how many, since the seconds are per call."""
+  steps = config.steps_per_call
+  return timing.compare(f"{name}_{steps}steps", medjax_fn, timing.peer_name(), peer_fn,
+                        repeats=repeats, items=batch * steps, flops=flops, steps_per_call=steps)
+
+
 def _images(batch: int, side: int, channels: int, seed: int = 0) -> np.ndarray:
   return np.random.default_rng(seed).random((batch, side, side, channels), np.float32)
 
@@ -141,9 +154,10 @@ def lenet_case(batch: int, side: int, repeats: int) -> dict:
   bce = nn.BCEWithLogitsLoss(reduction="none")
   targets = F.one_hot(_labels(labels), 4).float()
   loss_fn = lambda logits, t: bce(logits, t).sum(1).mean()
-  peer_fn = _torch_step(model, loss_fn, _sgd(model, config.optimizer), _nchw(images), targets)
-  return timing.compare(f"train_step/lenet_ova_{side}x{side}_b{batch}", medjax_fn,
-                        timing.peer_name(), peer_fn, repeats=repeats, items=batch, flops=flops)
+  peer_fn = _torch_step(model, loss_fn, _sgd(model, config.optimizer), _nchw(images), targets,
+                        config.steps_per_call)
+  return _compare(f"train_step/lenet_ova_{side}x{side}_b{batch}", config, batch, medjax_fn,
+                  peer_fn, repeats, flops)
 
 
 def alexnet_case(batch: int, repeats: int, num_classes: int = 5) -> dict:
@@ -153,9 +167,9 @@ def alexnet_case(batch: int, repeats: int, num_classes: int = 5) -> dict:
   medjax_fn, flops = _medjax_step(config, num_classes, images, labels)
   model = TorchModifiedAlexNet(num_classes).to(timing.peer_device())
   peer_fn = _torch_step(model, F.cross_entropy, _sgd(model, config.optimizer), _nchw(images),
-                        _labels(labels))
-  return timing.compare(f"train_step/alexnet_anatomy_227_b{batch}", medjax_fn,
-                        timing.peer_name(), peer_fn, repeats=repeats, items=batch, flops=flops)
+                        _labels(labels), config.steps_per_call)
+  return _compare(f"train_step/alexnet_anatomy_227_b{batch}", config, batch, medjax_fn, peer_fn,
+                  repeats, flops)
 
 
 def irma_case(batch: int, repeats: int, variant: str = "C", num_classes: int = 57) -> dict:
@@ -165,9 +179,9 @@ def irma_case(batch: int, repeats: int, variant: str = "C", num_classes: int = 5
   medjax_fn, flops = _medjax_step(config, num_classes, images, labels)
   model = torch_irma(variant, num_classes, 128).train().to(timing.peer_device())
   peer_fn = _torch_step(model, F.cross_entropy, _sgd(model, config.optimizer), _nchw(images),
-                        _labels(labels))
-  return timing.compare(f"train_step/irma_{variant}_128_b{batch}", medjax_fn,
-                        timing.peer_name(), peer_fn, repeats=repeats, items=batch, flops=flops)
+                        _labels(labels), config.steps_per_call)
+  return _compare(f"train_step/irma_{variant}_128_b{batch}", config, batch, medjax_fn, peer_fn,
+                  repeats, flops)
 
 
 class TorchCAE(nn.Module):
@@ -190,31 +204,32 @@ class TorchCAE(nn.Module):
 def cae_case(batch: int, filters: int, repeats: int, side: int = 6, channels: int = 256) -> dict:
   # Post-ReLU conv5 features are non-negative; uniform [0, 1) stands in for them.
   x = _images(batch, side, channels)
+  steps = cae_imageclef16.get_config().cae.steps_per_call
   optimizer = optax.sgd(1e-5)
   holder = {"params": cae.init(jax.random.PRNGKey(0), channels, filters)}
   holder["opt_state"] = optimizer.init(holder["params"])
-  batch_x = jax.device_put(x)
-  flops = timing.accelerator_flops(functools.partial(cae.train_step, optimizer=optimizer),
-                                   holder["params"], holder["opt_state"], batch_x)
+  batches = (jax.device_put(x),) * steps
+  flops = timing.accelerator_flops(functools.partial(cae.train_steps, optimizer=optimizer),
+                                   holder["params"], holder["opt_state"], batches)
 
   def medjax_fn():
-    holder["params"], holder["opt_state"], value = cae.train_step(
-        holder["params"], holder["opt_state"], batch_x, optimizer)
-    return value
+    holder["params"], holder["opt_state"], values = cae.train_steps(
+        holder["params"], holder["opt_state"], batches, optimizer)
+    return values
 
   model = TorchCAE(channels, filters).to(timing.peer_device())
   loss_fn = lambda y, target: 0.5 * torch.sum((y - target) ** 2) / target.shape[0]
   torch_x = _nchw(x)
   peer_fn = _torch_step(model, loss_fn, torch.optim.SGD(model.parameters(), lr=1e-5), torch_x,
-                        torch_x)
-  return timing.compare(f"train_step/cae_{side}x{side}x{channels}_f{filters}_b{batch}",
-                        medjax_fn, timing.peer_name(), peer_fn, repeats=repeats, items=batch,
-                        flops=flops)
+                        torch_x, steps)
+  name = f"train_step/cae_{side}x{side}x{channels}_f{filters}_b{batch}_{steps}steps"
+  return timing.compare(name, medjax_fn, timing.peer_name(), peer_fn, repeats=repeats,
+                        items=batch * steps, flops=flops, steps_per_call=steps)
 
 
 def cases(quick: bool) -> list[timing.Case]:
-  """Paper sizes; ``quick`` times one step per side."""
-  repeats = 1 if quick else 5
+  """Paper sizes; ``quick`` times one call per side."""
+  repeats = 1 if quick else 3
   return [
       timing.Case("train_step/lenet_ova", lambda: lenet_case(20, 256, repeats)),
       timing.Case("train_step/alexnet_anatomy", lambda: alexnet_case(64, repeats)),

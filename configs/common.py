@@ -93,6 +93,10 @@ def supervised(*, seed: int = 0) -> mlc.ConfigDict:
       "eval_batch_size": 256,
       "num_epochs": 30,
       "total_steps": 0,            # > 0 overrides num_epochs (smoke runs).
+      # Train steps run in one compiled call (Keras's steps_per_execution): on CPU they
+      # share one allocation of the step's temporaries (medjax.train.step.make_train_steps).
+      # Results are those of one step per call.
+      "steps_per_call": 4,
       "log_every": 50,
       "checkpoint_every_steps": 500,
       "keep_checkpoints": 2,
@@ -176,6 +180,7 @@ def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int
           "filters": 4096,
           "batch_size": 512,
           "num_epochs": 100,
+          "steps_per_call": 4,         # As the supervised trainer's: one call, 4 steps.
           "optimizer": sgd(1e-5, momentum=0.9, schedule="plateau"),
       },
       # Sparse coding's L1 weight acts on unit-norm pooled features: at 1 every code is 0.

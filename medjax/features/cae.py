@@ -184,17 +184,33 @@ def features(params: dict, x: jax.Array) -> jax.Array:
   return codes.reshape(codes.shape[0], -1)
 
 
-@functools.partial(compiler.jit, static_argnames=("optimizer",))
 def train_step(params: dict, opt_state: optax.OptState, batch: jax.Array,
                optimizer: optax.GradientTransformation):
   """One optimiser step on ``loss``; returns ``(params, opt_state, loss_value)``.
 
   The batch loss is passed to the optimiser as ``value``, so the paper's anneal-by-10 on a
   plateau is ``optax.chain(optax.sgd(1e-5), optax.contrib.reduce_on_plateau(factor=0.1,
-  accumulation_size=steps_per_epoch))``. ``optimizer`` is a static argument: build it once and
-  reuse it, or every new instance recompiles.
+  accumulation_size=steps_per_epoch))``. :func:`train_steps` jits it.
   """
   value, grads = jax.value_and_grad(loss)(params, batch)
   updates, opt_state = optax.with_extra_args_support(optimizer).update(
       grads, opt_state, params, value=value)
   return optax.apply_updates(params, updates), opt_state, value
+
+
+@functools.partial(compiler.jit, static_argnames=("optimizer",), donate_argnums=(0, 1))
+def train_steps(params: dict, opt_state: optax.OptState, batches: tuple,
+                optimizer: optax.GradientTransformation):
+  """:func:`train_step` on each of ``batches`` in turn, in one compiled call; returns
+  ``(params, opt_state, [loss of each step])``.
+
+  Steps sharing a call share one allocation of the temporaries, as in
+  ``medjax.train.step.make_train_steps`` (at batch 512: 4.65 -> 4.38 s a step at four per
+  call). ``optimizer`` is a static argument: build it once and reuse it, or every new
+  instance recompiles; each tuple length compiles once.
+  """
+  values = []
+  for batch in batches:
+    params, opt_state, value = train_step(params, opt_state, batch, optimizer)
+    values.append(value)
+  return params, opt_state, values

@@ -206,14 +206,24 @@ def aggregate_vlad(stage: Stage):
   return codes, scalars
 
 
+def _rows_on_mesh(maps: np.ndarray, rows: np.ndarray, sharding) -> jax.Array:
+  """``maps[rows]`` as a global batch. Every process holds all maps, so each fills its own
+  devices' rows."""
+  batch = maps[rows]
+  return jax.make_array_from_callback(batch.shape, sharding, lambda index: batch[index])
+
+
 def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, int]:
   """Trains the zero-bias CAE on ``maps`` ``(N, H, W, C)``; returns ``(parameters, steps)``.
 
   Epochs visit the maps in a permutation drawn from ``(seed, epoch)`` in batches of
-  ``cfg.batch_size`` (the remainder of an epoch is dropped so one compiled step serves all),
+  ``cfg.batch_size`` (the remainder of an epoch is dropped so every step has one shape),
+  ``cfg.steps_per_call`` steps per compiled call (fewer at an epoch's end),
   and the state (step, parameters, optimiser with its plateau scale) is checkpointed with
   Orbax at every epoch end, so a killed run resumes at its last epoch with the same order.
   """
+  if cfg.steps_per_call < 1:
+    raise ValueError(f"config.cae.steps_per_call={cfg.steps_per_call} must be at least 1")
   n = len(maps)
   batch_size = min(cfg.batch_size, n)
   steps_per_epoch = n // batch_size
@@ -232,12 +242,11 @@ def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, 
   for epoch in range(step // steps_per_epoch, cfg.num_epochs):
     order = np.random.default_rng([seed, epoch]).permutation(n)
     losses = []
-    for s in range(steps_per_epoch):
-      rows = maps[order[s * batch_size:(s + 1) * batch_size]]
-      # Every process holds all maps, so each fills its own devices' rows of the batch.
-      batch = jax.make_array_from_callback(rows.shape, sharding, lambda index: rows[index])
-      params, opt_state, loss = cae.train_step(params, opt_state, batch, tx)
-      losses.append(loss)
+    for first in range(0, steps_per_epoch, cfg.steps_per_call):
+      batches = tuple(_rows_on_mesh(maps, order[s * batch_size:(s + 1) * batch_size], sharding)
+                      for s in range(first, min(first + cfg.steps_per_call, steps_per_epoch)))
+      params, opt_state, values = cae.train_steps(params, opt_state, batches, tx)
+      losses.extend(values)
     step = (epoch + 1) * steps_per_epoch
     mean_loss = float(np.mean(jax.device_get(losses)))
     if not np.isfinite(mean_loss):

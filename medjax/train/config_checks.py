@@ -24,7 +24,7 @@ def check(config) -> None:
   _require(config.optimizer.schedule in SCHEDULES,
            f"config.optimizer.schedule={config.optimizer.schedule!r}; expected one of {SCHEDULES}")
   for key in ("batch_size", "eval_batch_size", "log_every", "checkpoint_every_steps",
-              "eval_every_epochs", "keep_checkpoints"):
+              "eval_every_epochs", "keep_checkpoints", "steps_per_call"):
     _require(config[key] >= 1, f"config.{key}={config[key]} must be at least 1")
   _require(config.total_steps > 0 or config.num_epochs > 0,
            "config.num_epochs (or config.total_steps) must be positive")

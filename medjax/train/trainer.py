@@ -1,7 +1,8 @@
 """The one supervised trainer: ``train_and_evaluate(config, workdir)`` (systems 1, 2, 4).
 
-One jitted step (``medjax.train.step``), data-parallel over a ``Mesh`` (batch sharded on
-``data``, state replicated, buffers donated). The train state holds everything a resumed run needs: step,
+One jitted step (``medjax.train.step``), ``config.steps_per_call`` of them per call,
+data-parallel over a ``Mesh`` (batch sharded on ``data``, state replicated, buffers
+donated). The train state holds everything a resumed run needs: step,
 parameters, optimiser state (plateau annealing included), the base RNG (dropout keys are
 ``fold_in(rng, step)``) and early-stopping bookkeeping. Running again on a workdir resumes
 from the latest checkpoint; a workdir whose ``results.json`` holds the same config is
@@ -26,7 +27,7 @@ from medjax.eval import writers
 from medjax.train import config_checks, optim
 from medjax.train.checkpoint import Checkpoints
 from medjax.train.step import (TrainState, build_model, init_state, make_predict,
-                               make_train_step)
+                               make_train_steps)
 
 
 def evaluate(predict, params, model_state, data: InputPipeline, role: str, loss_name: str,
@@ -93,7 +94,7 @@ def train_and_evaluate(config, workdir) -> dict:
   writer = writers.create(workdir, start)
   if start == 0:
     writer.write_hparams({k: v for k, v in _flatten(resolved).items()})
-  train_step = make_train_step(model, tx, config.loss)
+  train_steps = make_train_steps(model, tx, config.loss)
   predict = make_predict(model)
   progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                              every_steps=config.log_every)
@@ -108,10 +109,14 @@ def train_and_evaluate(config, workdir) -> dict:
   step = start
   stopped = bool(state.stopped)
   while step < total_steps and not stopped:
-    state, m = train_step(state, next(train_iter))
-    step += 1
-    window.append(m)
-    progress(step)
+    n = min(config.steps_per_call,
+            _steps_to_boundary(step, (steps_per_epoch, config.log_every,
+                                      config.checkpoint_every_steps), total_steps))
+    state, m = train_steps(state, tuple(next(train_iter) for _ in range(n)))
+    window.extend(m)
+    for _ in range(n):  # clu's progress action wants a call for every step.
+      step += 1
+      progress(step)
     epoch_end = step % steps_per_epoch == 0
     save_now = step % config.checkpoint_every_steps == 0 or epoch_end or step == total_steps
     if save_now or step % config.log_every == 0:
@@ -162,6 +167,16 @@ def train_and_evaluate(config, workdir) -> dict:
     save_json(workdir / "results.json", results)
   ckpts.close()
   return results
+
+
+def _steps_to_boundary(step: int, periods, total_steps: int) -> int:
+  """Steps from ``step`` to the next multiple of any of ``periods`` (or to the end).
+
+  Several steps run in one call (``config.steps_per_call``); a call ends at every step
+  where the loop logs, saves, evaluates or stops, so those happen where they would
+  with one step per call.
+  """
+  return min([p - step % p for p in periods] + [total_steps - step])
 
 
 def index_and_evaluate_retrieval(predict, params, model_state, data: InputPipeline, loss_name,

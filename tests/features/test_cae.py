@@ -87,14 +87,28 @@ def test_sgd_decreases_loss():
   x = jax.random.uniform(jax.random.key(1), (32, 6, 6, 8))
   optimizer = optax.sgd(2e-3)
   opt_state = optimizer.init(params)
-  losses = []
-  for _ in range(8):
-    params, opt_state, value = cae.train_step(params, opt_state, x, optimizer)
-    losses.append(float(value))
+  params, opt_state, losses = cae.train_steps(params, opt_state, (x,) * 8, optimizer)
+  losses = [float(v) for v in losses]
   assert losses[-1] < 0.8 * losses[0]
   assert all(b < a for a, b in zip(losses, losses[1:]))
   grads = jax.grad(cae.loss)(params, x)
   assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads))
+
+
+def test_steps_in_one_call_equal_steps_in_separate_calls():
+  """Four steps per call (the config's default) give what four calls of one step give."""
+  init = cae.init(jax.random.key(0), 8, 16)
+  batches = tuple(jax.random.uniform(jax.random.key(i), (16, 6, 6, 8)) for i in range(4))
+  optimizer = optax.sgd(1e-3, momentum=0.9)
+  params = jax.tree.map(jnp.copy, init)  # train_steps donates its inputs.
+  together = cae.train_steps(init, optimizer.init(init), batches, optimizer)
+  opt_state, values = optimizer.init(params), []
+  for batch in batches:
+    params, opt_state, (value,) = cae.train_steps(params, opt_state, (batch,), optimizer)
+    values.append(value)
+  np.testing.assert_allclose(together[2], values, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(together[:2]), jax.tree.leaves((params, opt_state))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_paper_shapes():

@@ -1,10 +1,41 @@
-"""``medjax.train.step``: the logged parameter norm."""
+"""``medjax.train.step``: several steps per call, and the logged parameter norm."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from medjax.train import step
+from configs import lenet_imageclef15
+from medjax import parallel
+from medjax.train import optim, step
+
+
+def test_steps_in_one_call_equal_steps_in_separate_calls():
+  """``config.steps_per_call`` changes how steps are dispatched, not what they compute:
+  the state after four steps in one call is the state after four calls of one step."""
+  config = lenet_imageclef15.get_config("image_size=64")
+  config.optimizer.momentum = 0.9  # Optimiser state that carries from step to step.
+  mesh = parallel.make_mesh()
+  model = step.build_model(config, 4)
+  tx = optim.make(config.optimizer, steps_per_epoch=10)
+  rng = np.random.default_rng(0)
+  batches = tuple(
+      parallel.to_global({"image": rng.random((4, 64, 64, 1), np.float32),
+                          "label": rng.integers(0, 2, (4, 4)).astype(np.float32)},
+                         parallel.batch_sharding(mesh))
+      for _ in range(4))
+  train_steps = step.make_train_steps(model, tx, config.loss)
+  together, metrics = train_steps(step.init_state(model, tx, config, (64, 64, 1), mesh), batches)
+  state, separate = step.init_state(model, tx, config, (64, 64, 1), mesh), []
+  for batch in batches:
+    state, (m,) = train_steps(state, (batch,))
+    separate.append(m)
+  assert int(together.step) == int(state.step) == 4
+  np.testing.assert_allclose([m["loss"] for m in metrics], [m["loss"] for m in separate],
+                             rtol=1e-5)
+  assert len({float(m["loss"]) for m in metrics}) == 4  # Four different steps were taken.
+  for a, b in zip(jax.tree.leaves((together.params, together.opt_state)),
+                  jax.tree.leaves((state.params, state.opt_state))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_global_norm_is_optax_global_norm():

@@ -79,6 +79,35 @@ def test_resume_reaches_the_same_parameters_and_metrics(tiny_data_dir, tfds_dir,
   assert losses_a == losses_b
 
 
+def test_steps_per_call_ends_calls_at_logs_saves_and_epochs(tiny_data_dir, tfds_dir, tmp_path):
+  """Four steps per call give one step per call's metrics, logs and checkpoints."""
+  runs = {}
+  for steps in (1, 4):
+    config = tiny_config(tiny_data_dir, tfds_dir, total_steps=11, steps_per_call=steps,
+                         log_every=3, checkpoint_every_steps=5, num_epochs=0)
+    runs[steps] = trainer.train_and_evaluate(config, tmp_path / str(steps))
+  assert metrics_of(runs[4]) == pytest.approx(metrics_of(runs[1]), rel=1e-4, abs=1e-6)
+  logged = {}
+  for steps in (1, 4):
+    rows = read_jsonl(tmp_path / str(steps) / "metrics.jsonl")
+    logged[steps] = {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+    saved = sorted(int(p.name) for p in (tmp_path / str(steps) / "checkpoints").iterdir()
+                   if p.name.isdigit())
+    assert saved[-1] == 11
+  # Logged at every 3rd step, every save (5th) and every epoch end, however steps are called.
+  assert {3, 5, 6, 9, 10, 11} <= set(logged[4])
+  assert list(logged[4]) == list(logged[1])
+  assert list(logged[4].values()) == pytest.approx(list(logged[1].values()), rel=1e-5)
+
+
+def test_steps_to_boundary():
+  assert trainer._steps_to_boundary(0, (7, 50, 500), 1000) == 7
+  assert trainer._steps_to_boundary(5, (7, 50, 500), 1000) == 2
+  assert trainer._steps_to_boundary(7, (7, 50, 500), 1000) == 7
+  assert trainer._steps_to_boundary(48, (100, 50, 500), 1000) == 2
+  assert trainer._steps_to_boundary(998, (7, 50, 500), 1000) == 2
+
+
 def test_divergence_stops_with_a_clear_message_and_keeps_the_good_checkpoint(
     tiny_data_dir, tfds_dir, tmp_path):
   config = tiny_config(tiny_data_dir, tfds_dir, total_steps=3)
