@@ -65,6 +65,11 @@ def test_clahe_matches_scikit_image():
   image = rng.uniform(0.2, 0.4, (64, 64, 1)).astype(np.float32)
   expected = exposure.equalize_adapthist(image, clip_limit=0.02)
   np.testing.assert_allclose(run("clahe(clip_limit=0.02)", image), expected, atol=1e-5)
+  # Several channels: each is equalised as its own 2-D image (the docstring's promise).
+  image = rng.uniform(0.0, 1.0, (64, 48, 3)).astype(np.float32) ** np.array([1, 2, 3])
+  expected = np.stack([exposure.equalize_adapthist(image[..., c], clip_limit=0.02)
+                       for c in range(3)], -1)
+  np.testing.assert_allclose(run("clahe(clip_limit=0.02)", image), expected, atol=1e-5)
 
 
 def test_subtract_mean_uses_context_and_requires_it():
