@@ -28,7 +28,7 @@ completeness with the paper's "convolutional and deconvolutional layers" wording
 
 Params are a plain dict pytree ``{"w": (3, 3, C, F), "b_enc": (F,), "b_dec": (C,)}`` so any
 optax optimiser and checkpointer applies; ``jax.grad(loss)`` is all a trainer needs and
-``train_step`` packages one SGD step.
+``train_step`` packages one SGD step and ``train_steps`` jits several to a call.
 """
 import functools
 

@@ -1,5 +1,5 @@
-"""The pure pieces of supervised training: the train state, its initialisation, the jitted
-train step and the jitted predict function.
+"""The pure pieces of supervised training: the train state, its initialisation, the train
+step (jitted several steps to a call) and the jitted predict function.
 
 They need only JAX, Flax, optax and the model registry (no input pipeline, no metric
 writers, no TensorFlow), so that a benchmark or a user's own loop on an accelerator box can
