@@ -7,7 +7,7 @@ prints a markdown table and writes a JSON list of records ``{"name", "medjax_sec
 of alternating repeats after warm-up; quality fields such as accuracy or inertia where a
 result has a quality; ``images_per_s`` where a case processes images). ``--only`` keeps the
 cases whose name starts with NAME (``--only train_step`` or ``--only train_step/lenet_ova``).
-``--quick`` runs every case at the same sizes with fewer repeats, in about five minutes
+``--quick`` runs every case at the same sizes with fewer repeats, in about eight minutes
 on two cores.
 Each record also has the thread count, ``quick``, the device medjax ran on, the JAX and
 PyTorch versions and the load average before and after it. On a GPU the PyTorch peers run

@@ -133,10 +133,10 @@ def torch_irma(variant: str, num_classes: int, side: int) -> nn.Module:
   return nn.Sequential(*modules)
 
 
-def _compare(name: str, config, batch: int, medjax_fn, peer_fn, repeats: int, flops) -> dict:
-  """``timing.compare`` of two thunks of ``config.steps_per_call`` steps each; the name says
-  how many, since the seconds are per call."""
-  steps = config.steps_per_call
+def _compare(name: str, steps: int, batch: int, medjax_fn, peer_fn, repeats: int,
+             flops) -> dict:
+  """``timing.compare`` of two thunks of ``steps`` steps each; the name says how many,
+  since the seconds are per call."""
   return timing.compare(f"{name}_{steps}steps", medjax_fn, timing.peer_name(), peer_fn,
                         repeats=repeats, items=batch * steps, flops=flops, steps_per_call=steps)
 
@@ -156,8 +156,8 @@ def lenet_case(batch: int, side: int, repeats: int) -> dict:
   loss_fn = lambda logits, t: bce(logits, t).sum(1).mean()
   peer_fn = _torch_step(model, loss_fn, _sgd(model, config.optimizer), _nchw(images), targets,
                         config.steps_per_call)
-  return _compare(f"train_step/lenet_ova_{side}x{side}_b{batch}", config, batch, medjax_fn,
-                  peer_fn, repeats, flops)
+  return _compare(f"train_step/lenet_ova_{side}x{side}_b{batch}", config.steps_per_call, batch,
+                  medjax_fn, peer_fn, repeats, flops)
 
 
 def alexnet_case(batch: int, repeats: int, num_classes: int = 5) -> dict:
@@ -168,8 +168,8 @@ def alexnet_case(batch: int, repeats: int, num_classes: int = 5) -> dict:
   model = TorchModifiedAlexNet(num_classes).to(timing.peer_device())
   peer_fn = _torch_step(model, F.cross_entropy, _sgd(model, config.optimizer), _nchw(images),
                         _labels(labels), config.steps_per_call)
-  return _compare(f"train_step/alexnet_anatomy_227_b{batch}", config, batch, medjax_fn, peer_fn,
-                  repeats, flops)
+  return _compare(f"train_step/alexnet_anatomy_227_b{batch}", config.steps_per_call, batch,
+                  medjax_fn, peer_fn, repeats, flops)
 
 
 def irma_case(batch: int, repeats: int, variant: str = "C", num_classes: int = 57) -> dict:
@@ -180,8 +180,8 @@ def irma_case(batch: int, repeats: int, variant: str = "C", num_classes: int = 5
   model = torch_irma(variant, num_classes, 128).train().to(timing.peer_device())
   peer_fn = _torch_step(model, F.cross_entropy, _sgd(model, config.optimizer), _nchw(images),
                         _labels(labels), config.steps_per_call)
-  return _compare(f"train_step/irma_{variant}_128_b{batch}", config, batch, medjax_fn, peer_fn,
-                  repeats, flops)
+  return _compare(f"train_step/irma_{variant}_128_b{batch}", config.steps_per_call, batch,
+                  medjax_fn, peer_fn, repeats, flops)
 
 
 class TorchCAE(nn.Module):
@@ -222,9 +222,8 @@ def cae_case(batch: int, filters: int, repeats: int, side: int = 6, channels: in
   torch_x = _nchw(x)
   peer_fn = _torch_step(model, loss_fn, torch.optim.SGD(model.parameters(), lr=1e-5), torch_x,
                         torch_x, steps)
-  name = f"train_step/cae_{side}x{side}x{channels}_f{filters}_b{batch}_{steps}steps"
-  return timing.compare(name, medjax_fn, timing.peer_name(), peer_fn, repeats=repeats,
-                        items=batch * steps, flops=flops, steps_per_call=steps)
+  return _compare(f"train_step/cae_{side}x{side}x{channels}_f{filters}_b{batch}", steps, batch,
+                  medjax_fn, peer_fn, repeats, flops)
 
 
 def cases(quick: bool) -> list[timing.Case]:

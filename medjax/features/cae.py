@@ -201,16 +201,13 @@ def train_step(params: dict, opt_state: optax.OptState, batch: jax.Array,
 @functools.partial(compiler.jit, static_argnames=("optimizer",), donate_argnums=(0, 1))
 def train_steps(params: dict, opt_state: optax.OptState, batches: tuple,
                 optimizer: optax.GradientTransformation):
-  """:func:`train_step` on each of ``batches`` in turn, in one compiled call; returns
-  ``(params, opt_state, [loss of each step])``.
-
-  Steps sharing a call share one allocation of the temporaries, as in
-  ``medjax.train.step.make_train_steps`` (at batch 512: 4.65 -> 4.38 s a step at four per
-  call). ``optimizer`` is a static argument: build it once and reuse it, or every new
-  instance recompiles; each tuple length compiles once.
+  """:func:`train_step` on each of ``batches`` in turn, in one compiled call
+  (:func:`medjax.compiler.run_steps` says why); returns ``(params, opt_state, [loss of each
+  step])``. ``optimizer`` is a static argument: build it once and reuse it, or every new
+  instance recompiles.
   """
-  values = []
-  for batch in batches:
-    params, opt_state, value = train_step(params, opt_state, batch, optimizer)
-    values.append(value)
+  def step(carry, batch):
+    params, opt_state, value = train_step(*carry, batch, optimizer)
+    return (params, opt_state), value
+  (params, opt_state), values = compiler.run_steps(step, (params, opt_state), batches)
   return params, opt_state, values

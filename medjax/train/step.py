@@ -91,26 +91,12 @@ def make_train_step(model, tx, loss_name: str):
 
 
 def make_train_steps(model, tx, loss_name: str):
-  """Jitted ``(state, batches) -> (state, [metrics of each step])`` for a tuple of batches.
-
-  The steps run one after the other in one compiled call, as Keras's
-  ``steps_per_execution`` does (``config.steps_per_call`` sets how many). On CPU this
-  is a speed-up, not only fewer dispatches: XLA:CPU allocates a program's temporaries
-  afresh at every execution and glibc serves blocks that large by ``mmap``, so every call
-  faults its whole temporary buffer in page by page (LeNet: 2.4 GB, 724,000 minor faults,
-  1-4 s of kernel time per call). Steps sharing a call share that buffer: the LeNet step
-  falls from 2.9-5.8 s to 2.6-3.3 s at four per call (docs/performance.md, "Seventh
-  round"). A Python loop, not ``lax.scan``: XLA:CPU ran the LeNet step ten times slower as
-  a while-loop body. Each tuple length compiles once.
-  """
+  """Jitted ``(state, batches) -> (state, [metrics of each step])`` for a tuple of batches:
+  the steps in one compiled call (:func:`medjax.compiler.run_steps` says why)."""
   step = make_train_step(model, tx, loss_name)
 
   def train_steps(state: TrainState, batches: tuple):
-    metrics = []
-    for batch in batches:
-      state, m = step(state, batch)
-      metrics.append(m)
-    return state, metrics
+    return compiler.run_steps(step, state, batches)
   return compiler.jit(train_steps, donate_argnums=0)
 
 
