@@ -22,18 +22,23 @@
 # --cpus_per_task=C (default 8), --job_name=NAME (default medjax), --logs=DIR (default
 # slurm_logs; one file per job), --python=PY (default python3, e.g. a venv's),
 # --env=KEY=VALUE (repeatable; exported in the job), --dry-run (print the batch script and
-# the sbatch command instead of submitting).
+# the sbatch command instead of submitting), --cuda=cuda12|cuda13 (default cuda12),
+# --no_install. Before the run, the job installs medjax at the locked versions with that
+# CUDA jaxlib (launch/install.sh) into --python's environment, once, on the first node: the
+# environment must be on the shared filesystem, like the repo (--no_install skips it).
 set -euo pipefail
 
 usage() {
   echo "usage: $0 --nodes=N --gpus_per_node=G [--tasks=per_gpu|per_node] [--partition=P]" \
        "[--account=A] [--qos=Q] [--time=T] [--cpus_per_task=C] [--job_name=NAME] [--logs=DIR]" \
-       "[--python=PY] [--env=K=V ...] [--dry-run] -- <medjax.main args>" >&2
+       "[--python=PY] [--cuda=cuda12|cuda13] [--no_install] [--env=K=V ...] [--dry-run]" \
+       "-- <medjax.main args>" >&2
   exit 2
 }
 
 nodes="" gpus="" tasks="per_gpu" partition="" account="" qos="" time_limit="04:00:00"
-cpus=8 job_name="medjax" logs="slurm_logs" python="python3" dry=0 envs=()
+cpus=8 job_name="medjax" logs="slurm_logs" python="python3" dry=0 envs=() cuda="cuda12"
+install=1
 while [[ $# -gt 0 && $1 != "--" ]]; do
   case $1 in
     --nodes=*) nodes=${1#*=} ;;
@@ -47,6 +52,8 @@ while [[ $# -gt 0 && $1 != "--" ]]; do
     --job_name=*) job_name=${1#*=} ;;
     --logs=*) logs=${1#*=} ;;
     --python=*) python=${1#*=} ;;
+    --cuda=*) cuda=${1#*=} ;;
+    --no_install) install=0 ;;
     --env=*) envs+=("${1#*=}") ;;
     --dry-run) dry=1 ;;
     *) usage ;;
@@ -55,6 +62,7 @@ while [[ $# -gt 0 && $1 != "--" ]]; do
 done
 [[ $# -gt 0 && $nodes =~ ^[1-9][0-9]*$ && $gpus =~ ^[1-9][0-9]*$ ]] || usage
 [[ $tasks == per_gpu || $tasks == per_node ]] || usage
+[[ $cuda == cuda12 || $cuda == cuda13 ]] || usage
 shift  # the "--"
 
 # Words as a shell reads them back: plain ones bare, the others single-quoted.
@@ -90,6 +98,7 @@ set -euo pipefail
 cd $(quote "$repo")
 export PYTHONUNBUFFERED=1"
 for kv in "${envs[@]}"; do script+=$'\n'"export $(quote "$kv")"; done
+((install)) && script+=$'\n'"PYTHON=$(quote "$python") bash launch/install.sh $cuda"
 # --kill-on-bad-exit: one failed task ends the step (the others would hang in collectives).
 script+="
 srun --kill-on-bad-exit=1 --label $(quote "$python") -m medjax.main $(quote "$@")

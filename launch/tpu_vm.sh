@@ -10,7 +10,8 @@
 # Steps, in order (--steps picks a subset, e.g. --steps=copy,run on a VM kept with --keep):
 #   create   gcloud compute tpus tpu-vm create (--spot for a preemptible slice)
 #   copy     the working tree (without .git) as a tarball to every worker (scp --worker=all)
-#   install  jax[tpu] and this package on every worker; with --bucket, gcsfuse too
+#   install  this package at the locked versions, and jax[tpu] at the locked jax version
+#            (launch/install.sh tpu), on every worker; with --bucket, gcsfuse too
 #   run      python -m medjax.main on every worker at once (ssh --worker=all); the output
 #            of all workers streams here (only worker 0 logs at INFO) and is also kept
 #            in ~/medjax_run.log on each worker
@@ -79,7 +80,8 @@ job="cd ~/medjax &&"
 for kv in "${envs[@]}"; do job+=" export $(quote "$kv") &&"; done
 job+=" python3 -m medjax.main --distributed=on $(quote "$@") 2>&1 | tee -a ~/medjax_run.log"
 
-install="cd ~/medjax && python3 -m pip install -q -U 'jax[tpu]' && python3 -m pip install -q -e ."
+# The locked versions (requirements.lock), then jax[tpu] at the locked jax version.
+install="cd ~/medjax && bash launch/install.sh tpu"
 if [[ -n $bucket ]]; then
   # gcsfuse from Google's apt repository (Cloud Storage FUSE install guide); directory
   # renames, which Orbax commits checkpoints with, need --rename-dir-limit.

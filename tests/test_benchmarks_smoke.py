@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from benchmarks import run, timing, vlad
 
@@ -60,6 +61,7 @@ def test_flops_and_fraction_of_peak_on_an_accelerator(monkeypatch):
   assert record["fraction_of_peak"] == record["medjax_tflop_per_s"] / 4.0
 
 
+@pytest.mark.slow
 def test_accelerator_paths_import_without_tensorflow():
   """A GPU box need not have TensorFlow: the train step, feature extraction and every
   benchmark case but the tf.data input pipeline import without it."""

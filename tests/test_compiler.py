@@ -1,6 +1,6 @@
-"""``medjax.compiler``: the XLA:CPU options take convolutions away from YNNPACK (whose
-single-threaded small-channel kernels were the train steps' bottleneck) and leave matrix
-products with it; ``compiler.jit`` is ``jax.jit`` otherwise."""
+"""``medjax.compiler``: the XLA:CPU options are applied on CPU, and ``compiler.jit`` is
+``jax.jit`` otherwise. Whether XLA then keeps convolutions away from YNNPACK is jaxlib's
+behaviour, checked by ``python -m benchmarks.xla_cpu_checks``, not here."""
 import functools
 
 import jax
@@ -9,11 +9,6 @@ import numpy as np
 import pytest
 
 from medjax import compiler
-
-
-def _ynn_fusions(fn, *args) -> int:
-  hlo = jax.jit(fn, compiler_options=compiler.options() or None).lower(*args).compile().as_text()
-  return hlo.count('"kind":"__ynn_fusion"')
 
 
 @pytest.fixture
@@ -27,14 +22,6 @@ def cpu_options():
 
 def test_options_on_cpu_are_the_cpu_options(cpu_options):
   assert cpu_options == compiler.CPU_OPTIONS
-
-
-def test_convolutions_leave_ynnpack_and_matmuls_stay(cpu_options):
-  x, w = jnp.ones((2, 16, 16, 20)), jnp.ones((3, 3, 20, 20))
-  conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
-                                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  assert _ynn_fusions(conv, x, w) == 0
-  assert _ynn_fusions(jnp.dot, jnp.ones((64, 64)), jnp.ones((64, 64))) >= 1
 
 
 def test_jit_is_jax_jit_with_its_arguments():

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax import parallel
-from medjax.atomic import save_json, save_npz
+from medjax.atomic import save_npz
 from medjax.data.pipeline import InputPipeline
 from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
@@ -400,7 +400,5 @@ def train_and_evaluate(config, workdir) -> dict:
   writer.write_scalars(results.get("cae/steps", 0), {k: v for k, v in results.items()
                                                      if isinstance(v, (int, float))})
   writer.close()
-  results["config"] = resolved
-  if jax.process_index() == 0:
-    save_json(workdir / "results.json", results)
+  results_lib.finish(workdir, results, resolved)
   return results

@@ -18,7 +18,6 @@ import numpy as np
 from clu import periodic_actions
 
 from medjax import parallel
-from medjax.atomic import save_json
 from medjax.data.pipeline import InputPipeline
 from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
@@ -162,9 +161,7 @@ def train_and_evaluate(config, workdir) -> dict:
         predict, params, state.model_state, data, config.loss, outputs["test"], workdir)))
   writer.write_scalars(step, _scalars(results))
   writer.close()
-  results["config"] = resolved
-  if jax.process_index() == 0:
-    save_json(workdir / "results.json", results)
+  results_lib.finish(workdir, results, resolved)
   ckpts.close()
   return results
 

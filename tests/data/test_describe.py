@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from standins import write_image, write_truncated
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,6 +20,7 @@ def describe(*args: str) -> dict:
   return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 def test_chest_xray_counts(shared_data, tmp_path):
   out = describe("--dataset=chest_xray", f"--data_dir={shared_data}", f"--tfds_dir={tmp_path}")
   assert {s: v["per_class"] for s, v in out["splits"].items()} == {

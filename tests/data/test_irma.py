@@ -21,6 +21,7 @@ def _stand_in_images(root, table, folder):
     (root / folder / f"{line.split(';')[0]}.png").write_bytes(png)
 
 
+@pytest.mark.slow
 def test_real_label_files_give_the_papers_five_class_counts(shared_data, tmp_path):
   source = shared_data / "irma"
   if not (source / "train_codes_02.csv").is_file():

@@ -59,6 +59,7 @@ def test_mean_image_is_training_mean_and_stored(tiny_pipeline):
   np.testing.assert_array_equal(mean, stored)
 
 
+@pytest.mark.slow
 def test_chest_xray_paper_split(shared_data, tfds_dir, tmp_path):
   from configs import irma_cnn
   config = irma_cnn.get_config("dataset=chest_xray")

@@ -10,6 +10,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.e2e.test_cli_supervised import env
 
+pytestmark = pytest.mark.slow  # The real CLI in a subprocess on real data.
+
 
 @pytest.mark.parametrize("config, trained", [
     ("configs/vlad.py:smoke,dataset=chest_xray,aggregation=avgpool", False),

@@ -44,6 +44,7 @@ def test_run_fails_before_training_naming_every_bad_file(salted_data_dir, tmp_pa
   assert not (tmp_path / "work" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_skipping_finishes_and_counts_and_decodes_variety(salted_data_dir, tmp_path):
   config = tiny_config(salted_data_dir, tmp_path / "tfds", total_steps=2,
                        **{"data.on_bad_file": "skip", "data.val_fraction": 0.0})

@@ -10,6 +10,7 @@ from medjax.train import config_checks
 from tests.conftest import REPO_ROOT, set_dotted
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, key", [
     ("--config.nonexistent_key=1", "nonexistent_key"),
     ("--config.batch_size=lots", "batch_size"),

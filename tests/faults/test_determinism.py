@@ -7,6 +7,8 @@ from medjax import main
 from medjax.train import trainer
 from tests.conftest import tiny_config
 
+pytestmark = pytest.mark.slow  # Whole runs repeated to compare their bytes.
+
 
 def test_same_seed_gives_byte_identical_results(tiny_data_dir, tfds_dir, tmp_path):
   config = tiny_config(tiny_data_dir, tfds_dir, total_steps=4)

@@ -4,9 +4,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from medjax.features import pipeline
 from tests.conftest import REPO_ROOT, sigkill_when
+
+pytestmark = pytest.mark.slow  # A run killed with SIGKILL and rerun.
+
 
 SCRIPT = """
 import logging, sys
@@ -14,6 +18,7 @@ logging.basicConfig(level=logging.INFO)
 from pathlib import Path
 import numpy as np
 from medjax.features import pipeline
+
 sample = np.random.default_rng(0).normal(size=(100_000, 32)).astype(np.float32)
 pipeline.fit_kmeans(sample, 64, seed=0, max_iter=150, tol=0.0, path=Path(sys.argv[1]))
 """

@@ -82,6 +82,7 @@ def test_loss_is_half_sum_squared_error_per_example():
                              rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_sgd_decreases_loss():
   params = cae.init(jax.random.key(0), 8, 16)
   x = jax.random.uniform(jax.random.key(1), (32, 6, 6, 8))
@@ -121,7 +122,8 @@ def test_paper_shapes():
   assert jax.eval_shape(cae.loss, params, x).shape == ()
 
 
-@pytest.mark.parametrize("channels, filters, side", [(3, 8, 6), (8, 16, 7)])
+@pytest.mark.parametrize("channels, filters, side", [
+    (3, 8, 6), pytest.param(8, 16, 7, marks=pytest.mark.slow)])
 def test_loss_gradient_is_autodiffs(channels, filters, side):
   """``loss``'s hand-arranged gradient (encoder and decoder kernel terms, column-sum biases,
   the input's two paths) against autodiff of the same loss written plainly; the odd side

@@ -149,6 +149,7 @@ def test_pooled_l2_features(setup, tmp_path):
   np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cpu_chunks_give_the_whole_batch_features(setup, monkeypatch):
   """The batch split into CPU chunks (here 2 images of 64 x 64) gives the features of one
   forward pass over the whole batch."""
@@ -165,6 +166,7 @@ def test_cpu_chunks_give_the_whole_batch_features(setup, monkeypatch):
   np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_extraction_killed_by_sigkill_resumes_to_the_same_results(tiny_data_dir, tfds_dir,
                                                                    tmp_path):
   """The CLI, killed with SIGKILL once two chunks exist, then rerun, ends as an uninterrupted

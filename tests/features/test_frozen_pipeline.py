@@ -31,7 +31,8 @@ SMALL = {"vlad.k": 4, "vlad.descriptor_dims": 16, "vlad.pca_dims": 8, "cae.filte
 
 
 @pytest.mark.parametrize("aggregation, dims", [
-    ("avgpool", 1280), ("vlad", 8), ("cae", 8), ("sparse_coding", 4), ("ica", 4)])
+    ("avgpool", 1280), pytest.param("vlad", 8, marks=pytest.mark.slow), ("cae", 8),
+    pytest.param("sparse_coding", 4, marks=pytest.mark.slow), ("ica", 4)])
 def test_each_aggregation_end_to_end(tiny_data_dir, tfds_dir, features_dir, tmp_path,
                                      aggregation, dims):
   results = run(tiny_data_dir, tfds_dir, features_dir, tmp_path, f"aggregation={aggregation}",
@@ -83,6 +84,7 @@ def test_kmeans_resumes_from_its_checkpoint(tmp_path):
   np.testing.assert_allclose(resumed, straight, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_cae_training_resumes_from_its_checkpoint(tmp_path):
   from configs import common
   cfg = common.frozen_features(dataset="image_folder", backbone="vgg19", aggregation="cae",

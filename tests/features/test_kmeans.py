@@ -25,7 +25,7 @@ def _lloyd_step_numpy(centers, x):
   return new, dist.min(1).sum()
 
 
-@pytest.mark.parametrize("k,n_init", [(16, 1), (64, 2)])
+@pytest.mark.parametrize("k,n_init", [(16, 1), pytest.param(64, 2, marks=pytest.mark.slow)])
 def test_inertia_matches_sklearn(blobs, k, n_init):
   ref = KMeans(k, n_init=n_init, random_state=0).fit(blobs)
   ours = kmeans.fit(blobs, k, key=jax.random.key(0), n_init=n_init)
@@ -103,6 +103,7 @@ def test_assign_is_chunk_size_invariant(blobs):
   np.testing.assert_allclose(dist, ref.min(1), rtol=1e-4, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_sharded_examples_match_unsharded():
   script = """
       import jax, numpy as np

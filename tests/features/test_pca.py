@@ -68,6 +68,7 @@ def test_rejects_too_many_components():
     pca.fit(_data(20, 10), 11)
 
 
+@pytest.mark.slow
 def test_sharded_examples_match_unsharded():
   script = """
       import jax, numpy as np

@@ -98,6 +98,7 @@ def test_resume_from_state_equals_uninterrupted_run():
   assert not bool(svm.converged(resumed, config))
 
 
+@pytest.mark.slow
 def test_sharded_examples_match_unsharded():
   script = """
       import jax, numpy as np

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from medjax.features import vlad
 from tests.conftest import run_on_devices
@@ -67,6 +68,7 @@ def test_random_batch_against_numpy():
   np.testing.assert_allclose(np.linalg.norm(vlad.vlad(desc, centers, mask), axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_sharded_batch_matches_unsharded():
   script = """
       import jax, numpy as np

@@ -5,6 +5,7 @@ import os
 import shlex
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -50,7 +51,7 @@ def test_tpu_vm_dry_run_prints_the_whole_lifecycle():
   remote = [option(c, "--command") for c in ssh]
   assert len(remote) == 3  # unpack, install, run
   assert "tar -xzf ~/medjax.tar.gz -C ~/medjax" in remote[0]
-  assert "pip install -q -U 'jax[tpu]'" in remote[1] and "pip install -q -e ." in remote[1]
+  assert remote[1].startswith("cd ~/medjax && bash launch/install.sh tpu")
   assert "gcsfuse --implicit-dirs --rename-dir-limit=100000 bkt ~/bkt" in remote[1]
   job = shlex.split(remote[2].split("&&")[-1].split("2>&1")[0])
   assert job == ["python3", "-m", "medjax.main", "--distributed=on", *MAIN_ARGS]
@@ -93,6 +94,8 @@ def test_slurm_dry_run_prints_the_batch_script_and_sbatch(tasks, tmp_path):
   assert srun == ["srun", "--kill-on-bad-exit=1", "--label", "python3", "-m", "medjax.main",
                   *MAIN_ARGS]
   assert commands(submit) == [["sbatch", "slurm_logs/irma.sbatch"]]
+  install = lines.index("PYTHON=python3 bash launch/install.sh cuda12")
+  assert install < lines.index(next(line for line in lines if line.startswith("srun")))
   (tmp_path / "job.sbatch").write_text(batch)
   assert subprocess.run(["bash", "-n", str(tmp_path / "job.sbatch")]).returncode == 0
 
@@ -137,3 +140,48 @@ def test_local_sh_gives_each_process_an_id_and_stops_all_when_one_fails(tmp_path
 def test_local_sh_usage():
   assert script("local.sh", "two", "--", "--workdir=w").returncode == 2
   assert script("local.sh", "2", "--workdir=w").returncode == 2
+
+
+def test_slurm_no_install_and_cuda_choice():
+  out = script("slurm_gpu.sh", "--nodes=1", "--gpus_per_node=1", "--no_install", "--dry-run", "--",
+               *MAIN_ARGS)
+  assert out.returncode == 0 and "install.sh" not in out.stdout
+  out = script("slurm_gpu.sh", "--nodes=1", "--gpus_per_node=1", "--cuda=cuda13",
+               "--python=/shared/venv/bin/python", "--dry-run", "--", *MAIN_ARGS)
+  assert "PYTHON=/shared/venv/bin/python bash launch/install.sh cuda13" in out.stdout.splitlines()
+  assert script("slurm_gpu.sh", "--nodes=1", "--gpus_per_node=1", "--cuda=rocm", "--dry-run",
+                "--", *MAIN_ARGS).returncode == 2
+
+
+def locked_version(name: str) -> str:
+  lock = (REPO_ROOT / "requirements.lock").read_text()
+  (version,) = [line.split("==")[1].split()[0] for line in lock.splitlines()
+                if line.startswith(f"{name}==")]
+  return version
+
+
+@pytest.mark.parametrize("accel", ["cpu", "cuda12", "tpu"])
+def test_install_uses_the_lock_then_the_accelerators_jax_at_the_locked_version(accel, tmp_path):
+  out = script("install.sh", accel, "--dry-run", env={**os.environ, "PYTHON": "/v/bin/python"})
+  assert out.returncode == 0, out.stderr
+  cmds = [line.split() for line in out.stdout.splitlines()]
+  assert cmds[0][:5] == ["/v/bin/python", "-m", "pip", "install", "-q"] and cmds[0][5] == "-r"
+  assert cmds[1] == ["/v/bin/python", "-m", "pip", "install", "-q", "--no-deps",
+                     "--no-build-isolation", "-e", str(REPO_ROOT)]
+  if accel == "cpu":
+    assert cmds[0][6] == str(REPO_ROOT / "requirements.lock") and len(cmds) == 2
+    return
+  assert cmds[2] == ["/v/bin/python", "-m", "pip", "install", "-q",
+                     f"jax[{accel}]=={locked_version('jax')}"]
+  # The CPU PyTorch peer is left out; every other pin keeps its hashes, line for line.
+  lock = (REPO_ROOT / "requirements.lock").read_text().splitlines()
+  filtered = Path(cmds[0][6]).read_text().splitlines()
+  start = lock.index(next(line for line in lock if line.startswith("torch==")))
+  end = next(i for i in range(start + 1, len(lock)) if lock[i][:1] not in (" ", ""))
+  assert filtered == lock[:start] + lock[end:]
+  assert all(line.startswith(("    --hash", "    #")) for line in lock[start + 1:end])
+
+
+def test_install_refuses_an_unknown_accelerator():
+  out = script("install.sh", "rocm7")
+  assert out.returncode == 2 and "usage" in out.stderr

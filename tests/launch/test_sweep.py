@@ -6,8 +6,12 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 from launch import sweep
 from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # A sweep of real runs in subprocesses.
 
 
 def test_the_three_systems_sweeps_expand_to_named_points():

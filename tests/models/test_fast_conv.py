@@ -194,6 +194,7 @@ def assert_fast_path_matches_direct_path(model, x, monkeypatch, **apply_kwargs):
   jax.tree.map(close, fast[1], slow[1])
 
 
+@pytest.mark.slow
 def test_lenet_fast_path_matches_direct_path(monkeypatch):
   # 9x9 kernels: 81 taps, on the FFT side of the threshold (the second layer; the first,
   # with one input channel, is direct).
@@ -201,6 +202,7 @@ def test_lenet_fast_path_matches_direct_path(monkeypatch):
                                        monkeypatch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["C", "E"])
 def test_irma_fast_path_matches_direct_path(variant, monkeypatch):
   # Variant C's 3x3 and E's 5x5 convolutions take the tap-gradient route; 37 x 37 leaves
@@ -209,6 +211,7 @@ def test_irma_fast_path_matches_direct_path(variant, monkeypatch):
   assert_fast_path_matches_direct_path(model, random((3, 37, 37, 1), 9), monkeypatch)
 
 
+@pytest.mark.slow
 def test_efficientnet_fast_path_matches_direct_path(monkeypatch):
   # Depthwise 3x3/5x5 at strides 1 and 2 and every 1x1 conv, with batch statistics as at
   # extraction time; 67 x 67 gives odd maps to the stride-2 "SAME" pads.

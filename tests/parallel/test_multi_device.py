@@ -8,12 +8,16 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # Fresh interpreters with simulated devices.
+
+
 SCRIPT = """
 import json, sys
 from pathlib import Path
 import jax
 from tests.conftest import tiny_config
 from medjax.train import trainer
+
 data_dir, tfds_dir, workdir = map(Path, sys.argv[1:4])
 config = tiny_config(data_dir, tfds_dir, total_steps=5)
 results = trainer.train_and_evaluate(config, workdir)

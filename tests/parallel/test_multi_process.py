@@ -11,12 +11,15 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from medjax import distributed
 from tests.conftest import REPO_ROOT, wait_for
+
+pytestmark = pytest.mark.slow  # Several JAX processes through launch/local.sh.
 
 STEPS = 10  # Checkpoints every 2 steps and at epoch ends (5 steps): a kill after step 4
 # leaves four saves and the final evaluation to go.
@@ -33,7 +36,7 @@ def cli_args(data_dir, tfds_dir, workdir) -> list[str]:
 
 
 def launch(nproc, args, **kwargs):
-  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHON": sys.executable}
   return subprocess.Popen([str(REPO_ROOT / "launch" / "local.sh"), str(nproc), "--", *args],
                           env=env, cwd=REPO_ROOT, text=True, **kwargs)
 

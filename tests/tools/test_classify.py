@@ -8,6 +8,8 @@ import pytest
 
 from medjax.tools import classify
 
+pytestmark = pytest.mark.slow  # The CLI in a subprocess on the real sample photos.
+
 REPO = Path(__file__).resolve().parents[2]
 # image -> (top-1 label, published top-1 probability)
 EXPECTED = {"cat.bmp": ("Egyptian cat", 0.44), "grace_hopper.bmp": ("military uniform", 0.44),

@@ -3,12 +3,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from configs import lenet_imageclef15
 from medjax import parallel
 from medjax.train import optim, step
 
 
+@pytest.mark.slow
 def test_steps_in_one_call_equal_steps_in_separate_calls():
   """``config.steps_per_call`` changes how steps are dispatched, not what they compute:
   the state after four steps in one call is the state after four calls of one step."""

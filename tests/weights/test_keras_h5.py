@@ -75,6 +75,7 @@ def _keras_squeezenet(keras, h5_path):
   return model
 
 
+@pytest.mark.slow
 def test_squeezenet_fire9_matches_tf_keras(squeezenet_h5, keras):
   """Same file, same fire9. Caffe-scale input drives fire9 to ~360, where float32 alone
   (either framework vs a float64 evaluation) is ~3e-4 off, so the 1e-4 absolute bound is

@@ -296,7 +296,10 @@ def _rel_err(got, want):
   return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
 
 
-@pytest.mark.parametrize("name", list(_ROUND_TRIPS))
+# The large networks in the slow tier; the fast tier keeps one of each importer path.
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in ("vgg19", "googlenet", "alexnet_torchvision")
+    else n for n in _ROUND_TRIPS])
 def test_round_trip_matches_torch_reference(tmp_path, name):
   torch = pytest.importorskip("torch")
   torch.manual_seed(0)

@@ -1,0 +1,112 @@
+"""Checks of XLA:CPU's and glibc's behaviour that medjax's CPU choices rest on.
+
+  python -m benchmarks.xla_cpu_checks [--out FILE.json]
+
+These are facts about the installed jaxlib and C library, not about medjax, so they are
+measured here and not asserted in the test suite (a newer jaxlib that changes them must
+not fail the tests; it should make us revisit the choice). Each record names the fact,
+what was observed and whether the premise still ``holds``:
+
+- ``compiler_options/convolutions_leave_ynnpack``: with ``medjax.compiler``'s options a
+  convolution compiles to no YNNPACK fusion, while a matrix product still does.
+- ``host_memory/plain_faults_every_run``: without ``medjax.host_memory``'s policy each run
+  of a program with a 144 MB temporary page-faults it in anew (the cost the policy removes).
+- ``host_memory/retained_runs_fault_nothing``: with the policy, later runs reuse the block.
+"""
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from medjax import compiler
+
+# A product whose 6000 x 6000 float32 intermediate (144 MB) is an XLA temporary: far above
+# glibc's mmap threshold, so without the policy each run maps and faults it in anew.
+_FAULTS_PROGRAM = textwrap.dedent("""
+    import json, resource, sys
+    from medjax import host_memory
+    applied = host_memory.retain_freed_blocks() if sys.argv[1] == "retain" else None
+    import jax, jax.numpy as jnp
+    f = jax.jit(lambda x: jnp.tanh(x @ x.T) @ x)
+    x = jnp.ones((6000, 64))
+    faults = []
+    for _ in range(8):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        f(x).block_until_ready()
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(json.dumps({"applied": applied, "faults": faults}))
+    """)
+_TEMP_PAGES = 6000 * 6000 * 4 // 4096
+
+
+def ynn_fusions(fn, *args) -> int:
+  options = compiler.options() or None
+  hlo = jax.jit(fn, compiler_options=options).lower(*args).compile().as_text()
+  return hlo.count('"kind":"__ynn_fusion"')
+
+
+def compiler_option_checks() -> list[dict]:
+  if jax.default_backend() != "cpu" or not compiler.options():
+    return [{"name": "compiler_options/convolutions_leave_ynnpack", "holds": None,
+             "observed": f"not applicable: backend {jax.default_backend()}, "
+                         f"options {compiler.options()}"}]
+  x, w = jnp.ones((2, 16, 16, 20)), jnp.ones((3, 3, 20, 20))
+  conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  conv_fusions = ynn_fusions(conv, x, w)
+  matmul_fusions = ynn_fusions(jnp.dot, jnp.ones((64, 64)), jnp.ones((64, 64)))
+  return [{"name": "compiler_options/convolutions_leave_ynnpack",
+           "holds": conv_fusions == 0 and matmul_fusions >= 1,
+           "observed": {"conv_ynn_fusions": conv_fusions, "matmul_ynn_fusions": matmul_fusions}}]
+
+
+def _faults(mode: str) -> dict:
+  out = subprocess.run([sys.executable, "-c", _FAULTS_PROGRAM, mode], check=True,
+                       capture_output=True, text=True,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu",
+                            "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def host_memory_checks() -> list[dict]:
+  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    return [{"name": "host_memory/retained_runs_fault_nothing", "holds": None,
+             "observed": "not applicable: the policy is glibc's mallopt"}]
+  plain, retained = _faults("plain"), _faults("retain")
+  return [
+      {"name": "host_memory/plain_faults_every_run", "observed": plain,
+       "holds": min(plain["faults"][1:]) > _TEMP_PAGES // 2},
+      # The first runs grow the heap, sometimes over a few runs as allocation orders settle.
+      {"name": "host_memory/retained_runs_fault_nothing", "observed": retained,
+       "holds": bool(retained["applied"]) and sorted(retained["faults"][1:])[1] < _TEMP_PAGES // 20},
+  ]
+
+
+def run_checks() -> list[dict]:
+  context = {"jax": jax.__version__, "jaxlib": importlib.metadata.version("jaxlib"),
+             "platform": platform.platform()}
+  return [{**record, **context} for record in compiler_option_checks() + host_memory_checks()]
+
+
+def main(argv=None) -> list[dict]:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--out", type=Path, help="JSON file for the records")
+  args = parser.parse_args(argv)
+  records = run_checks()
+  for record in records:
+    print(f"{record['name']}\tholds={record['holds']}\t{json.dumps(record['observed'])}")
+  if args.out:
+    args.out.write_text(json.dumps(records, indent=1))
+  return records
+
+
+if __name__ == "__main__":
+  main()

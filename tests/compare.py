@@ -1,0 +1,46 @@
+"""Comparing nested results (``results.json``-like dicts) with the right strictness per leaf.
+
+``pytest.approx`` takes only flat numbers, sequences or mappings, and newer pytest releases
+refuse mappings holding lists (a confusion matrix, a PR curve). Counts must agree exactly
+whatever the tolerance; floats, alone or inside lists, within ``rel``/``abs``.
+"""
+import math
+from numbers import Integral, Real
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, Integral) and not isinstance(x, bool)
+
+
+def tree_mismatches(got, want, rel: float = 1e-6, abs_: float = 1e-12, path: str = "") -> list[str]:
+  """Every place where ``got`` differs from ``want``: keys, lengths, types, values."""
+  where = path or "<root>"
+  if isinstance(want, dict):
+    if not isinstance(got, dict):
+      return [f"{where}: expected a dict, got {type(got).__name__}"]
+    out = [f"{path}/{k}: missing" for k in sorted(set(want) - set(got))]
+    out += [f"{path}/{k}: unexpected" for k in sorted(set(got) - set(want))]
+    for k in sorted(set(want) & set(got)):
+      out += tree_mismatches(got[k], want[k], rel, abs_, f"{path}/{k}")
+    return out
+  if isinstance(want, (list, tuple)):
+    if not isinstance(got, (list, tuple)) or len(got) != len(want):
+      return [f"{where}: expected a sequence of {len(want)}, got {got!r:.200}"]
+    out = []
+    for i, (g, w) in enumerate(zip(got, want)):
+      out += tree_mismatches(g, w, rel, abs_, f"{path}[{i}]")
+    return out
+  if _is_int(want) and _is_int(got):
+    return [] if got == want else [f"{where}: count {got} != {want}"]
+  if isinstance(want, Real) and isinstance(got, Real) and not isinstance(want, bool):
+    if math.isnan(want) and math.isnan(got):
+      return []
+    ok = math.isclose(got, want, rel_tol=rel, abs_tol=abs_)
+    return [] if ok else [f"{where}: {got!r} != {want!r} (rel {rel}, abs {abs_})"]
+  return [] if got == want else [f"{where}: {got!r:.200} != {want!r:.200}"]
+
+
+def assert_tree_close(got, want, rel: float = 1e-6, abs_: float = 1e-12) -> None:
+  """Fails listing every mismatch; integers (counts) must be equal, floats close."""
+  problems = tree_mismatches(got, want, rel, abs_)
+  assert not problems, "results differ:\n  " + "\n  ".join(problems[:30])
