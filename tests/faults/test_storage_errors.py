@@ -2,9 +2,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_unwritable_workdir_gives_a_clear_message(tmp_path):
   blocker = tmp_path / "not_a_folder"
   blocker.write_text("a file where the workdir's parent should be")

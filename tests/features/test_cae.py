@@ -96,6 +96,7 @@ def test_sgd_decreases_loss():
   assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads))
 
 
+@pytest.mark.slow
 def test_steps_in_one_call_equal_steps_in_separate_calls():
   """Four steps per call (the config's default) give what four calls of one step give."""
   init = cae.init(jax.random.key(0), 8, 16)
@@ -122,8 +123,8 @@ def test_paper_shapes():
   assert jax.eval_shape(cae.loss, params, x).shape == ()
 
 
-@pytest.mark.parametrize("channels, filters, side", [
-    (3, 8, 6), pytest.param(8, 16, 7, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("channels, filters, side", [(3, 8, 6), (8, 16, 7)])
 def test_loss_gradient_is_autodiffs(channels, filters, side):
   """``loss``'s hand-arranged gradient (encoder and decoder kernel terms, column-sum biases,
   the input's two paths) against autodiff of the same loss written plainly; the odd side

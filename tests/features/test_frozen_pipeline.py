@@ -31,7 +31,8 @@ SMALL = {"vlad.k": 4, "vlad.descriptor_dims": 16, "vlad.pca_dims": 8, "cae.filte
 
 
 @pytest.mark.parametrize("aggregation, dims", [
-    ("avgpool", 1280), pytest.param("vlad", 8, marks=pytest.mark.slow), ("cae", 8),
+    ("avgpool", 1280), pytest.param("vlad", 8, marks=pytest.mark.slow),
+    pytest.param("cae", 8, marks=pytest.mark.slow),
     pytest.param("sparse_coding", 4, marks=pytest.mark.slow), ("ica", 4)])
 def test_each_aggregation_end_to_end(tiny_data_dir, tfds_dir, features_dir, tmp_path,
                                      aggregation, dims):
@@ -63,6 +64,7 @@ def test_avgpool_separates_the_tiny_classes(tiny_data_dir, tfds_dir, features_di
   assert results["train/accuracy"] == 1.0 and results["test/accuracy"] >= 0.75
 
 
+@pytest.mark.slow
 def test_a_run_without_test_split_evaluates_on_the_stratified_holdout(
     tiny_data_dir, tfds_dir, tmp_path):
   # Its own features folder: the shared one holds features of the whole train split.

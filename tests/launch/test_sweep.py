@@ -11,7 +11,6 @@ import pytest
 from launch import sweep
 from tests.conftest import REPO_ROOT
 
-pytestmark = pytest.mark.slow  # A sweep of real runs in subprocesses.
 
 
 def test_the_three_systems_sweeps_expand_to_named_points():
@@ -41,6 +40,7 @@ def run_sweep(*args):
                         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # The sweep CLI in a subprocess.
 def test_print_gives_one_launch_command_per_point(tmp_path):
   out = run_sweep("--config=configs/irma_cnn.py:smoke", f"--workdir={tmp_path}", "--run=print",
                   "--launcher=slurm_gpu", "--launcher_args=--nodes=2 --gpus_per_node=4",
@@ -56,6 +56,7 @@ def test_print_gives_one_launch_command_per_point(tmp_path):
                      "--config.seed=1"]
 
 
+@pytest.mark.slow  # A sweep of real runs in subprocesses.
 def test_local_sweep_writes_one_summary_row_per_point(tiny_data_dir, tfds_dir, tmp_path):
   root = tmp_path / "sweep"
   out = run_sweep(

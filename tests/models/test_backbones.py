@@ -44,6 +44,7 @@ def test_efficientnet_lite0_loads_offline_with_named_features():
   assert np.all(np.isfinite(np.asarray(logits)))
 
 
+@pytest.mark.slow
 def test_efficientnet_lite0_trains_with_dropout_and_batch_stats():
   # Starts from the pretrained variables: random init would compile for longer than the test.
   module, variables, _ = backbones.load_backbone("efficientnet_lite0")
@@ -104,6 +105,7 @@ def test_googlenet_and_squeezenet_geometry():
   assert logits == (1, 5)
 
 
+@pytest.mark.slow
 def test_pooling_matches_torch_rounding():
   torch = pytest.importorskip("torch")
   rng = np.random.default_rng(0)

@@ -19,7 +19,6 @@ import pytest
 from medjax import distributed
 from tests.conftest import REPO_ROOT, wait_for
 
-pytestmark = pytest.mark.slow  # Several JAX processes through launch/local.sh.
 
 STEPS = 10  # Checkpoints every 2 steps and at epoch ends (5 steps): a kill after step 4
 # leaves four saves and the final evaluation to go.
@@ -86,6 +85,7 @@ def single(tiny_data_dir, tfds_dir, tmp_path_factory) -> Path:
   return workdir
 
 
+@pytest.mark.slow  # Several JAX processes through launch/local.sh.
 def test_two_processes_match_one(single, tiny_data_dir, tfds_dir, tmp_path):
   out, err = run_to_end(2, cli_args(tiny_data_dir, tfds_dir, tmp_path))
   assert_same_run(results(tmp_path), results(single))
@@ -97,6 +97,7 @@ def test_two_processes_match_one(single, tiny_data_dir, tfds_dir, tmp_path):
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [8, 10]
 
 
+@pytest.mark.slow  # Several JAX processes, one killed.
 def test_killed_process_stops_the_run_and_the_rerun_resumes(single, tiny_data_dir, tfds_dir,
                                                             tmp_path):
   args = cli_args(tiny_data_dir, tfds_dir, tmp_path)

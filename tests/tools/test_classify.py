@@ -8,7 +8,6 @@ import pytest
 
 from medjax.tools import classify
 
-pytestmark = pytest.mark.slow  # The CLI in a subprocess on the real sample photos.
 
 REPO = Path(__file__).resolve().parents[2]
 # image -> (top-1 label, published top-1 probability)
@@ -33,6 +32,7 @@ def test_ships_the_imagenet_classes():
   assert classes[0] == "tench, Tinca tinca" and classes[285] == "Egyptian cat"
 
 
+@pytest.mark.slow  # The CLI in a subprocess on the real sample photos.
 def test_efficientnet_lite0_command_ranks_samples(samples):
   images = [str(samples / name) for name in EXPECTED]
   result = subprocess.run(
