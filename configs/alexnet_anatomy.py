@@ -28,7 +28,7 @@ MODELS = {
     "modified": ("alexnet_anatomy", {}, 227, 3),
     "alexnet": ("alexnet", {}, 227, 3),
     "googlenet": ("googlenet", {}, 224, 3),
-    "lenet": ("lenet", {"kernel_size": 5, "activation": "relu"}, 28, 1),
+    "lenet": ("lenet", {"kernel_size": 5, "variant": "caffe"}, 28, 1),
 }
 
 

@@ -21,8 +21,9 @@ def dense(nin, nout):
 
 def test_lenet_one_vs_all():
   # 256 -conv15-> 242 -pool-> 121 -conv15-> 107 -pool-> 53; 53*53*50 inputs to FC-500.
-  per_head = conv(15, 1, 20) + conv(15, 20, 50) + dense(53 * 53 * 50, 500) + dense(500, 1)
-  assert per_head == 70_455_571
+  # Each head's logistic layer has the tutorial's two outputs.
+  per_head = conv(15, 1, 20) + conv(15, 20, 50) + dense(53 * 53 * 50, 500) + dense(500, 2)
+  assert per_head == 70_456_072
   assert count(get_model("lenet_ova", num_classes=4), (1, 256, 256, 1)) == 4 * per_head
 
 
