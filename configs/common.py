@@ -169,7 +169,12 @@ def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int
           "k": 64,
           "max_descriptors": 100_000,  # k-means sample of train descriptors.
           "descriptor_l2": False,
-          "descriptor_dims": 256,      # PCA of descriptors before k-means; 0 keeps them.
+          # PCA of descriptors before k-means, only for descriptors wider than
+          # descriptor_pca_above: VGG19's 512-d ones stay raw (paper 5 reduces only the
+          # VLAD vectors); EfficientNet-Lite0's 1280-d ones go to 256, else k = 256 VLAD
+          # would be 327,680-d. descriptor_dims 0 never reduces.
+          "descriptor_dims": 256,
+          "descriptor_pca_above": 512,
           "power_alpha": 0.0,          # > 0: signed power normalisation; 0 off.
           "intra_norm": False,
           "kmeans_max_iter": 100,

@@ -10,7 +10,8 @@ L2 -> one-vs-rest quadratic-hinge SVM (``svm``) on train -> exact metrics on tes
   are concatenated (each L2-normalised, then the whole).
 * ``vlad``: every spatial position of the conv map is a local descriptor (optionally
   L2-normalised per descriptor, ``vlad.descriptor_l2``, and PCA-reduced to
-  ``vlad.descriptor_dims``, both fit on train only); k-means (k-means++ then Lloyd) on at
+  ``vlad.descriptor_dims`` when wider than ``vlad.descriptor_pca_above``, both fit on
+  train only); k-means (k-means++ then Lloyd) on at
   most ``vlad.max_descriptors`` train descriptors sampled with the seed; VLAD (power /
   intra options) -> L2 -> PCA to ``vlad.pca_dims`` fit on train -> L2 (paper 5 fig. 6).
   k-means progress (centres, iteration) is saved after every iteration and resumed.
@@ -177,7 +178,7 @@ def aggregate_vlad(stage: Stage):
   cfg, seed = stage.config.vlad, stage.config.seed
   sample = _descriptor_sample(stage.single_scale("train"), cfg.max_descriptors, seed)
   reducer = None
-  if cfg.descriptor_dims:
+  if cfg.descriptor_dims and sample.shape[1] > cfg.descriptor_pca_above:
     reducer = pca.fit(jnp.asarray(sample), min(cfg.descriptor_dims, *sample.shape))
     sample = np.asarray(pca.transform(reducer, jnp.asarray(sample)))
   centers, scalars = fit_kmeans(sample, cfg.k, seed=seed, max_iter=cfg.kmeans_max_iter,

@@ -43,3 +43,13 @@ def test_anatomy_comparison_arms():
   assert "pool_after_conv2" not in alexnet_anatomy.get_config().model
   with pytest.raises(ValueError, match="conv2_pool applies to model=modified"):
     alexnet_anatomy.get_config("model=alexnet,conv2_pool=true")
+
+
+def test_vlad_keeps_vgg19_descriptors_and_concatenates_scales():
+  from configs import vlad
+  config = vlad.get_config("dataset=chest_xray")
+  assert config.vlad.descriptor_pca_above >= 512  # VGG19 block5_pool: 512-d, no PCA
+  assert config.features.scales == (224,)
+  assert vlad.get_config("scales=224+544+864").features.scales == (224, 544, 864)
+  with pytest.raises(ValueError, match="aggregation=avgpool"):
+    vlad.get_config("aggregation=vlad,scales=224+544")

@@ -106,3 +106,13 @@ def test_cae_training_resumes_from_its_checkpoint(tmp_path):
   losses = [json.loads(line)["cae/loss"] for line in
             (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
   assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("above, vlad_dims", [(512, 4 * 16), (1280, 4 * 1280)])
+def test_descriptor_pca_only_for_descriptors_wider_than_the_threshold(
+    tiny_data_dir, tfds_dir, features_dir, tmp_path, above, vlad_dims):
+  # EfficientNet-Lite0's 1280-d descriptors: reduced to 16 above 512, kept at 1280 (as
+  # VGG19's 512-d ones are by default) when the threshold is not below them.
+  results = run(tiny_data_dir, tfds_dir, features_dir, tmp_path, "aggregation=vlad",
+                **{**SMALL, "vlad.descriptor_pca_above": above})
+  assert results["vlad/dims"] == vlad_dims
