@@ -186,6 +186,9 @@ def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int
           "batch_size": 512,
           "num_epochs": 100,
           "steps_per_call": 4,         # As the supervised trainer's: one call, 4 steps.
+          # Eq. 3 averaged ("mean", Caffe's EuclideanLoss) or summed ("sum") over the batch:
+          # the paper's lr 1e-5 fits one of them; "sum" steps batch_size times larger.
+          "loss_reduction": "mean",
           "optimizer": sgd(1e-5, momentum=0.9, schedule="plateau"),
       },
       # Sparse coding's L1 weight acts on unit-norm pooled features: at 1 every code is 0.

@@ -246,7 +246,8 @@ def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, 
     for first in range(0, steps_per_epoch, cfg.steps_per_call):
       batches = tuple(_rows_on_mesh(maps, order[s * batch_size:(s + 1) * batch_size], sharding)
                       for s in range(first, min(first + cfg.steps_per_call, steps_per_epoch)))
-      params, opt_state, values = cae.train_steps(params, opt_state, batches, tx)
+      params, opt_state, values = cae.train_steps(params, opt_state, batches, tx,
+                                                  reduction=cfg.loss_reduction)
       losses.extend(values)
     step = (epoch + 1) * steps_per_epoch
     mean_loss = float(np.mean(jax.device_get(losses)))
