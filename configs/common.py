@@ -193,6 +193,10 @@ def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int
       },
       # Sparse coding's L1 weight acts on unit-norm pooled features: at 1 every code is 0.
       "baseline": {"components": 256, "alpha": 0.1, "max_iter": 200},
+      # The 2-layer stacked sparse auto-encoder baseline (medjax.features.sparse_autoencoder);
+      # its last layer gives as many features as the other baselines' components.
+      "ssae": {"hidden": (512, 256), "sparsity": 0.05, "sparsity_weight": 3.0,
+               "weight_decay": 3e-3, "max_iter": 400},
       "svm": {"C": 1.0, "learning_rate": mlc.config_dict.placeholder(float),
               "max_iter": 1000, "tol": 1e-5},
   })
@@ -210,3 +214,5 @@ def smoke_frozen_features(config: mlc.ConfigDict) -> None:
   config.cae.num_epochs = 2
   config.cae.batch_size = 64
   config.baseline.components = 32
+  config.ssae.hidden = (64, 32)
+  config.ssae.max_iter = 50

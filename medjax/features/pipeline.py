@@ -18,8 +18,9 @@ L2 -> one-vs-rest quadratic-hinge SVM (``svm``) on train -> exact metrics on tes
 * ``cae``: system 3's zero-bias convolutional auto-encoder trained on the train split's
   conv maps (SGD, anneal /10 on plateau, Orbax checkpoints every epoch, resumed), then its
   zero-bias pooled codes, flattened -> L2.
-* ``sparse_coding`` / ``ica``: system 3's unsupervised baselines (scikit-learn's
-  ``MiniBatchDictionaryLearning`` / ``FastICA``) fit on the train split's pooled features.
+* ``sparse_coding`` / ``ica`` / ``ssae``: system 3's unsupervised baselines (scikit-learn's
+  ``MiniBatchDictionaryLearning`` / ``FastICA``, and the 2-layer stacked sparse
+  auto-encoder of ``sparse_autoencoder``) fit on the train split's pooled features.
 
 The SVM input is always L2-normalised. The paper's "LBFGS, learning rate 0.1, C = 1" is
 ``svm.C = 1`` with ``svm.learning_rate = 0.1`` (PyTorch's fixed-step L-BFGS convention);
@@ -301,6 +302,14 @@ def _ica(config):
                  random_state=config.seed)
 
 
+def _ssae(config):
+  from medjax.features import sparse_autoencoder
+  cfg = config.ssae
+  return sparse_autoencoder.StackedSparseAutoencoder(sparse_autoencoder.SSAEConfig(
+      hidden=tuple(cfg.hidden), sparsity=cfg.sparsity, sparsity_weight=cfg.sparsity_weight,
+      weight_decay=cfg.weight_decay, max_iter=cfg.max_iter), seed=config.seed)
+
+
 # name -> (extraction pools the map?, extraction L2-normalises?, aggregation)
 AGGREGATIONS = {
     "avgpool": (True, True, aggregate_avgpool),
@@ -308,6 +317,7 @@ AGGREGATIONS = {
     "cae": (False, False, aggregate_cae),
     "sparse_coding": (True, True, _sklearn_baseline(_sparse_coding)),
     "ica": (True, True, _sklearn_baseline(_ica)),
+    "ssae": (True, True, _sklearn_baseline(_ssae)),
 }
 
 

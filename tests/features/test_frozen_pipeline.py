@@ -27,11 +27,12 @@ def run(tiny_data_dir, tfds_dir, features_dir, workdir, arg, **overrides):
 
 
 SMALL = {"vlad.k": 4, "vlad.descriptor_dims": 16, "vlad.pca_dims": 8, "cae.filters": 8,
-         "cae.num_epochs": 2, "cae.batch_size": 16, "baseline.components": 4}
+         "cae.num_epochs": 2, "cae.batch_size": 16, "baseline.components": 4,
+         "ssae.hidden": (8, 4), "ssae.max_iter": 20}
 
 
 @pytest.mark.parametrize("aggregation, dims", [
-    ("avgpool", 1280), ("vlad", 8), ("cae", 8), ("sparse_coding", 4), ("ica", 4)])
+    ("avgpool", 1280), ("vlad", 8), ("cae", 8), ("sparse_coding", 4), ("ica", 4), ("ssae", 4)])
 def test_each_aggregation_end_to_end(tiny_data_dir, tfds_dir, features_dir, tmp_path,
                                      aggregation, dims):
   results = run(tiny_data_dir, tfds_dir, features_dir, tmp_path, f"aggregation={aggregation}",
