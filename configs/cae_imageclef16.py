@@ -10,7 +10,10 @@ epoch-mean training loss improving by less than 1e-4 (relative) for 5 epochs; th
 zero-bias codes are flattened and L2-normalised. Eq. 3 does not say whether the loss the
 learning rate 1e-5 applies to is summed or averaged over the batch; ``loss=mean`` (the
 default, Caffe's EuclideanLoss) and ``loss=sum`` (512 times larger steps at batch 512) are
-both available, and the one whose loss trains to convergence is the one to keep.
+both available, and the one whose loss trains to convergence is the one to keep. To
+train to convergence rather than for a fixed budget, raise ``cae.num_epochs`` and set
+``cae.converge_rtol`` (e.g. 1e-3: stop when five epochs improve the loss by less than
+0.1 %).
 
 The baselines of table 2 run with ``aggregation=``: ``avgpool`` (transfer-learned CNN +
 SVM), ``sparse_coding`` and ``ica`` (scikit-learn), and ``ssae``, the 2-layer stacked
@@ -26,7 +29,8 @@ Caffe's AlexNet has no standard weights file: give one with
       --workdir=workdirs/cae_chest --config.cae.num_epochs=10
   python -m medjax.main --config=configs/cae_imageclef16.py:aggregation=sparse_coding ...
   python -m medjax.main --config=configs/cae_imageclef16.py:dataset=chest_xray,aggregation=ssae ...
-  python -m medjax.main --config=configs/cae_imageclef16.py:dataset=chest_xray,filters=512,loss=sum ...
+  python -m medjax.main --config=configs/cae_imageclef16.py:dataset=chest_xray,filters=512,loss=sum \
+      --config.cae.num_epochs=1000 --config.cae.converge_rtol=1e-3 ...
   python -m medjax.main --config=configs/cae_imageclef16.py:smoke,dataset=chest_xray \
       --workdir=/tmp/cae_smoke
   # Table 3's filter counts, one workdir each, and ROOT/summary.{md,csv}:

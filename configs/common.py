@@ -189,6 +189,10 @@ def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int
           # Eq. 3 averaged ("mean", Caffe's EuclideanLoss) or summed ("sum") over the batch:
           # the paper's lr 1e-5 fits one of them; "sum" steps batch_size times larger.
           "loss_reduction": "mean",
+          # > 0: stop before num_epochs once the best epoch loss of the last
+          # converge_patience epochs is less than converge_rtol below the one before them.
+          "converge_rtol": 0.0,
+          "converge_patience": 5,
           "optimizer": sgd(1e-5, momentum=0.9, schedule="plateau"),
       },
       # Sparse coding's L1 weight acts on unit-norm pooled features: at 1 every code is 0.

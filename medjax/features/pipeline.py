@@ -215,6 +215,15 @@ def _rows_on_mesh(maps: np.ndarray, rows: np.ndarray, sharding) -> jax.Array:
   return jax.make_array_from_callback(batch.shape, sharding, lambda index: batch[index])
 
 
+def loss_converged(history: list[float], rtol: float, patience: int) -> bool:
+  """True once the best of the last ``patience`` epoch losses is less than ``rtol``
+  (relative) below the loss before them; ``rtol`` 0 never converges."""
+  if not rtol or len(history) <= patience:
+    return False
+  before = history[-patience - 1]
+  return before - min(history[-patience:]) < rtol * abs(before)
+
+
 def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, int]:
   """Trains the zero-bias CAE on ``maps`` ``(N, H, W, C)``; returns ``(parameters, steps)``.
 
@@ -223,6 +232,8 @@ def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, 
   ``cfg.steps_per_call`` steps per compiled call (fewer at an epoch's end),
   and the state (step, parameters, optimiser with its plateau scale) is checkpointed with
   Orbax at every epoch end, so a killed run resumes at its last epoch with the same order.
+  Training stops early once the epoch loss has converged (:func:`loss_converged` with
+  ``cfg.converge_rtol`` and ``cfg.converge_patience``; a resumed run counts anew).
   """
   if cfg.steps_per_call < 1:
     raise ValueError(f"config.cae.steps_per_call={cfg.steps_per_call} must be at least 1")
@@ -241,6 +252,7 @@ def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, 
   writer = stage.open_writer(step)
   params, opt_state = state["params"], state["opt_state"]
   sharding = parallel.batch_sharding(stage.mesh)
+  history = []
   for epoch in range(step // steps_per_epoch, cfg.num_epochs):
     order = np.random.default_rng([seed, epoch]).permutation(n)
     losses = []
@@ -261,6 +273,10 @@ def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, 
     writer.write_scalars(step, {"cae/loss": mean_loss, "cae/epoch": epoch + 1,
                                 "cae/learning_rate": float(lr)})
     writer.flush()
+    history.append(mean_loss)
+    if loss_converged(history, cfg.converge_rtol, cfg.converge_patience):
+      logging.info("CAE loss converged at epoch %d (%.6g).", epoch + 1, mean_loss)
+      break
   ckpts.wait()
   ckpts.close()
   return params, step

@@ -117,3 +117,24 @@ def test_descriptor_pca_only_for_descriptors_wider_than_the_threshold(
   results = run(tiny_data_dir, tfds_dir, features_dir, tmp_path, "aggregation=vlad",
                 **{**SMALL, "vlad.descriptor_pca_above": above})
   assert results["vlad/dims"] == vlad_dims
+
+
+def test_loss_converged():
+  assert not pipeline.loss_converged([5.0, 4.0, 3.9], rtol=0.0, patience=2)
+  assert not pipeline.loss_converged([5.0, 4.0], rtol=0.1, patience=2)  # too few epochs
+  assert not pipeline.loss_converged([5.0, 4.0, 3.0], rtol=0.1, patience=2)
+  assert pipeline.loss_converged([5.0, 4.0, 3.9, 3.95], rtol=0.1, patience=2)
+
+
+def test_cae_training_stops_once_its_loss_has_converged(tmp_path):
+  from configs import common
+  cfg = common.frozen_features(dataset="image_folder", backbone="vgg19", aggregation="cae",
+                               scale=0, seed=0).cae
+  cfg.update({"filters": 4, "batch_size": 10, "num_epochs": 50, "converge_rtol": 0.5,
+              "converge_patience": 2})
+  maps = np.random.default_rng(0).uniform(size=(20, 4, 4, 3)).astype(np.float32)
+  stage = pipeline.Stage(config=None, workdir=tmp_path, folders={}, mesh=parallel.make_mesh())
+  _, steps = pipeline.train_cae(cfg, maps, seed=0, stage=stage)
+  stage.writer.close()
+  # Two steps an epoch; at lr 1e-5 no two epochs improve the loss by half: stop at epoch 3.
+  assert steps == 3 * 2
