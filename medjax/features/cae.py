@@ -224,3 +224,12 @@ def train_steps(params: dict, opt_state: optax.OptState, batches: tuple,
     return (params, opt_state), value
   (params, opt_state), values = compiler.run_steps(step, (params, opt_state), batches)
   return params, opt_state, values
+
+
+def loss_converged(history: list[float], rtol: float, patience: int) -> bool:
+  """True once the best of the last ``patience`` epoch losses is less than ``rtol``
+  (relative) below the loss before them; ``rtol`` 0 never converges."""
+  if not rtol or len(history) <= patience:
+    return False
+  before = history[-patience - 1]
+  return before - min(history[-patience:]) < rtol * abs(before)

@@ -48,7 +48,7 @@ from medjax.data.pipeline import InputPipeline
 from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
 from medjax.eval import writers
-from medjax.features import cae, extract, kmeans, pca, svm, vlad
+from medjax.features import cae, extract, kmeans, pca, sparse_autoencoder, svm, vlad
 from medjax.models import backbones
 from medjax.train import optim
 from medjax.train.checkpoint import Checkpoints
@@ -215,15 +215,6 @@ def _rows_on_mesh(maps: np.ndarray, rows: np.ndarray, sharding) -> jax.Array:
   return jax.make_array_from_callback(batch.shape, sharding, lambda index: batch[index])
 
 
-def loss_converged(history: list[float], rtol: float, patience: int) -> bool:
-  """True once the best of the last ``patience`` epoch losses is less than ``rtol``
-  (relative) below the loss before them; ``rtol`` 0 never converges."""
-  if not rtol or len(history) <= patience:
-    return False
-  before = history[-patience - 1]
-  return before - min(history[-patience:]) < rtol * abs(before)
-
-
 def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, int]:
   """Trains the zero-bias CAE on ``maps`` ``(N, H, W, C)``; returns ``(parameters, steps)``.
 
@@ -232,7 +223,7 @@ def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, 
   ``cfg.steps_per_call`` steps per compiled call (fewer at an epoch's end),
   and the state (step, parameters, optimiser with its plateau scale) is checkpointed with
   Orbax at every epoch end, so a killed run resumes at its last epoch with the same order.
-  Training stops early once the epoch loss has converged (:func:`loss_converged` with
+  Training stops early once the epoch loss has converged (``cae.loss_converged`` with
   ``cfg.converge_rtol`` and ``cfg.converge_patience``; a resumed run counts anew).
   """
   if cfg.steps_per_call < 1:
@@ -274,7 +265,7 @@ def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, 
                                 "cae/learning_rate": float(lr)})
     writer.flush()
     history.append(mean_loss)
-    if loss_converged(history, cfg.converge_rtol, cfg.converge_patience):
+    if cae.loss_converged(history, cfg.converge_rtol, cfg.converge_patience):
       logging.info("CAE loss converged at epoch %d (%.6g).", epoch + 1, mean_loss)
       break
   ckpts.wait()
@@ -318,14 +309,6 @@ def _ica(config):
                  random_state=config.seed)
 
 
-def _ssae(config):
-  from medjax.features import sparse_autoencoder
-  cfg = config.ssae
-  return sparse_autoencoder.StackedSparseAutoencoder(sparse_autoencoder.SSAEConfig(
-      hidden=tuple(cfg.hidden), sparsity=cfg.sparsity, sparsity_weight=cfg.sparsity_weight,
-      weight_decay=cfg.weight_decay, max_iter=cfg.max_iter), seed=config.seed)
-
-
 # name -> (extraction pools the map?, extraction L2-normalises?, aggregation)
 AGGREGATIONS = {
     "avgpool": (True, True, aggregate_avgpool),
@@ -333,7 +316,8 @@ AGGREGATIONS = {
     "cae": (False, False, aggregate_cae),
     "sparse_coding": (True, True, _sklearn_baseline(_sparse_coding)),
     "ica": (True, True, _sklearn_baseline(_ica)),
-    "ssae": (True, True, _sklearn_baseline(_ssae)),
+    "ssae": (True, True, _sklearn_baseline(
+        lambda config: sparse_autoencoder.from_config(config.ssae, config.seed))),
 }
 
 

@@ -105,3 +105,10 @@ class StackedSparseAutoencoder:
     for params in self.layers:
       h = encode(params, h)
     return np.asarray(h)
+
+
+def from_config(cfg, seed: int = 0) -> StackedSparseAutoencoder:
+  """From the frozen-feature config's ``ssae`` fields (``configs/common.py``)."""
+  return StackedSparseAutoencoder(SSAEConfig(
+      hidden=tuple(cfg.hidden), sparsity=cfg.sparsity, sparsity_weight=cfg.sparsity_weight,
+      weight_decay=cfg.weight_decay, max_iter=cfg.max_iter), seed=seed)

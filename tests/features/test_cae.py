@@ -163,3 +163,10 @@ def test_loss_gradient_is_autodiffs(channels, filters, side):
                grads, expected)
   # The inactive units are there: the masks have something to do.
   assert 0 < float(jnp.mean(cae.hidden(params, x, zero_bias=False) > 0)) < 1
+
+
+def test_loss_converged():
+  assert not cae.loss_converged([5.0, 4.0, 3.9], rtol=0.0, patience=2)
+  assert not cae.loss_converged([5.0, 4.0], rtol=0.1, patience=2)  # too few epochs
+  assert not cae.loss_converged([5.0, 4.0, 3.0], rtol=0.1, patience=2)
+  assert cae.loss_converged([5.0, 4.0, 3.9, 3.95], rtol=0.1, patience=2)

@@ -119,13 +119,6 @@ def test_descriptor_pca_only_for_descriptors_wider_than_the_threshold(
   assert results["vlad/dims"] == vlad_dims
 
 
-def test_loss_converged():
-  assert not pipeline.loss_converged([5.0, 4.0, 3.9], rtol=0.0, patience=2)
-  assert not pipeline.loss_converged([5.0, 4.0], rtol=0.1, patience=2)  # too few epochs
-  assert not pipeline.loss_converged([5.0, 4.0, 3.0], rtol=0.1, patience=2)
-  assert pipeline.loss_converged([5.0, 4.0, 3.9, 3.95], rtol=0.1, patience=2)
-
-
 def test_cae_training_stops_once_its_loss_has_converged(tmp_path):
   from configs import common
   cfg = common.frozen_features(dataset="image_folder", backbone="vgg19", aggregation="cae",
