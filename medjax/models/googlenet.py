@@ -21,7 +21,7 @@ where it departs from the paper:
 * the two auxiliary classifiers exist only to help training from scratch; they are not
   built, and their tensors in a checkpoint (``aux1.*``, ``aux2.*``) are ignored on import.
 
-Both variants share the module names, so the weight import maps torchvision's tensors.
+ImageNet weights (``medjax.weights``) exist for the torchvision variant only.
 Features: ``"conv1"``, ``"conv2"``, ``"conv3"``, each ``"inception3a"``..``"inception5b"``
 output and ``"pre_logits"`` (the global average of inception5b, 1024). With
 ``include_top=False`` there is no classifier and ``logits`` is ``None``.
