@@ -76,7 +76,8 @@ def _sgd(model: nn.Module, cfg) -> torch.optim.SGD:
 
 
 class TorchLeNet(nn.Module):
-  """One head of medjax.models.lenet.LeNet: tanh(maxpool(conv(x)) + b), twice, FC-500, logit."""
+  """One head of medjax.models.lenet.LeNet: tanh(maxpool(conv(x)) + b), twice, FC-500, the
+  two-output logistic layer, whose log-odds z1 - z0 is the head's logit."""
 
   def __init__(self, side: int):
     super().__init__()
@@ -86,12 +87,13 @@ class TorchLeNet(nn.Module):
     self.b1 = nn.Parameter(torch.zeros(50, 1, 1))
     flat = ((side - 14) // 2 - 14) // 2
     self.hidden = nn.Linear(50 * flat * flat, 500)
-    self.logistic = nn.Linear(500, 1)
+    self.logistic = nn.Linear(500, 2)
 
   def forward(self, x):
     x = torch.tanh(F.max_pool2d(self.conv0(x), 2) + self.b0)
     x = torch.tanh(F.max_pool2d(self.conv1(x), 2) + self.b1)
-    return self.logistic(torch.tanh(self.hidden(x.flatten(1))))
+    z = self.logistic(torch.tanh(self.hidden(x.flatten(1))))
+    return z[:, 1:] - z[:, :1]
 
 
 class TorchLeNetOneVsAll(nn.Module):

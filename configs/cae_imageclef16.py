@@ -7,9 +7,18 @@ trained for 100 epochs, batch 512, learning rate 1e-5 annealed /10 when the erro
 plateaus; at encoding time the biases are zeroed (section 2.3) and the pooled codes feed
 the SVM (C = 1, L-BFGS). Our reading: SGD with Caffe's momentum 0.9; "plateau" is the
 epoch-mean training loss improving by less than 1e-4 (relative) for 5 epochs; the pooled
-zero-bias codes are flattened and L2-normalised. The baselines of table 2 that well-kept
-libraries give cheaply run with ``aggregation=``: ``avgpool`` (transfer-learned CNN +
-SVM), ``sparse_coding`` and ``ica`` (scikit-learn, on the pooled backbone features).
+zero-bias codes are flattened and L2-normalised. Eq. 3 does not say whether the loss the
+learning rate 1e-5 applies to is summed or averaged over the batch; ``loss=mean`` (the
+default, Caffe's EuclideanLoss) and ``loss=sum`` (512 times larger steps at batch 512) are
+both available, and the one whose loss trains to convergence is the one to keep. To
+train to convergence rather than for a fixed budget, raise ``cae.num_epochs`` and set
+``cae.converge_rtol`` (e.g. 1e-3: stop when five epochs improve the loss by less than
+0.1 %).
+
+The baselines of table 2 run with ``aggregation=``: ``avgpool`` (transfer-learned CNN +
+SVM), ``sparse_coding`` and ``ica`` (scikit-learn), and ``ssae``, the 2-layer stacked
+sparse auto-encoder (medjax/features/sparse_autoencoder.py), all on the same pooled,
+L2-normalised backbone features.
 Caffe's AlexNet has no standard weights file: give one with
 ``--config.backbone.weights=FILE``; otherwise the run falls back to EfficientNet-Lite0's
 7x7x1280 head at 224 px, says so in the log and records ``backbone/used``.
@@ -19,6 +28,9 @@ Caffe's AlexNet has no standard weights file: give one with
   python -m medjax.main --config=configs/cae_imageclef16.py:dataset=chest_xray,filters=512 \
       --workdir=workdirs/cae_chest --config.cae.num_epochs=10
   python -m medjax.main --config=configs/cae_imageclef16.py:aggregation=sparse_coding ...
+  python -m medjax.main --config=configs/cae_imageclef16.py:dataset=chest_xray,aggregation=ssae ...
+  python -m medjax.main --config=configs/cae_imageclef16.py:dataset=chest_xray,filters=512,loss=sum \
+      --config.cae.num_epochs=1000 --config.cae.converge_rtol=1e-3 ...
   python -m medjax.main --config=configs/cae_imageclef16.py:smoke,dataset=chest_xray \
       --workdir=/tmp/cae_smoke
   # Table 3's filter counts, one workdir each, and ROOT/summary.{md,csv}:
@@ -29,10 +41,11 @@ from configs import common
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, dataset="imageclef2016", backbone="alexnet",
-                         aggregation="cae", filters=4096, scale=0, seed=0)
+                         aggregation="cae", filters=4096, scale=0, seed=0, loss="mean")
   config = common.frozen_features(dataset=arg.dataset, backbone=arg.backbone,
                                   aggregation=arg.aggregation, scale=arg.scale, seed=arg.seed)
   config.cae.filters = arg.filters
+  config.cae.loss_reduction = arg.loss
   if arg.smoke:
     common.smoke_frozen_features(config)
   return config

@@ -7,10 +7,17 @@ the baseline averages the conv map over space, L2-normalises and trains a linear
 local descriptor, k = 64 or 256 k-means words, L2, "PCA reduction", linear SVM (fig. 6:
 0.77 / 0.78 at k = 64 / 256). Our reading of what it leaves open: the SVM is the
 quadratic-hinge one-vs-rest linear SVM with C = 1 (medjax.features.svm); k-means is
-k-means++ plus Lloyd on at most 100,000 train descriptors; descriptors are PCA-reduced to
-256 dimensions before k-means (EfficientNet-Lite0's are 1280-d, which would make k = 256
-VLAD 327,680-d; set vlad.descriptor_dims=0 for the paper's raw descriptors) and VLAD
-vectors to 512 by PCA fit on train, then L2. VGG19 weights are not shipped: without
+k-means++ plus Lloyd on at most 100,000 train descriptors; VLAD vectors are reduced to
+512 by PCA fit on train, then L2. Descriptors are used as they are when at most 512-d
+(VGG19's block5_pool, as in the paper); wider ones (EfficientNet-Lite0's 1280-d head,
+which would make k = 256 VLAD 327,680-d) are first PCA-reduced to 256 on train
+(``vlad.descriptor_dims`` / ``vlad.descriptor_pca_above``; descriptor_dims=0: never).
+
+The local chest X-ray copy (../shared/data/chest_xray) was resized to 224x224 by its
+re-publisher, so at scales 544 and 864 the images are only upsampled: those scales change
+the backbone's receptive field relative to the image, not the detail it sees, unlike the
+paper's runs on the full-resolution originals. ``scales=224+544+864`` concatenates the
+three scales' pooled features (avgpool). VGG19 weights are not shipped: without
 ``<data_dir>/pretrained/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5`` (or
 ``--config.backbone.weights=FILE``) the run falls back to EfficientNet-Lite0's 7x7x1280
 head, says so in the log and records ``backbone/used`` in results.json.
@@ -23,8 +30,7 @@ head, says so in the log and records ``backbone/used`` in results.json.
   python -m medjax.main --config=configs/vlad.py:smoke,dataset=chest_xray,aggregation=avgpool \
       --workdir=/tmp/vlad_smoke
   # Several scales at once (pooled features concatenated):
-  python -m medjax.main --config=configs/vlad.py:dataset=mini_mit \
-      --config.features.scales='(224, 544)' ...
+  python -m medjax.main --config=configs/vlad.py:dataset=chest_xray,scales=224+544+864 ...
   # VLAD at k = 64 and 256 at each scale, one workdir each, and ROOT/summary.{md,csv}:
   python -m launch.sweep --config=configs/vlad.py:dataset=chest_xray --workdir=workdirs/vlad_chest
 """
@@ -33,10 +39,14 @@ from configs import common
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, dataset="chest_xray", backbone="vgg19",
-                         aggregation="avgpool", k=64, scale=224, seed=0)
+                         aggregation="avgpool", k=64, scale=224, scales="", seed=0)
   config = common.frozen_features(dataset=arg.dataset, backbone=arg.backbone,
                                   aggregation=arg.aggregation, scale=arg.scale, seed=arg.seed)
   config.vlad.k = arg.k
+  if arg.scales:
+    if arg.aggregation != "avgpool":
+      raise ValueError(f"scales={arg.scales} concatenates pooled features: aggregation=avgpool")
+    config.features.scales = tuple(int(s) for s in arg.scales.split("+"))
   if arg.smoke:
     common.smoke_frozen_features(config)
   return config

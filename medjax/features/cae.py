@@ -16,7 +16,9 @@ the paper uses). Architecture (paper Sec. 2.2 and Table 1):
   wins a tie).
 * loss (eq. 3): ``0.5 * ||x - y||^2`` summed over all elements of an example, averaged over
   the batch (Caffe's EuclideanLoss convention) so that the learning rate (1e-5 in the paper)
-  does not scale with the batch size; eq. 3's plain sum is ``loss * batch_size``.
+  does not scale with the batch size; eq. 3's plain sum is ``loss * batch_size``. Which one
+  the paper's 1e-5 was meant for is unknown, and with the sum each step is batch-size times
+  larger, so training takes ``reduction="mean"`` or ``"sum"`` (config ``cae.loss_reduction``).
 
 Zero-bias activation (Sec. 2.3, after Konda et al. 2014): the hidden biases are trained with
 the rest of the auto-encoder (they take the large negative values that act as sparsity
@@ -184,30 +186,50 @@ def features(params: dict, x: jax.Array) -> jax.Array:
   return codes.reshape(codes.shape[0], -1)
 
 
+REDUCTIONS = ("mean", "sum")
+
+
 def train_step(params: dict, opt_state: optax.OptState, batch: jax.Array,
-               optimizer: optax.GradientTransformation):
+               optimizer: optax.GradientTransformation, reduction: str = "mean"):
   """One optimiser step on ``loss``; returns ``(params, opt_state, loss_value)``.
+
+  ``reduction="sum"`` steps on eq. 3 summed over the batch (``loss * batch_size``, and the
+  value returned is that sum).
 
   The batch loss is passed to the optimiser as ``value``, so the paper's anneal-by-10 on a
   plateau is ``optax.chain(optax.sgd(1e-5), optax.contrib.reduce_on_plateau(factor=0.1,
   accumulation_size=steps_per_epoch))``. :func:`train_steps` jits it.
   """
+  if reduction not in REDUCTIONS:
+    raise ValueError(f"CAE loss reduction {reduction!r}; expected one of {REDUCTIONS}")
   value, grads = jax.value_and_grad(loss)(params, batch)
+  if reduction == "sum":
+    value, grads = jax.tree.map(lambda a: a * batch.shape[0], (value, grads))
   updates, opt_state = optax.with_extra_args_support(optimizer).update(
       grads, opt_state, params, value=value)
   return optax.apply_updates(params, updates), opt_state, value
 
 
-@functools.partial(compiler.jit, static_argnames=("optimizer",), donate_argnums=(0, 1))
+@functools.partial(compiler.jit, static_argnames=("optimizer", "reduction"),
+                   donate_argnums=(0, 1))
 def train_steps(params: dict, opt_state: optax.OptState, batches: tuple,
-                optimizer: optax.GradientTransformation):
+                optimizer: optax.GradientTransformation, reduction: str = "mean"):
   """:func:`train_step` on each of ``batches`` in turn, in one compiled call
   (:func:`medjax.compiler.run_steps` says why); returns ``(params, opt_state, [loss of each
   step])``. ``optimizer`` is a static argument: build it once and reuse it, or every new
   instance recompiles.
   """
   def step(carry, batch):
-    params, opt_state, value = train_step(*carry, batch, optimizer)
+    params, opt_state, value = train_step(*carry, batch, optimizer, reduction)
     return (params, opt_state), value
   (params, opt_state), values = compiler.run_steps(step, (params, opt_state), batches)
   return params, opt_state, values
+
+
+def loss_converged(history: list[float], rtol: float, patience: int) -> bool:
+  """True once the best of the last ``patience`` epoch losses is less than ``rtol``
+  (relative) below the loss before them; ``rtol`` 0 never converges."""
+  if not rtol or len(history) <= patience:
+    return False
+  before = history[-patience - 1]
+  return before - min(history[-patience:]) < rtol * abs(before)

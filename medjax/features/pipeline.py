@@ -10,15 +10,17 @@ L2 -> one-vs-rest quadratic-hinge SVM (``svm``) on train -> exact metrics on tes
   are concatenated (each L2-normalised, then the whole).
 * ``vlad``: every spatial position of the conv map is a local descriptor (optionally
   L2-normalised per descriptor, ``vlad.descriptor_l2``, and PCA-reduced to
-  ``vlad.descriptor_dims``, both fit on train only); k-means (k-means++ then Lloyd) on at
+  ``vlad.descriptor_dims`` when wider than ``vlad.descriptor_pca_above``, both fit on
+  train only); k-means (k-means++ then Lloyd) on at
   most ``vlad.max_descriptors`` train descriptors sampled with the seed; VLAD (power /
   intra options) -> L2 -> PCA to ``vlad.pca_dims`` fit on train -> L2 (paper 5 fig. 6).
   k-means progress (centres, iteration) is saved after every iteration and resumed.
 * ``cae``: system 3's zero-bias convolutional auto-encoder trained on the train split's
   conv maps (SGD, anneal /10 on plateau, Orbax checkpoints every epoch, resumed), then its
   zero-bias pooled codes, flattened -> L2.
-* ``sparse_coding`` / ``ica``: system 3's unsupervised baselines (scikit-learn's
-  ``MiniBatchDictionaryLearning`` / ``FastICA``) fit on the train split's pooled features.
+* ``sparse_coding`` / ``ica`` / ``ssae``: system 3's unsupervised baselines (scikit-learn's
+  ``MiniBatchDictionaryLearning`` / ``FastICA``, and the 2-layer stacked sparse
+  auto-encoder of ``sparse_autoencoder``) fit on the train split's pooled features.
 
 The SVM input is always L2-normalised. The paper's "LBFGS, learning rate 0.1, C = 1" is
 ``svm.C = 1`` with ``svm.learning_rate = 0.1`` (PyTorch's fixed-step L-BFGS convention);
@@ -46,7 +48,7 @@ from medjax.data.pipeline import InputPipeline
 from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
 from medjax.eval import writers
-from medjax.features import cae, extract, kmeans, pca, svm, vlad
+from medjax.features import cae, extract, kmeans, pca, sparse_autoencoder, svm, vlad
 from medjax.models import backbones
 from medjax.train import optim
 from medjax.train.checkpoint import Checkpoints
@@ -177,7 +179,7 @@ def aggregate_vlad(stage: Stage):
   cfg, seed = stage.config.vlad, stage.config.seed
   sample = _descriptor_sample(stage.single_scale("train"), cfg.max_descriptors, seed)
   reducer = None
-  if cfg.descriptor_dims:
+  if cfg.descriptor_dims and sample.shape[1] > cfg.descriptor_pca_above:
     reducer = pca.fit(jnp.asarray(sample), min(cfg.descriptor_dims, *sample.shape))
     sample = np.asarray(pca.transform(reducer, jnp.asarray(sample)))
   centers, scalars = fit_kmeans(sample, cfg.k, seed=seed, max_iter=cfg.kmeans_max_iter,
@@ -221,6 +223,8 @@ def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, 
   ``cfg.steps_per_call`` steps per compiled call (fewer at an epoch's end),
   and the state (step, parameters, optimiser with its plateau scale) is checkpointed with
   Orbax at every epoch end, so a killed run resumes at its last epoch with the same order.
+  Training stops early once the epoch loss has converged (``cae.loss_converged`` with
+  ``cfg.converge_rtol`` and ``cfg.converge_patience``; a resumed run counts anew).
   """
   if cfg.steps_per_call < 1:
     raise ValueError(f"config.cae.steps_per_call={cfg.steps_per_call} must be at least 1")
@@ -239,13 +243,15 @@ def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, 
   writer = stage.open_writer(step)
   params, opt_state = state["params"], state["opt_state"]
   sharding = parallel.batch_sharding(stage.mesh)
+  history = []
   for epoch in range(step // steps_per_epoch, cfg.num_epochs):
     order = np.random.default_rng([seed, epoch]).permutation(n)
     losses = []
     for first in range(0, steps_per_epoch, cfg.steps_per_call):
       batches = tuple(_rows_on_mesh(maps, order[s * batch_size:(s + 1) * batch_size], sharding)
                       for s in range(first, min(first + cfg.steps_per_call, steps_per_epoch)))
-      params, opt_state, values = cae.train_steps(params, opt_state, batches, tx)
+      params, opt_state, values = cae.train_steps(params, opt_state, batches, tx,
+                                                  reduction=cfg.loss_reduction)
       losses.extend(values)
     step = (epoch + 1) * steps_per_epoch
     mean_loss = float(np.mean(jax.device_get(losses)))
@@ -258,6 +264,10 @@ def train_cae(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, 
     writer.write_scalars(step, {"cae/loss": mean_loss, "cae/epoch": epoch + 1,
                                 "cae/learning_rate": float(lr)})
     writer.flush()
+    history.append(mean_loss)
+    if cae.loss_converged(history, cfg.converge_rtol, cfg.converge_patience):
+      logging.info("CAE loss converged at epoch %d (%.6g).", epoch + 1, mean_loss)
+      break
   ckpts.wait()
   ckpts.close()
   return params, step
@@ -306,6 +316,8 @@ AGGREGATIONS = {
     "cae": (False, False, aggregate_cae),
     "sparse_coding": (True, True, _sklearn_baseline(_sparse_coding)),
     "ica": (True, True, _sklearn_baseline(_ica)),
+    "ssae": (True, True, _sklearn_baseline(
+        lambda config: sparse_autoencoder.from_config(config.ssae, config.seed))),
 }
 
 

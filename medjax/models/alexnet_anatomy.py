@@ -9,6 +9,11 @@ conv3 384@3x3 stride 2, conv4 256@3x3 stride 2, fc5 4096 with ReLU and no dropou
 - fc6 is the 4096-d image descriptor (``pre_logits``); a linear classifier to
   ``num_classes`` follows it, trained with softmax cross-entropy.
 LRN uses Caffe's AlexNet constants (size 5, alpha 1e-4, beta 0.75, k 1).
+
+The text's "the pooled feature maps are again convolved in layer conv3" can be read as a
+second max-pool (3, stride 2, as after conv1) between conv2 and conv3, which Table I does
+not list; ``pool_after_conv2=True`` builds that reading: 27 -> 14 -> pool 6 -> 3 -> 2, so
+fc5 sees 2*2*256 = 1024 inputs. The default follows Table I (no such pool).
 """
 import flax.linen as nn
 
@@ -19,6 +24,7 @@ from medjax.models.pooling import max_pool
 class ModifiedAlexNet(nn.Module):
   num_classes: int
   fc_units: int = 4096
+  pool_after_conv2: bool = False
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -33,6 +39,9 @@ class ModifiedAlexNet(nn.Module):
       x = nn.relu(layers.Conv(filters, (kernel, kernel), strides=(2, 2),
                               padding=((pad, pad), (pad, pad)), name=name)(x))
       features[name] = x
+      if name == "conv2" and self.pool_after_conv2:
+        x = max_pool(x, (3, 3), (2, 2))
+        features["pool2"] = x
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(self.fc_units, name="fc5")(x))
     features["fc5"] = x

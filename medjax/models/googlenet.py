@@ -1,7 +1,16 @@
-"""GoogLeNet / Inception v1 (Szegedy et al. 2014) in torchvision's layout.
+"""GoogLeNet / Inception v1 (Szegedy et al. 2014): the paper's form and torchvision's.
 
-torchvision's ``googlenet`` is the one whose ImageNet weights users have in PyTorch
-files, so it is reproduced exactly, including where it departs from the paper:
+``variant="2014"`` is the network of the paper (Table 1, Caffe's ``bvlc_googlenet``), for
+training from scratch (system 2's GoogLeNet arm): convolutions with biases and ReLU, no
+batch norm, LRN (size 5, alpha 1e-4, beta 0.75) after pool1 and after conv2/3x3, true
+5x5 convolutions in the 5x5 branch, a 3x3 stride-2 pool before inception5a, dropout 0.4
+before the classifier, and Caffe's initialisation (xavier filler, conv biases 0.2). The
+two auxiliary classifiers are not built: they would need a weighted extra loss in the
+trainer, and the paper gives them only as a training aid.
+
+``variant="torchvision"`` (the default) is torchvision's ``googlenet``, the one whose
+ImageNet weights users have in PyTorch files, so it is reproduced exactly, including
+where it departs from the paper:
 
 * every convolution is followed by batch norm (eps 1e-3; the paper predates BN) --
   torchvision's weights were trained so, and without BN they would not fit;
@@ -12,6 +21,7 @@ files, so it is reproduced exactly, including where it departs from the paper:
 * the two auxiliary classifiers exist only to help training from scratch; they are not
   built, and their tensors in a checkpoint (``aux1.*``, ``aux2.*``) are ignored on import.
 
+ImageNet weights (``medjax.weights``) exist for the torchvision variant only.
 Features: ``"conv1"``, ``"conv2"``, ``"conv3"``, each ``"inception3a"``..``"inception5b"``
 output and ``"pre_logits"`` (the global average of inception5b, 1024). With
 ``include_top=False`` there is no classifier and ``logits`` is ``None``.
@@ -19,7 +29,12 @@ output and ``"pre_logits"`` (the global average of inception5b, 1024). With
 import flax.linen as nn
 import jax.numpy as jnp
 
+from medjax.models import layers
 from medjax.models.pooling import max_pool_ceil
+
+VARIANTS = ("torchvision", "2014")
+# Caffe's xavier filler (uniform +-sqrt(3 / fan_in)), as in bvlc_googlenet.
+_xavier = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 
 # name -> (1x1, 3x3 reduce, 3x3, "5x5" reduce, "5x5", pool projection)
 _INCEPTIONS = {
@@ -36,14 +51,20 @@ _INCEPTIONS = {
 
 
 class BasicConv(nn.Module):
-  """Conv (no bias) -> BN (eps 1e-3) -> ReLU, torchvision's ``BasicConv2d``."""
+  """Conv (no bias) -> BN (eps 1e-3) -> ReLU, torchvision's ``BasicConv2d``; with
+  ``batch_norm=False``, the 2014 paper's conv (bias 0.2, xavier) -> ReLU."""
   filters: int
   kernel: int
   stride: int = 1
   padding: int = 0
+  batch_norm: bool = True
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
+    if not self.batch_norm:
+      return nn.relu(nn.Conv(self.filters, (self.kernel, self.kernel), strides=self.stride,
+                             padding=self.padding, kernel_init=_xavier,
+                             bias_init=nn.initializers.constant(0.2), name="conv")(x))
     x = nn.Conv(self.filters, (self.kernel, self.kernel), strides=self.stride,
                 padding=self.padding, use_bias=False, name="conv")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, name="bn")(x)
@@ -58,51 +79,65 @@ class Inception(nn.Module):
   ch5x5red: int
   ch5x5: int
   pool_proj: int
+  paper: bool = False  # True: the 2014 form (no BN, a true 5x5 in the "5x5" branch).
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
-    b1 = BasicConv(self.ch1x1, 1, name="branch1")(x, train=train)
-    b2 = BasicConv(self.ch3x3red, 1, name="branch2_0")(x, train=train)
-    b2 = BasicConv(self.ch3x3, 3, padding=1, name="branch2_1")(b2, train=train)
-    b3 = BasicConv(self.ch5x5red, 1, name="branch3_0")(x, train=train)
-    b3 = BasicConv(self.ch5x5, 3, padding=1, name="branch3_1")(b3, train=train)
+    conv = lambda *args, **kwargs: BasicConv(*args, batch_norm=not self.paper, **kwargs)
+    b1 = conv(self.ch1x1, 1, name="branch1")(x, train=train)
+    b2 = conv(self.ch3x3red, 1, name="branch2_0")(x, train=train)
+    b2 = conv(self.ch3x3, 3, padding=1, name="branch2_1")(b2, train=train)
+    b3 = conv(self.ch5x5red, 1, name="branch3_0")(x, train=train)
+    k5 = 5 if self.paper else 3
+    b3 = conv(self.ch5x5, k5, padding=k5 // 2, name="branch3_1")(b3, train=train)
     b4 = max_pool_ceil(x, 3, 1, 1)
-    b4 = BasicConv(self.pool_proj, 1, name="branch4_1")(b4, train=train)
+    b4 = conv(self.pool_proj, 1, name="branch4_1")(b4, train=train)
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
 class GoogLeNet(nn.Module):
-  """torchvision ``googlenet`` (BN variant) on NHWC input; 224x224 nominal."""
+  """GoogLeNet on NHWC input, 224x224 nominal; ``variant`` "torchvision" or "2014".
+
+  ``dropout_rate=None`` takes the variant's own (torchvision 0.2, the paper 0.4).
+  """
   num_classes: int = 1000
   include_top: bool = True
   transform_input: bool = False
-  dropout_rate: float = 0.2
+  dropout_rate: float | None = None
+  variant: str = "torchvision"
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
+    if self.variant not in VARIANTS:
+      raise ValueError(f"GoogLeNet variant={self.variant!r}; expected one of {VARIANTS}")
+    paper = self.variant == "2014"
+    conv = lambda *args, **kwargs: BasicConv(*args, batch_norm=not paper, **kwargs)
+    lrn = layers.local_response_norm if paper else (lambda x: x)
     if self.transform_input:
       mean = jnp.array([0.485, 0.456, 0.406], x.dtype)
       std = jnp.array([0.229, 0.224, 0.225], x.dtype)
       x = x * (std / 0.5) + (mean - 0.5) / 0.5
     features = {}
-    x = BasicConv(64, 7, stride=2, padding=3, name="conv1")(x, train=train)
+    x = conv(64, 7, stride=2, padding=3, name="conv1")(x, train=train)
     features["conv1"] = x
-    x = max_pool_ceil(x, 3, 2)
-    x = BasicConv(64, 1, name="conv2")(x, train=train)
+    x = lrn(max_pool_ceil(x, 3, 2))
+    x = conv(64, 1, name="conv2")(x, train=train)
     features["conv2"] = x
-    x = BasicConv(192, 3, padding=1, name="conv3")(x, train=train)
+    x = conv(192, 3, padding=1, name="conv3")(x, train=train)
     features["conv3"] = x
-    x = max_pool_ceil(x, 3, 2)
+    x = max_pool_ceil(lrn(x), 3, 2)
     for name, channels in _INCEPTIONS.items():
       if name == "inception4a":
         x = max_pool_ceil(x, 3, 2)
-      elif name == "inception5a":
-        x = max_pool_ceil(x, 2, 2)
-      x = Inception(*channels, name=name)(x, train=train)
+      elif name == "inception5a":  # 14 -> 7 either way; Caffe pools 3x3, torchvision 2x2.
+        x = max_pool_ceil(x, 3, 2) if paper else max_pool_ceil(x, 2, 2)
+      x = Inception(*channels, paper=paper, name=name)(x, train=train)
       features[name] = x
     x = jnp.mean(x, axis=(1, 2))
     features["pre_logits"] = x
     if not self.include_top:
       return None, features
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, name="fc")(x), features
+    rate = self.dropout_rate if self.dropout_rate is not None else (0.4 if paper else 0.2)
+    x = nn.Dropout(rate, deterministic=not train)(x)
+    dense_init = _xavier if paper else nn.linear.default_kernel_init
+    return nn.Dense(self.num_classes, kernel_init=dense_init, name="fc")(x), features

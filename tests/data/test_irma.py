@@ -129,3 +129,30 @@ def test_bad_rows_and_files_are_skipped_and_counted(tmp_path):
   assert len(builder.info.metadata["skipped"]) == 5
   # 101 (duplicated) and the bad rows are out; 102 and 104 remain.
   assert sorted(examples(builder, "train")) == ["102", "104"]
+
+
+# (train, test) images per region in the real label files (the README's training counts).
+REGION_COUNTS = {"cranium": (1246, 150), "spine": (1475, 224), "upper_extremity": (2041, 522),
+                 "chest": (4829, 150)}
+
+
+@pytest.mark.parametrize("config, names", [
+    ("anatomy3", ("cranium", "spine", "upper_extremity")),
+    ("anatomy4", ("cranium", "spine", "upper_extremity", "chest")),
+])
+def test_real_label_files_give_networks_e_to_g_three_and_four_classes(shared_data, tmp_path,
+                                                                      config, names):
+  """The 3- and 4-class setups (our reading of "FC-classes(3,4)"), listed from the real
+  label files in place (no images are needed to list them)."""
+  source = shared_data / "irma"
+  if not (source / "train_codes_02.csv").is_file():
+    pytest.skip(f"IRMA label files not found in {source}")
+  builder = irma.Irma(config=config, data_dir=str(tmp_path / "tfds"))
+  entries, problems = builder._list(source).result()
+  assert problems == []
+  assert builder.class_names() == names
+  for split, column, rows in (("train", 0, 12_677), ("test", 1, 1_733)):
+    counts = {name: sum(e.label == i for e in entries[split]) for i, name in enumerate(names)}
+    assert counts == {name: REGION_COUNTS[name][column] for name in names}, split
+    # Every row of the other regions is left out and counted.
+    assert sum(counts.values()) + builder.info.metadata["excluded"][split] == rows

@@ -96,6 +96,26 @@ def test_sgd_decreases_loss():
   assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads))
 
 
+def test_summed_loss_steps_batch_size_times_further():
+  """``reduction="sum"`` is eq. 3 summed over the batch: with plain SGD, one step moves the
+  parameters batch-size times as far as the mean's step does."""
+  init = cae.init(jax.random.key(0), 8, 16)
+  x = jax.random.uniform(jax.random.key(1), (12, 6, 6, 8))
+  optimizer = optax.sgd(1e-4)
+  moved = {}
+  for reduction in cae.REDUCTIONS:
+    params = jax.tree.map(jnp.copy, init)
+    params, _, (value,) = cae.train_steps(params, optimizer.init(params), (x,), optimizer,
+                                          reduction=reduction)
+    moved[reduction] = (jax.tree.map(lambda a, b: a - b, params, init), value)
+  np.testing.assert_allclose(moved["sum"][1], 12 * moved["mean"][1], rtol=1e-5)
+  for s, m in zip(jax.tree.leaves(moved["sum"][0]), jax.tree.leaves(moved["mean"][0])):
+    # Differences of float32 parameters near 0.1: absolute rounding about 1e-8.
+    np.testing.assert_allclose(s, 12 * m, rtol=1e-3, atol=1e-6)
+  with pytest.raises(ValueError, match="expected one of"):
+    cae.train_steps(init, optimizer.init(init), (x,), optimizer, reduction="max")
+
+
 @pytest.mark.slow
 def test_steps_in_one_call_equal_steps_in_separate_calls():
   """Four steps per call (the config's default) give what four calls of one step give."""
@@ -146,3 +166,10 @@ def test_loss_gradient_is_autodiffs(channels, filters, side):
                grads, expected)
   # The inactive units are there: the masks have something to do.
   assert 0 < float(jnp.mean(cae.hidden(params, x, zero_bias=False) > 0)) < 1
+
+
+def test_loss_converged():
+  assert not cae.loss_converged([5.0, 4.0, 3.9], rtol=0.0, patience=2)
+  assert not cae.loss_converged([5.0, 4.0], rtol=0.1, patience=2)  # too few epochs
+  assert not cae.loss_converged([5.0, 4.0, 3.0], rtol=0.1, patience=2)
+  assert cae.loss_converged([5.0, 4.0, 3.9, 3.95], rtol=0.1, patience=2)

@@ -27,13 +27,15 @@ def run(tiny_data_dir, tfds_dir, features_dir, workdir, arg, **overrides):
 
 
 SMALL = {"vlad.k": 4, "vlad.descriptor_dims": 16, "vlad.pca_dims": 8, "cae.filters": 8,
-         "cae.num_epochs": 2, "cae.batch_size": 16, "baseline.components": 4}
+         "cae.num_epochs": 2, "cae.batch_size": 16, "baseline.components": 4,
+         "ssae.hidden": (8, 4), "ssae.max_iter": 20}
 
 
 @pytest.mark.parametrize("aggregation, dims", [
     ("avgpool", 1280), pytest.param("vlad", 8, marks=pytest.mark.slow),
     pytest.param("cae", 8, marks=pytest.mark.slow),
-    pytest.param("sparse_coding", 4, marks=pytest.mark.slow), ("ica", 4)])
+    pytest.param("sparse_coding", 4, marks=pytest.mark.slow), ("ica", 4),
+    pytest.param("ssae", 4, marks=pytest.mark.slow)])
 def test_each_aggregation_end_to_end(tiny_data_dir, tfds_dir, features_dir, tmp_path,
                                      aggregation, dims):
   results = run(tiny_data_dir, tfds_dir, features_dir, tmp_path, f"aggregation={aggregation}",
@@ -110,3 +112,27 @@ def test_cae_training_resumes_from_its_checkpoint(tmp_path):
   losses = [json.loads(line)["cae/loss"] for line in
             (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
   assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("above, vlad_dims", [(512, 4 * 16), (1280, 4 * 1280)])
+def test_descriptor_pca_only_for_descriptors_wider_than_the_threshold(
+    tiny_data_dir, tfds_dir, features_dir, tmp_path, above, vlad_dims):
+  # EfficientNet-Lite0's 1280-d descriptors: reduced to 16 above 512, kept at 1280 (as
+  # VGG19's 512-d ones are by default) when the threshold is not below them.
+  results = run(tiny_data_dir, tfds_dir, features_dir, tmp_path, "aggregation=vlad",
+                **{**SMALL, "vlad.descriptor_pca_above": above})
+  assert results["vlad/dims"] == vlad_dims
+
+
+def test_cae_training_stops_once_its_loss_has_converged(tmp_path):
+  from configs import common
+  cfg = common.frozen_features(dataset="image_folder", backbone="vgg19", aggregation="cae",
+                               scale=0, seed=0).cae
+  cfg.update({"filters": 4, "batch_size": 10, "num_epochs": 50, "converge_rtol": 0.5,
+              "converge_patience": 2})
+  maps = np.random.default_rng(0).uniform(size=(20, 4, 4, 3)).astype(np.float32)
+  stage = pipeline.Stage(config=None, workdir=tmp_path, folders={}, mesh=parallel.make_mesh())
+  _, steps = pipeline.train_cae(cfg, maps, seed=0, stage=stage)
+  stage.writer.close()
+  # Two steps an epoch; at lr 1e-5 no two epochs improve the loss by half: stop at epoch 3.
+  assert steps == 3 * 2

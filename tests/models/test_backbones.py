@@ -145,3 +145,9 @@ def test_specs_name_normalisations_of_the_shared_table():
                              [[[(1 - 0.485) / 0.229, -0.456 / 0.224, (127 / 255 - 0.406) / 0.225]]],
                              rtol=1e-5)
   assert {spec.normalisation for spec in backbones.SPECS.values()} <= set(ops.NORMALISATIONS)
+
+
+def test_googlenet_2014_geometry_matches_torchvisions():
+  logits, f = _shapes(GoogLeNet(num_classes=3, variant="2014"), 224)
+  assert f["inception3a"] == (1, 28, 28, 256) and f["inception4e"] == (1, 14, 14, 832)
+  assert f["inception5a"] == (1, 7, 7, 832) and f["pre_logits"] == (1, 1024) and logits == (1, 3)
