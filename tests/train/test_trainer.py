@@ -1,9 +1,13 @@
 """The supervised trainer end to end on a tiny image folder (flax-examples style)."""
+import hashlib
 import json
+import platform
 import shutil
 import subprocess
 import sys
 
+import flax
+import jax
 import numpy as np
 import optax
 import pytest
@@ -33,6 +37,11 @@ def test_one_step_writes_the_three_outputs(tiny_data_dir, tfds_dir, tmp_path):
   assert 0.0 <= stored["test/accuracy"] <= 1.0
   assert stored["config"]["model"]["variant"] == "D"
   assert_tree_close(metrics_of(stored), metrics_of(results), rel=0.0, abs_=0.0)  # JSON round trip.
+  # What produced the numbers: the installed versions and the lock they came from.
+  env = stored["environment"]
+  assert env["packages"]["jax"] == jax.__version__ and env["packages"]["flax"] == flax.__version__
+  assert env["lock_sha256"] == hashlib.sha256((REPO_ROOT / "requirements.lock").read_bytes()).hexdigest()
+  assert env["python"] == platform.python_version() and env["devices"] == jax.device_count()
   # Retrieval: the train split indexed, test queries scored, the PR curve drawn.
   assert 0.0 < stored["retrieval/mAP"] <= 1.0 and stored["retrieval/num_queries"] == 16
   assert stored["retrieval/random_mAP"] == pytest.approx(0.5)  # 22 + 22 train, balanced.
