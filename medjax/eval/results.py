@@ -10,17 +10,14 @@ scalar metric of the per-seed ``results.json`` files is reported as ``<key>/mean
 Every ``results.json`` also records its ``environment`` (versions, lock file hash), so a
 number in the docs says what produced it.
 """
-import hashlib
-import importlib.metadata
 import json
 import logging
-import platform
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from medjax import provenance
 from medjax.atomic import save_json
 
 
@@ -41,31 +38,10 @@ def open_workdir(workdir: Path, config) -> tuple[dict, dict | None]:
   return resolved, results
 
 
-# The packages whose versions decide a result; recorded so a number can be rerun as made.
-_RECORDED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "clu", "numpy",
-                      "scipy", "scikit-learn", "scikit-image", "tensorflow-cpu", "tensorflow",
-                      "tensorflow-datasets", "pillow", "torch", "faiss-cpu", "medjax")
-LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
-
-
-def environment() -> dict:
-  """Python, platform, devices, the lock file's hash and the installed versions that matter."""
-  packages = {}
-  for name in _RECORDED_PACKAGES:
-    try:
-      packages[name] = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-      continue
-  lock = (hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest() if LOCK_FILE.is_file() else None)
-  return {"python": sys.version.split()[0], "platform": platform.platform(),
-          "backend": jax.default_backend(), "devices": jax.device_count(),
-          "processes": jax.process_count(), "lock_sha256": lock, "packages": packages}
-
-
 def finish(workdir: Path, results: dict, resolved_config: dict) -> dict:
   """Adds the resolved config and the environment; process 0 writes ``results.json``."""
   results["config"] = resolved_config
-  results["environment"] = environment()
+  results["environment"] = provenance.environment()
   if jax.process_index() == 0:
     save_json(Path(workdir) / "results.json", results)
   return results

@@ -42,6 +42,7 @@ def test_one_step_writes_the_three_outputs(tiny_data_dir, tfds_dir, tmp_path):
   assert env["packages"]["jax"] == jax.__version__ and env["packages"]["flax"] == flax.__version__
   assert env["lock_sha256"] == hashlib.sha256((REPO_ROOT / "requirements.lock").read_bytes()).hexdigest()
   assert env["python"] == platform.python_version() and env["devices"] == jax.device_count()
+  assert env["cpu"]["model"] and env["cpu"]["cores"] >= 1
   # Retrieval: the train split indexed, test queries scored, the PR curve drawn.
   assert 0.0 < stored["retrieval/mAP"] <= 1.0 and stored["retrieval/num_queries"] == 16
   assert stored["retrieval/random_mAP"] == pytest.approx(0.5)  # 22 + 22 train, balanced.
