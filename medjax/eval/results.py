@@ -9,6 +9,9 @@ scalar metric of the per-seed ``results.json`` files is reported as ``<key>/mean
 """
 import json
 import logging
+import os
+import shlex
+import sys
 from pathlib import Path
 
 import jax
@@ -32,6 +35,17 @@ def open_workdir(workdir: Path, config) -> tuple[dict, dict | None]:
                      f"{keys}); use a new --workdir or remove that file")
   logging.info("%s already holds the finished run; not redoing it.", workdir)
   return resolved, results
+
+
+def command_line() -> str:
+  """How this process was started, as a shell line a reader can rerun: the ``MEDJAX_*``
+  settings of the environment, then ``python -m medjax.main ...`` (or the raw argv)."""
+  env = [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items())
+         if k.startswith("MEDJAX_")]
+  argv = sys.argv
+  if argv and Path(argv[0]).parts[-2:] == ("medjax", "main.py"):
+    argv = ["python", "-m", "medjax.main", *argv[1:]]
+  return " ".join(env + [shlex.join(argv)])
 
 
 def over_seeds(per_seed: list[dict], config, workdir: Path) -> dict:
