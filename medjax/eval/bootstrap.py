@@ -66,7 +66,9 @@ def _collect(strata, statistics: dict, resamples: int, seed: int) -> dict:
       values[key].append(fn(w))
   out = {}
   for key, parts in values.items():
-    out[f"{key}/ci95_low"], out[f"{key}/ci95_high"] = interval(np.concatenate(parts))
+    low, high = interval(np.concatenate(parts))
+    if not np.isnan(low):  # Left out where no resample defines it, as the estimate is.
+      out[f"{key}/ci95_low"], out[f"{key}/ci95_high"] = low, high
   return out
 
 

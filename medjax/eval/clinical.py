@@ -5,7 +5,8 @@ against the rest), macro F1, Cohen's kappa and, where scores are probabilities, 
 and expected calibration error. scikit-learn computes every one but ECE, which it lacks.
 A binary task's positive class is its second one (NORMAL, PNEUMONIA -> PNEUMONIA), as
 scikit-learn takes label 1; a multi-class AUC is the macro mean of one-vs-rest AUCs.
-A measure that the data cannot define (the AUC of a class absent from the split) is NaN.
+A measure that the data cannot define (the AUC of a class absent from the split, the PPV
+of a class never predicted) is left out, so ``results.json`` holds no NaN (invalid JSON).
 """
 import numpy as np
 from sklearn import metrics as skm
@@ -86,14 +87,20 @@ def single_label(labels: np.ndarray, scores: np.ndarray, class_names, *, probabi
     out[f"npv/{name}"] = _ratio(tn[c], tn[c] + fn[c])
   out["f1_macro"] = float(skm.f1_score(labels, pred, labels=np.arange(k), average="macro",
                                        zero_division=0))
-  out["kappa"] = float(skm.cohen_kappa_score(labels, pred, labels=np.arange(k)))
+  out["kappa"] = float(skm.cohen_kappa_score(labels, pred, labels=np.arange(k),
+                                             replace_undefined_by=np.nan))
   if graded:
     out["kappa_quadratic"] = float(skm.cohen_kappa_score(labels, pred, labels=np.arange(k),
                                                          weights="quadratic"))
   if probabilities:
     out["log_loss"] = float(skm.log_loss(labels, scores, labels=np.arange(k)))
     out["ece"] = expected_calibration_error(scores, labels)
-  return out
+  return defined(out)
+
+
+def defined(measures: dict) -> dict:
+  """``measures`` without the NaN ones."""
+  return {k: v for k, v in measures.items() if not np.isnan(v)}
 
 
 def multi_label(targets: np.ndarray, probs: np.ndarray, class_names,
@@ -114,8 +121,8 @@ def multi_label(targets: np.ndarray, probs: np.ndarray, class_names,
     out[f"specificity/{name}"] = _ratio(tn, tn + fp)
     out[f"ppv/{name}"] = _ratio(tp, tp + fp)
     out[f"npv/{name}"] = _ratio(tn, tn + fn)
-  defined = ~np.isnan(aucs)
-  out["roc_auc"] = float(np.mean(np.asarray(aucs)[defined])) if defined.any() else float("nan")
+  known = ~np.isnan(aucs)
+  out["roc_auc"] = float(np.mean(np.asarray(aucs)[known])) if known.any() else float("nan")
   out["average_precision"] = float(np.nanmean(aps)) if not np.isnan(aps).all() else float("nan")
   out["f1_macro"] = float(skm.f1_score(targets, pred, average="macro", zero_division=0))
-  return out
+  return defined(out)

@@ -63,10 +63,13 @@ def test_multi_class_auc_is_the_macro_one_vs_rest_mean_and_kappa_quadratic():
   assert s["kappa_quadratic"] == pytest.approx(1 - (w * observed).sum() / (w * expected).sum())
 
 
-def test_absent_class_gives_nan_auc_not_an_error():
+def test_measures_the_data_cannot_define_are_left_out():
   labels = np.zeros(4, int)
   s = clinical.single_label(labels, np.full((4, 2), 0.5), NAMES, probabilities=True)
-  assert np.isnan(s["roc_auc"]) and np.isnan(s["sensitivity/PNEUMONIA"])
+  assert s["sensitivity/NORMAL"] == 1.0 and s["ppv/NORMAL"] == 1.0
+  for key in ("roc_auc", "average_precision", "sensitivity/PNEUMONIA", "specificity/NORMAL",
+              "ppv/PNEUMONIA", "kappa"):
+    assert key not in s, key
 
 
 def test_multi_label_per_label_measures():
