@@ -45,7 +45,8 @@ def confusion_matrix(labels, pred, class_names, path: Path, title: str) -> Path:
         text = f"{cm[i, j]}" if kind == "counts" else f"{rows[i, j]:.2f}"
         dark = rows[i, j] > 0.5
         ax.text(j, i, text, ha="center", va="center", color="white" if dark else "black")
-    ax.set_xticks(range(k), class_names, rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center")
+    ax.set_xticks(range(k), class_names, rotation=45 if k > 3 else 0,
+                  ha="right" if k > 3 else "center")
     ax.set_yticks(range(k), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")

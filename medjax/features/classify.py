@@ -44,7 +44,8 @@ def out_of_fold_decisions(cfg, x: np.ndarray, y: np.ndarray, num_classes: int, f
 
 
 def classify(cfg, codes: dict[str, np.ndarray], labels: dict[str, np.ndarray], class_names, *,
-             ids=None, workdir: Path | None = None, seed: int = 0) -> dict:
+             ids=None, workdir: Path | None = None, seed: int = 0,
+             graded: bool = False) -> dict:
   """Fits the SVM on ``codes['train']``; flat metrics of every role, and for ``test``
   (example ``ids`` given) calibrated probabilities, intervals, predictions CSV and plots."""
   k = len(class_names)
@@ -72,6 +73,6 @@ def classify(cfg, codes: dict[str, np.ndarray], labels: dict[str, np.ndarray], c
     if role == "test" and ids is not None:
       metrics.update(evaluation.final(
           workdir, role, ids, labels[role], calibration.softmax(decisions / temperature),
-          class_names, probabilities=True))
+          class_names, probabilities=True, graded=graded))
     results.update({f"{role}/{k}": v for k, v in metrics.items()})
   return results

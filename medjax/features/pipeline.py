@@ -371,7 +371,8 @@ def train_and_evaluate(config, workdir) -> dict:
   if not np.array_equal(id_labels, labels["test"]):
     raise RuntimeError(f"the {eval_role} split's records and its features disagree on labels")
   results.update(classify.classify(config.svm, codes, labels, data.info.class_names, ids=ids,
-                                   workdir=workdir if leader else None, seed=config.seed))
+                                   workdir=workdir if leader else None, seed=config.seed,
+                                   graded=config.data.graded))
   results.update({
       "backbone/requested": config.backbone.name,
       "backbone/used": backbone.spec.name,

@@ -187,7 +187,7 @@ def final_evaluation(outputs: dict, config, info, workdir: Path | None, role: st
   sigmoid = config.loss == "sigmoid_xent"
   scores = calibration.sigmoid(logits) if sigmoid else calibration.softmax(logits)
   return evaluation.final(workdir, role, outputs["ids"], labels, scores, info.class_names,
-                          probabilities=not sigmoid, graded=config.data.get("graded", False))
+                          probabilities=not sigmoid, graded=config.data.graded)
 
 
 def _steps_to_boundary(step: int, periods, total_steps: int) -> int:
