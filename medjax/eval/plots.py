@@ -43,7 +43,7 @@ def confusion_matrix(labels, pred, class_names, path: Path, title: str) -> Path:
     for i in range(k):
       for j in range(k):
         text = f"{cm[i, j]}" if kind == "counts" else f"{rows[i, j]:.2f}"
-        dark = rows[i, j] > 0.5
+        dark = (cm[i, j] / max(cm.max(), 1) if kind == "counts" else rows[i, j]) > 0.5
         ax.text(j, i, text, ha="center", va="center", color="white" if dark else "black")
     ax.set_xticks(range(k), class_names, rotation=45 if k > 3 else 0,
                   ha="right" if k > 3 else "center")

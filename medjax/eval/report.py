@@ -85,13 +85,14 @@ def write(workdir: Path, results: dict, counts: dict[str, dict[str, int]],
   """Writes ``<workdir>/report.html``; ``images``: thumbnails of ``wrong``'s ids."""
   workdir = Path(workdir)
   splits = [s for s in ("val", "test") if f"{s}/roc_auc" in results]
+  last = splits[-1] if splits else "test"
   parts = [f"<h1>medjax run: {html.escape(workdir.name)}</h1>",
            "<h2>Command</h2><pre>" + html.escape(results.get("command", "(not recorded)"))
            + "</pre>",
            "<h2>Data</h2>" + counts_table(counts),
            "<h2>Metrics</h2><p>Binary tasks: the second class is the positive one. Intervals: "
-           f"{results.get('bootstrap/resamples', '?')} stratified bootstrap resamples, "
-           f"seed {results.get('bootstrap/seed', '?')}, 2.5 and 97.5 percentiles.</p>"]
+           f"{results.get(f'{last}/bootstrap/resamples', '?')} stratified bootstrap resamples, "
+           f"seed {results.get(f'{last}/bootstrap/seed', '?')}, 2.5 and 97.5 percentiles.</p>"]
   if "calibration/method" in results:
     parts.append("<p>Scores: " + html.escape(str(results["calibration/method"])) + "</p>")
   parts.extend(metrics_table(results, s) for s in splits)
