@@ -1,5 +1,8 @@
 """A split's final evaluation on small arrays: the CSV reads back to the same numbers, the
-plots are PNGs, every interval holds its estimate; temperature scaling; report.html."""
+plots are PNGs, every interval holds its estimate; temperature scaling; report.html; the
+recorded command line."""
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -85,3 +88,15 @@ def test_report_is_one_self_contained_page(tmp_path):
   assert "http:" not in page and "https:" not in page and "src='data:image/png;base64," in page
   low, high = results["test/roc_auc/ci95_low"], results["test/roc_auc/ci95_high"]
   assert f"{low:.3f} – {high:.3f}" in page
+
+
+def test_command_line_is_a_rerunnable_shell_line(monkeypatch):
+  from medjax.eval import results
+  monkeypatch.setattr("sys.argv", ["/x/medjax/main.py", "--config=configs/vlad.py:a,b=c d",
+                                   "--workdir=/w"])
+  for key in [k for k in os.environ if k.startswith("MEDJAX_")]:
+    monkeypatch.delenv(key)
+  monkeypatch.setenv("MEDJAX_DATA_DIR", "/data dir")
+  line = results.command_line()
+  assert line == ("MEDJAX_DATA_DIR='/data dir' "
+                  "python -m medjax.main '--config=configs/vlad.py:a,b=c d' --workdir=/w")
