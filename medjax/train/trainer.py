@@ -51,7 +51,8 @@ def evaluate(predict, params, model_state, data: InputPipeline, role: str, loss_
     targets = labels if labels.ndim == 2 else np.eye(len(names))[labels]
     scores = metrics_lib.multi_label(logits, targets, names)
     if labels.ndim == 1:  # One-vs-all heads on single-label data: also score as argmax.
-      scores["accuracy"] = float((logits.argmax(-1) == labels).mean())
+      argmax = metrics_lib.single_label(logits, labels, names)
+      scores.update({k: argmax[k] for k in ("accuracy", "balanced_accuracy")})
   else:
     scores = metrics_lib.single_label(logits, labels, names)
   outputs = {"logits": logits, "labels": labels, "ids": ids}

@@ -191,6 +191,9 @@ def test_final_evaluation_writes_predictions_plots_and_report(tiny_data_dir, tfd
   assert all(row.split(",")[1] == row.split("/")[1] for row in rows[1:])  # Label = folder.
   assert all(0 <= float(v) <= 1 for row in rows[1:] for v in row.split(",")[3:])
   assert "test/roc_auc/ci95_low" in results and "test/log_loss" not in results
+  for key in [k for k in results if k.endswith("/ci95_low")]:  # Every interval has its estimate.
+    assert results[key] <= results[key.removesuffix("/ci95_low")] <= results[
+        key.replace("ci95_low", "ci95_high")], key
   assert (tmp_path / "predictions" / "val.csv").is_file()
   assert sorted(p.name for p in (tmp_path / "plots").glob("test_*.png")) == [
       "test_confusion.png", "test_pr.png", "test_roc.png"]
