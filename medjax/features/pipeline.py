@@ -393,7 +393,7 @@ def train_and_evaluate(config, workdir) -> dict:
   writer.close()
   results["config"] = resolved
   results["command"] = results_lib.command_line()
-  if leader:
-    save_json(workdir / "results.json", results)
+  if leader:  # The report first: results.json marks the run finished.
     report.write_run_report(workdir, results, data, data_role=eval_role)
+    save_json(workdir / "results.json", results)
   return results

@@ -169,9 +169,9 @@ def train_and_evaluate(config, workdir) -> dict:
   writer.close()
   results["config"] = resolved
   results["command"] = results_lib.command_line()
-  if leader:
-    save_json(workdir / "results.json", results)
+  if leader:  # The report first: results.json marks the run finished.
     report.write_run_report(workdir, results, data)
+    save_json(workdir / "results.json", results)
   ckpts.close()
   return results
 
