@@ -150,6 +150,9 @@ def markdown(rows_: list[dict], tests: list[dict]) -> str:
     keys = list(tests[0])
     lines += ["", "| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
     lines += ["| " + " | ".join(_cell(t[k]) for k in keys) + " |" for t in tests]
+    if len(tests) > 1:
+      lines += ["", f"p-values are per pair, not adjusted for the {len(tests)} comparisons "
+                f"(Holm: the k-th smallest must be below 0.05 / ({len(tests)} - k + 1))."]
   return "\n".join(lines) + "\n"
 
 
