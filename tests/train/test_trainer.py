@@ -197,4 +197,12 @@ def test_final_evaluation_writes_predictions_plots_and_report(tiny_data_dir, tfd
   assert (tmp_path / "predictions" / "val.csv").is_file()
   assert sorted(p.name for p in (tmp_path / "plots").glob("test_*.png")) == [
       "test_confusion.png", "test_pr.png", "test_roc.png"]
-  assert "<h2>Most confidently wrong test examples</h2>" in (tmp_path / "report.html").read_text()
+  page = (tmp_path / "report.html").read_text()
+  assert "<h2>Most confidently wrong test examples</h2>" in page
+  assert "(image not available)" not in page  # Thumbnails came from the test records.
+  wrong = sum(row.split(",")[1] != row.split(",")[2] for row in rows[1:])
+  assert page.count("<figure><img alt='test/") == min(wrong, 8)
+  # Examples per split and class: 22 + 22 train and 2 + 2 val (a stratified carve), 8 + 8 test.
+  assert ("<tr><td>train</td><td class=n>22</td><td class=n>22</td><td class=n>44</td></tr>"
+          in page)
+  assert "<tr><td>test</td><td class=n>8</td><td class=n>8</td><td class=n>16</td></tr>" in page
