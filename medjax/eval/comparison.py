@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import io
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,6 @@ class Run:
 def load(workdir: Path, split: str = "test") -> Run:
   """A finished run's ``results.json`` and ``predictions/<split>.csv``; ``ValueError``
   naming what is missing otherwise."""
-  import json
   workdir = Path(workdir)
   if not workdir.is_dir():
     raise ValueError(f"{workdir} is not a directory")
