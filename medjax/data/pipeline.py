@@ -29,6 +29,7 @@ import tensorflow_datasets as tfds
 
 from medjax import parallel
 from medjax.data import builders, ops
+from medjax.data.builders import class_folders
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +126,7 @@ class InputPipeline:
     if "test" in self._split_ds:
       sizes["test"] = self.builder.info.splits[d.test_split].num_examples
     self.info = DataInfo(name=d.name, class_names=class_names, multi_label=multi_label,
-                         split_sizes=sizes, skipped=tuple(builders.class_folders.skipped_files(
+                         split_sizes=sizes, skipped=tuple(class_folders.skipped_files(
                              self.builder)))
     self._preprocessed = {}
     self._context = self._training_statistics()
