@@ -71,7 +71,7 @@ def metrics_table(results: dict, split: str) -> str:
 
 
 def counts_table(counts: dict[str, dict[str, int]]) -> str:
-  classes = sorted({c for per in counts.values() for c in per})
+  classes = list(dict.fromkeys(c for per in counts.values() for c in per))  # Label order.
   head = "".join(f"<th>{html.escape(c)}</th>" for c in classes)
   rows = "".join(
       f"<tr><td>{html.escape(split)}</td>" + "".join(
