@@ -63,6 +63,7 @@ def test_multi_class_auc_is_the_macro_one_vs_rest_mean_and_kappa_quadratic():
   assert s["kappa_quadratic"] == pytest.approx(1 - (w * observed).sum() / (w * expected).sum())
 
 
+@pytest.mark.filterwarnings("ignore:.*cohen_kappa_score.*")
 def test_measures_the_data_cannot_define_are_left_out():
   labels = np.zeros(4, int)
   s = clinical.single_label(labels, np.full((4, 2), 0.5), NAMES, probabilities=True)
