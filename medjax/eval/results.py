@@ -12,6 +12,9 @@ number in the docs says what produced it.
 """
 import json
 import logging
+import os
+import shlex
+import sys
 from pathlib import Path
 
 import jax
@@ -38,13 +41,30 @@ def open_workdir(workdir: Path, config) -> tuple[dict, dict | None]:
   return resolved, results
 
 
-def finish(workdir: Path, results: dict, resolved_config: dict) -> dict:
-  """Adds the resolved config and the environment; process 0 writes ``results.json``."""
+def finish(workdir: Path, results: dict, resolved_config: dict, write_report=None) -> dict:
+  """Adds the config, the command and the environment; process 0 writes ``results.json``.
+
+  ``write_report(results)`` runs first, since ``results.json`` marks the run finished.
+  """
   results["config"] = resolved_config
+  results["command"] = command_line()
   results["environment"] = provenance.environment()
   if jax.process_index() == 0:
+    if write_report is not None:
+      write_report(results)
     save_json(Path(workdir) / "results.json", results)
   return results
+
+
+def command_line() -> str:
+  """How this process was started, as a shell line a reader can rerun: the ``MEDJAX_*``
+  settings of the environment, then ``python -m medjax.main ...`` (or the raw argv)."""
+  env = [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items())
+         if k.startswith("MEDJAX_")]
+  argv = sys.argv
+  if argv and Path(argv[0]).parts[-2:] == ("medjax", "main.py"):
+    argv = ["python", "-m", "medjax.main", *argv[1:]]
+  return " ".join(env + [shlex.join(argv)])
 
 
 def over_seeds(per_seed: list[dict], config, workdir: Path) -> dict:

@@ -23,7 +23,7 @@ def read_jsonl(path):
 
 
 def metrics_of(results):
-  return {k: v for k, v in results.items() if k != "config"}
+  return {k: v for k, v in results.items() if k not in ("config", "command")}
 
 
 def test_one_step_writes_the_three_outputs(tiny_data_dir, tfds_dir, tmp_path):
@@ -184,3 +184,34 @@ def test_unknown_schedule_is_named():
   with pytest.raises(ValueError, match="schedule='cosine'"):
     optim.make(sgd_cfg(schedule="cosine"), 1)
   assert isinstance(optim.make(sgd_cfg(), 1), optax.GradientTransformation)
+
+
+@pytest.mark.slow
+def test_final_evaluation_writes_predictions_plots_and_report(tiny_data_dir, tfds_dir, tmp_path):
+  """System 1's one-vs-all sigmoid heads on single-label data: per-class probabilities that
+  need not sum to one, so the argmax is scored and log loss / ECE are left out."""
+  config = tiny_config(tiny_data_dir, tfds_dir, total_steps=2, loss="sigmoid_xent",
+                       **{"early_stopping.metric": "exact_match"})
+  results = trainer.train_and_evaluate(config, tmp_path)
+  rows = (tmp_path / "predictions" / "test.csv").read_text().splitlines()
+  assert rows[0] == "id,label,predicted,score/blank,score/blob" and len(rows) == 17
+  ids = sorted(row.split(",")[0] for row in rows[1:])
+  assert ids == sorted(f"test/{c}/{c}_{i:03d}.png" for c in ("blank", "blob") for i in range(8))
+  assert all(row.split(",")[1] == row.split("/")[1] for row in rows[1:])  # Label = folder.
+  assert all(0 <= float(v) <= 1 for row in rows[1:] for v in row.split(",")[3:])
+  assert "test/roc_auc/ci95_low" in results and "test/log_loss" not in results
+  for key in [k for k in results if k.endswith("/ci95_low")]:  # Every interval has its estimate.
+    assert results[key] <= results[key.removesuffix("/ci95_low")] <= results[
+        key.replace("ci95_low", "ci95_high")], key
+  assert (tmp_path / "predictions" / "val.csv").is_file()
+  assert sorted(p.name for p in (tmp_path / "plots").glob("test_*.png")) == [
+      "test_confusion.png", "test_pr.png", "test_roc.png"]
+  page = (tmp_path / "report.html").read_text()
+  assert "<h2>Most confidently wrong test examples</h2>" in page
+  assert "(image not available)" not in page  # Thumbnails came from the test records.
+  wrong = sum(row.split(",")[1] != row.split(",")[2] for row in rows[1:])
+  assert page.count("<figure><img alt='test/") == min(wrong, 8)
+  # Examples per split and class: 22 + 22 train and 2 + 2 val (a stratified carve), 8 + 8 test.
+  assert ("<tr><td>train</td><td class=n>22</td><td class=n>22</td><td class=n>44</td></tr>"
+          in page)
+  assert "<tr><td>test</td><td class=n>8</td><td class=n>8</td><td class=n>16</td></tr>" in page
