@@ -94,7 +94,9 @@ def write(workdir: Path, results: dict, counts: dict[str, dict[str, int]],
            f"{results.get(f'{last}/bootstrap/resamples', '?')} stratified bootstrap resamples, "
            f"seed {results.get(f'{last}/bootstrap/seed', '?')}, 2.5 and 97.5 percentiles.</p>"]
   if "calibration/method" in results:
-    parts.append("<p>Scores: " + html.escape(str(results["calibration/method"])) + "</p>")
+    t = results.get("calibration/temperature")
+    parts.append("<p>Scores: " + html.escape(str(results["calibration/method"]))
+                 + (f" (T = {t:.3f})" if isinstance(t, float) else "") + ".</p>")
   parts.extend(metrics_table(results, s) for s in splits)
   parts.append("<h2>Plots</h2>")
   for png in sorted((workdir / "plots").glob("*.png")):

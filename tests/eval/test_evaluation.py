@@ -76,13 +76,15 @@ def test_report_is_one_self_contained_page(tmp_path):
   results = {f"test/{k}": v for k, v in evaluation.final(
       tmp_path, "test", ids, labels, probs, NAMES, probabilities=True).items()}
   results.update({"test/num_examples": 60, "test/accuracy": 0.8, "command": "python -m x <y>",
-                  "config": {"seed": 0}})
+                  "config": {"seed": 0}, "calibration/method": "temperature scaling",
+                  "calibration/temperature": 0.5})
   wrong = evaluation.confidently_wrong(predictions.read(tmp_path / "predictions" / "test.csv"))
   images = {wrong[0]["id"]: np.zeros((20, 30, 3), np.uint8)}
   page = report.write(tmp_path, results, {"train": {"NORMAL": 3, "PNEUMONIA": 5}}, wrong,
                       images).read_text()
   assert "python -m x &lt;y&gt;" in page
   assert "2000 stratified bootstrap resamples, seed 0" in page
+  assert "Scores: temperature scaling (T = 0.500)." in page
   assert page.count("<img") == 4 + len(wrong) - (len(wrong) - 1)  # 4 plots, 1 thumbnail.
   assert "(image not available)" in page
   assert "http:" not in page and "https:" not in page and "src='data:image/png;base64," in page
