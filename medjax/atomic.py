@@ -23,3 +23,17 @@ def save_npz(path: Path, **arrays) -> None:
   with tmp.open("wb") as f:
     np.savez(f, **arrays)
   tmp.replace(path)
+
+
+def save_text(path: Path, text: str) -> None:
+  path = Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  tmp.replace(path)
+
+
+def save_bytes(path: Path, data: bytes) -> None:
+  path = Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_bytes(data)
+  tmp.replace(path)
