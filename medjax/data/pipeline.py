@@ -30,8 +30,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from medjax import parallel
-from medjax.atomic import save_text
+from medjax.atomic import save_json, save_text
 from medjax.data import builders, ops
+
+
+# <workdir>/data.json: the class order, label kind and source key of the run's data.
+DATA_RECORD = "data.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,9 +147,15 @@ class InputPipeline:
     self.info = DataInfo(name=d.name, class_names=class_names, multi_label=multi_label,
                          split_sizes=sizes, skipped=tuple(builders.class_folders.skipped_files(
                              self.builder)), source_key=getattr(self.builder, "source_key", ""))
-    if getattr(self.builder, "assigned_splits", False) and jax.process_index() == 0:
+    if jax.process_index() == 0:
+      # What tools over the finished run (predict, explain, export) need of the data, so
+      # they run where the raw images are not.
       self.workdir.mkdir(parents=True, exist_ok=True)
-      save_text(self.workdir / "data_split.csv", _split_csv(self.builder.split_table()))
+      save_json(self.workdir / DATA_RECORD, {
+          "name": d.name, "class_names": list(class_names), "multi_label": multi_label,
+          "source_key": self.info.source_key})
+      if getattr(self.builder, "assigned_splits", False):
+        save_text(self.workdir / "data_split.csv", _split_csv(self.builder.split_table()))
     self._preprocessed = {}
     self._context = self._training_statistics()
 

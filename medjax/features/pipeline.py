@@ -321,13 +321,19 @@ AGGREGATIONS = {
 }
 
 
+SVM_FILE = "svm.npz"  # The fitted SVM (w, b), for tools over the finished run.
+
+
 def classify(cfg, codes: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-             class_names) -> dict:
-  """Fits the SVM on ``codes['train']``; flat metrics of every role."""
+             class_names, save_to: Path | None = None) -> dict:
+  """Fits the SVM on ``codes['train']``; flat metrics of every role. The SVM is saved to
+  ``save_to`` (``w``, ``b``) for ``medjax.predict`` and co."""
   svm_cfg = svm.SVMConfig(C=float(cfg.C), learning_rate=cfg.learning_rate, tol=float(cfg.tol))
   x, y = jnp.asarray(codes["train"]), jnp.asarray(labels["train"])
   state = svm.run(svm.init(x, y, len(class_names), svm_cfg), x, y, cfg.max_iter, svm_cfg)
   params = svm.params_from_state(state, svm_cfg)
+  if save_to is not None:
+    save_npz(save_to, w=np.asarray(params.w), b=np.asarray(params.b))
   results = {"svm/iterations": int(state.iteration),
              "svm/converged": float(svm.converged(state, svm_cfg))}
   for role, features in codes.items():
@@ -393,7 +399,8 @@ def train_and_evaluate(config, workdir) -> dict:
   codes = {"train": codes["train"], "test": codes[eval_role]}
   labels = {"train": stage.labels("train"), "test": stage.labels(eval_role)}
   t_aggregated = time.time()
-  results.update(classify(config.svm, codes, labels, data.info.class_names))
+  results.update(classify(config.svm, codes, labels, data.info.class_names,
+                          save_to=workdir / SVM_FILE if jax.process_index() == 0 else None))
   results.update({
       "backbone/requested": config.backbone.name,
       "backbone/used": backbone.spec.name,
