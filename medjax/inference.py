@@ -2,9 +2,9 @@
 export.
 
 Both pipelines come back as one :class:`Run`: the run's own evaluation preprocessing
-(``pps``, TensorFlow ops of :mod:`medjax.data.ops`, with the stored training mean image
-where used) and ``scores(variables, image) -> (B, K)``, a pure JAX function (so it can be
-jitted, differentiated and converted by ``jax2tf``):
+(``pp``, TensorFlow ops of :mod:`medjax.data.ops`, with the stored training mean image
+where used) and ``logits(variables, images) -> (B, K)``, a pure JAX function (so it can be
+jitted, differentiated and converted by ``jax2tf``), whose ``scores`` are:
 
 * supervised: the checkpointed model (best checkpoint under early stopping), softmax of
   its logits, or sigmoid for one-vs-all heads;
@@ -46,13 +46,17 @@ class Run:
   multi_label: bool           # Scores are independent sigmoids, not a distribution.
   pp: str                     # Evaluation preprocessing of encoded image bytes.
   context: dict
-  scores: Callable            # (variables, images (B, H, W, C)) -> (B, K) scores.
+  logits: Callable            # (variables, images (B, H, W, C)) -> (B, K) pre-softmax.
   variables: dict
-  features: Callable | None = None  # (variables, images) -> (logits, named features).
 
   @property
   def probabilities(self) -> bool:
     return not self.multi_label
+
+  def scores(self, variables, images):
+    """Class scores: softmax of the logits, or per-class sigmoids for multi-label runs."""
+    logits = self.logits(variables, images)
+    return jax.nn.sigmoid(logits) if self.multi_label else jax.nn.softmax(logits, axis=-1)
 
   def preprocess(self, encoded: bytes) -> np.ndarray:
     fn = ops.compose(self.pp, self.context)
@@ -114,16 +118,11 @@ def _supervised(workdir, config, results, data, context) -> Run:
   ckpts.close()
   sigmoid = config.loss == "sigmoid_xent"
 
-  def features(variables, images):
-    return model.apply(variables, images, train=False)
-
-  def scores(variables, images):
-    logits, _ = features(variables, images)
-    return jax.nn.sigmoid(logits) if sigmoid else jax.nn.softmax(logits, axis=-1)
+  def logits(variables, images):
+    return model.apply(variables, images, train=False)[0]
 
   return Run(workdir, config, results, names, bool(data["multi_label"]) or sigmoid,
-             config.pp_eval, context, scores, {"params": params, **state["model_state"]},
-             features)
+             config.pp_eval, context, logits, {"params": params, **state["model_state"]})
 
 
 def _frozen(workdir, config, results, data, context) -> Run:
@@ -145,18 +144,14 @@ def _frozen(workdir, config, results, data, context) -> Run:
     w, b = jnp.asarray(z["w"]), jnp.asarray(z["b"])
   temperature = float(results.get("calibration/temperature", 1.0))
 
-  def features(variables, images):
-    return module.apply(variables["backbone"], images)
-
-  def scores(variables, images):
-    _, named = features(variables, images)
+  def logits(variables, images):
+    _, named = module.apply(variables["backbone"], images)
     pooled = extract.l2_normalize(jnp.mean(named[layer], axis=(1, 2)))
-    decisions = pooled @ variables["w"] + variables["b"]
-    return jax.nn.softmax(decisions / temperature, axis=-1)
+    return (pooled @ variables["w"] + variables["b"]) / temperature
 
   return Run(workdir, config, results, tuple(data["class_names"]), False,
-             extract.input_pp(spec.normalisation, scale), context, scores,
-             {"backbone": variables, "w": w, "b": b}, features)
+             extract.input_pp(spec.normalisation, scale), context, logits,
+             {"backbone": variables, "w": w, "b": b})
 
 
 def read_image(path: Path) -> tuple[bytes | None, str]:
@@ -187,7 +182,7 @@ def predict_files(run: Run, paths: list[Path], batch_size: int = 64):
   ds = tf.data.Dataset.from_tensor_slices(tf.constant([encoded[i] for i in good]))
   ds = ds.map(lambda x: fn({"image": x}, zero)["image"], num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True).batch(batch_size).prefetch(2)
-  scores = jax.jit(run.scores)
+  scores = jax.jit(lambda v, x: run.scores(v, x))
   rows = []
   for batch in ds.as_numpy_iterator():
     n = len(batch)
