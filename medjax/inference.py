@@ -58,6 +58,14 @@ class Run:
     logits = self.logits(variables, images)
     return jax.nn.sigmoid(logits) if self.multi_label else jax.nn.softmax(logits, axis=-1)
 
+  def preprocess_shape(self) -> tuple[int, ...]:
+    """The ``(H, W, C)`` every image becomes (the run's pp ends at a fixed size)."""
+    import io
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new("L", (64, 48)).save(buffer, format="PNG")
+    return tuple(self.preprocess(buffer.getvalue()).shape)
+
   def preprocess(self, encoded: bytes) -> np.ndarray:
     fn = ops.compose(self.pp, self.context)
     return fn({"image": tf.constant(encoded)}, tf.zeros([2], tf.int64))["image"].numpy()
