@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import irma_cnn, vlad
+from medjax import inference
+from medjax.explain import methods
 from medjax.features import pipeline as frozen
 from medjax.train import trainer
 from tests.conftest import REPO_ROOT, set_dotted
@@ -55,6 +58,16 @@ def test_frozen_features_config_on_a_folder_and_on_its_csv(study, tmp_path):
   by_folder = frozen.train_and_evaluate(config(str(study)), tmp_path / "a")
   by_csv = frozen.train_and_evaluate(config(str(study / "labels.csv")), tmp_path / "b")
   assert _metrics(by_folder) == _metrics(by_csv) and "test/accuracy" in by_folder
+  # predict and explain over the frozen features + SVM run: the run's own test numbers.
+  run = inference.load(tmp_path / "a")
+  paths = sorted((study / "test").rglob("*.png"))
+  scores, errors = inference.predict_files(run, paths, batch_size=8)
+  assert not any(errors)
+  truth = [run.class_names.index(p.parent.name) for p in paths]
+  assert np.mean(scores.argmax(1) == truth) == pytest.approx(by_folder["test/accuracy"])
+  np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-6)
+  heat = methods.occlusion(run, run.preprocess(paths[0].read_bytes()), truth[0])
+  assert heat.shape == (64, 64) and np.isfinite(heat).all()
 
 
 @pytest.mark.slow
