@@ -44,6 +44,7 @@ def test_every_method_writes_an_overlay_at_the_images_size(trained, tiny_data_di
     peaks = []
     for image, overlay in zip([*paths, big], written):
       assert Image.open(overlay).size == Image.open(image).size
+      assert overlay.name == f"{image.stem}.{method}.png"
       heat = np.load(overlay.with_suffix(".npy"))
       assert heat.shape == trained.preprocess(image.read_bytes()).shape[:2]
       assert np.isfinite(heat).all() and heat.min() >= 0

@@ -43,12 +43,11 @@ def explain_files(run, paths, out: Path, method: str, layer=None, target=None) -
       heat = methods.explain(run, image, k, method, layer)
     except KeyError as e:
       raise cli.UserError(f"--layer: {e.args[0]}") from None
-    stem = out / f"{path.stem}.{method}"
     out.mkdir(parents=True, exist_ok=True)
-    np.save(stem.with_suffix(".npy"), heat)
+    np.save(out / f"{path.stem}.{method}.npy", heat)
     overlay.overlay(encoded, heat, f"{run.class_names[k]} {scores[k]:.2f}",
-                    stem.with_suffix(".png"))
-    written.append(stem.with_suffix(".png"))
+                    out / f"{path.stem}.{method}.png")
+    written.append(out / f"{path.stem}.{method}.png")
   return written
 
 
