@@ -9,8 +9,8 @@ result has a quality; ``images_per_s`` where a case processes images). ``--only`
 cases whose name starts with NAME (``--only train_step`` or ``--only train_step/lenet_ova``).
 ``--quick`` runs every case at the same sizes with fewer repeats, in about eight minutes
 on two cores.
-Each record also has the thread count, ``quick``, the device medjax ran on, the JAX and
-PyTorch versions and the load average before and after it. On a GPU the PyTorch peers run
+Each record also has the thread count, ``quick``, the device medjax ran on, the CPU
+(model, ISA features such as AVX-512 and AMX, cores), the JAX and PyTorch versions and the load average before and after it. On a GPU the PyTorch peers run
 there too and accelerator cases add ``fraction_of_peak`` (see ``timing.compare``).
 """
 import argparse
@@ -25,7 +25,7 @@ import torch
 
 from benchmarks import (extraction, input_pipeline, kmeans, svm, timing, train_step,
                         vlad)
-from medjax import host_memory
+from medjax import host_memory, provenance
 
 MODULES = (train_step, extraction, svm, kmeans, vlad, input_pipeline)
 
@@ -40,7 +40,7 @@ def run_cases(cases: list[timing.Case], *, quick: bool, out: Path | None = None)
   context = {"threads": timing.configure_peers(), "quick": quick,
              "allocator": "retain" if host_memory.retaining() else "default",
              "device": jax.devices()[0].device_kind, "jax": jax.__version__,
-             "torch": torch.__version__}
+             "torch": torch.__version__, "cpu": provenance.cpu()}
   records = []
   for case in cases:
     logging.info("running %s", case.name)

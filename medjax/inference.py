@@ -135,7 +135,7 @@ def _supervised(workdir, config, results, data, context) -> Run:
 
 def _frozen(workdir, config, results, data, context) -> Run:
   from medjax.features import extract
-  from medjax.features.pipeline import SVM_FILE
+  from medjax.features.classify import SVM_FILE
   from medjax.models import backbones
   if config.aggregation != "avgpool" or len(config.features.scales) != 1:
     raise RunError(f"{workdir}: tools over frozen-feature runs support aggregation=avgpool at "

@@ -37,6 +37,8 @@ def test_records_name_the_device_and_versions():
   case = timing.Case("vlad/tiny", lambda: vlad.vlad_case(images=2, repeats=1, per_image=8, k=4))
   (record,) = run.run_cases([case], quick=True)
   assert record["device"] and record["jax"] and record["torch"]
+  assert record["cpu"]["model"] and record["cpu"]["cores"] >= 1
+  assert isinstance(record["cpu"]["isa"], list)
   assert record["peer"] == "numpy" and timing.peer_name() == "pytorch"  # CPU here.
 
 

@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 from medjax import parallel
 from medjax.atomic import save_json, save_text
 from medjax.data import builders, ops
+from medjax.data.builders import class_folders
 
 
 # <workdir>/data.json: the class order, label kind and source key of the run's data.
@@ -145,7 +146,7 @@ class InputPipeline:
     if "test" in self._split_ds:
       sizes["test"] = self.builder.info.splits[self.splits["test"]].num_examples
     self.info = DataInfo(name=d.name, class_names=class_names, multi_label=multi_label,
-                         split_sizes=sizes, skipped=tuple(builders.class_folders.skipped_files(
+                         split_sizes=sizes, skipped=tuple(class_folders.skipped_files(
                              self.builder)), source_key=getattr(self.builder, "source_key", ""))
     if jax.process_index() == 0:
       # What tools over the finished run (predict, explain, export) need of the data, so
@@ -300,6 +301,36 @@ class InputPipeline:
     sharding = parallel.batch_sharding(self.mesh)
     for batch, batch_ids in zip(ds.as_numpy_iterator(), ids.as_numpy_iterator()):
       yield parallel.to_global(batch, sharding), [i.decode() for i in batch_ids]
+
+  # -- what reports need: labels, counts and pictures, without running the model ---------
+  def ids_and_labels(self, role: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every example's id and label of split ``role``, in split order (nothing decoded)."""
+    ds = self._split_ds[role].map(lambda ex: (ex["id"], ex[self.label_key]))
+    ids, labels = [], []
+    for i, y in ds.as_numpy_iterator():
+      ids.append(i.decode())
+      labels.append(y)
+    return np.asarray(ids, dtype=object), np.asarray(labels)
+
+  def class_counts(self) -> dict[str, dict[str, int]]:
+    """``{role: {class: examples}}`` (multi-label: examples carrying each label)."""
+    counts = {}
+    for role in self._split_ds:
+      _, labels = self.ids_and_labels(role)
+      per = (labels.sum(0) if self.info.multi_label
+             else np.bincount(labels.astype(int), minlength=self.info.num_classes))
+      counts[role] = {c: int(n) for c, n in zip(self.info.class_names, per)}
+    return counts
+
+  def thumbnails(self, role: str, ids, size: int = 160) -> dict[str, np.ndarray]:
+    """``{id: uint8 RGB image}`` of the given examples, shorter side ``size``, for reports."""
+    if not ids:
+      return {}
+    fn = ops.compose(f"decode(3)|resize_short({size})")
+    zero = tf.zeros([2], tf.int64)
+    ds = _filter_ids(self._split_ds[role], set(ids), keep=True).map(
+        lambda ex: (ex["id"], tf.cast(tf.round(fn(ex, zero)["image"] * 255), tf.uint8)))
+    return {i.decode(): image for i, image in ds.as_numpy_iterator()}
 
   def describe(self) -> dict:
     return {"dataset": self.info.name, "classes": list(self.info.class_names),

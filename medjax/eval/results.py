@@ -10,17 +10,17 @@ scalar metric of the per-seed ``results.json`` files is reported as ``<key>/mean
 Every ``results.json`` also records its ``environment`` (versions, lock file hash), so a
 number in the docs says what produced it.
 """
-import hashlib
-import importlib.metadata
 import json
 import logging
-import platform
+import os
+import shlex
 import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from medjax import provenance
 from medjax.atomic import save_json
 
 
@@ -41,34 +41,30 @@ def open_workdir(workdir: Path, config) -> tuple[dict, dict | None]:
   return resolved, results
 
 
-# The packages whose versions decide a result; recorded so a number can be rerun as made.
-_RECORDED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "clu", "numpy",
-                      "scipy", "scikit-learn", "scikit-image", "tensorflow-cpu", "tensorflow",
-                      "tensorflow-datasets", "pillow", "torch", "faiss-cpu", "medjax")
-LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
+def finish(workdir: Path, results: dict, resolved_config: dict, write_report=None) -> dict:
+  """Adds the config, the command and the environment; process 0 writes ``results.json``.
 
-
-def environment() -> dict:
-  """Python, platform, devices, the lock file's hash and the installed versions that matter."""
-  packages = {}
-  for name in _RECORDED_PACKAGES:
-    try:
-      packages[name] = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-      continue
-  lock = (hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest() if LOCK_FILE.is_file() else None)
-  return {"python": sys.version.split()[0], "platform": platform.platform(),
-          "backend": jax.default_backend(), "devices": jax.device_count(),
-          "processes": jax.process_count(), "lock_sha256": lock, "packages": packages}
-
-
-def finish(workdir: Path, results: dict, resolved_config: dict) -> dict:
-  """Adds the resolved config and the environment; process 0 writes ``results.json``."""
+  ``write_report(results)`` runs first, since ``results.json`` marks the run finished.
+  """
   results["config"] = resolved_config
-  results["environment"] = environment()
+  results["command"] = command_line()
+  results["environment"] = provenance.environment()
   if jax.process_index() == 0:
+    if write_report is not None:
+      write_report(results)
     save_json(Path(workdir) / "results.json", results)
   return results
+
+
+def command_line() -> str:
+  """How this process was started, as a shell line a reader can rerun: the ``MEDJAX_*``
+  settings of the environment, then ``python -m medjax.main ...`` (or the raw argv)."""
+  env = [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items())
+         if k.startswith("MEDJAX_")]
+  argv = sys.argv
+  if argv and Path(argv[0]).parts[-2:] == ("medjax", "main.py"):
+    argv = ["python", "-m", "medjax.main", *argv[1:]]
+  return " ".join(env + [shlex.join(argv)])
 
 
 def over_seeds(per_seed: list[dict], config, workdir: Path) -> dict:

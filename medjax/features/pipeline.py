@@ -1,7 +1,9 @@
 """The frozen-feature pipeline of systems 3 and 5: ``train_and_evaluate(config, workdir)``.
 
 pretrained backbone (frozen) -> features streamed to disk (``extract``) -> aggregation ->
-L2 -> one-vs-rest quadratic-hinge SVM (``svm``) on train -> exact metrics on test.
+L2 -> one-vs-rest quadratic-hinge SVM (``svm``) on train, its decision values calibrated
+on out-of-fold train values (``classify``) -> exact metrics with intervals, predictions,
+plots and ``report.html`` on test.
 
 ``config.aggregation`` chooses the image representation:
 
@@ -45,10 +47,10 @@ import numpy as np
 from medjax import parallel
 from medjax.atomic import save_npz
 from medjax.data.pipeline import InputPipeline
-from medjax.eval import metrics as metrics_lib
+from medjax.eval import report
 from medjax.eval import results as results_lib
 from medjax.eval import writers
-from medjax.features import cae, extract, kmeans, pca, sparse_autoencoder, svm, vlad
+from medjax.features import cae, classify, extract, kmeans, pca, sparse_autoencoder, svm, vlad
 from medjax.models import backbones
 from medjax.train import optim
 from medjax.train.checkpoint import Checkpoints
@@ -321,29 +323,6 @@ AGGREGATIONS = {
 }
 
 
-SVM_FILE = "svm.npz"  # The fitted SVM (w, b), for tools over the finished run.
-
-
-def classify(cfg, codes: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-             class_names, save_to: Path | None = None) -> dict:
-  """Fits the SVM on ``codes['train']``; flat metrics of every role. The SVM is saved to
-  ``save_to`` (``w``, ``b``) for ``medjax.predict`` and co."""
-  svm_cfg = svm.SVMConfig(C=float(cfg.C), learning_rate=cfg.learning_rate, tol=float(cfg.tol))
-  x, y = jnp.asarray(codes["train"]), jnp.asarray(labels["train"])
-  state = svm.run(svm.init(x, y, len(class_names), svm_cfg), x, y, cfg.max_iter, svm_cfg)
-  params = svm.params_from_state(state, svm_cfg)
-  if save_to is not None:
-    save_npz(save_to, w=np.asarray(params.w), b=np.asarray(params.b))
-  results = {"svm/iterations": int(state.iteration),
-             "svm/converged": float(svm.converged(state, svm_cfg))}
-  for role, features in codes.items():
-    scores = np.asarray(svm.decision_function(params, jnp.asarray(features)))
-    metrics = metrics_lib.single_label(scores, labels[role], class_names)
-    del metrics["loss"]  # Softmax cross-entropy of SVM margins means nothing.
-    results.update({f"{role}/{k}": v for k, v in metrics.items()})
-  return results
-
-
 def _split_of(config, role: str) -> str:
   """The data a role reads, as recorded with its features: a TFDS split, or a holdout."""
   d = config.data
@@ -367,6 +346,7 @@ def train_and_evaluate(config, workdir) -> dict:
   l2 = config.vlad.descriptor_l2 if l2 is None else l2
 
   mesh = parallel.make_mesh()
+  leader = jax.process_index() == 0
   data = InputPipeline(config, workdir, mesh)
   if data.info.multi_label:
     raise ValueError(f"{data.info.name} is multi-label; the frozen-feature SVM is single-label")
@@ -399,8 +379,12 @@ def train_and_evaluate(config, workdir) -> dict:
   codes = {"train": codes["train"], "test": codes[eval_role]}
   labels = {"train": stage.labels("train"), "test": stage.labels(eval_role)}
   t_aggregated = time.time()
-  results.update(classify(config.svm, codes, labels, data.info.class_names,
-                          save_to=workdir / SVM_FILE if jax.process_index() == 0 else None))
+  ids, id_labels = data.ids_and_labels(eval_role)
+  if not np.array_equal(id_labels, labels["test"]):
+    raise RuntimeError(f"the {eval_role} split's records and its features disagree on labels")
+  results.update(classify.classify(config.svm, codes, labels, data.info.class_names, ids=ids,
+                                   workdir=workdir if leader else None, seed=config.seed,
+                                   graded=config.data.graded))
   results.update({
       "backbone/requested": config.backbone.name,
       "backbone/used": backbone.spec.name,
@@ -419,5 +403,6 @@ def train_and_evaluate(config, workdir) -> dict:
   writer.write_scalars(results.get("cae/steps", 0), {k: v for k, v in results.items()
                                                      if isinstance(v, (int, float))})
   writer.close()
-  results_lib.finish(workdir, results, resolved)
+  results_lib.finish(workdir, results, resolved, write_report=lambda r: report.write_run_report(
+      workdir, r, data, data_role=eval_role))
   return results

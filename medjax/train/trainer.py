@@ -19,6 +19,7 @@ from clu import periodic_actions
 
 from medjax import parallel
 from medjax.data.pipeline import InputPipeline
+from medjax.eval import calibration, evaluation, report
 from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
 from medjax.eval import retrieval
@@ -49,7 +50,8 @@ def evaluate(predict, params, model_state, data: InputPipeline, role: str, loss_
     targets = labels if labels.ndim == 2 else np.eye(len(names))[labels]
     scores = metrics_lib.multi_label(logits, targets, names)
     if labels.ndim == 1:  # One-vs-all heads on single-label data: also score as argmax.
-      scores["accuracy"] = float((logits.argmax(-1) == labels).mean())
+      argmax = metrics_lib.single_label(logits, labels, names)
+      scores.update({k: argmax[k] for k in ("accuracy", "balanced_accuracy")})
   else:
     scores = metrics_lib.single_label(logits, labels, names)
   outputs = {"logits": logits, "labels": labels, "ids": ids}
@@ -151,19 +153,38 @@ def train_and_evaluate(config, workdir) -> dict:
   results = {"train/steps": step, "train/epochs": step / steps_per_epoch,
              "data/skipped": len(info.skipped), "data/source_key": info.source_key}
   outputs = {}
+  leader = jax.process_index() == 0
   for role in ("val", "test"):
     if data.has_split(role):
       scores, outputs[role] = evaluate(predict, params, state.model_state, data, role,
                                        config.loss, with_embeddings=config.retrieval)
       results.update(_flat(role, scores))
+      results.update(_flat(role, final_evaluation(outputs[role], config, info,
+                                                  workdir if leader else None, role)))
   if config.retrieval and "test" in outputs:
     results.update(_flat("retrieval", index_and_evaluate_retrieval(
         predict, params, state.model_state, data, config.loss, outputs["test"], workdir)))
   writer.write_scalars(step, _scalars(results))
   writer.close()
-  results_lib.finish(workdir, results, resolved)
+  results_lib.finish(workdir, results, resolved,
+                     write_report=lambda r: report.write_run_report(workdir, r, data))
   ckpts.close()
   return results
+
+
+def final_evaluation(outputs: dict, config, info, workdir: Path | None, role: str) -> dict:
+  """Clinical measures with intervals of the trained model on ``role``; with a
+  ``workdir``, also its predictions CSV and plots.
+
+  Softmax heads give probabilities. One-vs-all sigmoid heads give one probability per
+  label: multi-label data is scored as such; on single-label data the prediction is the
+  argmax, and log loss and ECE are left out since the rows need not sum to one.
+  """
+  logits, labels = outputs["logits"], outputs["labels"]
+  sigmoid = config.loss == "sigmoid_xent"
+  scores = calibration.sigmoid(logits) if sigmoid else calibration.softmax(logits)
+  return evaluation.final(workdir, role, outputs["ids"], labels, scores, info.class_names,
+                          probabilities=not sigmoid, graded=config.data.graded)
 
 
 def _steps_to_boundary(step: int, periods, total_steps: int) -> int:

@@ -33,3 +33,11 @@ def test_smoke_run_on_chest_xrays(shared_data, tfds_dir, tmp_path, config, train
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
   assert json.loads(lines[-1])["test/accuracy"] == results["test/accuracy"]
   assert (tmp_path / "cae" / "checkpoints").is_dir() == trained
+  # The SVM's scores are calibrated on out-of-fold train scores, then evaluated clinically.
+  assert "out-of-fold" in results["calibration/method"]
+  assert 0 <= results["test/ece"] < 0.5
+  for key in ("accuracy", "roc_auc", "sensitivity/PNEUMONIA", "specificity/PNEUMONIA"):
+    assert results[f"test/{key}/ci95_low"] <= results[f"test/{key}"] <= results[
+        f"test/{key}/ci95_high"], key
+  assert len((tmp_path / "predictions" / "test.csv").read_text().splitlines()) == 129
+  assert (tmp_path / "report.html").is_file()

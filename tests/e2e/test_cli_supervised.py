@@ -31,8 +31,9 @@ def env(shared_data, tfds_dir):
 
 
 def metrics(workdir):
+  """A run's results.json less what names the run itself (its command holds its workdir)."""
   results = json.loads((workdir / "results.json").read_text())
-  return {k: v for k, v in results.items() if k != "config"}
+  return {k: v for k, v in results.items() if k not in ("command", "config", "environment")}
 
 
 def test_smoke_run_killed_and_resumed_matches_uninterrupted(shared_data, tfds_dir, tmp_path):
@@ -46,6 +47,17 @@ def test_smoke_run_killed_and_resumed_matches_uninterrupted(shared_data, tfds_di
   steps = [json.loads(line)["step"] for line in
            (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
   assert steps == sorted(steps) and steps[-1] == 12
+  # The clinical evaluation: predictions, intervals, plots and the report.
+  results = json.loads((tmp_path / "full" / "results.json").read_text())
+  assert results["command"].endswith(f"--workdir={tmp_path / 'full'} --retain_host_memory")
+  for key in ("accuracy", "roc_auc", "sensitivity/PNEUMONIA", "specificity/PNEUMONIA"):
+    assert results[f"test/{key}/ci95_low"] <= results[f"test/{key}"] <= results[
+        f"test/{key}/ci95_high"], key
+  rows = (tmp_path / "full" / "predictions" / "test.csv").read_text().splitlines()
+  assert rows[0] == "id,label,predicted,score/NORMAL,score/PNEUMONIA"
+  assert len(rows) == 1 + results["test/num_examples"]
+  assert (tmp_path / "full" / "plots" / "test_roc.png").is_file()
+  assert "data:image/png;base64," in (tmp_path / "full" / "report.html").read_text()
 
   killed_dir = tmp_path / "killed"
   sigkill_when(command(killed_dir), e, (killed_dir / "checkpoints" / "4").is_dir, timeout=600)

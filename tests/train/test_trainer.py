@@ -1,9 +1,13 @@
 """The supervised trainer end to end on a tiny image folder (flax-examples style)."""
+import hashlib
 import json
+import platform
 import shutil
 import subprocess
 import sys
 
+import flax
+import jax
 import numpy as np
 import optax
 import pytest
@@ -19,7 +23,7 @@ def read_jsonl(path):
 
 
 def metrics_of(results):
-  return {k: v for k, v in results.items() if k != "config"}
+  return {k: v for k, v in results.items() if k not in ("config", "command")}
 
 
 def test_one_step_writes_the_three_outputs(tiny_data_dir, tfds_dir, tmp_path):
@@ -33,6 +37,12 @@ def test_one_step_writes_the_three_outputs(tiny_data_dir, tfds_dir, tmp_path):
   assert 0.0 <= stored["test/accuracy"] <= 1.0
   assert stored["config"]["model"]["variant"] == "D"
   assert_tree_close(metrics_of(stored), metrics_of(results), rel=0.0, abs_=0.0)  # JSON round trip.
+  # What produced the numbers: the installed versions and the lock they came from.
+  env = stored["environment"]
+  assert env["packages"]["jax"] == jax.__version__ and env["packages"]["flax"] == flax.__version__
+  assert env["lock_sha256"] == hashlib.sha256((REPO_ROOT / "requirements.lock").read_bytes()).hexdigest()
+  assert env["python"] == platform.python_version() and env["devices"] == jax.device_count()
+  assert env["cpu"]["model"] and env["cpu"]["cores"] >= 1
   # Retrieval: the train split indexed, test queries scored, the PR curve drawn.
   assert 0.0 < stored["retrieval/mAP"] <= 1.0 and stored["retrieval/num_queries"] == 16
   assert stored["retrieval/random_mAP"] == pytest.approx(0.5)  # 22 + 22 train, balanced.
@@ -174,3 +184,34 @@ def test_unknown_schedule_is_named():
   with pytest.raises(ValueError, match="schedule='cosine'"):
     optim.make(sgd_cfg(schedule="cosine"), 1)
   assert isinstance(optim.make(sgd_cfg(), 1), optax.GradientTransformation)
+
+
+@pytest.mark.slow
+def test_final_evaluation_writes_predictions_plots_and_report(tiny_data_dir, tfds_dir, tmp_path):
+  """System 1's one-vs-all sigmoid heads on single-label data: per-class probabilities that
+  need not sum to one, so the argmax is scored and log loss / ECE are left out."""
+  config = tiny_config(tiny_data_dir, tfds_dir, total_steps=2, loss="sigmoid_xent",
+                       **{"early_stopping.metric": "exact_match"})
+  results = trainer.train_and_evaluate(config, tmp_path)
+  rows = (tmp_path / "predictions" / "test.csv").read_text().splitlines()
+  assert rows[0] == "id,label,predicted,score/blank,score/blob" and len(rows) == 17
+  ids = sorted(row.split(",")[0] for row in rows[1:])
+  assert ids == sorted(f"test/{c}/{c}_{i:03d}.png" for c in ("blank", "blob") for i in range(8))
+  assert all(row.split(",")[1] == row.split("/")[1] for row in rows[1:])  # Label = folder.
+  assert all(0 <= float(v) <= 1 for row in rows[1:] for v in row.split(",")[3:])
+  assert "test/roc_auc/ci95_low" in results and "test/log_loss" not in results
+  for key in [k for k in results if k.endswith("/ci95_low")]:  # Every interval has its estimate.
+    assert results[key] <= results[key.removesuffix("/ci95_low")] <= results[
+        key.replace("ci95_low", "ci95_high")], key
+  assert (tmp_path / "predictions" / "val.csv").is_file()
+  assert sorted(p.name for p in (tmp_path / "plots").glob("test_*.png")) == [
+      "test_confusion.png", "test_pr.png", "test_roc.png"]
+  page = (tmp_path / "report.html").read_text()
+  assert "<h2>Most confidently wrong test examples</h2>" in page
+  assert "(image not available)" not in page  # Thumbnails came from the test records.
+  wrong = sum(row.split(",")[1] != row.split(",")[2] for row in rows[1:])
+  assert page.count("<figure><img alt='test/") == min(wrong, 8)
+  # Examples per split and class: 22 + 22 train and 2 + 2 val (a stratified carve), 8 + 8 test.
+  assert ("<tr><td>train</td><td class=n>22</td><td class=n>22</td><td class=n>44</td></tr>"
+          in page)
+  assert "<tr><td>test</td><td class=n>8</td><td class=n>8</td><td class=n>16</td></tr>" in page

@@ -1,0 +1,44 @@
+"""Compare finished runs evaluated on the same test examples.
+
+  python -m medjax.compare WORKDIR WORKDIR [...] [--split=test] [--out=DIR]
+
+Prints, and writes as ``comparison.md``, ``runs.csv`` and ``pairs.csv`` in ``--out``
+(default: ``comparison/`` beside the first workdir), one row per run with its headline
+measures and 95 % intervals, then McNemar's exact test on correctness and a paired AUC
+test (DeLong's for two classes) for every pair of runs. Runs whose test examples differ
+(matched by id) are refused: exit status 2 with one line saying why.
+"""
+from pathlib import Path
+
+from absl import flags
+
+from medjax import cli
+from medjax.atomic import save_text
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("split", "test", "Split whose predictions are compared.")
+flags.DEFINE_string("out", None, "Folder for comparison.md, runs.csv and pairs.csv "
+                    "(default: comparison/ beside the first workdir).")
+
+
+def main(argv):
+  from medjax.eval import comparison
+  workdirs = [Path(a) for a in argv[1:]]
+  if len(workdirs) < 2:
+    raise cli.UserError("give at least two workdirs of finished runs")
+  try:
+    rows, tests = comparison.compare(workdirs, FLAGS.split)
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
+  out = Path(FLAGS.out) if FLAGS.out else workdirs[0].resolve().parent / "comparison"
+  text = comparison.markdown(rows, tests)
+  out.mkdir(parents=True, exist_ok=True)
+  save_text(out / "comparison.md", text)
+  save_text(out / "runs.csv", comparison.to_csv(rows))
+  save_text(out / "pairs.csv", comparison.to_csv(tests))
+  print(text, end="")
+  print(f"\nwritten: {out / 'comparison.md'}, {out / 'runs.csv'}, {out / 'pairs.csv'}")
+
+
+if __name__ == "__main__":
+  cli.run(main, "medjax.compare")

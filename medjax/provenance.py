@@ -1,0 +1,56 @@
+"""What produced a number: interpreter, CPU, accelerator, installed versions, the lock file.
+
+Recorded in every ``results.json`` and benchmark record, so a figure in the docs can be
+rerun with what made it, and figures from different machines are not compared blindly.
+"""
+import hashlib
+import importlib.metadata
+import os
+import platform
+import sys
+from pathlib import Path
+
+import jax
+
+# The packages whose versions decide a result; recorded so a number can be rerun as made.
+_RECORDED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "clu", "numpy",
+                      "scipy", "scikit-learn", "scikit-image", "tensorflow-cpu", "tensorflow",
+                      "tensorflow-datasets", "pillow", "torch", "faiss-cpu", "medjax")
+LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements.lock"
+
+
+# CPU features that decide which kernels are fast (vector width, bf16 and AMX units).
+_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16",
+              "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "bf16")
+
+
+def cpu() -> dict:
+  """The CPU's model name, its ISA features of interest and the cores this process may use."""
+  model, flags = None, set()
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      key, _, value = (part.strip() for part in line.partition(":"))
+      if key == "model name" and model is None:
+        model = value
+      elif key in ("flags", "Features") and not flags:  # x86 and Arm spellings.
+        flags = set(value.split())
+  except OSError:  # Not Linux: the model from platform, no flags.
+    pass
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return {"model": model or platform.processor() or platform.machine(), "isa": [f for f in _CPU_FLAGS if f in flags], "cores": cores}
+
+
+def environment() -> dict:
+  """Python, platform, CPU, devices, the lock file's hash and the versions that matter."""
+  packages = {}
+  for name in _RECORDED_PACKAGES:
+    try:
+      packages[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      continue
+  lock = (hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest() if LOCK_FILE.is_file() else None)
+  return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu(),
+          "backend": jax.default_backend(), "devices": jax.device_count(),
+          "processes": jax.process_count(), "lock_sha256": lock, "packages": packages}
+
+
