@@ -17,8 +17,12 @@ from absl import flags
 from medjax import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True)
-flags.DEFINE_string("out", None, "Folder to write the SavedModel to.", required=True)
+
+
+def define_flags() -> None:
+  """Flags of the command, defined only when it runs: tests import several commands."""
+  flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True)
+  flags.DEFINE_string("out", None, "Folder to write the SavedModel to.", required=True)
 
 # Ops implemented with tf.numpy_function: they cannot be serialised into a graph.
 PYTHON_OPS = ("clahe",)
@@ -72,4 +76,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main, "medjax.export")

@@ -21,9 +21,13 @@ from absl import flags
 from medjax import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True)
-flags.DEFINE_string("out", None, "Output CSV (default: stdout).")
-flags.DEFINE_integer("batch_size", 64, "Images per jitted call.")
+
+
+def define_flags() -> None:
+  """Flags of the command, defined only when it runs: tests import several commands."""
+  flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True)
+  flags.DEFINE_string("out", None, "Output CSV (default: stdout).")
+  flags.DEFINE_integer("batch_size", 64, "Images per jitted call.")
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -94,4 +98,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main, "medjax.predict")

@@ -16,12 +16,16 @@ from medjax import cli
 from medjax.explain import methods
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True)
-flags.DEFINE_string("out", None, "Folder for the overlays and maps.", required=True)
-flags.DEFINE_enum("method", "gradcam", list(methods.METHODS), "Saliency method.")
-flags.DEFINE_string("layer", None, "Grad-CAM layer (Flax module path); default: the last "
-                    "spatial one.")
-flags.DEFINE_string("target", None, "Class to explain (default: the predicted one).")
+
+
+def define_flags() -> None:
+  """Flags of the command, defined only when it runs: tests import several commands."""
+  flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True)
+  flags.DEFINE_string("out", None, "Folder for the overlays and maps.", required=True)
+  flags.DEFINE_enum("method", "gradcam", list(methods.METHODS), "Saliency method.")
+  flags.DEFINE_string("layer", None, "Grad-CAM layer (Flax module path); default: the last "
+                      "spatial one.")
+  flags.DEFINE_string("target", None, "Class to explain (default: the predicted one).")
 
 
 def explain_files(run, paths, out: Path, method: str, layer=None, target=None) -> list[Path]:
@@ -64,4 +68,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main, "medjax.explain")
