@@ -43,6 +43,11 @@ def data(name: str, **overrides) -> mlc.ConfigDict:
       "val_split": "",
       "test_split": "test",
       "val_fraction": 0.0,     # > 0: carve a stratified validation set from train_split.
+      # A dataset given by path without splits (a <class>/<image> folder, a CSV without a
+      # split column) is split train/val/test by these fractions, stratified, from
+      # split_seed (not the run's seed: every seed of a study sees the same test set).
+      "split_fractions": (0.7, 0.1, 0.2),
+      "split_seed": 0,
       # Keep in memory after the first pass: "preprocessed" (the output of the ops before
       # the first random one: decode, resize, CLAHE ...), "encoded" (the raw records), or "".
       "cache": "preprocessed",

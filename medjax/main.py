@@ -13,7 +13,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from medjax import distributed, host_memory
+from medjax import cli, distributed, host_memory
 from medjax.eval import results as results_lib
 from medjax.eval import writers
 
@@ -113,4 +113,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "medjax.main")

@@ -18,8 +18,10 @@
 - With several processes, process 0 prepares the TFDS records while the others wait: two
   writers of one shared TFDS folder would collide.
 """
+import csv
 import dataclasses
 import functools
+import io
 from pathlib import Path
 
 import jax
@@ -28,8 +30,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from medjax import parallel
+from medjax.atomic import save_json, save_text
 from medjax.data import builders, ops
 from medjax.data.builders import class_folders
+
+
+# <workdir>/data.json: the class order, label kind and source key of the run's data.
+DATA_RECORD = "data.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +47,7 @@ class DataInfo:
   multi_label: bool
   split_sizes: dict[str, int]
   skipped: tuple[str, ...]
+  source_key: str = ""
 
   @property
   def num_classes(self) -> int:
@@ -87,6 +95,15 @@ def _filter_ids(ds: tf.data.Dataset, ids: set[str], keep: bool) -> tf.data.Datas
   return ds.filter(lambda ex: tf.equal(table.lookup(ex["id"]), want))
 
 
+def _split_csv(rows) -> str:
+  """The ``path,label,split`` CSV of a drawn split: ``dataset=<that file>`` reuses it."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(["path", "label", "split"])
+  writer.writerows(rows)
+  return buffer.getvalue()
+
+
 class InputPipeline:
   """Builds the train stream and the exact eval batches for ``config.data`` and ``config.pp_*``."""
 
@@ -96,7 +113,9 @@ class InputPipeline:
     self.mesh = mesh
     d = config.data
     get_builder = functools.partial(builders.get_builder, d.name, manual_dir=d.manual_dir,
-                                    tfds_dir=d.tfds_dir, on_bad_file=d.on_bad_file)
+                                    tfds_dir=d.tfds_dir, on_bad_file=d.on_bad_file,
+                                    split_fractions=d.get("split_fractions", (0.7, 0.1, 0.2)),
+                                    split_seed=d.get("split_seed", 0))
     if jax.process_index() == 0:
       self.builder = get_builder()
     parallel.barrier(f"prepared {d.name}")
@@ -108,28 +127,63 @@ class InputPipeline:
     self.label_key = "labels" if multi_label else "label"
     class_names = tuple(self.builder.class_names())
 
+    self.splits, val_fraction = self._resolve_splits()
     self._split_ds = {}
     for role in ("train", "val", "test"):
-      split = d.get(f"{role}_split")
+      split = self.splits.get(role)
       if split:
         self._split_ds[role] = _encoded(self.builder, split)
-    if d.val_fraction:
-      ids, labels = _ids_and_labels(self.builder, d.train_split, self.label_key)
-      held = stratified_holdout(ids, labels, d.val_fraction, config.seed)
+    if val_fraction:
+      ids, labels = _ids_and_labels(self.builder, self.splits["train"], self.label_key)
+      held = stratified_holdout(ids, labels, val_fraction, config.seed)
       base = self._split_ds["train"]
       self._split_ds["train"] = _filter_ids(base, held, keep=False)
       self._split_ds["val"] = _filter_ids(base, held, keep=True)
       sizes = {"train": len(ids) - len(held), "val": len(held)}
     else:
-      sizes = {role: self.builder.info.splits[d.get(f"{role}_split")].num_examples
+      sizes = {role: self.builder.info.splits[self.splits[role]].num_examples
                for role in self._split_ds if role != "test"}
     if "test" in self._split_ds:
-      sizes["test"] = self.builder.info.splits[d.test_split].num_examples
+      sizes["test"] = self.builder.info.splits[self.splits["test"]].num_examples
     self.info = DataInfo(name=d.name, class_names=class_names, multi_label=multi_label,
                          split_sizes=sizes, skipped=tuple(class_folders.skipped_files(
-                             self.builder)))
+                             self.builder)), source_key=getattr(self.builder, "source_key", ""))
+    if jax.process_index() == 0:
+      # What tools over the finished run (predict, explain, export) need of the data, so
+      # they run where the raw images are not.
+      self.workdir.mkdir(parents=True, exist_ok=True)
+      save_json(self.workdir / DATA_RECORD, {
+          "name": d.name, "class_names": list(class_names), "multi_label": multi_label,
+          "source_key": self.info.source_key})
+      if getattr(self.builder, "assigned_splits", False):
+        save_text(self.workdir / "data_split.csv", _split_csv(self.builder.split_table()))
     self._preprocessed = {}
     self._context = self._training_statistics()
+
+  def _resolve_splits(self) -> tuple[dict[str, str], float]:
+    """``({role: TFDS split}, val_fraction)`` as configured, adapted to a dataset by path.
+
+    A folder or CSV given by path has the splits it has: its ``val`` split (when not
+    empty) is the validation set instead of a holdout carved from train, and a role whose
+    split it lacks is left out (evaluation then uses what exists).
+    """
+    d = self.config.data
+    splits = {role: d.get(f"{role}_split") for role in ("train", "val", "test")}
+    if not builders.is_path(d.name):
+      return splits, d.val_fraction
+    have = {name: s.num_examples for name, s in self.builder.info.splits.items()}
+    val_fraction = d.val_fraction
+    if not splits["val"] and have.get("val"):
+      splits["val"], val_fraction = "val", 0.0
+    for role, split in splits.items():
+      parts = {p.split("[")[0] for p in (split or "").split("+") if p}
+      if parts - set(have):
+        if role == "train":
+          raise builders.by_path.DatasetError(
+              f"{d.name} has the splits {sorted(have)}, not {split!r}; set "
+              f"config.data.train_split to one of them")
+        splits[role] = ""
+    return splits, val_fraction
 
   # -- statistics of the training split that preprocessing needs -------------------------
   def _training_statistics(self) -> dict:

@@ -11,13 +11,19 @@ from pathlib import Path
 
 from PIL import Image
 
+from medjax import cli
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 # Smaller than this on either side cannot be a radiograph or photograph worth training on.
 MIN_SIDE = 16
 
 
-class BadDataError(ValueError):
+class BadDataError(cli.UserError, ValueError):
   """Raised with every problem found in a dataset, one per line."""
+
+
+class MissingSource(cli.UserError, FileNotFoundError):
+  """A dataset's raw folder is not where the config says; the message says where to put it."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,11 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
+from medjax.atomic import save_npz
 from medjax.eval import calibration, evaluation
 from medjax.eval import metrics as metrics_lib
 from medjax.features import svm
 
 CALIBRATION_FOLDS = 5
+SVM_FILE = "svm.npz"  # The SVM fit on all of train (w, b), for tools over the finished run.
 
 
 def fit(cfg, x: np.ndarray, y: np.ndarray, num_classes: int):
@@ -51,6 +53,8 @@ def classify(cfg, codes: dict[str, np.ndarray], labels: dict[str, np.ndarray], c
   k = len(class_names)
   x, y = np.asarray(codes["train"]), np.asarray(labels["train"])
   params, state, svm_cfg = fit(cfg, x, y, k)
+  if workdir is not None:
+    save_npz(Path(workdir) / SVM_FILE, w=np.asarray(params.w), b=np.asarray(params.b))
   results = {"svm/iterations": int(state.iteration),
              "svm/converged": float(svm.converged(state, svm_cfg))}
   folds = min(CALIBRATION_FOLDS, int(np.bincount(y, minlength=k).min()))

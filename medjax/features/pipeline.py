@@ -393,7 +393,7 @@ def train_and_evaluate(config, workdir) -> dict:
       "backbone/weights": backbone.spec.weights,
       "features/dims": int(codes["train"].shape[1]),
       "test/split": _split_of(config, eval_role),
-      "data/skipped": len(data.info.skipped),
+      "data/skipped": len(data.info.skipped), "data/source_key": data.info.source_key,
       "time/extract_seconds": t_extracted - t_start,
       "time/aggregate_seconds": t_aggregated - t_extracted,
       "time/svm_seconds": time.time() - t_aggregated,

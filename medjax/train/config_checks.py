@@ -4,6 +4,7 @@ ml_collections already refuses unknown keys and wrong types given on the command
 (``--config.KEY=VALUE`` on a locked config); this catches values that are well-typed but
 impossible, so that a typo does not surface an hour into a run.
 """
+from medjax import cli
 from medjax.data import builders, ops
 from medjax.models import registry
 
@@ -13,9 +14,13 @@ SINGLE_LABEL_METRICS = ("accuracy", "balanced_accuracy", "loss")
 MULTI_LABEL_METRICS = ("exact_match", "any_match", "hamming_similarity", "loss")
 
 
+class ConfigError(cli.UserError, ValueError):
+  """An impossible config value; the message names the key."""
+
+
 def _require(ok: bool, message: str) -> None:
   if not ok:
-    raise ValueError(message)
+    raise ConfigError(message)
 
 
 def check(config) -> None:
@@ -35,8 +40,9 @@ def check(config) -> None:
   _require(config.data.on_bad_file in ("fail", "skip"),
            f"config.data.on_bad_file={config.data.on_bad_file!r}; expected 'fail' or 'skip'")
   base_dataset = config.data.name.partition("/")[0]
-  _require(base_dataset in builders.names(),
-           f"config.data.name={config.data.name!r} is not a known dataset; known: {builders.names()}")
+  _require(base_dataset in builders.names() or builders.is_path(config.data.name),
+           f"config.data.name={config.data.name!r} is neither a known dataset "
+           f"{builders.names()} nor a folder or CSV path")
   _require(config.model.name in registry.names(),
            f"config.model.name={config.model.name!r} is not a known model; known: {registry.names()}")
   for key in ("pp_train", "pp_eval"):

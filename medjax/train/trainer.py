@@ -151,7 +151,7 @@ def train_and_evaluate(config, workdir) -> dict:
 
   params = ckpts.restore_best(state.params) if es_metric else state.params
   results = {"train/steps": step, "train/epochs": step / steps_per_epoch,
-             "data/skipped": len(info.skipped)}
+             "data/skipped": len(info.skipped), "data/source_key": info.source_key}
   outputs = {}
   leader = jax.process_index() == 0
   for role in ("val", "test"):

@@ -75,6 +75,20 @@ def dicom_to_png(path: Path) -> bytes:
   return buffer.getvalue()
 
 
+def check_dicom(path: Path, min_side: int = validate.MIN_SIDE):
+  """``(problem, PIL mode)`` of one DICOM file, as :func:`validate.check_image` for images."""
+  try:
+    image = to_display(pydicom.dcmread(path))
+  except Exception as e:  # pydicom raises many types for damaged files; all mean "bad".
+    return validate.Problem(str(path), f"is not a readable DICOM image ({e})"), None
+  mode = "RGB" if image.ndim == 3 else "I;16"
+  height, width = image.shape[:2]
+  if min(height, width) < min_side:
+    return validate.Problem(str(path), f"is implausibly small ({width}x{height} pixels; at "
+                                       f"least {min_side} expected on each side)"), mode
+  return None, mode
+
+
 class DicomFolder(ImageFolder):
   VERSION = "1.0.0"
   DESCRIPTION = "A folder of DICOM files: <root>/<split>/<class>/*.dcm, stored as PNG."
@@ -86,16 +100,7 @@ class); set config.data.name = 'dicom_folder' and config.data.manual_dir so that
 is <manual_dir>/dicom_folder."""
 
   def _check_file(self, path: Path):
-    try:
-      image = to_display(pydicom.dcmread(path))
-    except Exception as e:  # pydicom raises many types for damaged files; all mean "bad".
-      return validate.Problem(str(path), f"is not a readable DICOM image ({e})"), None
-    mode = "RGB" if image.ndim == 3 else "I;16"
-    height, width = image.shape[:2]
-    if min(height, width) < self._min_side:
-      return validate.Problem(str(path), f"is implausibly small ({width}x{height} pixels; at "
-                                         f"least {self._min_side} expected on each side)"), mode
-    return None, mode
+    return check_dicom(path, self._min_side)
 
   def _encoded(self, path: Path) -> bytes:
     return dicom_to_png(path)

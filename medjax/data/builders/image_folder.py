@@ -13,8 +13,8 @@ class ImageFolder(ClassFoldersBuilder):
   DESCRIPTION = "A generic image folder: <root>/<split>/<class>/<image>."
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Arrange your images as <root>/<split>/<class>/<image> (split folders such as train/, val/,
-test/; one folder per class) and set config.data.manual_dir so that <root> is
-<manual_dir>/<config.data.name or 'image_folder'>."""
+test/; one folder per class) and pass the folder itself as config.data.name (dataset=<root>),
+or set config.data.manual_dir so that <root> is <manual_dir>/image_folder."""
 
   def __init__(self, *, root: str, **kwargs):
     self._folder_root = Path(root)

@@ -177,7 +177,7 @@ class LabelledFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
   def _root(self, dl_manager) -> Path:
     root = Path(dl_manager.manual_dir)
     if not root.is_dir():
-      raise FileNotFoundError(
+      raise validate.MissingSource(
           f"{type(self).__name__}: the raw archive folder {root} does not exist.\n"
           f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     return root

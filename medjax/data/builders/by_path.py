@@ -1,0 +1,189 @@
+"""A user's own dataset given by its path (``config.data.name=/data/my_study``).
+
+Three layouts are recognised, so that no folder needs renaming:
+
+* ``PATH/<split>/<class>/<image>``: the splits are taken as they are (``val`` is used as
+  the validation split by :mod:`medjax.data.pipeline`);
+* ``PATH/<class>/<image>``: no splits; a stratified train/val/test split is drawn from
+  ``split_seed`` with ``split_fractions`` (per class, rounded; by sorted id, so it does not
+  depend on listing order) and written to the workdir as a CSV a later run can be given;
+* ``PATH.csv`` with columns ``path`` (relative to the CSV), ``label`` (several labels
+  separated by ``|`` make the task multi-label) and an optional ``split``; without it the
+  stratified split above is drawn.
+
+Images may be DICOM (``.dcm``, converted as :mod:`dicom_folder` does) or any image format
+of :mod:`medjax.data.validate`, grey or colour, 8 or 16 bit. Classes are the sorted class
+names found, so their order depends only on the names; it is stored in the prepared copy.
+Example ids are paths relative to the folder (or the CSV's folder): the same images as a
+folder or as a CSV are the same examples.
+"""
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from medjax import cli
+from medjax.data import validate
+from medjax.data.builders import dicom_folder
+from medjax.data.builders.class_folders import list_class_folders
+from medjax.data.builders.labelled_files import Entry, LabelledFilesBuilder, Listing
+
+SUFFIXES = validate.IMAGE_SUFFIXES + (".dcm",)
+SPLITS = ("train", "val", "test")
+MULTI_LABEL_SEPARATOR = "|"
+
+
+class DatasetError(cli.UserError, ValueError):
+  """A dataset path that cannot be used as given; the message says what to change."""
+
+
+def is_csv(source: Path) -> bool:
+  return source.suffix.lower() == ".csv"
+
+
+def _images(folder: Path) -> list[Path]:
+  return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+
+
+def stratified_split(ids: list[str], keys: list[str], fractions, seed: int) -> dict[str, str]:
+  """``{id: split}``: per class key, ``round(f * n)`` ids to val and to test, rest to train."""
+  _, f_val, f_test = fractions
+  rng = np.random.default_rng(seed)
+  out = {}
+  for key in sorted(set(keys)):
+    members = sorted(i for i, k in zip(ids, keys) if k == key)
+    order = [members[j] for j in rng.permutation(len(members))]
+    n_val, n_test = int(round(f_val * len(order))), int(round(f_test * len(order)))
+    for rank, i in enumerate(order):
+      out[i] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+  return out
+
+
+def read_table(source: Path) -> list[dict]:
+  """Rows of a dataset CSV as dicts, with ``where`` = "file.csv:line" for messages."""
+  with source.open(newline="", encoding="utf-8-sig") as f:
+    reader = csv.DictReader(f)
+    columns = [c.strip() for c in reader.fieldnames or []]
+    missing = [c for c in ("path", "label") if c not in columns]
+    if missing:
+      raise DatasetError(f"{source} lacks the column(s) {missing}; expected a header "
+                         f"'path,label[,split]' (path relative to the CSV)")
+    rows = []
+    for number, row in enumerate(reader, start=2):
+      row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+      if any(row.values()):
+        rows.append({**row, "where": f"{source.name}:{number}"})
+  if not rows:
+    raise DatasetError(f"{source} lists no images; add rows 'path,label[,split]'")
+  return rows
+
+
+def listed_files(source: Path) -> list[Path]:
+  """The files a dataset CSV names (for its source key)."""
+  return [source.parent / r["path"] for r in read_table(source)]
+
+
+class ByPath(LabelledFilesBuilder):
+  VERSION = "1.0.0"
+  DESCRIPTION = "A user's images given by path: a folder with or without splits, or a CSV."
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Pass the folder or CSV itself as config.data.name (or dataset=PATH in the config
+arguments): PATH/<split>/<class>/<image>, PATH/<class>/<image>, or PATH.csv with columns
+path,label[,split]."""
+
+  def __init__(self, *, source: str, split_fractions=(0.7, 0.1, 0.2), split_seed: int = 0,
+               **kwargs):
+    self.source = Path(source).expanduser()
+    if not self.source.exists():
+      raise DatasetError(f"dataset path {self.source} does not exist; give a folder "
+                         f"<split>/<class>/<image>, <class>/<image> or a CSV path,label[,split]")
+    self.root = self.source.parent if is_csv(self.source) else self.source
+    fractions = tuple(float(f) for f in split_fractions)
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+      raise DatasetError(f"config.data.split_fractions={split_fractions}: expected three "
+                         f"fractions train, val, test summing to 1")
+    self._rows, self.assigned_splits = self._read(fractions, split_seed)
+    labels = {c for r in self._rows for c in r["labels"]}
+    self._classes = tuple(sorted(labels))
+    self.MULTI_LABEL = any(len(r["labels"]) > 1 for r in self._rows)
+    super().__init__(**kwargs)
+
+  def class_names(self):
+    return self._classes
+
+  def _read(self, fractions, seed) -> tuple[list[dict], bool]:
+    """Rows ``{path, id, labels, split, where}``; whether the splits were drawn here."""
+    if is_csv(self.source):
+      rows = []
+      for r in read_table(self.source):
+        labels = tuple(sorted(filter(None, r["label"].split(MULTI_LABEL_SEPARATOR))))
+        split = r.get("split", "")
+        if split and split not in SPLITS:
+          raise DatasetError(f"{self.source} ({r['where']}): split {split!r} is not one of "
+                             f"{list(SPLITS)}")
+        rows.append({"path": self.root / r["path"], "id": r["path"], "labels": labels,
+                     "split": split, "where": r["where"]})
+    else:
+      rows = self._read_folder()
+    if not rows:
+      raise DatasetError(f"{self.source} holds no images (looked for {', '.join(SUFFIXES)} "
+                         f"in <split>/<class>/ or <class>/ folders)")
+    if all(r["split"] for r in rows):
+      return rows, False
+    if any(r["split"] for r in rows):
+      raise DatasetError(f"{self.source}: some rows have a split and some do not; give every "
+                         f"row a split (train, val or test) or none")
+    chosen = stratified_split([r["id"] for r in rows], ["|".join(r["labels"]) for r in rows],
+                              fractions, seed)
+    return [{**r, "split": chosen[r["id"]]} for r in rows], True
+
+  def _read_folder(self) -> list[dict]:
+    top = list_class_folders(self.root)
+    if not top:
+      raise DatasetError(f"{self.root} has no sub-folders; expected <split>/<class>/<image> "
+                         f"or <class>/<image>")
+    with_images = [d for d in top if _images(self.root / d)]
+    rows = []
+    if with_images:  # <class>/<image>
+      for name in top:
+        rows += [{"path": p, "id": str(p.relative_to(self.root)), "labels": (name,),
+                  "split": "", "where": ""} for p in _images(self.root / name)]
+      return rows
+    for split in top:  # <split>/<class>/<image>
+      for name in list_class_folders(self.root / split):
+        rows += [{"path": p, "id": str(p.relative_to(self.root)), "labels": (name,),
+                  "split": split, "where": ""} for p in _images(self.root / split / name)]
+    return rows
+
+  def _root(self, dl_manager) -> Path:
+    return self.root
+
+  def _list(self, root: Path) -> Listing:
+    listing = Listing()
+    index = {c: i for i, c in enumerate(self._classes)}
+    for split in sorted({r["split"] for r in self._rows} | ({"train", "val", "test"}
+                                                            if self.assigned_splits else set())):
+      listing.split(split)
+    for r in self._rows:
+      if not r["labels"]:
+        listing.bad_row(r["where"] or str(r["path"]), "has no label")
+        continue
+      if self.MULTI_LABEL:
+        label = [1.0 if c in r["labels"] else 0.0 for c in self._classes]
+      else:
+        label = index[r["labels"][0]]
+      listing.add(r["split"], Entry(r["path"], r["id"], label, where=r["where"]))
+    return listing
+
+  def split_table(self) -> list[tuple[str, str, str]]:
+    """``(path, label, split)`` of every row, the CSV that reproduces this dataset."""
+    return [(str(r["path"].resolve()), MULTI_LABEL_SEPARATOR.join(r["labels"]), r["split"])
+            for r in sorted(self._rows, key=lambda r: r["id"])]
+
+  def _check_file(self, path: Path):
+    if path.suffix.lower() == ".dcm":
+      return dicom_folder.check_dicom(path, self._min_side)
+    return super()._check_file(path)
+
+  def _encoded(self, path: Path):
+    return dicom_folder.dicom_to_png(path) if path.suffix.lower() == ".dcm" else path

@@ -1,0 +1,72 @@
+"""Shows where a finished run looked: one heat map per image.
+
+  python -m medjax.explain --workdir=W --out=DIR [--method=gradcam|occlusion|integrated_gradients]
+      [--layer=conv3] [--target=CLASS] IMAGE ...
+
+For each image, ``DIR/<name>.<method>.png`` is the heat map over the image at the image's
+own size, with the predicted class and its score in the corner, and
+``DIR/<name>.<method>.npy`` the raw map at the network's input resolution. The map explains
+the predicted class unless ``--target`` names another. Methods: :mod:`medjax.explain.methods`.
+"""
+from pathlib import Path
+
+from absl import flags
+
+from medjax import cli
+from medjax.explain import methods
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Flags of the command, defined only when it runs: tests import several commands."""
+  flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True)
+  flags.DEFINE_string("out", None, "Folder for the overlays and maps.", required=True)
+  flags.DEFINE_enum("method", "gradcam", list(methods.METHODS), "Saliency method.")
+  flags.DEFINE_string("layer", None, "Grad-CAM layer (Flax module path); default: the last "
+                      "spatial one.")
+  flags.DEFINE_string("target", None, "Class to explain (default: the predicted one).")
+
+
+def explain_files(run, paths, out: Path, method: str, layer=None, target=None) -> list[Path]:
+  """Writes overlay and map per image; returns the overlays (unreadable files: UserError)."""
+  import numpy as np
+  from medjax import inference
+  from medjax.explain import overlay
+  if target is not None and target not in run.class_names:
+    raise cli.UserError(f"--target={target!r} is not a class of the run: {list(run.class_names)}")
+  written = []
+  for path in map(Path, paths):
+    encoded, why = inference.read_image(path)
+    if encoded is None:
+      raise cli.UserError(f"{path}: {why}")
+    image = run.preprocess(encoded)
+    scores = np.asarray(run.scores(run.variables, image[None]))[0]
+    k = run.class_names.index(target) if target else int(np.argmax(scores))
+    try:
+      heat = methods.explain(run, image, k, method, layer)
+    except KeyError as e:
+      raise cli.UserError(f"--layer: {e.args[0]}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / f"{path.stem}.{method}.npy", heat)
+    overlay.overlay(encoded, heat, f"{run.class_names[k]} {scores[k]:.2f}",
+                    out / f"{path.stem}.{method}.png")
+    written.append(out / f"{path.stem}.{method}.png")
+  return written
+
+
+def main(argv):
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
+  from medjax import inference
+  if len(argv) < 2:
+    raise cli.UserError("give at least one IMAGE")
+  run = inference.load(FLAGS.workdir)
+  for path in explain_files(run, argv[1:], Path(FLAGS.out), FLAGS.method, FLAGS.layer,
+                            FLAGS.target):
+    print(path)
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main, "medjax.explain")

@@ -1,0 +1,208 @@
+"""A finished run as a function from image files to class scores, for predict, explain and
+export.
+
+Both pipelines come back as one :class:`Run`: the run's own evaluation preprocessing
+(``pp``, TensorFlow ops of :mod:`medjax.data.ops`, with the stored training mean image
+where used) and ``logits(variables, images) -> (B, K)``, a pure JAX function (so it can be
+jitted, differentiated and converted by ``jax2tf``), whose ``scores`` are:
+
+* supervised: the checkpointed model (best checkpoint under early stopping), softmax of
+  its logits, or sigmoid for one-vs-all heads;
+* frozen features + SVM (``aggregation=avgpool``): the backbone's pooled, L2-normalised
+  map, the SVM saved by the run (``svm.npz``), softmax of its decision values divided by
+  the run's calibration temperature (``calibration/temperature`` in results.json; 1 when
+  the run has none, so the scores are then uncalibrated).
+
+Everything comes from the workdir (``results.json``, ``data.json``, checkpoints), so the
+raw training images need not be present.
+"""
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from medjax import cli
+from medjax.data import ops
+from medjax.data.builders import dicom_folder
+from medjax.data import validate
+
+
+class RunError(cli.UserError):
+  """A workdir that holds no finished run this tool can use."""
+
+
+@dataclasses.dataclass
+class Run:
+  workdir: Path
+  config: ml_collections.ConfigDict
+  results: dict
+  class_names: tuple[str, ...]
+  multi_label: bool           # Scores are independent sigmoids, not a distribution.
+  pp: str                     # Evaluation preprocessing of encoded image bytes.
+  context: dict
+  logits: Callable            # (variables, images (B, H, W, C)) -> (B, K) pre-softmax.
+  variables: dict
+
+  @property
+  def probabilities(self) -> bool:
+    return not self.multi_label
+
+  def scores(self, variables, images):
+    """Class scores: softmax of the logits, or per-class sigmoids for multi-label runs."""
+    logits = self.logits(variables, images)
+    return jax.nn.sigmoid(logits) if self.multi_label else jax.nn.softmax(logits, axis=-1)
+
+  def preprocess_shape(self) -> tuple[int, ...]:
+    """The ``(H, W, C)`` every image becomes (the run's pp ends at a fixed size)."""
+    import io
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new("L", (64, 48)).save(buffer, format="PNG")
+    return tuple(self.preprocess(buffer.getvalue()).shape)
+
+  def preprocess(self, encoded: bytes) -> np.ndarray:
+    fn = ops.compose(self.pp, self.context)
+    return fn({"image": tf.constant(encoded)}, tf.zeros([2], tf.int64))["image"].numpy()
+
+
+def load(workdir) -> Run:
+  """The finished run in ``workdir``; :class:`RunError` naming what is missing otherwise."""
+  workdir = Path(workdir)
+  if not workdir.is_dir():
+    raise RunError(f"--workdir={workdir} does not exist; give the workdir of a finished run")
+  path = workdir / "results.json"
+  if not path.is_file():
+    raise RunError(f"{path} not found: {workdir} holds no finished run; finish it with "
+                   f"python -m medjax.main --config=... --workdir={workdir} first")
+  results = json.loads(path.read_text())
+  if "config" not in results or "seeds" in results:
+    raise RunError(f"{path} holds no single run (several seeds: give one seed_<s> workdir)")
+  config = ml_collections.ConfigDict(results["config"])
+  data = _data_record(workdir, config)
+  context = {}
+  if (workdir / "mean_image.npy").is_file():
+    context["mean_image"] = np.load(workdir / "mean_image.npy", allow_pickle=False)
+  kind = {"supervised": _supervised, "frozen_features": _frozen}.get(config.pipeline)
+  if kind is None:
+    raise RunError(f"{path}: pipeline {config.pipeline!r} is not supported")
+  return kind(workdir, config, results, data, context)
+
+
+def _data_record(workdir: Path, config) -> dict:
+  from medjax.data.pipeline import DATA_RECORD
+  path = workdir / DATA_RECORD
+  if path.is_file():
+    return json.loads(path.read_text())
+  # Runs made before data.json: ask the prepared dataset (its raw source must exist).
+  from medjax.data import builders
+  d = config.data
+  builder = builders.get_builder(d.name, manual_dir=d.manual_dir, tfds_dir=d.tfds_dir,
+                                 split_fractions=d.get("split_fractions", (0.7, 0.1, 0.2)),
+                                 split_seed=d.get("split_seed", 0))
+  return {"class_names": list(builder.class_names()),
+          "multi_label": "labels" in builder.info.features}
+
+
+def _supervised(workdir, config, results, data, context) -> Run:
+  import orbax.checkpoint as ocp
+  from medjax.train.checkpoint import Checkpoints
+  from medjax.train.step import build_model
+  names = tuple(data["class_names"])
+  model = build_model(config, len(names))
+  ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
+  step = ckpts.latest_step()
+  if step is None:
+    raise RunError(f"{workdir / 'checkpoints'} holds no checkpoint; the run did not finish")
+  state = ckpts.latest.restore(step, args=ocp.args.StandardRestore())
+  params = state["params"]
+  if config.early_stopping.metric and ckpts.best.latest_step() is not None:
+    params = ckpts.best.restore(ckpts.best.latest_step(), args=ocp.args.StandardRestore())
+  ckpts.close()
+  sigmoid = config.loss == "sigmoid_xent"
+
+  def logits(variables, images):
+    return model.apply(variables, images, train=False)[0]
+
+  return Run(workdir, config, results, names, bool(data["multi_label"]) or sigmoid,
+             config.pp_eval, context, logits, {"params": params, **state["model_state"]})
+
+
+def _frozen(workdir, config, results, data, context) -> Run:
+  from medjax.features import extract
+  from medjax.features.classify import SVM_FILE
+  from medjax.models import backbones
+  if config.aggregation != "avgpool" or len(config.features.scales) != 1:
+    raise RunError(f"{workdir}: tools over frozen-feature runs support aggregation=avgpool at "
+                   f"one scale; this run has aggregation={config.aggregation}, scales="
+                   f"{tuple(config.features.scales)}")
+  if not (workdir / SVM_FILE).is_file():
+    raise RunError(f"{workdir / SVM_FILE} not found: the run predates saved SVMs or did not "
+                   f"finish; rerun it in a new --workdir")
+  module, variables, spec = backbones.load_backbone(
+      results["backbone/used"], results["backbone/weights"], include_top=False)
+  layer = results["backbone/layer"]
+  scale = config.features.scales[0] or spec.input_size[0]
+  with np.load(workdir / SVM_FILE) as z:
+    w, b = jnp.asarray(z["w"]), jnp.asarray(z["b"])
+  temperature = float(results.get("calibration/temperature", 1.0))
+
+  def logits(variables, images):
+    _, named = module.apply(variables["backbone"], images)
+    pooled = extract.l2_normalize(jnp.mean(named[layer], axis=(1, 2)))
+    return (pooled @ variables["w"] + variables["b"]) / temperature
+
+  return Run(workdir, config, results, tuple(data["class_names"]), False,
+             extract.input_pp(spec.normalisation, scale), context, logits,
+             {"backbone": variables, "w": w, "b": b})
+
+
+def read_image(path: Path) -> tuple[bytes | None, str]:
+  """``(encoded bytes, "")`` of an image file (DICOM converted), or ``(None, why not)``."""
+  if not path.is_file():
+    return None, f"{path} does not exist"
+  if path.suffix.lower() == ".dcm":
+    problem, _ = dicom_folder.check_dicom(path, 1)
+    return (None, problem.reason) if problem else (dicom_folder.dicom_to_png(path), "")
+  problem, _ = validate.check_image(path, 1)
+  return (None, problem.reason) if problem else (path.read_bytes(), "")
+
+
+def predict_files(run: Run, paths: list[Path], batch_size: int = 64):
+  """``(scores (N, K) with NaN rows for unreadable files, error per file)``, batched and
+  jitted; preprocessing runs in parallel in tf.data."""
+  encoded, errors = [], []
+  for path in paths:
+    data, why = read_image(path)
+    encoded.append(data)
+    errors.append(why)
+  good = [i for i, e in enumerate(errors) if not e]
+  out = np.full((len(paths), len(run.class_names)), np.nan, np.float64)
+  if not good:
+    return out, errors
+  fn = ops.compose(run.pp, run.context)
+  zero = tf.zeros([2], tf.int64)
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant([encoded[i] for i in good]))
+  ds = ds.map(lambda x: fn({"image": x}, zero)["image"], num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True).batch(batch_size).prefetch(2)
+  scores = jax.jit(lambda v, x: run.scores(v, x))
+  rows = []
+  for batch in ds.as_numpy_iterator():
+    n = len(batch)
+    if n < batch_size:  # One compiled shape: pad the last batch.
+      batch = np.concatenate([batch, np.repeat(batch[:1], batch_size - n, 0)])
+    rows.append(np.asarray(scores(run.variables, batch))[:n])
+  out[good] = np.concatenate(rows)
+  return out, errors
+
+
+def predicted(run: Run, scores: np.ndarray) -> list[str]:
+  """Class name per row (multi-label: the classes scoring at least 0.5, joined by ``|``)."""
+  if run.multi_label:
+    return ["|".join(c for c, s in zip(run.class_names, row) if s >= 0.5) for row in scores]
+  return ["" if np.isnan(row).any() else run.class_names[int(np.argmax(row))] for row in scores]

@@ -1,0 +1,102 @@
+"""Classifies new images with a finished run of either pipeline.
+
+  python -m medjax.predict --workdir=W [--out=FILE.csv] INPUT ...
+
+INPUT is an image file (DICOM included), a folder (every image below it) or a CSV with a
+``path`` column (relative to the CSV; a ``label`` column, if any, is copied to the output
+and must name the run's classes). Each image goes through the run's own evaluation
+preprocessing and model (:mod:`medjax.inference`); the CSV (stdout without ``--out``) has
+one row per image: ``path``, [``label``,] ``predicted``, ``score/<class>`` per class
+(probabilities summing to 1, calibrated where the run calibrated its SVM; one-vs-all
+sigmoids for multi-label runs) and ``error``, which says why an unreadable image has no
+prediction while the others still get theirs.
+"""
+import csv
+import io
+import sys
+from pathlib import Path
+
+from absl import flags
+
+from medjax import cli
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Flags of the command, defined only when it runs: tests import several commands."""
+  flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True)
+  flags.DEFINE_string("out", None, "Output CSV (default: stdout).")
+  flags.DEFINE_integer("batch_size", 64, "Images per jitted call.")
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+  """``(image paths, labels or '')`` of files, folders (recursively) and CSVs."""
+  from medjax.data.builders import by_path
+  paths, labels = [], []
+  for item in inputs:
+    path = Path(item).expanduser()
+    if by_path.is_csv(path) and path.is_file():
+      for row in by_path.read_table(path):
+        paths.append(path.parent / row["path"])
+        labels.append(row["label"])
+    elif path.is_dir():
+      found = sorted(p for p in path.rglob("*") if p.is_file()
+                     and p.suffix.lower() in by_path.SUFFIXES)
+      if not found:
+        raise cli.UserError(f"{path} holds no images ({', '.join(by_path.SUFFIXES)})")
+      paths += found
+      labels += [""] * len(found)
+    elif path.exists() or path.suffix.lower() in by_path.SUFFIXES:
+      paths.append(path)  # A missing image gets an error row, as an unreadable one.
+      labels.append("")
+    else:
+      raise cli.UserError(f"{path} does not exist; give image files, folders or a CSV")
+  return paths, labels
+
+
+def table(run, paths, labels, scores, errors) -> str:
+  from medjax import inference
+  known = set(run.class_names)
+  for path, label in zip(paths, labels):
+    unknown = [c for c in filter(None, label.split("|")) if c not in known]
+    if unknown:
+      raise cli.UserError(f"{path}: label {label!r} names class(es) {unknown} the run does not "
+                          f"have; its classes are {list(run.class_names)}")
+  with_labels = any(labels)
+  buffer = io.StringIO()
+  out = csv.writer(buffer, lineterminator="\n")
+  out.writerow(["path", *(["label"] if with_labels else []), "predicted",
+                *(f"score/{c}" for c in run.class_names), "error"])
+  for path, label, row, name, error in zip(paths, labels, scores,
+                                           inference.predicted(run, scores), errors):
+    values = ["" if error else repr(float(s)) for s in row]
+    out.writerow([str(path), *([label] if with_labels else []), name, *values, error])
+  return buffer.getvalue()
+
+
+def main(argv):
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
+  from medjax import inference
+  from medjax.atomic import save_text
+  if len(argv) < 2:
+    raise cli.UserError("give at least one INPUT (image, folder or CSV)")
+  paths, labels = expand_inputs(argv[1:])
+  run = inference.load(FLAGS.workdir)
+  scores, errors = inference.predict_files(run, paths, FLAGS.batch_size)
+  text = table(run, paths, labels, scores, errors)
+  if FLAGS.out:
+    Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
+    save_text(Path(FLAGS.out), text)
+  else:
+    sys.stdout.write(text)
+  failed = sum(bool(e) for e in errors)
+  if failed:
+    print(f"medjax.predict: {failed} of {len(paths)} image(s) could not be read; see the "
+          f"error column", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main, "medjax.predict")

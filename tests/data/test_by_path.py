@@ -1,0 +1,165 @@
+"""Datasets given by path: folders with and without splits, CSVs (multi-label, optional
+split), DICOM inside them, mixed bit depths and colour; prepared copies keyed by source."""
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medjax import cli, parallel
+from medjax.data import builders, validate
+from medjax.data.builders import by_path
+from medjax.data.pipeline import InputPipeline
+from tests.conftest import tiny_config
+
+from standins import examples
+
+CLASSES = ("cyst", "normal", "tumour")  # Sorted on purpose: the recorded order is by name.
+
+
+def write_study(root: Path, per_split: dict[str, int], size: int = 24, splits: bool = True,
+                seed: int = 0) -> list[tuple[str, str, str]]:
+  """Grey PNGs of three classes (8-bit, one 16-bit and one RGB per class and split);
+  returns the ``(relative path, label, split)`` rows."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for split, n in per_split.items():
+    for label, name in enumerate(CLASSES):
+      folder = root / split / name if splits else root / name
+      folder.mkdir(parents=True, exist_ok=True)
+      for i in range(n):
+        img = rng.integers(0, 50, (size, size)).astype(np.uint8) + np.uint8(60 * label)
+        path = folder / f"{split}_{name}_{i:02d}.png"
+        if i == 0:
+          Image.fromarray(img.astype(np.uint16) * 257).save(path)
+        elif i == 1:
+          Image.fromarray(np.stack([img] * 3, -1)).save(path)
+        else:
+          Image.fromarray(img).save(path)
+        rows.append((str(path.relative_to(root)), name, split))
+  return rows
+
+
+def write_csv(path: Path, rows, with_split: bool = True) -> Path:
+  with path.open("w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["path", "label", "split"] if with_split else ["path", "label"])
+    for p, label, split in rows:
+      w.writerow([p, label, split] if with_split else [p, label])
+  return path
+
+
+def test_folder_with_splits_takes_them_as_they_are(tmp_path):
+  rows = write_study(tmp_path / "study", {"train": 4, "val": 2, "test": 3})
+  builder = builders.get_builder(str(tmp_path / "study"), tfds_dir=str(tmp_path / "tfds"))
+  assert builder.class_names() == CLASSES
+  assert {s: builder.info.splits[s].num_examples for s in ("train", "val", "test")} == {
+      "train": 12, "val": 6, "test": 9}
+  got = examples(builder, "test")
+  want = {p: CLASSES.index(label) for p, label, split in rows if split == "test"}
+  assert got == want
+  assert builder.info.metadata["image_kinds"] == {"grayscale": 9, "grayscale16": 9, "rgb": 9}
+
+
+def test_csv_multi_label_and_errors(tmp_path):
+  write_study(tmp_path, {"train": 3}, splits=False)
+  table = tmp_path / "labels.csv"
+  with table.open("w") as f:
+    f.write("path,label,split\n")
+    f.write("cyst/train_cyst_02.png,cyst|tumour,train\n")
+    f.write("normal/train_normal_02.png,normal,test\n")
+    f.write("tumour/train_tumour_02.png,tumour,train\n")
+  builder = builders.get_builder(str(table), tfds_dir=str(tmp_path / "tfds"))
+  assert "labels" in builder.info.features and builder.class_names() == CLASSES
+  assert examples(builder, "train", "labels")["cyst/train_cyst_02.png"] == [1.0, 0.0, 1.0]
+  bad = tmp_path / "bad.csv"
+  bad.write_text("file,label\nx.png,cyst\n")
+  with pytest.raises(cli.UserError, match="lacks the column"):
+    builders.get_builder(str(bad), tfds_dir=str(tmp_path / "tfds"))
+  bad.write_text("path,label,split\ncyst/train_cyst_02.png,cyst,training\n")
+  with pytest.raises(cli.UserError, match="'training' is not one of"):
+    builders.get_builder(str(bad), tfds_dir=str(tmp_path / "tfds"))
+  bad.write_text("path,label,split\ncyst/nothere.png,cyst,train\n")
+  with pytest.raises(validate.BadDataError, match="nothere.png: is missing"):
+    builders.get_builder(str(bad), tfds_dir=str(tmp_path / "tfds"))
+  for missing in (str(tmp_path / "nowhere"), "no_such_dataset"):
+    with pytest.raises(cli.UserError, match="nowhere|neither a known"):
+      builders.get_builder(missing, tfds_dir=str(tmp_path / "tfds"))
+
+
+def test_folder_without_splits_is_split_stratified_and_written(tmp_path):
+  write_study(tmp_path / "study", {"all": 10}, splits=False)
+  config = tiny_config(tmp_path, tmp_path / "tfds", **{"data.name": str(tmp_path / "study"),
+                                                       "data.val_fraction": 0.0})
+  data = InputPipeline(config, tmp_path / "work", parallel.make_mesh())
+  assert data.info.split_sizes == {"train": 21, "val": 3, "test": 6}  # 7/1/2 per class.
+  with (tmp_path / "work" / "data_split.csv").open() as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == 30
+  per_class_test = {c: sum(r["split"] == "test" and r["label"] == c for r in table)
+                    for c in CLASSES}
+  assert per_class_test == {c: 2 for c in CLASSES}
+  # The written file is itself a dataset with the same split.
+  again = builders.get_builder(str(tmp_path / "work" / "data_split.csv"),
+                               tfds_dir=str(tmp_path / "tfds"))
+  assert again.info.splits["test"].num_examples == 6
+  other_seed = by_path.stratified_split([r["path"] for r in table],
+                                        [r["label"] for r in table], (0.7, 0.1, 0.2), 1)
+  assert other_seed != {r["path"]: r["split"] for r in table}
+
+
+def test_dicom_inside_a_folder_by_path(tmp_path):
+  from test_dicom_folder import write_dicom
+  write_study(tmp_path / "study", {"train": 2, "test": 2})
+  pixels = (np.arange(24 * 24, dtype=np.uint16) * 7).reshape(24, 24)
+  write_dicom(tmp_path / "study" / "train" / "cyst" / "scan.dcm", pixels)
+  builder = builders.get_builder(str(tmp_path / "study"), tfds_dir=str(tmp_path / "tfds"))
+  assert "train/cyst/scan.dcm" in examples(builder, "train")
+  assert builder.info.metadata["image_kinds"]["grayscale16"] == 7
+
+
+def test_prepared_copy_follows_its_source(tmp_path):
+  write_study(tmp_path / "study", {"train": 2, "test": 2})
+  tfds_dir = str(tmp_path / "tfds")
+  first = builders.get_builder(str(tmp_path / "study"), tfds_dir=tfds_dir)
+  same = builders.get_builder(str(tmp_path / "study"), tfds_dir=tfds_dir)
+  assert same.source_key == first.source_key and same.data_dir == first.data_dir
+  extra = tmp_path / "study" / "train" / "cyst" / "added.png"
+  Image.fromarray(np.zeros((24, 24), np.uint8)).save(extra)
+  edited = builders.get_builder(str(tmp_path / "study"), tfds_dir=tfds_dir)
+  assert edited.source_key != first.source_key
+  assert edited.info.splits["train"].num_examples == 7
+  os.utime(extra, ns=(1, 1))  # Same files, one rewritten: prepared again.
+  assert builders.get_builder(str(tmp_path / "study"), tfds_dir=tfds_dir).source_key not in (
+      first.source_key, edited.source_key)
+
+
+def test_named_dataset_from_another_copy_is_prepared_and_checked(shared_data, tmp_path):
+  """chest_xray prepared from the shared data, then from a copy with four corrupt files."""
+  clean, salted = tmp_path / "clean", tmp_path / "salted"
+  for root in (clean, salted):
+    for split in ("train", "val", "test"):
+      for name in ("NORMAL", "PNEUMONIA"):
+        folder = root / "chest_xray" / split / name
+        folder.mkdir(parents=True)
+        for src in sorted((shared_data / "chest_xray" / split / name).glob("*.jpeg"))[:3]:
+          (folder / src.name).symlink_to(src)
+  corrupt = ["train/NORMAL/bad1.jpeg", "train/PNEUMONIA/bad2.jpeg", "val/NORMAL/bad3.jpeg",
+             "test/PNEUMONIA/bad4.jpeg"]
+  good = next((clean / "chest_xray" / "train" / "NORMAL").iterdir()).read_bytes()
+  for i, rel in enumerate(corrupt):
+    (salted / "chest_xray" / rel).write_bytes(good[:len(good) // 3] if i % 2 else b"text")
+  tfds_dir = str(tmp_path / "tfds")
+  builder = builders.get_builder("chest_xray", manual_dir=str(clean), tfds_dir=tfds_dir)
+  assert builder.info.splits["test"].num_examples == 6
+  with pytest.raises(validate.BadDataError) as error:
+    builders.get_builder("chest_xray", manual_dir=str(salted), tfds_dir=tfds_dir)
+  assert "4 bad file(s)" in str(error.value)
+  for rel in corrupt:
+    assert rel in str(error.value)
+  shutil.rmtree(salted)
+  again = builders.get_builder("chest_xray", manual_dir=str(clean), tfds_dir=tfds_dir)
+  assert again.data_dir == builder.data_dir
