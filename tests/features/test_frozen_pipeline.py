@@ -114,7 +114,8 @@ def test_cae_training_resumes_from_its_checkpoint(tmp_path):
   assert len(losses) == 3 and losses[-1] < losses[0]
 
 
-@pytest.mark.parametrize("above, vlad_dims", [(512, 4 * 16), (1280, 4 * 1280)])
+@pytest.mark.parametrize("above, vlad_dims", [
+    pytest.param(512, 4 * 16, marks=pytest.mark.slow), (1280, 4 * 1280)])
 def test_descriptor_pca_only_for_descriptors_wider_than_the_threshold(
     tiny_data_dir, tfds_dir, features_dir, tmp_path, above, vlad_dims):
   # EfficientNet-Lite0's 1280-d descriptors: reduced to 16 above 512, kept at 1280 (as

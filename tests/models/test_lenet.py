@@ -52,6 +52,7 @@ def test_two_way_head_returns_the_log_odds_of_a_two_output_layer():
       optax.softmax_cross_entropy_with_integer_labels(z, labels), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_way_head_moves_twice_as_fast_as_one_logit_under_sgd():
   """Why the single logit is not the tutorial: from the zero start, one SGD step on the
   same loss changes the two-way log-odds by twice what it changes one logit by."""
@@ -71,6 +72,7 @@ def test_two_way_head_moves_twice_as_fast_as_one_logit_under_sgd():
   np.testing.assert_allclose(two, 2 * one, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_one_vs_all_loss_is_the_sum_of_the_heads_two_way_nll():
   x = jax.random.normal(jax.random.key(1), (5, 20, 20, 1))
   model = LeNetOneVsAll(num_classes=3, kernel_size=5, filters=(4, 6), hidden=8)
