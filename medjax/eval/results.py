@@ -68,13 +68,18 @@ def command_line() -> str:
 
 
 def over_seeds(per_seed: list[dict], config, workdir: Path) -> dict:
+  """Mean and std over seeds of every scalar; a measure some seed leaves undefined (e.g.
+  the PPV of a class it never predicts) is averaged over the seeds that define it, and
+  ``<key>/num_seeds`` says how many."""
   seeds = [r["config"]["seed"] for r in per_seed]
-  keys = [k for k, v in per_seed[0].items()
-          if isinstance(v, (int, float)) and not isinstance(v, bool)]
+  keys = dict.fromkeys(k for r in per_seed for k, v in r.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool))
   out = {"seeds": seeds}
   for key in keys:
-    values = np.array([r[key] for r in per_seed], np.float64)
+    values = np.array([r[key] for r in per_seed if key in r], np.float64)
     out[f"{key}/mean"] = float(values.mean())
     out[f"{key}/std"] = float(values.std())
+    if len(values) < len(per_seed):
+      out[f"{key}/num_seeds"] = len(values)
   workdir.mkdir(parents=True, exist_ok=True)
   return finish(workdir, out, json.loads(config.to_json_best_effort()))

@@ -2,8 +2,10 @@
 import json
 
 import pytest
+from ml_collections import ConfigDict
 
 from medjax import main
+from medjax.eval import results as results_lib
 from medjax.train import trainer
 from tests.conftest import tiny_config
 
@@ -27,3 +29,13 @@ def test_seeds_report_mean_and_std(tiny_data_dir, tfds_dir, tmp_path):
   assert results["test/loss/mean"] == pytest.approx(sum(losses) / 2)
   assert results["test/loss/std"] == pytest.approx(abs(losses[0] - losses[1]) / 2)
   assert json.loads((tmp_path / "results.json").read_text())["seeds"] == [5, 6]
+
+
+def test_a_measure_one_seed_leaves_undefined_is_averaged_over_the_others(tmp_path):
+  config = ConfigDict({"seed": 0})
+  per_seed = [{"config": {"seed": 0}, "test/accuracy": 0.5, "test/ppv/a": 0.25},
+              {"config": {"seed": 1}, "test/accuracy": 0.7}]
+  out = results_lib.over_seeds(per_seed, config, tmp_path)
+  assert out["test/accuracy/mean"] == pytest.approx(0.6)
+  assert out["test/ppv/a/mean"] == 0.25 and out["test/ppv/a/num_seeds"] == 1
+  assert "test/accuracy/num_seeds" not in out
