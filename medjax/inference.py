@@ -110,27 +110,22 @@ def _data_record(workdir: Path, config) -> dict:
 
 
 def _supervised(workdir, config, results, data, context) -> Run:
-  import orbax.checkpoint as ocp
   from medjax.train.checkpoint import Checkpoints
   from medjax.train.step import build_model
   names = tuple(data["class_names"])
   model = build_model(config, len(names))
   ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
-  step = ckpts.latest_step()
-  if step is None:
-    raise RunError(f"{workdir / 'checkpoints'} holds no checkpoint; the run did not finish")
-  state = ckpts.latest.restore(step, args=ocp.args.StandardRestore())
-  params = state["params"]
-  if config.early_stopping.metric and ckpts.best.latest_step() is not None:
-    params = ckpts.best.restore(ckpts.best.latest_step(), args=ocp.args.StandardRestore())
+  variables = ckpts.trained_variables(prefer_best=bool(config.early_stopping.metric))
   ckpts.close()
+  if variables is None:
+    raise RunError(f"{workdir / 'checkpoints'} holds no checkpoint; the run did not finish")
   sigmoid = config.loss == "sigmoid_xent"
 
   def logits(variables, images):
     return model.apply(variables, images, train=False)[0]
 
   return Run(workdir, config, results, names, bool(data["multi_label"]) or sigmoid,
-             config.pp_eval, context, logits, {"params": params, **state["model_state"]})
+             config.pp_eval, context, logits, variables)
 
 
 def _frozen(workdir, config, results, data, context) -> Run:

@@ -45,6 +45,18 @@ class Checkpoints:
       return params
     return self.best.restore(step, args=ocp.args.StandardRestore(self._abstract(params)))
 
+  def trained_variables(self, prefer_best: bool):
+    """The finished run's ``{"params", **model_state}`` (parameters from the best checkpoint
+    when ``prefer_best`` and one exists), or None when no checkpoint was saved."""
+    step = self.latest.latest_step()
+    if step is None:
+      return None
+    state = self.latest.restore(step, args=ocp.args.StandardRestore())
+    params = state["params"]
+    if prefer_best and self.best.latest_step() is not None:
+      params = self.best.restore(self.best.latest_step(), args=ocp.args.StandardRestore())
+    return {"params": params, **state["model_state"]}
+
   def wait(self):
     self.latest.wait_until_finished()
     self.best.wait_until_finished()

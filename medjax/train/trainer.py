@@ -229,15 +229,11 @@ def restore_for_inference(workdir: Path):
   data = InputPipeline(config, workdir, mesh)
   model = build_model(config, data.info.num_classes)
   ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
-  step = ckpts.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"{workdir / 'checkpoints'} holds no checkpoint")
-  import orbax.checkpoint as ocp
-  state = ckpts.latest.restore(step, args=ocp.args.StandardRestore())
-  params = ckpts.best.restore(ckpts.best.latest_step(), args=ocp.args.StandardRestore()) if (
-      config.early_stopping.metric and ckpts.best.latest_step() is not None) else state["params"]
+  variables = ckpts.trained_variables(prefer_best=bool(config.early_stopping.metric))
   ckpts.close()
-  return config, model, {"params": params, **state["model_state"]}, data
+  if variables is None:
+    raise FileNotFoundError(f"{workdir / 'checkpoints'} holds no checkpoint")
+  return config, model, variables, data
 
 
 def _early_stopping(state: TrainState, scores: dict, es, epoch: int, ckpts: Checkpoints,
