@@ -1,19 +1,17 @@
 """The benchmark suite: medjax against its peers, case by case.
 
-  python -m benchmarks.run [--quick] [--only NAME ...] --out FILE.json
+  python -m benchmarks.run [--quick] [--only=NAME[,NAME...]] --out=FILE.json
 
 prints a markdown table and writes a JSON list of records ``{"name", "medjax_seconds",
 "peer", "peer_seconds", "ratio", ...}`` (``ratio`` = peer time / medjax time, both medians
 of alternating repeats after warm-up; quality fields such as accuracy or inertia where a
 result has a quality; ``images_per_s`` where a case processes images). ``--only`` keeps the
 cases whose name starts with NAME (``--only train_step`` or ``--only train_step/lenet_ova``).
-``--quick`` runs every case at the same sizes with fewer repeats, in about eight minutes
-on two cores.
+``--quick`` runs every case at the same sizes with fewer repeats.
 Each record also has the thread count, ``quick``, the device medjax ran on, the CPU
 (model, ISA features such as AVX-512 and AMX, cores), the JAX and PyTorch versions and the load average before and after it. On a GPU the PyTorch peers run
 there too and accelerator cases add ``fraction_of_peak`` (see ``timing.compare``).
 """
-import argparse
 import json
 import logging
 import os
@@ -22,10 +20,13 @@ from pathlib import Path
 
 import jax
 import torch
+from absl import flags
 
 from benchmarks import (extraction, input_pipeline, kmeans, svm, timing, train_step,
                         vlad)
-from medjax import host_memory, provenance
+from medjax import cli, host_memory, provenance
+
+FLAGS = flags.FLAGS
 
 MODULES = (train_step, extraction, svm, kmeans, vlad, input_pipeline)
 
@@ -56,34 +57,36 @@ def run_cases(cases: list[timing.Case], *, quick: bool, out: Path | None = None)
   return records
 
 
-def main(argv=None) -> list[dict]:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--quick", action="store_true",
-                      help="the same sizes, fewer repeats: every case in under 10 minutes")
-  parser.add_argument("--only", nargs="+", metavar="NAME",
-                      help="run only cases whose name starts with one of these")
-  parser.add_argument("--out", type=Path, required=True, help="JSON file for the records")
-  parser.add_argument("--allocator", choices=("default", "retain"), default="default",
-                      help="default: glibc as it comes, under which both sides page-fault "
-                      "their large temporaries anew every call; retain: medjax.host_memory's "
-                      "policy (medjax.main --retain_host_memory), which the PyTorch peers "
-                      "share, being in the same process")
-  args = parser.parse_args(argv)
-  if args.allocator == "retain":  # Before JAX starts its threads.
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_bool("quick", False, "The same sizes with fewer repeats.", flag_values=fv)
+  flags.DEFINE_list("only", [], "Run only the cases whose name starts with one of these.",
+                    flag_values=fv)
+  flags.DEFINE_string("out", None, "JSON file for the records.", required=True,
+                      flag_values=fv)
+  flags.DEFINE_enum("allocator", "default", ["default", "retain"],
+                    "default: glibc as it comes, under which both sides page-fault their "
+                    "large temporaries anew every call; retain: medjax.host_memory's policy "
+                    "(medjax.main --retain_host_memory), which the PyTorch peers share, being "
+                    "in the same process.", flag_values=fv)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; name cases with --only=A,B")
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+  if FLAGS.allocator == "retain":  # Before JAX starts its threads.
     host_memory.retain_freed_blocks()
-  cases = all_cases(args.quick)
-  if args.only:
-    cases = [c for c in cases if c.name.startswith(tuple(args.only))]
+  cases = all_cases(FLAGS.quick)
+  if FLAGS.only:
+    cases = [c for c in cases if c.name.startswith(tuple(FLAGS.only))]
     if not cases:
-      parser.error(f"--only {args.only}: no such case; known: "
-                   f"{[c.name for c in all_cases(args.quick)]}")
+      raise cli.UserError(f"--only={','.join(FLAGS.only)}: no such case; known: "
+                          f"{[c.name for c in all_cases(FLAGS.quick)]}")
   print(f"{len(cases)} cases, {os.cpu_count()} cores, {jax.devices()[0].device_kind}, "
         f"load average {os.getloadavg()}", file=sys.stderr)
-  records = run_cases(cases, quick=args.quick, out=args.out)
+  records = run_cases(cases, quick=FLAGS.quick, out=Path(FLAGS.out))
   print(timing.markdown_table(records))
-  return records
 
 
 if __name__ == "__main__":
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-  main()
+  cli.run(main, "benchmarks.run", define_flags)

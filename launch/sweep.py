@@ -36,28 +36,34 @@ import subprocess
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
+
+from medjax import cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 FLAGS = flags.FLAGS
 
 
-def define_flags():
-  """Run only as the entry point, so that tests may import this module beside medjax.main
-  (both name a --config and a --workdir flag)."""
+def define_flags(fv: flags.FlagValues) -> None:
+  """Defined only when the command runs, so that tests may import this module beside
+  medjax.main (both name a --config and a --workdir flag)."""
   flags.DEFINE_string("config", None,
-                      "Config file with a sweep() function, e.g. configs/irma_cnn.py:smoke.")
-  flags.DEFINE_string("workdir", None, "Root folder: one workdir per point, and the summary.")
+                      "Config file with a sweep() function, e.g. configs/irma_cnn.py:smoke.",
+                      required=True, flag_values=fv)
+  flags.DEFINE_string("workdir", None, "Root folder: one workdir per point, and the summary.",
+                      required=True, flag_values=fv)
   flags.DEFINE_enum("run", "local", ["local", "print", "summary"],
                     "local: run the points here in sequence; print: print launch commands; "
-                    "summary: only write the summary of what ROOT holds.")
+                    "summary: only write the summary of what ROOT holds.", flag_values=fv)
   flags.DEFINE_enum("launcher", "local", ["local", "tpu_vm", "slurm_gpu"],
-                    "What --run=print prints commands for.")
-  flags.DEFINE_integer("nproc", 1, "Processes per point with the local launcher (launch/local.sh).")
-  flags.DEFINE_string("launcher_args", "", "Options for launch/tpu_vm.sh or launch/slurm_gpu.sh.")
-  flags.DEFINE_string("filter", "", "Keep only points whose overrides match this regex.")
-  flags.mark_flags_as_required(["config", "workdir"])
+                    "What --run=print prints commands for.", flag_values=fv)
+  flags.DEFINE_integer("nproc", 1, "Processes per point with the local launcher "
+                       "(launch/local.sh).", flag_values=fv)
+  flags.DEFINE_string("launcher_args", "", "Options for launch/tpu_vm.sh or "
+                      "launch/slurm_gpu.sh.", flag_values=fv)
+  flags.DEFINE_string("filter", "", "Keep only points whose overrides match this regex.",
+                      flag_values=fv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +92,15 @@ def _name(spelled: str) -> str:
 def load_points(config: str, pattern: str = "") -> tuple[str, str, list[Point]]:
   """``(config path, its ARGS, the sweep's points)`` for ``--config=PATH[:ARGS]``."""
   path, _, base_args = config.partition(":")
+  if not Path(path).is_file():
+    raise cli.UserError(f"--config={config}: no such config file")
   spec = importlib.util.spec_from_file_location("sweep_config", path)
   if spec is None:
-    raise ValueError(f"--config={config}: cannot load {path} as a Python config file")
+    raise cli.UserError(f"--config={config}: cannot load {path} as a Python config file")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "sweep"):
-    raise ValueError(f"{path} defines no sweep() function to expand")
+    raise cli.UserError(f"{path} defines no sweep() function to expand")
   points = []
   for raw in module.sweep():
     if isinstance(raw, str):
@@ -160,7 +168,7 @@ def main(argv):
   extra = argv[1:]  # What followed "--".
   path, base_args, points = load_points(FLAGS.config, FLAGS.filter)
   if not points:
-    raise app.UsageError(f"no point of {path}'s sweep matches --filter={FLAGS.filter!r}")
+    raise cli.UserError(f"no point of {path}'s sweep matches --filter={FLAGS.filter!r}")
   root = Path(FLAGS.workdir)
   commands = [launch_command(FLAGS.launcher, main_args(path, base_args, p, FLAGS.workdir, extra),
                              p, FLAGS.nproc, FLAGS.launcher_args) for p in points]
@@ -170,7 +178,7 @@ def main(argv):
   failed = set()
   if FLAGS.run == "local":
     if FLAGS.launcher != "local":
-      raise app.UsageError("--run=local runs points here: use --launcher=local, or --run=print")
+      raise cli.UserError("--run=local runs points here: use --launcher=local, or --run=print")
     for i, (point, command) in enumerate(zip(points, commands), 1):
       print(f"[sweep] point {i}/{len(points)}: {point.name}", flush=True)
       if subprocess.run(command, check=False).returncode:
@@ -185,5 +193,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, "launch.sweep", define_flags)

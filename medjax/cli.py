@@ -1,26 +1,181 @@
-"""What every ``python -m medjax.<command>`` shares: a user's mistake is one line, not a
-traceback.
+"""What every ``python -m medjax.<command>`` shares: one way to define flags, a quiet
+console, and a user's mistake as one line rather than a traceback.
+
+Each command module defines ``define_flags(flag_values)`` (its own flags; the same names
+for the same things: ``--workdir``, ``--config``, ``--data_dir`` as in
+``config.data.manual_dir``, ``--out``) and ``main(argv)``, and ends with
+``cli.run(main, "medjax.<command>", define_flags)``.
 
 A command raises :class:`UserError` for a problem the user can fix (a workdir that is not
-a finished run, runs that cannot be compared); :func:`run` prints it as
+a finished run, runs that cannot be compared); :func:`run` prints it, and every flag or
+config mistake absl or ml_collections reports while parsing, as
 ``medjax.<command>: error: <message>`` on stderr and exits with status 2, the usual status
 of a command-line usage error. Anything else is a bug and keeps its traceback.
-"""
-import sys
 
-from absl import app
+Importing this module quiets TensorFlow's C++ start-up notices (oneDNN, CPU features,
+CUDA/TensorRT, absl's pre-init warning), so it must come before anything that imports
+TensorFlow; ``MEDJAX_TF_STARTUP_LOG=1`` shows them again.
+"""
+import contextlib
+import importlib.abc
+import importlib.machinery
+import os
+import re
+import sys
+import textwrap
+from typing import Callable
+
+from absl import app, flags
+
+HELP_ARGS = ("--help", "-h", "--helpshort", "-?")
 
 
 class UserError(Exception):
   """A problem with the command's arguments or inputs, explained in one line."""
 
 
-def run(main, name: str) -> None:
-  """``absl.app.run(main)``, with :class:`UserError` turned into one line and exit 2."""
+@contextlib.contextmanager
+def _stderr_fd_silenced():
+  """Sends file descriptor 2 (where C++ logs go, below Python) to /dev/null."""
+  sys.stderr.flush()
+  saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(null, 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(null)
+
+
+class _QuietLoader(importlib.abc.Loader):
+  def __init__(self, inner):
+    self.inner = inner
+
+  def create_module(self, spec):
+    return self.inner.create_module(spec)
+
+  def exec_module(self, module):
+    with _stderr_fd_silenced():
+      self.inner.exec_module(module)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+  """Runs the first ``import tensorflow`` with C++ stderr silenced.
+
+  TensorFlow 2.21 logs through absl's C++ logging, which ignores ``TF_CPP_MIN_LOG_LEVEL``,
+  and prints its notices while its shared libraries load; Python errors of the import
+  still propagate as exceptions, and later C++ warnings and errors still reach stderr.
+  """
+
+  def find_spec(self, name, path, target=None):
+    if name != "tensorflow":
+      return None
+    sys.meta_path.remove(self)
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is not None and spec.loader is not None:
+      spec.loader = _QuietLoader(spec.loader)
+    return spec
+
+
+# Older TensorFlow and XLA builds still read the level (0 info, 1 warning, 2 error).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "tensorflow" not in sys.modules and os.environ.get("MEDJAX_TF_STARTUP_LOG") != "1":
+  sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+def fail(name: str, message: str) -> None:
+  """Prints ``name: error: message`` (one line) on stderr and exits with status 2."""
+  print(f"{name}: error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+def usage(doc: str | None, define_flags: Callable | None) -> str:
+  """A command's ``--help``: its module docstring, then its own flags with their help."""
+  text = textwrap.dedent(doc or "").strip() + "\n"
+  if define_flags is not None:
+    own = flags.FlagValues()
+    define_flags(own)
+    names = sorted(own)
+    if names:
+      text += "\nflags:\n" + "\n".join(_flag_help(own[n]) for n in names) + "\n"
+  return text
+
+
+def _flag_help(flag) -> str:
+  default = "" if flag.default is None else f" (default: {flag.default!r})"
+  required = " (required)" if flag.default is None and flag.name in _required(flag) else ""
+  line = f"--{flag.name}: {flag.help}{default}{required}"
+  return textwrap.fill(line, 92, initial_indent="  ", subsequent_indent="      ")
+
+
+def _required(flag) -> set:
+  # absl keeps "required" as a validator; its message names the flag.
+  return {flag.name} if any("must have a value" in getattr(v, "message", "")
+                            for v in getattr(flag, "validators", [])) else set()
+
+
+def run(main: Callable, name: str, define_flags: Callable | None = None) -> None:
+  """``absl.app.run(main)`` for command ``name`` (``medjax.<command>``), after
+  ``define_flags(flags.FLAGS)``: ``--help`` prints :func:`usage` and exits 0; a flag or
+  config mistake, or a :class:`UserError` from ``main``, is one line and exit 2."""
+  if define_flags is not None:
+    define_flags(flags.FLAGS)
+  if any(arg in HELP_ARGS for arg in sys.argv[1:]):
+    sys.stdout.write(usage(sys.modules["__main__"].__doc__, define_flags))
+    sys.exit(0)
+  app.run(guard(main, name), flags_parser=lambda argv: parse(argv, name))
+
+
+def guard(main: Callable, name: str) -> Callable:
+  """``main`` with a :class:`UserError` turned into one line and exit 2."""
   def guarded(argv):
     try:
       return main(argv)
     except UserError as e:
-      print(f"{name}: error: {e}", file=sys.stderr)
-      sys.exit(2)
-  app.run(guarded)
+      fail(name, str(e))
+  return guarded
+
+
+def parse(argv: list[str], name: str, fv: flags.FlagValues = flags.FLAGS) -> list[str]:
+  """``fv(argv)``, with absl's and ml_collections' reports of a bad flag, a bad config
+  argument, an unknown ``--config.KEY`` or a missing config file as one line and exit 2."""
+  try:
+    args = fv(argv)
+  except flags.Error as e:
+    fail(name, _flags_error(e, name))
+  except (KeyError, AttributeError) as e:
+    override = [a for a in argv[1:] if a.startswith("--config.")]
+    if not override:
+      raise
+    key = str(e.args[0] if e.args else e).strip("'\"")
+    fail(name, f"{', '.join(override)}: the config has no key {key!r}; see the config "
+               f"file for its keys")
+  _check_config_files(name, fv)
+  return args
+
+
+def _flags_error(error: Exception, name: str) -> str:
+  message = str(error)
+  if "Error whilst parsing config file" in message:
+    # ml_collections wraps what get_config(arg) raised with its traceback; a ValueError
+    # there is a bad config argument (configs.common.parse_arg), which its last line says.
+    last = message.strip().splitlines()[-1].strip()
+    if last.startswith("ValueError: "):
+      return last[len("ValueError: "):]
+    raise error
+  missing = re.search(r"Flag --(\S+) must have a value other than None", message)
+  if missing:
+    return f"--{missing.group(1)} is required (see python -m {name} --help)"
+  return f"{message.splitlines()[0]} (see python -m {name} --help)"
+
+
+def _check_config_files(name: str, fv: flags.FlagValues) -> None:
+  """Config files are loaded lazily: a missing one would otherwise surface mid-run."""
+  for flag_name in list(fv):
+    value = fv[flag_name].value
+    if type(value).__name__ == "_ErrorConfig":
+      path = fv[flag_name].serialize().partition("=")[2].partition(":")[0]
+      if not os.path.isfile(path):
+        fail(name, f"--{flag_name}={path}: no such config file; give one such as "
+                   f"configs/irma_cnn.py")
+      raise object.__getattribute__(value, "_error")

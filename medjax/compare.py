@@ -16,9 +16,12 @@ from medjax import cli
 from medjax.atomic import save_text
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("split", "test", "Split whose predictions are compared.")
-flags.DEFINE_string("out", None, "Folder for comparison.md, runs.csv and pairs.csv "
-                    "(default: comparison/ beside the first workdir).")
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("split", "test", "Split whose predictions are compared.", flag_values=fv)
+  flags.DEFINE_string("out", None, "Folder for comparison.md, runs.csv and pairs.csv "
+                      "(default: comparison/ beside the first workdir).", flag_values=fv)
 
 
 def main(argv):
@@ -41,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main, "medjax.compare")
+  cli.run(main, "medjax.compare", define_flags)

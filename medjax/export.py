@@ -15,14 +15,15 @@ from pathlib import Path
 from absl import flags
 
 from medjax import cli
+from medjax.atomic import save_text
 
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-  """Flags of the command, defined only when it runs: tests import several commands."""
-  flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True)
-  flags.DEFINE_string("out", None, "Folder to write the SavedModel to.", required=True)
+def define_flags(fv: flags.FlagValues) -> None:
+  """The command's flags, defined only when it runs: tests import several commands."""
+  flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True, flag_values=fv)
+  flags.DEFINE_string("out", None, "Folder to write the SavedModel to.", required=True, flag_values=fv)
 
 # Ops implemented with tf.numpy_function: they cannot be serialised into a graph.
 PYTHON_OPS = ("clahe",)
@@ -56,7 +57,7 @@ def export(run, out: Path) -> Path:
   module.serve = serve
   out.mkdir(parents=True, exist_ok=True)
   tf.saved_model.save(module, str(out), signatures={"serving_default": serve})
-  (out / "classes.txt").write_text("\n".join(run.class_names) + "\n")
+  save_text(out / "classes.txt", "\n".join(run.class_names) + "\n")
   return out
 
 
@@ -76,5 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main, "medjax.export")
+  cli.run(main, "medjax.export", define_flags)

@@ -10,33 +10,41 @@ import os
 from pathlib import Path
 
 import jax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from medjax import cli, distributed, host_memory
+from medjax import cli, distributed, host_memory  # cli before TensorFlow: it quiets its start-up.
 from medjax.eval import results as results_lib
 from medjax.eval import writers
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/irma_cnn.py:smoke.",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Where checkpoints, metrics.jsonl and results.json go.")
-flags.mark_flags_as_required(["config", "workdir"])
-# Multi-process runs (see medjax/distributed.py); unset flags fall back to $MEDJAX_*.
-flags.DEFINE_enum("distributed", os.environ.get("MEDJAX_DISTRIBUTED", "auto"),
-                  list(distributed.MODES),
-                  "auto: join jax.distributed when settings or a cluster launcher are found; "
-                  "on: always (Cloud TPU VMs); off: single process.")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.")
-flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
-flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
-flags.DEFINE_bool("retain_host_memory", False,
-                  "Keep freed host memory for reuse (glibc; see medjax/host_memory.py): "
-                  "XLA:CPU's per-step temporaries stop page-faulting (CPU train steps up to "
-                  "1.25x faster), but the process keeps its peak heap, which programs "
-                  "alternating large, different temporaries can fragment without bound.")
-flags.DEFINE_string("local_device_ids", None, "Comma-separated local devices this process "
-                    "drives (default: all, or its local rank's GPU under SLURM / Open MPI).")
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/irma_cnn.py:smoke.",
+                                  lock_config=True, flag_values=fv)
+  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics.jsonl and results.json go.",
+                      flag_values=fv)
+  flags.mark_flags_as_required(["config", "workdir"], flag_values=fv)
+  # Multi-process runs (see medjax/distributed.py); unset flags fall back to $MEDJAX_*.
+  flags.DEFINE_enum("distributed", os.environ.get("MEDJAX_DISTRIBUTED", "auto"),
+                    list(distributed.MODES),
+                    "auto: join jax.distributed when settings or a cluster launcher are found; "
+                    "on: always (Cloud TPU VMs); off: single process.", flag_values=fv)
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.",
+                      flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, "Number of processes in the run.", flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.",
+                       flag_values=fv)
+  flags.DEFINE_bool("retain_host_memory", False,
+                    "Keep freed host memory for reuse (glibc; see medjax/host_memory.py), so "
+                    "XLA:CPU's per-step temporaries stop page-faulting; the process then keeps "
+                    "its peak heap, which programs alternating large, different temporaries "
+                    "can fragment without bound.", flag_values=fv)
+  flags.DEFINE_string("local_device_ids", None, "Comma-separated local devices this process "
+                      "drives (default: all, or its local rank's GPU under SLURM / Open MPI).",
+                      flag_values=fv)
+
 
 # config.pipeline -> the module whose train_and_evaluate(config, workdir) runs it.
 PIPELINES = {
@@ -66,7 +74,7 @@ def run(config, workdir: str) -> dict:
   ``results.json`` then holds every metric's ``/mean`` and ``/std`` over the seeds.
   """
   if config.pipeline not in PIPELINES:
-    raise ValueError(f"config.pipeline={config.pipeline!r}; expected one of {sorted(PIPELINES)}")
+    raise cli.UserError(f"config.pipeline={config.pipeline!r}; expected one of {sorted(PIPELINES)}")
   module = importlib.import_module(PIPELINES[config.pipeline])
   num_seeds = config.get("num_seeds", 1)
   if num_seeds <= 1:
@@ -82,7 +90,10 @@ def run(config, workdir: str) -> dict:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; every setting is a flag "
+                        f"(--config.KEY=VALUE for config keys)")
+  # Before JAX starts its backends, whose discovery notices are not medjax's progress.
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if FLAGS.retain_host_memory:  # Before JAX starts its threads.
     host_memory.retain_freed_blocks()
   distributed.initialize(FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
@@ -95,7 +106,6 @@ def main(argv):
   leader = jax.process_index() == 0
   py_logging.getLogger("absl").setLevel(py_logging.INFO if leader else py_logging.WARNING)
   logging.set_verbosity(logging.INFO if leader else logging.WARNING)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
   try:
     results = run(FLAGS.config, FLAGS.workdir)
   except OSError as e:
@@ -113,4 +123,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main, "medjax.main")
+  cli.run(main, "medjax.main", define_flags)

@@ -23,11 +23,11 @@ from medjax import cli
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-  """Flags of the command, defined only when it runs: tests import several commands."""
-  flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True)
-  flags.DEFINE_string("out", None, "Output CSV (default: stdout).")
-  flags.DEFINE_integer("batch_size", 64, "Images per jitted call.")
+def define_flags(fv: flags.FlagValues) -> None:
+  """The command's flags, defined only when it runs: tests import several commands."""
+  flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True, flag_values=fv)
+  flags.DEFINE_string("out", None, "Output CSV (default: stdout).", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 64, "Images per jitted call.", flag_values=fv)
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -98,5 +98,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main, "medjax.predict")
+  cli.run(main, "medjax.predict", define_flags)

@@ -11,30 +11,37 @@ Prints, per query, ``rank<TAB>id<TAB>label<TAB>distance`` for the k nearest.
 import json
 from pathlib import Path
 
-import numpy as np
+from absl import flags
+
+from medjax import cli
+
+import numpy as np  # noqa: I001 -- after cli, which quiets TensorFlow's start-up logging.
 import tensorflow as tf
-from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Workdir of a finished supervised run.", required=True)
-flags.DEFINE_multi_string("query", [], "Image file(s) to query with.")
-flags.DEFINE_string("split", None, "Query with a whole split instead (e.g. test).")
-flags.DEFINE_integer("k", 10, "Number of neighbours to print.")
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("workdir", None, "Workdir of a finished supervised run.", required=True,
+                      flag_values=fv)
+  flags.DEFINE_multi_string("query", [], "Image file(s) to query with.", flag_values=fv)
+  flags.DEFINE_string("split", None, "Query with a whole split instead (e.g. test).",
+                      flag_values=fv)
+  flags.DEFINE_integer("k", 10, "Number of neighbours to print.", flag_values=fv)
 
 
 def embed_files(paths, config, model, variables, data) -> np.ndarray:
-  from medjax.data import ops
-  fn = ops.compose(config.pp_eval, data._context)
+  fn = data.preprocess_fn(config.pp_eval)
   images = []
   for path in paths:
     path = Path(path)
     if not path.is_file():
-      raise FileNotFoundError(f"query image {path} does not exist")
+      raise cli.UserError(f"query image {path} does not exist")
     example = {"image": tf.constant(path.read_bytes())}
     try:
       images.append(fn(example, tf.zeros([2], tf.int64))["image"].numpy())
     except tf.errors.InvalidArgumentError as e:
-      raise ValueError(f"query image {path} could not be decoded: {e.message}") from None
+      raise cli.UserError(f"query image {path} could not be decoded: {e.message}") from None
   _, features = model.apply(variables, np.stack(images), train=False)
   return np.asarray(features["pre_logits"]).reshape(len(images), -1)
 
@@ -47,9 +54,9 @@ def main(argv):
   workdir = Path(FLAGS.workdir)
   index_path = workdir / "retrieval" / "index.npz"
   if not index_path.exists():
-    raise FileNotFoundError(f"{index_path} not found: run training with config.retrieval=True")
+    raise cli.UserError(f"{index_path} not found: run training with config.retrieval=True")
   if not FLAGS.query and not FLAGS.split:
-    raise app.UsageError("give --query=IMAGE (repeatable) or --split=NAME")
+    raise cli.UserError("give --query=IMAGE (repeatable) or --split=NAME")
   index = retrieval.Index.load(index_path)
   config, model, variables, data = trainer.restore_for_inference(workdir)
   names = data.info.class_names
@@ -80,4 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "medjax.retrieve", define_flags)

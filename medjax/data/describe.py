@@ -1,31 +1,10 @@
-r"""Prints what a dataset archive holds, as JSON, before a long run is started on it.
-
-  python -m medjax.data.describe --dataset=chest_xray --data_dir=../shared/data \
-      [--tfds_dir=DIR] [--on_bad_file=skip]
-
-Prepares the dataset if needed (the same builder and folders as training uses), then
-reports the examples per split and per class, the image kinds found (grayscale, 16-bit,
-RGB, ...) and how many bad files were skipped. Multi-label datasets count, per class, the
-examples carrying that label, plus ``(none)`` for all-negative examples.
+"""What a dataset archive holds, for ``python -m medjax.describe``: the examples per split
+and per class, the image kinds found (grayscale, 16-bit, RGB, ...) and the bad files
+skipped. Multi-label datasets count, per class, the examples carrying that label, plus
+``(none)`` for all-negative examples.
 """
-import contextlib
-import json
-import sys
-
-from absl import app, flags
 import numpy as np
 import tensorflow_datasets as tfds
-
-from medjax.data import builders
-
-_DATASET = flags.DEFINE_string("dataset", None,
-                               "config.data.name, e.g. chest_xray or irma/anatomy9.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder holding <dataset>/ with the raw files "
-                                "(default $MEDJAX_DATA_DIR, else ~/medjax_data).")
-_TFDS_DIR = flags.DEFINE_string("tfds_dir", None, "Where prepared records go (default "
-                                "$MEDJAX_TFDS_DIR, else ~/tensorflow_datasets).")
-_ON_BAD_FILE = flags.DEFINE_enum("on_bad_file", "fail", ["fail", "skip"],
-                                 "Fail naming every bad file, or skip and count them.")
 
 NONE = "(none)"
 
@@ -47,6 +26,7 @@ def class_counts(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, int
 
 
 def describe(builder: tfds.core.DatasetBuilder) -> dict:
+  """The JSON-ready summary of a prepared dataset."""
   metadata = dict(builder.info.metadata or {})
   skipped = list(metadata.get("skipped", []))
   summary = {
@@ -63,16 +43,3 @@ def describe(builder: tfds.core.DatasetBuilder) -> dict:
     summary["excluded"] = metadata["excluded"]
   return summary
 
-
-def main(argv):
-  del argv
-  # TFDS reports preparation on stdout; keep stdout for the JSON alone.
-  with contextlib.redirect_stdout(sys.stderr):
-    builder = builders.get_builder(_DATASET.value, manual_dir=_DATA_DIR.value,
-                                   tfds_dir=_TFDS_DIR.value, on_bad_file=_ON_BAD_FILE.value)
-  json.dump(describe(builder), sys.stdout, indent=2)
-  sys.stdout.write("\n")
-
-
-if __name__ == "__main__":
-  app.run(main)

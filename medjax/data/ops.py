@@ -227,7 +227,7 @@ def central_crop(size):
 
 
 # The one table of input normalisations, shared by the tf.data path (``normalize``) and
-# host-side numpy preparation (``medjax.tools.classify``): each maps a [0, 1] RGB image
+# host-side numpy preparation (``medjax.classify``): each maps a [0, 1] RGB image
 # (tf tensor or numpy array, channels last) to a network's input. Backbone specs name
 # their entry (``BackboneSpec.normalisation``), so extraction pp strings are built from it.
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -30,7 +30,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from medjax import parallel
-from medjax.atomic import save_json, save_text
+from medjax.atomic import save_json, save_npy, save_text
 from medjax.data import builders, ops
 from medjax.data.builders import class_folders
 
@@ -209,9 +209,7 @@ class InputPipeline:
       count += len(batch)
     mean = (total / count).astype(np.float32)
     if jax.process_index() == 0:
-      tmp = path.with_suffix(".tmp.npy")
-      np.save(tmp, mean)
-      tmp.replace(path)
+      save_npy(path, mean)
     return {"mean_image": mean}
 
   # -- streams ------------------------------------------------------------------------------
@@ -245,10 +243,10 @@ class InputPipeline:
     prefix, rest = ops.split_deterministic_prefix(cfg.pp_train)
     if cfg.data.cache == "preprocessed" and prefix:
       ds = self._cached(ds, prefix)
-      pp = ops.compose(rest, self._context)
+      pp = self.preprocess_fn(rest)
     else:
       ds = ds.cache() if cfg.data.cache == "encoded" else ds
-      pp = ops.compose(cfg.pp_train, self._context)
+      pp = self.preprocess_fn(cfg.pp_train)
     n = self.info.split_sizes["train"]
     ds = ds.shuffle(min(n, cfg.data.shuffle_buffer), seed=cfg.seed,
                     reshuffle_each_iteration=True).repeat().enumerate()
@@ -269,11 +267,17 @@ class InputPipeline:
     """
     key = (id(ds), pp)
     if key not in self._preprocessed:
-      fn = ops.compose(pp, self._context)
+      fn = self.preprocess_fn(pp)
       zero = tf.zeros([2], tf.int64)
       self._preprocessed[key] = ds.map(lambda ex: fn(ex, zero), num_parallel_calls=tf.data.AUTOTUNE,
                                        deterministic=True).cache()
     return self._preprocessed[key]
+
+  def preprocess_fn(self, pp: str):
+    """``fn(example, seed) -> example`` of the named ops ``pp``, with this run's training
+    statistics (the mean image) for the ops that need them: what tools that preprocess
+    images of their own (retrieval queries) call."""
+    return ops.compose(pp, self._context)
 
   def has_split(self, role: str) -> bool:
     return role in self._split_ds
@@ -291,7 +295,7 @@ class InputPipeline:
     if cfg.data.cache == "preprocessed":
       split, pp = self._cached(split, pp), ""
     ds = split.concatenate(split.take(1).repeat(padding)).enumerate()
-    fn = ops.compose(pp, self._context)
+    fn = self.preprocess_fn(pp)
     zero = tf.zeros([2], tf.int64)
     ds = self._own_rows(ds, global_batch, local).map(
         lambda i, ex: {**self._select(fn(ex, zero)), "mask": tf.cast(i < n, tf.float32)},
@@ -331,7 +335,3 @@ class InputPipeline:
     ds = _filter_ids(self._split_ds[role], set(ids), keep=True).map(
         lambda ex: (ex["id"], tf.cast(tf.round(fn(ex, zero)["image"] * 255), tf.uint8)))
     return {i.decode(): image for i, image in ds.as_numpy_iterator()}
-
-  def describe(self) -> dict:
-    return {"dataset": self.info.name, "classes": list(self.info.class_names),
-            "splits": self.info.split_sizes, "skipped": len(self.info.skipped)}

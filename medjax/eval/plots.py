@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
+from medjax import atomic
 from medjax.eval import clinical
 
 
@@ -23,9 +24,7 @@ def _save(fig, path: Path) -> Path:
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.tight_layout()
-  tmp = path.with_name(path.name + ".tmp.png")
-  fig.savefig(tmp)
-  tmp.replace(path)
+  atomic.save_figure(fig, path)
   _pyplot().close(fig)
   return path
 

@@ -18,14 +18,14 @@ from medjax.explain import methods
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-  """Flags of the command, defined only when it runs: tests import several commands."""
-  flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True)
-  flags.DEFINE_string("out", None, "Folder for the overlays and maps.", required=True)
-  flags.DEFINE_enum("method", "gradcam", list(methods.METHODS), "Saliency method.")
+def define_flags(fv: flags.FlagValues) -> None:
+  """The command's flags, defined only when it runs: tests import several commands."""
+  flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True, flag_values=fv)
+  flags.DEFINE_string("out", None, "Folder for the overlays and maps.", required=True, flag_values=fv)
+  flags.DEFINE_enum("method", "gradcam", list(methods.METHODS), "Saliency method.", flag_values=fv)
   flags.DEFINE_string("layer", None, "Grad-CAM layer (Flax module path); default: the last "
-                      "spatial one.")
-  flags.DEFINE_string("target", None, "Class to explain (default: the predicted one).")
+                      "spatial one.", flag_values=fv)
+  flags.DEFINE_string("target", None, "Class to explain (default: the predicted one).", flag_values=fv)
 
 
 def explain_files(run, paths, out: Path, method: str, layer=None, target=None) -> list[Path]:
@@ -68,5 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  cli.run(main, "medjax.explain")
+  cli.run(main, "medjax.explain", define_flags)

@@ -1,4 +1,4 @@
-"""``python -m medjax.data.describe``: JSON counts users check before a long run."""
+"""``python -m medjax.describe``: JSON counts users check before a long run."""
 import json
 import os
 import subprocess
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 def describe(*args: str) -> dict:
   """Runs the command as a user would; stdout must be the JSON alone."""
   env = {**os.environ, "PYTHONPATH": str(REPO)}
-  done = subprocess.run([sys.executable, "-m", "medjax.data.describe", *args], cwd=REPO,
+  done = subprocess.run([sys.executable, "-m", "medjax.describe", *args], cwd=REPO,
                         env=env, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr[-3000:]
   return json.loads(done.stdout)

@@ -10,7 +10,7 @@ import pytest
 
 from medjax.data import ops
 from medjax.models import backbones
-from medjax.tools import classify
+from medjax import classify
 from medjax.weights import keras_h5, maps
 
 SQUEEZENET_H5 = "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"

@@ -6,7 +6,6 @@ builder here lists the files (skipping stray files such as ``.DS_Store``); valid
 image before anything is written and storing the encoded bytes unchanged are shared with
 the list-file datasets (:mod:`medjax.data.builders.labelled_files`).
 """
-import json
 from pathlib import Path
 
 import tensorflow_datasets as tfds
@@ -68,7 +67,3 @@ class ClassFoldersBuilder(LabelledFilesBuilder):
 def skipped_files(builder: tfds.core.DatasetBuilder) -> list[str]:
   """Paths skipped as bad when ``builder`` was prepared (empty when none or not tracked)."""
   return list(builder.info.metadata.get("skipped", [])) if builder.info.metadata else []
-
-
-def metadata_json(builder: tfds.core.DatasetBuilder) -> str:
-  return json.dumps(dict(builder.info.metadata or {}), sort_keys=True)

@@ -1,32 +1,35 @@
 """Classifies images with an ImageNet-pretrained backbone: a check that weights imported.
 
-    python -m medjax.tools.classify --backbone=efficientnet_lite0 [--weights=FILE] IMAGE...
+    python -m medjax.classify --backbone=efficientnet_lite0 [--weights=FILE] IMAGE...
 
 Prints, per image, ``--top_k`` lines (default 5, best first), each
 ``IMAGE<TAB>LABEL<TAB>PROBABILITY`` with the probability to 4 decimals -- one line per
 prediction so the output stays greppable and ``cut``-able. Images are resized and
 normalised as the backbone's :class:`~medjax.models.backbones.BackboneSpec` says (``prepare``,
 with the normalisation from ``medjax.data.ops.NORMALISATIONS``, the table the tf.data
-pipelines use). Class
-names are the standard 1000 ImageNet classes, shipped as ``imagenet_classes.txt`` next
-to this file so the tool needs no data directory.
+pipelines use). Class names are the standard 1000 ImageNet classes, shipped as
+``imagenet_classes.txt`` next to this file so the command needs no data directory.
 """
 from pathlib import Path
 
 import jax
 import numpy as np
-from absl import app, flags
-from PIL import Image
+from absl import flags
+from PIL import Image, UnidentifiedImageError
 
-from medjax import compiler
+from medjax import cli, compiler
 from medjax.data import ops
 from medjax.models import backbones
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("backbone", "efficientnet_lite0",
-                    "Backbone name (a key of medjax.models.backbones.SPECS).")
-flags.DEFINE_string("weights", None, "Weights file; default: the backbone's default weights.")
-flags.DEFINE_integer("top_k", 5, "Predictions printed per image.")
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("backbone", "efficientnet_lite0",
+                      "Backbone name (a key of medjax.models.backbones.SPECS).", flag_values=fv)
+  flags.DEFINE_string("weights", None, "Weights file; default: the backbone's default weights.",
+                      flag_values=fv)
+  flags.DEFINE_integer("top_k", 5, "Predictions printed per image.", flag_values=fv)
 
 
 def imagenet_classes() -> list[str]:
@@ -49,11 +52,20 @@ def prepare(spec: backbones.BackboneSpec, image: Image.Image) -> np.ndarray:
   return np.asarray(ops.NORMALISATIONS[spec.normalisation](unit), np.float32)
 
 
+def _open(path) -> Image.Image:
+  try:
+    return Image.open(path)
+  except FileNotFoundError:
+    raise cli.UserError(f"{path} does not exist; give image files") from None
+  except UnidentifiedImageError:
+    raise cli.UserError(f"{path} is not an image Pillow can read") from None
+
+
 def classify(backbone: str, weights: str | None, images: list[str], top_k: int = 5):
   """Returns per image ``[(label, probability), ...]`` best first."""
   module, variables, spec = backbones.load_backbone(backbone, weights, include_top=True)
   classes = imagenet_classes()
-  batch = np.stack([prepare(spec, Image.open(p)) for p in images])
+  batch = np.stack([prepare(spec, _open(p)) for p in images])
   logits, _ = compiler.jit(module.apply)(variables, batch)
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
   if probs.shape[-1] != len(classes):
@@ -65,11 +77,14 @@ def classify(backbone: str, weights: str | None, images: list[str], top_k: int =
 def main(argv):
   images = argv[1:]
   if not images:
-    raise app.UsageError("give at least one IMAGE")
+    raise cli.UserError("give at least one IMAGE")
+  if FLAGS.backbone not in backbones.SPECS:
+    raise cli.UserError(f"--backbone={FLAGS.backbone!r} is unknown; known: "
+                        f"{sorted(backbones.SPECS)}")
   for image, preds in zip(images, classify(FLAGS.backbone, FLAGS.weights, images, FLAGS.top_k)):
     for label, prob in preds:
       print(f"{image}\t{label}\t{prob:.4f}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "medjax.classify", define_flags)

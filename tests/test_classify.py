@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medjax.tools import classify
+from medjax import classify
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def test_ships_the_imagenet_classes():
 def test_efficientnet_lite0_command_ranks_samples(samples):
   images = [str(samples / name) for name in EXPECTED]
   result = subprocess.run(
-      [sys.executable, "-m", "medjax.tools.classify", "--backbone=efficientnet_lite0", *images],
+      [sys.executable, "-m", "medjax.classify", "--backbone=efficientnet_lite0", *images],
       cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
   lines = [line.split("\t") for line in result.stdout.splitlines()]
   assert len(lines) == 5 * len(images) and all(len(parts) == 3 for parts in lines)
