@@ -8,7 +8,6 @@ would write with PIL and scikit-image, in the same order. Without the data the c
 skipped with a message (before TensorFlow is imported: an accelerator box running the
 rest of the suite need not have it).
 """
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,8 @@ SIZE = 128
 
 
 def data_dir() -> Path:
-  return Path(os.environ.get("MEDJAX_DATA_DIR")
-              or Path(__file__).resolve().parents[1].parent / "shared" / "data") / "chest_xray"
+  from medjax.data import paths
+  return paths.find("chest_xray") or paths.data_dirs()[0] / "chest_xray"
 
 
 def medjax_pipeline(paths: list[str]):

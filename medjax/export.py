@@ -7,8 +7,9 @@ The SavedModel's ``serving_default`` signature takes a batch of encoded image fi
 them) and returns ``scores`` ``(batch, classes)``: the run's own evaluation preprocessing,
 done in TensorFlow with the run's ops (:mod:`medjax.data.ops`, the training mean image
 baked in), then the model (and SVM) converted by ``jax2tf`` with a polymorphic batch.
-``DIR/classes.txt`` lists the classes in score order. Preprocessing ops that run Python
-(``clahe``, via scikit-image) cannot be saved, and such runs are refused by name.
+``DIR/classes.txt`` lists the classes in score order. Ops that run Python in medjax
+(``clahe``, via scikit-image) are saved in their graph form, which gives the same output
+(:func:`medjax.data.ops.compose` with ``graph_only``).
 """
 from pathlib import Path
 
@@ -23,10 +24,8 @@ FLAGS = flags.FLAGS
 def define_flags(fv: flags.FlagValues) -> None:
   """The command's flags, defined only when it runs: tests import several commands."""
   flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True, flag_values=fv)
-  flags.DEFINE_string("out", None, "Folder to write the SavedModel to.", required=True, flag_values=fv)
-
-# Ops implemented with tf.numpy_function: they cannot be serialised into a graph.
-PYTHON_OPS = ("clahe",)
+  flags.DEFINE_string("out", None, "Folder to write the SavedModel to.", required=True,
+                      flag_values=fv)
 
 
 def export(run, out: Path) -> Path:
@@ -34,12 +33,7 @@ def export(run, out: Path) -> Path:
   import tensorflow as tf
   from jax.experimental import jax2tf
   from medjax.data import ops
-  python_ops = [name for name in PYTHON_OPS if name in run.pp]
-  if python_ops:
-    raise cli.UserError(f"{run.workdir}: the run's preprocessing {run.pp!r} uses {python_ops}, "
-                        f"which runs in Python and cannot be saved in a SavedModel; export a "
-                        f"run whose config.pp_eval has no {python_ops[0]}")
-  preprocess = ops.compose(run.pp, run.context)
+  preprocess = ops.compose(run.pp, run.context, graph_only=True)
   image_shape = run.preprocess_shape()
   scores = jax2tf.convert(lambda v, x: run.scores(v, x), with_gradient=False,
                           polymorphic_shapes=[None, f"(b, {', '.join(map(str, image_shape))})"])

@@ -110,15 +110,11 @@ def _data_record(workdir: Path, config) -> dict:
 
 
 def _supervised(workdir, config, results, data, context) -> Run:
-  from medjax.train.checkpoint import Checkpoints
+  from medjax.train import checkpoint
   from medjax.train.step import build_model
   names = tuple(data["class_names"])
   model = build_model(config, len(names))
-  ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
-  variables = ckpts.trained_variables(prefer_best=bool(config.early_stopping.metric))
-  ckpts.close()
-  if variables is None:
-    raise RunError(f"{workdir / 'checkpoints'} holds no checkpoint; the run did not finish")
+  variables = checkpoint.restore_trained(workdir, config)
   sigmoid = config.loss == "sigmoid_xent"
 
   def logits(variables, images):

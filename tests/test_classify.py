@@ -9,7 +9,7 @@ import pytest
 from medjax import classify
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 # image -> (top-1 label, published top-1 probability)
 EXPECTED = {"cat.bmp": ("Egyptian cat", 0.44), "grace_hopper.bmp": ("military uniform", 0.44),
             "parrot.jpg": ("macaw", 0.85)}

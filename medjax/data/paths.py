@@ -1,7 +1,9 @@
 """Where raw archives and prepared TFDS data live.
 
-Raw files for dataset X are in ``<data_dir>/X/`` with data_dir = ``config.data.manual_dir``,
-else ``$MEDJAX_DATA_DIR``, else ``~/medjax_data``. Prepared TFDS records go to
+Raw files for dataset X are in ``<data_dir>/X/`` with data_dir = ``config.data.manual_dir``
+(``--data_dir`` of the commands), else ``$MEDJAX_DATA_DIR``, else ``~/medjax_data``. Files
+looked up by a relative name (``data:`` weight locators, benchmark inputs) are searched
+in :func:`data_dirs`. Prepared TFDS records go to
 ``config.data.tfds_dir``, else ``$MEDJAX_TFDS_DIR``, else ``~/tensorflow_datasets``: raw
 archives are often on read-only shares, so the two are kept apart.
 """
@@ -12,6 +14,20 @@ from pathlib import Path
 
 def data_dir(manual_dir: str | None = None) -> Path:
   return Path(manual_dir or os.environ.get("MEDJAX_DATA_DIR") or "~/medjax_data").expanduser()
+
+
+def data_dirs() -> list[Path]:
+  """Where a file named relative to the data folder is looked for, in order: the data
+  folder above, then ``../shared/data`` beside the source checkout, where a project's
+  shared data sits when it is not installed for the user."""
+  here = data_dir()
+  shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+  return [here] if shared == here else [here, shared]
+
+
+def find(relative: str) -> Path | None:
+  """The first ``d / relative`` of :func:`data_dirs` that exists, else None."""
+  return next((d / relative for d in data_dirs() if (d / relative).exists()), None)
 
 
 def dataset_dir(name: str, manual_dir: str | None = None) -> Path:

@@ -21,11 +21,13 @@ FLAGS = flags.FLAGS
 def define_flags(fv: flags.FlagValues) -> None:
   """The command's flags, defined only when it runs: tests import several commands."""
   flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True, flag_values=fv)
-  flags.DEFINE_string("out", None, "Folder for the overlays and maps.", required=True, flag_values=fv)
+  flags.DEFINE_string("out", None, "Folder for the overlays and maps.", required=True,
+                      flag_values=fv)
   flags.DEFINE_enum("method", "gradcam", list(methods.METHODS), "Saliency method.", flag_values=fv)
   flags.DEFINE_string("layer", None, "Grad-CAM layer (Flax module path); default: the last "
                       "spatial one.", flag_values=fv)
-  flags.DEFINE_string("target", None, "Class to explain (default: the predicted one).", flag_values=fv)
+  flags.DEFINE_string("target", None, "Class to explain (default: the predicted one).",
+                      flag_values=fv)
 
 
 def explain_files(run, paths, out: Path, method: str, layer=None, target=None) -> list[Path]:

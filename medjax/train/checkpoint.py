@@ -10,6 +10,28 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from medjax import cli
+
+
+class NoCheckpoint(cli.UserError):
+  """A workdir whose run saved no checkpoint: it did not finish."""
+
+
+def restore_trained(workdir: Path, config) -> dict:
+  """The trained ``{"params", **model_state}`` of the finished run in ``workdir`` with
+  ``config``: parameters from the best checkpoint when early stopping kept one, else the
+  latest; what every tool over a finished supervised run restores."""
+  ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
+  try:
+    variables = ckpts.trained_variables(prefer_best=bool(config.early_stopping.metric))
+  finally:
+    ckpts.close()
+  if variables is None:
+    raise NoCheckpoint(f"{Path(workdir) / 'checkpoints'} holds no checkpoint; the run did not "
+                       f"finish: rerun python -m medjax.main with the same --config and "
+                       f"--workdir={workdir} to finish it")
+  return variables
+
 
 class Checkpoints:
   def __init__(self, workdir: Path, keep: int = 2):

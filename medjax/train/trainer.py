@@ -24,7 +24,7 @@ from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
 from medjax.eval import retrieval
 from medjax.eval import writers
-from medjax.train import config_checks, optim
+from medjax.train import checkpoint, config_checks, optim
 from medjax.train.checkpoint import Checkpoints
 from medjax.train.step import (TrainState, build_model, init_state, make_predict,
                                make_train_steps)
@@ -228,12 +228,7 @@ def restore_for_inference(workdir: Path):
   mesh = parallel.make_mesh()
   data = InputPipeline(config, workdir, mesh)
   model = build_model(config, data.info.num_classes)
-  ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
-  variables = ckpts.trained_variables(prefer_best=bool(config.early_stopping.metric))
-  ckpts.close()
-  if variables is None:
-    raise FileNotFoundError(f"{workdir / 'checkpoints'} holds no checkpoint")
-  return config, model, variables, data
+  return config, model, checkpoint.restore_trained(workdir, config), data
 
 
 def _early_stopping(state: TrainState, scores: dict, es, epoch: int, ckpts: Checkpoints,
