@@ -16,8 +16,10 @@ jitted, differentiated and converted by ``jax2tf``), whose ``scores`` are:
 Everything comes from the workdir (``results.json``, ``data.json``, checkpoints), so the
 raw training images need not be present.
 """
+import concurrent.futures
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +29,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from medjax import cli
+from medjax import cli, compiler
 from medjax.data import ops
 from medjax.data.builders import dicom_folder
 from medjax.data import validate
@@ -165,13 +167,14 @@ def read_image(path: Path) -> tuple[bytes | None, str]:
 
 
 def predict_files(run: Run, paths: list[Path], batch_size: int = 64):
-  """``(scores (N, K) with NaN rows for unreadable files, error per file)``, batched and
-  jitted; preprocessing runs in parallel in tf.data."""
-  encoded, errors = [], []
-  for path in paths:
-    data, why = read_image(path)
-    encoded.append(data)
-    errors.append(why)
+  """``(scores (N, K) with NaN rows for unreadable files, error per file)``.
+
+  Files are checked on a thread pool (PIL's decoder releases the GIL), preprocessed in
+  parallel by tf.data and scored in batches by one compiled program (the last batch is
+  padded, so nothing recompiles); the forward pass is then what costs.
+  """
+  with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    encoded, errors = map(list, zip(*pool.map(read_image, paths))) if paths else ([], [])
   good = [i for i, e in enumerate(errors) if not e]
   out = np.full((len(paths), len(run.class_names)), np.nan, np.float64)
   if not good:
@@ -181,7 +184,7 @@ def predict_files(run: Run, paths: list[Path], batch_size: int = 64):
   ds = tf.data.Dataset.from_tensor_slices(tf.constant([encoded[i] for i in good]))
   ds = ds.map(lambda x: fn({"image": x}, zero)["image"], num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True).batch(batch_size).prefetch(2)
-  scores = jax.jit(lambda v, x: run.scores(v, x))
+  scores = compiler.jit(lambda v, x: run.scores(v, x))
   rows = []
   for batch in ds.as_numpy_iterator():
     n = len(batch)
