@@ -83,9 +83,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "tensorflow" not in sys.modules and os.environ.get("MEDJAX_TF_STARTUP_LOG") != "1":
   sys.meta_path.insert(0, _QuietTensorFlowImport())
 
+
 def fail(name: str, message: str) -> None:
-  """Prints ``name: error: message`` (one line) on stderr and exits with status 2."""
-  print(f"{name}: error: {' '.join(str(message).split())}", file=sys.stderr)
+  """Prints ``name: error: message`` on stderr and exits with status 2. The message is one
+  line, unless it lists several findings (every bad file of a dataset), one per line."""
+  print(f"{name}: error: {message}", file=sys.stderr)
   sys.exit(2)
 
 
@@ -166,7 +168,7 @@ def _flags_error(error: Exception, name: str) -> str:
   missing = re.search(r"Flag --(\S+) must have a value other than None", message)
   if missing:
     return f"--{missing.group(1)} is required (see python -m {name} --help)"
-  return f"{message.splitlines()[0]} (see python -m {name} --help)"
+  return f"{' '.join(message.split())} (see python -m {name} --help)"
 
 
 def _check_config_files(name: str, fv: flags.FlagValues) -> None:

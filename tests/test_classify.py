@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medjax import classify
+from medjax import classify, cli
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,3 +46,11 @@ def test_efficientnet_lite0_command_ranks_samples(samples):
     assert abs(float(top[2]) - prob) < 0.01, (image, top)
     probs = [float(parts[2]) for parts in lines[5 * i:5 * i + 5]]
     assert probs == sorted(probs, reverse=True)
+
+
+def test_missing_or_unreadable_image_is_a_user_error(tmp_path):
+  with pytest.raises(cli.UserError, match="does not exist"):
+    classify._open(tmp_path / "missing.png")
+  (tmp_path / "notes.png").write_text("not an image")
+  with pytest.raises(cli.UserError, match="not an image"):
+    classify._open(tmp_path / "notes.png")

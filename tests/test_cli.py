@@ -95,7 +95,7 @@ def test_good_flags_parse():
 
 def test_user_error_is_one_line_and_a_bug_keeps_its_traceback(capsys):
   def bad_input(argv):
-    raise cli.UserError("image.png does not exist;\n give image files")
+    raise cli.UserError("image.png does not exist; give image files")
 
   with pytest.raises(SystemExit) as exit_:
     cli.guard(bad_input, "medjax.x")(["x"])
