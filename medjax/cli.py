@@ -19,6 +19,7 @@ TensorFlow; ``MEDJAX_TF_STARTUP_LOG=1`` shows them again.
 import contextlib
 import importlib.abc
 import importlib.machinery
+import logging
 import os
 import re
 import sys
@@ -26,6 +27,7 @@ import textwrap
 from typing import Callable
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 HELP_ARGS = ("--help", "-h", "--helpshort", "-?")
 
@@ -128,9 +130,20 @@ def run(main: Callable, name: str, define_flags: Callable | None = None) -> None
   app.run(guard(main, name), flags_parser=lambda argv: parse(argv, name))
 
 
+class QuietLibraries(logging.Filter):
+  """Keeps the console to progress: INFO lines only from medjax and clu's progress report
+  (not JAX's backend discovery or Orbax's bookkeeping); warnings and errors from everywhere."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or any(
+        part in record.pathname for part in ("/medjax/", "/clu/", "/benchmarks/", "/launch/"))
+
+
 def guard(main: Callable, name: str) -> Callable:
-  """``main`` with a :class:`UserError` turned into one line and exit 2."""
+  """``main`` with a :class:`UserError` turned into one line and exit 2, and library INFO
+  lines kept off the console."""
   def guarded(argv):
+    absl_logging.get_absl_handler().addFilter(QuietLibraries())
     try:
       return main(argv)
     except UserError as e:

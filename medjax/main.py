@@ -58,15 +58,6 @@ _STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.
                    errno.ENOTDIR}
 
 
-class _QuietLibraries(py_logging.Filter):
-  """Keeps the console to progress: INFO lines only from medjax and clu's progress report;
-  warnings and errors from everywhere."""
-
-  def filter(self, record):
-    return record.levelno >= py_logging.WARNING or any(
-        part in record.pathname for part in ("/medjax/", "/clu/"))
-
-
 def run(config, workdir: str) -> dict:
   """Runs ``config``; with ``config.num_seeds`` > 1, once per seed, then mean and std.
 
@@ -92,8 +83,6 @@ def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments {argv[1:]}; every setting is a flag "
                         f"(--config.KEY=VALUE for config keys)")
-  # Before JAX starts its backends, whose discovery notices are not medjax's progress.
-  logging.get_absl_handler().addFilter(_QuietLibraries())
   if FLAGS.retain_host_memory:  # Before JAX starts its threads.
     host_memory.retain_freed_blocks()
   distributed.initialize(FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,

@@ -28,6 +28,10 @@ def test_predict_reproduces_the_runs_test_predictions(shared_data, tmp_path):
                         f"--out={tmp_path / 'pred.csv'}", str(test_dir)], cwd=REPO_ROOT,
                        env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
+  # The console is medjax's: no TensorFlow start-up notices, no library INFO lines.
+  assert not any(word in out.stderr for word in (
+      "oneDNN", "absl::InitializeLog", "cpu_feature_guard", "Unable to initialize backend",
+      "checkpoint_manager")), out.stderr[-3000:]
   rows = {str(Path(r["path"]).relative_to(test_dir.parent)): r
           for r in csv.DictReader((tmp_path / "pred.csv").open())}
   assert len(rows) == 624
