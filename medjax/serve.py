@@ -94,6 +94,17 @@ class LimitAndLog:
                1000 * (time.perf_counter() - start))
 
 
+def _json_safe(value):
+  """NaN (a measure no query defines) as null: JSON has no NaN."""
+  if isinstance(value, float) and value != value:
+    return None
+  if isinstance(value, dict):
+    return {k: _json_safe(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_json_safe(v) for v in value]
+  return value
+
+
 def _error(status: int, detail: str) -> JSONResponse:
   return JSONResponse({"error": detail}, status_code=status)
 
@@ -109,7 +120,7 @@ def create_app(service, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Starlette:
     return JSONResponse(service.health())
 
   async def metrics(request):
-    return JSONResponse(service.metrics)
+    return JSONResponse(_json_safe(service.metrics))
 
   async def query(request: Request):
     form = await request.form(max_files=1, max_fields=8)

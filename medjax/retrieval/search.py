@@ -161,12 +161,13 @@ def approximate(index, spec: dict, embeddings: np.ndarray, queries: np.ndarray,
     sims, rows = index.search(q, k)
     return rows, sims
   _, cand = index.search(q, min(index.ntotal, k * RERANK))
-  rows, sims = np.empty((len(q), k), np.int64), np.empty((len(q), k), np.float32)
+  # -1 (faiss's "none") where the probed cells hold fewer than k vectors.
+  rows, sims = np.full((len(q), k), -1, np.int64), np.full((len(q), k), -1.0, np.float32)
   for i, c in enumerate(cand):
     c = np.sort(c[c >= 0])
     s = np.asarray(embeddings[c]) @ q[i]
     top = np.argsort(-s, kind="stable")[:k]
-    rows[i], sims[i] = c[top], s[top]
+    rows[i, :len(top)], sims[i, :len(top)] = c[top], s[top]
   return rows, sims
 
 

@@ -100,14 +100,21 @@ class Service:
   def thumbnail(self, i: int) -> bytes | None:
     """JPEG thumbnail of indexed image ``i`` (an int from the client, never a path), or
     None when ``i`` is out of range or its file is not on this machine."""
-    from medjax import inference
     from medjax.explain.overlay import display_image
     if not 0 <= i < len(self.index) or not str(self.index.paths[i]):
       return None
-    encoded, _ = inference.read_image(Path(str(self.index.paths[i])))
+    path = Path(str(self.index.paths[i]))
+    if path.suffix.lower() == ".dcm":  # Converted as the run read it.
+      from medjax import inference
+      encoded, _ = inference.read_image(path)
+    else:
+      encoded = path.read_bytes() if path.is_file() else None
     if encoded is None:
       return None
-    image = display_image(encoded)
+    try:
+      image = display_image(encoded)
+    except (UnidentifiedImageError, OSError):
+      return None
     image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)

@@ -73,7 +73,8 @@ def client(indexed):
 
   service = service_lib.Service(index=index, embed=embed, predict=predict,
                                 class_names=("dark", "bright"), explain=explain,
-                                explain_methods=("occlusion",), metrics={"mAP": 0.5},
+                                explain_methods=("occlusion",),
+                                metrics={"mAP": 0.5, "P@1/ci95_low": float("nan")},
                                 name="stand-in")
   app = serve.create_app(service, max_upload_bytes=20_000)
   with TestClient(app) as c:
@@ -92,7 +93,7 @@ def test_health_and_page(client):
   page = client.get("/")
   assert page.status_code == 200 and 'id="neighbours"' in page.text
   assert client.get("/static/app.js").status_code == 200
-  assert client.get("/api/metrics").json() == {"mAP": 0.5}
+  assert client.get("/api/metrics").json() == {"mAP": 0.5, "P@1/ci95_low": None}
 
 
 def test_query_returns_k_labelled_neighbours_with_loadable_thumbnails(client, indexed):
