@@ -53,10 +53,9 @@ def frozen_run(workdir, data, codes: dict, labels: dict, eval_role: str) -> dict
   test_ids, _ = data.ids_and_labels(eval_role)
   if not np.array_equal(train_labels, labels["train"]):
     raise RuntimeError("the train split's records and its features disagree on labels")
-  return index_and_score(workdir, data,
-                         {"embeddings": codes["train"], "labels": labels["train"], "ids": train_ids},
-                         {"embeddings": codes["test"], "labels": labels["test"], "ids": test_ids},
-                         prefix="retrieval/")
+  train = {"embeddings": codes["train"], "labels": labels["train"], "ids": train_ids}
+  test = {"embeddings": codes["test"], "labels": labels["test"], "ids": test_ids}
+  return index_and_score(workdir, data, train, test, prefix="retrieval/")
 
 
 def image_paths(data, ids) -> list[str]:

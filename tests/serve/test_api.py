@@ -105,7 +105,8 @@ def test_query_returns_k_labelled_neighbours_with_loadable_thumbnails(client, in
   answer = response.json()
   neighbours = answer["neighbours"]
   assert len(neighbours) == 5
-  assert neighbours[0]["name"] == "img_03.png" and neighbours[0]["distance"] == pytest.approx(0, abs=1e-3)
+  assert neighbours[0]["name"] == "img_03.png"
+  assert neighbours[0]["distance"] == pytest.approx(0, abs=1e-3)
   assert [n["distance"] for n in neighbours] == sorted(n["distance"] for n in neighbours)
   assert all(n["label"] == "bright" for n in neighbours)
   assert answer["prediction"]["label"] == "bright"

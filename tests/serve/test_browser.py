@@ -121,7 +121,8 @@ def test_real_server_answers_and_refuses_without_falling_over(server, shared_dat
   url, port, log = server
   health = json.loads(urllib.request.urlopen(f"{url}/api/health").read())
   assert health["status"] == "ok" and health["index_size"] == 96 and health["search"] == "exact"
-  status, answer = post(url, {"k": str(K)}, {"image": ("x.jpeg", query_image(shared_data).read_bytes())})
+  image = query_image(shared_data).read_bytes()
+  status, answer = post(url, {"k": str(K)}, {"image": ("x.jpeg", image)})
   assert status == 200, answer
   assert len(answer["neighbours"]) == K
   assert {n["label"] for n in answer["neighbours"]} <= {"NORMAL", "PNEUMONIA"}
@@ -146,6 +147,7 @@ def test_headless_chromium_shows_k_thumbnails_and_a_prediction(server, shared_da
   if not (chromium and driver_path):
     pytest.skip("headless Chromium needs Debian's chromium and chromium-driver "
                 "(apt-get install -y chromium chromium-driver; .ci/run does this as root)")
+  pytest.importorskip("selenium", reason="pip install selenium (.ci/run does) for the browser test")
   from selenium import webdriver
   from selenium.webdriver.chrome.service import Service
   from selenium.webdriver.common.by import By
