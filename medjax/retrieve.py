@@ -2,6 +2,7 @@
 
   python -m medjax.retrieve --workdir=W --query=IMAGE [--query=IMAGE2 ...] [--k=10]
   python -m medjax.retrieve --workdir=W --split=test     # mAP, P@k and the PR curve
+  python -m medjax.retrieve --workdir=W --add=FOLDER_OR_CSV [--label=CLASS]
 
 A query image goes through the run's own evaluation preprocessing and model
 (:mod:`medjax.inference`) into the space of the run's index (``<workdir>/retrieval/``:
@@ -11,6 +12,9 @@ exact search). Prints, per query, ``rank<TAB>id<TAB>label<TAB>distance`` for the
 nearest (distance: Euclidean between unit vectors, ``sqrt(2 - 2 cos)``).
 ``--split=test`` scores the test queries the run saved against its index, for every kind
 of run (VLAD and CAE runs included, whose encoders cannot embed new images).
+``--add`` appends images (files, folders, or a CSV with ``path`` and ``label`` columns, as
+``medjax.predict`` reads them; ``--label`` for those without one) to the index in place,
+without rebuilding it; their id is their path.
 """
 import json
 from pathlib import Path
@@ -30,6 +34,8 @@ def define_flags() -> None:
   flags.DEFINE_string("split", None, "Score the run's saved queries of this split (test).")
   flags.DEFINE_integer("k", 10, "Number of neighbours to print.")
   flags.DEFINE_bool("exact", False, "Exact search even where the index is approximate.")
+  flags.DEFINE_multi_string("add", [], "Images, folders or CSVs to append to the index.")
+  flags.DEFINE_string("label", None, "Class of the --add images that have no label column.")
 
 
 def open_index(workdir):
@@ -64,13 +70,42 @@ def embed_files(run, paths) -> np.ndarray:
     embed = jax.jit(runs.embedder(run))
   except ValueError as e:
     raise cli.UserError(f"--query: {e}; use --split=test") from None
-  images = []
-  for path in map(Path, paths):
-    encoded, why = inference.read_image(path)
-    if encoded is None:
-      raise cli.UserError(f"--query={path}: {why}")
-    images.append(run.preprocess(encoded))
-  return np.asarray(embed(run.variables, np.stack(images)))
+  out = []
+  for start in range(0, len(paths), 32):
+    images = []
+    for path in map(Path, paths[start:start + 32]):
+      encoded, why = inference.read_image(path)
+      if encoded is None:
+        raise cli.UserError(f"{path}: {why}")
+      images.append(run.preprocess(encoded))
+    out.append(np.asarray(embed(run.variables, np.stack(images))))
+  return np.concatenate(out)
+
+
+def add_images(run, index, inputs, default_label):
+  """Appends the images of ``inputs`` with their labels; returns the grown index."""
+  from medjax import predict
+  paths, labels = predict.expand_inputs(inputs)
+  names = list(run.class_names)
+  rows = []
+  for path, label in zip(paths, labels):
+    label = label or default_label
+    if not label:
+      raise cli.UserError(f"{path} has no label: give --label=CLASS or a CSV label column")
+    parts = label.split("|")
+    unknown = [c for c in parts if c not in names]
+    if unknown:
+      raise cli.UserError(f"{path}: label {label!r} names class(es) {unknown} the run does "
+                          f"not have; its classes are {names}")
+    if np.asarray(index.labels).ndim == 2:  # Multi-label data: multi-hot rows.
+      rows.append([float(c in parts) for c in names])
+    else:
+      rows.append(names.index(parts[0]))
+  ids = [str(Path(p).resolve()) for p in paths]
+  try:
+    return index.append(embed_files(run, paths), np.asarray(rows), ids, ids)
+  except ValueError as e:
+    raise cli.UserError(f"--add: {e}") from None
 
 
 def main(argv):
@@ -78,10 +113,14 @@ def main(argv):
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
   from medjax import inference
-  if not FLAGS.query and not FLAGS.split:
-    raise cli.UserError("give --query=IMAGE (repeatable) or --split=test")
+  if not FLAGS.query and not FLAGS.split and not FLAGS.add:
+    raise cli.UserError("give --query=IMAGE (repeatable), --split=test or --add=IMAGES")
   index = open_index(FLAGS.workdir)
   names = tuple(index.meta.get("class_names") or ())
+  if FLAGS.add:
+    before = len(index)
+    index = add_images(inference.load(FLAGS.workdir), index, FLAGS.add, FLAGS.label)
+    print(f"added {len(index) - before} images; the index holds {len(index)}")
   if FLAGS.query:
     run = inference.load(FLAGS.workdir)
     names = names or run.class_names

@@ -105,3 +105,25 @@ def test_served_run_answers_queries_with_thumbnails_and_explanations(runs, tiny_
   assert answer["neighbours"][0]["id"] == 5
   assert answer["neighbours"][0]["distance"] == pytest.approx(0, abs=1e-3)
   assert np.isfinite(answer["neighbours"][0]["distance"])
+
+
+def test_retrieve_add_appends_images_in_place_and_finds_them(runs, tiny_data_dir, tmp_path):
+  """Last in the module: it grows the supervised run's index."""
+  workdir = runs["supervised"]
+  before = index_lib.load(workdir / "retrieval")
+  new = tmp_path / "new"
+  new.mkdir()
+  for name in ("blob_002.png", "blob_003.png"):
+    (new / name).write_bytes((tiny_data_dir / "image_folder" / "test" / "blob" / name).read_bytes())
+  result = retrieve(f"--workdir={workdir}", f"--add={new}", "--label=blob")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert f"added 2 images; the index holds {len(before) + 2}" in result.stdout
+  after = index_lib.load(workdir / "retrieval")
+  np.testing.assert_array_equal(after.embeddings[:len(before)], before.embeddings)
+  assert after.labels[-1] == 1 and after.paths[-1] == str((new / "blob_003.png").resolve())
+  result = retrieve(f"--workdir={workdir}", f"--query={new / 'blob_003.png'}", "--k=1")
+  assert result.stdout.splitlines()[1].split("\t")[1] == str((new / "blob_003.png").resolve())
+  again = retrieve(f"--workdir={workdir}", f"--add={new}", "--label=blob")
+  assert again.returncode == 2 and "already indexed" in again.stderr
+  wrong = retrieve(f"--workdir={workdir}", f"--add={new}", "--label=cat")
+  assert wrong.returncode == 2 and "cat" in wrong.stderr.splitlines()[-1]
