@@ -22,13 +22,13 @@ import jax
 import torch
 from absl import flags
 
-from benchmarks import (extraction, input_pipeline, kmeans, svm, timing, train_step,
-                        vlad)
+from benchmarks import (extraction, input_pipeline, kmeans, retrieval_scale, svm, timing,
+                        train_step, vlad)
 from medjax import cli, host_memory, provenance
 
 FLAGS = flags.FLAGS
 
-MODULES = (train_step, extraction, svm, kmeans, vlad, input_pipeline)
+MODULES = (train_step, extraction, svm, kmeans, vlad, input_pipeline, retrieval_scale)
 
 
 def all_cases(quick: bool) -> list[timing.Case]:

@@ -1,12 +1,20 @@
-"""Query the retrieval index of a finished run.
+"""Query the retrieval index of a finished run (supervised, fine-tuned or frozen-feature).
 
-  python -m medjax.retrieve --workdir=DIR --query=IMAGE [--query=IMAGE2 ...] --k=10
-  python -m medjax.retrieve --workdir=DIR --split=test     # mAP, P@k and the PR curve
+  python -m medjax.retrieve --workdir=W --query=IMAGE [--query=IMAGE2 ...] [--k=10]
+  python -m medjax.retrieve --workdir=W --split=test     # mAP, P@k and the PR curve
+  python -m medjax.retrieve --workdir=W --add=FOLDER_OR_CSV [--label=CLASS]
 
-The image goes through the run's own evaluation preprocessing (``config.pp_eval``, with
-the stored training mean image where used) and model; its ``pre_logits`` embedding is
-compared with the training-split index saved by the run (``retrieval/index.npz``).
-Prints, per query, ``rank<TAB>id<TAB>label<TAB>distance`` for the k nearest.
+A query image goes through the run's own evaluation preprocessing and model
+(:mod:`medjax.inference`) into the space of the run's index (``<workdir>/retrieval/``:
+``pre_logits`` for supervised runs, the pooled vector for frozen ``avgpool`` runs); the
+index answers exactly or, above its size threshold, approximately (``--exact`` forces
+exact search). Prints, per query, ``rank<TAB>id<TAB>label<TAB>distance`` for the k
+nearest (distance: Euclidean between unit vectors, ``sqrt(2 - 2 cos)``).
+``--split=test`` scores the test queries the run saved against its index, for every kind
+of run (VLAD and CAE runs included, whose encoders cannot embed new images).
+``--add`` appends images (files, folders, or a CSV with ``path`` and ``label`` columns, as
+``medjax.predict`` reads them; ``--label`` for those without one) to the index in place,
+without rebuilding it; their id is their path.
 """
 import json
 from pathlib import Path
@@ -16,73 +24,123 @@ from absl import flags
 from medjax import cli
 
 import numpy as np  # noqa: I001 -- after cli, which quiets TensorFlow's start-up logging.
-import tensorflow as tf
 
 FLAGS = flags.FLAGS
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-  flags.DEFINE_string("workdir", None, "Workdir of a finished supervised run.", required=True,
-                      flag_values=fv)
+  flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True, flag_values=fv)
   flags.DEFINE_multi_string("query", [], "Image file(s) to query with.", flag_values=fv)
-  flags.DEFINE_string("split", None, "Query with a whole split instead (e.g. test).",
-                      flag_values=fv)
+  flags.DEFINE_string("split", None, "Score the run's saved queries of this split (test).", flag_values=fv)
   flags.DEFINE_integer("k", 10, "Number of neighbours to print.", flag_values=fv)
+  flags.DEFINE_bool("exact", False, "Exact search even where the index is approximate.", flag_values=fv)
+  flags.DEFINE_multi_string("add", [], "Images, folders or CSVs to append to the index.", flag_values=fv)
+  flags.DEFINE_string("label", None, "Class of the --add images that have no label column.", flag_values=fv)
 
 
-def embed_files(paths, config, model, variables, data) -> np.ndarray:
-  fn = data.preprocess_fn(config.pp_eval)
-  images = []
-  for path in paths:
-    path = Path(path)
-    if not path.is_file():
-      raise cli.UserError(f"query image {path} does not exist")
-    example = {"image": tf.constant(path.read_bytes())}
-    try:
-      images.append(fn(example, tf.zeros([2], tf.int64))["image"].numpy())
-    except tf.errors.InvalidArgumentError as e:
-      raise cli.UserError(f"query image {path} could not be decoded: {e.message}") from None
-  _, features = model.apply(variables, np.stack(images), train=False)
-  return np.asarray(features["pre_logits"]).reshape(len(images), -1)
+def open_index(workdir):
+  """The run's index; an index of an older run (``index.npz``) is converted once."""
+  from medjax.retrieval import index as index_lib
+  from medjax.retrieval import runs
+  folder = runs.folder(workdir)
+  if (folder / index_lib.META).is_file():
+    return index_lib.load(folder)
+  if (folder / "index.npz").is_file():
+    with np.load(folder / "index.npz", allow_pickle=False) as f:
+      return index_lib.create(folder, f["embeddings"], f["labels"], f["ids"])
+  if not (Path(workdir) / "results.json").is_file():
+    raise cli.UserError(f"--workdir={workdir} holds no finished run (no results.json)")
+  raise cli.UserError(f"{folder / index_lib.META} not found: the run wrote no retrieval index "
+                      f"(supervised runs need config.retrieval=True)")
+
+
+def label_name(label, names) -> str:
+  label = np.asarray(label)
+  if label.ndim == 0:
+    return names[int(label)] if names else str(int(label))
+  return ",".join(n for n, on in zip(names, label) if on) or "none"
+
+
+def embed_files(run, paths) -> np.ndarray:
+  """The run-space embedding of each image file; ``UserError`` naming an unreadable one."""
+  import jax
+  from medjax import inference
+  from medjax.retrieval import runs
+  try:
+    embed = jax.jit(runs.embedder(run))
+  except ValueError as e:
+    raise cli.UserError(f"--query: {e}; use --split=test") from None
+  out = []
+  for start in range(0, len(paths), 32):
+    images = []
+    for path in map(Path, paths[start:start + 32]):
+      encoded, why = inference.read_image(path)
+      if encoded is None:
+        raise cli.UserError(f"{path}: {why}")
+      images.append(run.preprocess(encoded))
+    out.append(np.asarray(embed(run.variables, np.stack(images))))
+  return np.concatenate(out)
+
+
+def add_images(run, index, inputs, default_label):
+  """Appends the images of ``inputs`` with their labels; returns the grown index."""
+  from medjax import predict
+  paths, labels = predict.expand_inputs(inputs)
+  names = list(run.class_names)
+  rows = []
+  for path, label in zip(paths, labels):
+    label = label or default_label
+    if not label:
+      raise cli.UserError(f"{path} has no label: give --label=CLASS or a CSV label column")
+    parts = label.split("|")
+    unknown = [c for c in parts if c not in names]
+    if unknown:
+      raise cli.UserError(f"{path}: label {label!r} names class(es) {unknown} the run does "
+                          f"not have; its classes are {names}")
+    if np.asarray(index.labels).ndim == 2:  # Multi-label data: multi-hot rows.
+      rows.append([float(c in parts) for c in names])
+    else:
+      rows.append(names.index(parts[0]))
+  ids = [str(Path(p).resolve()) for p in paths]
+  try:
+    return index.append(embed_files(run, paths), np.asarray(rows), ids, ids)
+  except ValueError as e:
+    raise cli.UserError(f"--add: {e}") from None
 
 
 def main(argv):
   del argv
+  import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
-  from medjax.eval import retrieval
-  from medjax.train import step, trainer
-  workdir = Path(FLAGS.workdir)
-  index_path = workdir / "retrieval" / "index.npz"
-  if not index_path.exists():
-    raise cli.UserError(f"{index_path} not found: run training with config.retrieval=True")
-  if not FLAGS.query and not FLAGS.split:
-    raise cli.UserError("give --query=IMAGE (repeatable) or --split=NAME")
-  index = retrieval.Index.load(index_path)
-  config, model, variables, data = trainer.restore_for_inference(workdir)
-  names = data.info.class_names
-
-  def label_name(label):
-    label = np.asarray(label)
-    return names[int(label)] if label.ndim == 0 else ",".join(
-        n for n, on in zip(names, label) if on) or "none"
-
+  from medjax import inference
+  if not FLAGS.query and not FLAGS.split and not FLAGS.add:
+    raise cli.UserError("give --query=IMAGE (repeatable), --split=test or --add=IMAGES")
+  index = open_index(FLAGS.workdir)
+  names = tuple(index.meta.get("class_names") or ())
+  if FLAGS.add:
+    before = len(index)
+    index = add_images(inference.load(FLAGS.workdir), index, FLAGS.add, FLAGS.label)
+    print(f"added {len(index) - before} images; the index holds {len(index)}")
   if FLAGS.query:
-    embeddings = embed_files(FLAGS.query, config, model, variables, data)
-    order, dist = retrieval.nearest(embeddings, index, FLAGS.k)
-    for path, rows, ds in zip(FLAGS.query, order, dist):
+    run = inference.load(FLAGS.workdir)
+    names = names or run.class_names
+    rows, dists = index.search(embed_files(run, FLAGS.query), FLAGS.k, exact=FLAGS.exact)
+    for path, row, dist in zip(FLAGS.query, rows, dists):
       print(f"# {path}")
-      for rank, (i, d) in enumerate(zip(rows, ds), start=1):
-        print(f"{rank}\t{index.ids[i]}\t{label_name(index.labels[i])}\t{d:.4f}")
+      for rank, (i, d) in enumerate(zip(row, dist), start=1):
+        print(f"{rank}\t{index.ids[i]}\t{label_name(index.labels[i], names)}\t{d:.4f}")
   if FLAGS.split:
-    predict = step.make_predict(model)
-    params = variables["params"]
-    model_state = {k: v for k, v in variables.items() if k != "params"}
-    _, out = trainer.evaluate(predict, params, model_state, data, FLAGS.split, config.loss,
-                              with_embeddings=True)
-    scores = retrieval.evaluate(out["embeddings"], out["labels"], index)
-    plot = workdir / "plots" / f"pr_curve_{FLAGS.split}.png"
-    retrieval.plot_pr_curve(scores, plot, f"{data.info.name}: {FLAGS.split} queries")
-    print(json.dumps({k: v for k, v in scores.items() if not k.startswith("pr_curve")}, indent=2))
+    from medjax.eval import retrieval
+    from medjax.retrieval import runs
+    path = runs.folder(FLAGS.workdir) / f"queries_{FLAGS.split}.npz"
+    if not path.is_file():
+      raise cli.UserError(f"{path} not found: the run saved no {FLAGS.split!r} queries")
+    with np.load(path, allow_pickle=False) as f:
+      scores = retrieval.evaluate(f["embeddings"], f["labels"], index)
+    plot = Path(FLAGS.workdir) / "plots" / f"pr_curve_{FLAGS.split}.png"
+    retrieval.plot_pr_curve(scores, plot, f"{FLAGS.split} queries")
+    print(json.dumps({k: v for k, v in scores.items() if not k.startswith("pr_curve")},
+                     indent=2))
     print(f"precision-recall curve: {plot}")
 
 

@@ -1,119 +1,106 @@
-"""Content-based image retrieval: an embedding index, k-nearest queries, P@k, mAP, PR curve.
+"""Content-based image retrieval metrics: P@k, mAP and the 11-point PR curve, with intervals.
 
 Relevance is label-based, as in the IRMA CBIR paper: an indexed image is relevant to a
-query when it has the query's class (multi-label: shares at least one label). Embeddings
-are L2-normalised, so Euclidean ranking equals cosine ranking. Per-query average precision
-and precision-recall come from scikit-learn; the curve is the 11-point interpolated
-precision averaged over queries (the standard CBIR plot).
+query when it has the query's class (multi-label: shares at least one label). Ranking is
+by cosine similarity over the whole index (exact, :mod:`medjax.retrieval.search`).
+Per-query average precision and precision-recall come from scikit-learn; the curve is the
+11-point interpolated precision averaged over queries (the standard CBIR plot).
+
+Every measure is a mean over queries, so its 95 % interval comes from the same stratified
+bootstrap as the clinical measures (:mod:`medjax.eval.bootstrap`: queries resampled within
+their class, 2,000 resamples, seed 0; multi-label queries resampled whole, unstratified).
 """
-import dataclasses
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from sklearn import metrics as skm
+
+from medjax.eval import bootstrap
+from medjax.retrieval import search
 
 RECALL_LEVELS = np.linspace(0.0, 1.0, 11)
 
 
-@dataclasses.dataclass(frozen=True)
-class Index:
-  """Unit-norm embeddings ``(n, d)`` with their labels and ids."""
-  embeddings: np.ndarray
-  labels: np.ndarray
-  ids: np.ndarray
-
-  def save(self, path: Path) -> None:
-    """Atomic ``.npz`` (no pickles: ids are stored as a unicode array)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, embeddings=self.embeddings, labels=self.labels,
-             ids=np.asarray(self.ids, dtype=str))
-    tmp.replace(path)
-
-  @classmethod
-  def load(cls, path: Path) -> "Index":
-    with np.load(path, allow_pickle=False) as f:
-      return cls(f["embeddings"], f["labels"], f["ids"])
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-  x = np.asarray(x, np.float32).reshape(len(x), -1)
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
-
-
-def build(embeddings, labels, ids) -> Index:
-  return Index(l2_normalize(embeddings), np.asarray(labels), np.asarray(ids, dtype=str))
-
-
-@jax.jit
-def _distances(queries: jax.Array, index: jax.Array) -> jax.Array:
-  """Euclidean distances between unit vectors, from one matmul: sqrt(2 - 2 q.x)."""
-  sim = jnp.dot(queries, index.T, precision=jax.lax.Precision.HIGHEST)
-  return jnp.sqrt(jnp.maximum(2.0 - 2.0 * sim, 0.0))
-
-
-def distances(queries: np.ndarray, index: Index) -> np.ndarray:
-  return np.asarray(_distances(l2_normalize(queries), index.embeddings))
-
-
-def nearest(queries: np.ndarray, index: Index, k: int) -> tuple[np.ndarray, np.ndarray]:
-  """``(indices, distances)`` of the ``k`` nearest indexed items per query, nearest first."""
-  d = distances(queries, index)
-  k = min(k, d.shape[1])
-  order = np.argsort(d, axis=1, kind="stable")[:, :k]
-  return order, np.take_along_axis(d, order, axis=1)
-
-
 def relevance(query_labels: np.ndarray, index_labels: np.ndarray) -> np.ndarray:
   """``(queries, items)`` booleans: same class, or at least one shared label."""
+  query_labels, index_labels = np.asarray(query_labels), np.asarray(index_labels)
   if query_labels.ndim == 1:
     return query_labels[:, None] == index_labels[None, :]
   return (query_labels.astype(bool)[:, None, :] & index_labels.astype(bool)[None, :, :]).any(-1)
 
 
-def evaluate(query_embeddings: np.ndarray, query_labels: np.ndarray, index: Index,
-             ks=(1, 5, 10)) -> dict:
-  """mAP, P@k and the interpolated PR curve of every query against ``index``.
+def per_query(query_embeddings, query_labels, index, ks=(1, 5, 10)) -> dict:
+  """Per-query ``P@k`` ``(Q,)``, ``ap`` and ``curve`` ``(Q, 11)`` (NaN for a query with no
+  relevant item) and ``base`` (its fraction of relevant items: a random ranking's AP)."""
+  q = len(query_embeddings)
+  out = {f"P@{k}": np.zeros(q) for k in ks}
+  out.update(ap=np.full(q, np.nan), curve=np.full((q, len(RECALL_LEVELS)), np.nan),
+             base=np.zeros(q))
+  index_labels = np.asarray(index.labels)
+  for start, sims in search.similarity_blocks(query_embeddings, index.device_embeddings):
+    rel = relevance(np.asarray(query_labels)[start:start + len(sims)], index_labels)
+    order = np.argsort(-sims, axis=1, kind="stable")
+    for k in ks:
+      out[f"P@{k}"][start:start + len(sims)] = np.take_along_axis(rel, order[:, :k], 1).mean(1)
+    for j in range(len(sims)):
+      if not rel[j].any():
+        continue
+      precision, recall, _ = skm.precision_recall_curve(rel[j], sims[j])
+      out["ap"][start + j] = -np.sum(np.diff(recall) * precision[:-1])
+      # Interpolated precision: the best precision at any recall >= each level.
+      out["curve"][start + j] = [precision[recall >= r].max() for r in RECALL_LEVELS]
+      out["base"][start + j] = rel[j].mean()
+  return out
 
-  Also ``random_mAP``: the expected mAP of a random ranking (each query's fraction of
-  relevant items), the floor a learned embedding must beat.
+
+def evaluate(query_embeddings, query_labels, index, ks=(1, 5, 10), *,
+             resamples: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED) -> dict:
+  """mAP, P@k and the PR curve of every query against ``index``, with 95 % intervals.
+
+  ``random_mAP`` is the expected mAP of a random ranking, the floor a learned embedding
+  must beat. P@k averages all queries; mAP and the curve the queries with a relevant item.
   """
-  d = distances(query_embeddings, index)
-  rel = relevance(np.asarray(query_labels), index.labels)
-  aps, curves, random_ap = [], [], []
-  order = np.argsort(d, axis=1, kind="stable")
-  out = {}
-  for k in ks:
-    out[f"P@{k}"] = float(np.take_along_axis(rel, order[:, :k], axis=1).mean())
-  for q in range(len(d)):
-    if not rel[q].any():
-      continue
-    aps.append(skm.average_precision_score(rel[q], -d[q]))
-    precision, recall, _ = skm.precision_recall_curve(rel[q], -d[q])
-    # Interpolated precision: the best precision at any recall >= each level.
-    curves.append([precision[recall >= r].max() for r in RECALL_LEVELS])
-    random_ap.append(rel[q].mean())
-  out["mAP"] = float(np.mean(aps))
-  out["random_mAP"] = float(np.mean(random_ap))
-  out["num_queries"] = len(aps)
+  query_labels = np.asarray(query_labels)
+  v = per_query(query_embeddings, query_labels, index, ks)
+  has = ~np.isnan(v["ap"])
+  out = {f"P@{k}": float(v[f"P@{k}"].mean()) for k in ks}
+  out["mAP"] = float(v["ap"][has].mean()) if has.any() else float("nan")
+  out["random_mAP"] = float(v["base"][has].mean()) if has.any() else float("nan")
+  out["num_queries"] = int(has.sum())
   out["pr_curve/recall"] = RECALL_LEVELS.tolist()
-  out["pr_curve/precision"] = np.mean(curves, axis=0).tolist()
+  out["pr_curve/precision"] = (v["curve"][has].mean(0).tolist() if has.any()
+                               else [float("nan")] * len(RECALL_LEVELS))
+  if not has.any() or not resamples:
+    return out
+  strata = query_labels if query_labels.ndim == 1 else np.zeros(len(query_labels))
+  ap, curve = np.nan_to_num(v["ap"]), np.nan_to_num(v["curve"])
+  stats = {f"P@{k}": (lambda w, x=v[f"P@{k}"]: w @ x / len(x)) for k in ks}
+  stats["mAP"] = lambda w: (w[:, has] @ ap[has]) / w[:, has].sum(1)
+  curves = []
+  for w in bootstrap.multiplicities(strata, resamples, seed):
+    curves.append((w[:, has] @ curve[has]) / w[:, has].sum(1, keepdims=True))
+  out.update(bootstrap._collect(strata, stats, resamples, seed))
+  low, high = np.nanpercentile(np.concatenate(curves), [2.5, 97.5], axis=0)
+  out["pr_curve/precision/ci95_low"] = low.tolist()
+  out["pr_curve/precision/ci95_high"] = high.tolist()
+  out["bootstrap/resamples"] = resamples
   return out
 
 
 def plot_pr_curve(scores: dict, path: Path, title: str) -> None:
-  """Writes the precision-recall curve as a PNG, as the IRMA paper's figure 1."""
+  """Writes the precision-recall curve (with its 95 % band when known) as a PNG, as the
+  IRMA paper's figure 1."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
-  ax.plot(scores["pr_curve/recall"], scores["pr_curve/precision"], marker="o",
-          label=f"mAP {scores['mAP']:.3f}")
+  recall = scores["pr_curve/recall"]
+  ax.plot(recall, scores["pr_curve/precision"], marker="o", label=f"mAP {scores['mAP']:.3f}")
+  if "pr_curve/precision/ci95_low" in scores:
+    ax.fill_between(recall, scores["pr_curve/precision/ci95_low"],
+                    scores["pr_curve/precision/ci95_high"], alpha=0.2, label="95 % interval")
   ax.axhline(scores["random_mAP"], color="grey", linestyle="--",
              label=f"random ranking {scores['random_mAP']:.3f}")
   ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.02), title=title)

@@ -52,6 +52,7 @@ from medjax.eval import results as results_lib
 from medjax.eval import writers
 from medjax.features import cae, classify, extract, kmeans, pca, sparse_autoencoder, svm, vlad
 from medjax.models import backbones
+from medjax.retrieval import runs as retrieval_runs
 from medjax.train import optim
 from medjax.train.checkpoint import Checkpoints
 
@@ -385,6 +386,8 @@ def train_and_evaluate(config, workdir) -> dict:
   results.update(classify.classify(config.svm, codes, labels, data.info.class_names, ids=ids,
                                    workdir=workdir if leader else None, seed=config.seed,
                                    graded=config.data.graded))
+  results.update(retrieval_runs.frozen_run(workdir if leader else None, data, codes, labels,
+                                           eval_role))
   results.update({
       "backbone/requested": config.backbone.name,
       "backbone/used": backbone.spec.name,

@@ -22,8 +22,8 @@ from medjax.data.pipeline import InputPipeline
 from medjax.eval import calibration, evaluation, report
 from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
-from medjax.eval import retrieval
 from medjax.eval import writers
+from medjax.retrieval import runs as retrieval_runs
 from medjax.train import checkpoint, config_checks, optim
 from medjax.train.checkpoint import Checkpoints
 from medjax.train.step import (TrainState, build_model, init_state, make_predict,
@@ -201,17 +201,13 @@ def index_and_evaluate_retrieval(predict, params, model_state, data: InputPipeli
                                  test_outputs: dict, workdir: Path) -> dict:
   """Indexes the training split's ``pre_logits`` and queries it with every test image.
 
-  The index is saved as ``<workdir>/retrieval/index.npz`` for ``python -m medjax.retrieve``;
-  the precision-recall curve goes to ``<workdir>/plots/pr_curve.png``.
+  The index is saved in ``<workdir>/retrieval/`` for ``python -m medjax.retrieve`` and
+  ``medjax.serve`` (:mod:`medjax.retrieval.runs`); the precision-recall curve goes to
+  ``<workdir>/plots/pr_curve.png``.
   """
   _, train = evaluate(predict, params, model_state, data, "train", loss_name, with_embeddings=True)
-  index = retrieval.build(train["embeddings"], train["labels"], train["ids"])
-  scores = retrieval.evaluate(test_outputs["embeddings"], test_outputs["labels"], index)
-  if jax.process_index() == 0:
-    index.save(workdir / "retrieval" / "index.npz")
-    retrieval.plot_pr_curve(scores, workdir / "plots" / "pr_curve.png",
-                            f"{data.info.name}: test queries vs train index")
-  return scores
+  return retrieval_runs.index_and_score(workdir if jax.process_index() == 0 else None, data,
+                                        train, test_outputs)
 
 
 def restore_for_inference(workdir: Path):

@@ -1,15 +1,16 @@
-"""Retrieval metrics against hand-computed rankings, and index persistence."""
+"""Retrieval metrics against hand-computed rankings, with their bootstrap intervals."""
 import numpy as np
 import pytest
 
 from medjax.eval import retrieval
+from medjax.retrieval import index as index_lib
 
 
 def test_map_and_precision_at_k_hand_computed():
   # Index on the unit circle; the query at angle 0 sees items in order a0, a1, b0, a2, b1.
   angles = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
-  index = retrieval.build(np.stack([np.cos(angles), np.sin(angles)], 1), [0, 0, 1, 0, 1],
-                          [f"i{j}" for j in range(5)])
+  index = index_lib.in_memory(np.stack([np.cos(angles), np.sin(angles)], 1), [0, 0, 1, 0, 1],
+                              [f"i{j}" for j in range(5)])
   scores = retrieval.evaluate(np.array([[1.0, 0.0]]), np.array([0]), index, ks=(1, 3))
   # Relevant at ranks 1, 2, 4: AP = (1/1 + 2/2 + 3/4) / 3.
   assert scores["mAP"] == pytest.approx((1 + 1 + 0.75) / 3)
@@ -18,28 +19,42 @@ def test_map_and_precision_at_k_hand_computed():
   # Interpolated precision: 1.0 up to recall 2/3, then 0.75 up to recall 1.
   curve = dict(zip(np.round(scores["pr_curve/recall"], 1), scores["pr_curve/precision"]))
   assert curve[0.6] == 1.0 and curve[0.7] == 0.75 and curve[1.0] == 0.75
+  # One query: every resample is that query, so the intervals collapse onto the values.
+  assert scores["mAP/ci95_low"] == pytest.approx(scores["mAP"])
+  assert scores["pr_curve/precision/ci95_high"] == pytest.approx(scores["pr_curve/precision"])
 
 
-def test_nearest_returns_sorted_neighbours_and_multilabel_relevance():
-  index = retrieval.build(np.eye(3), [0, 1, 2], ["a", "b", "c"])
-  idx, dist = retrieval.nearest(np.array([[0.9, 0.1, 0.0]]), index, k=2)
-  assert idx.tolist() == [[0, 1]]
-  assert dist[0, 0] < dist[0, 1]
+def test_intervals_bracket_the_estimates_and_match_the_bootstrap_by_hand():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 3, 60)
+  centres = rng.normal(size=(3, 8))
+  x = centres[labels] + rng.normal(size=(60, 8))
+  index = index_lib.in_memory(x[:40], labels[:40], [str(i) for i in range(40)])
+  scores = retrieval.evaluate(x[40:], labels[40:], index, resamples=200)
+  for key in ("P@1", "P@5", "P@10", "mAP"):
+    assert scores[f"{key}/ci95_low"] <= scores[key] <= scores[f"{key}/ci95_high"], key
+    assert scores[f"{key}/ci95_low"] < scores[f"{key}/ci95_high"], key
+  low, high = scores["pr_curve/precision/ci95_low"], scores["pr_curve/precision/ci95_high"]
+  assert all(lo <= p <= hi + 1e-12 for lo, p, hi in zip(low, scores["pr_curve/precision"], high))
+  # P@10 by hand: the same stratified resamples over the per-query values.
+  from medjax.eval import bootstrap
+  per = retrieval.per_query(x[40:], labels[40:], index)["P@10"]
+  values = np.concatenate([w @ per / len(per)
+                           for w in bootstrap.multiplicities(labels[40:], 200, bootstrap.SEED)])
+  assert scores["P@10/ci95_low"] == pytest.approx(np.percentile(values, 2.5))
+
+
+def test_multilabel_relevance():
   rel = retrieval.relevance(np.array([[1, 0, 1]]), np.array([[0, 0, 1], [0, 1, 0]]))
   assert rel.tolist() == [[True, False]]
-
-
-def test_index_round_trip_without_pickles(tmp_path):
-  index = retrieval.build(np.random.default_rng(0).normal(size=(4, 3)), [0, 1, 0, 1],
-                          ["x/1.png", "x/2.png", "y/3.png", "y/4.png"])
-  index.save(tmp_path / "index.npz")
-  loaded = retrieval.Index.load(tmp_path / "index.npz")
-  np.testing.assert_array_equal(loaded.embeddings, index.embeddings)
-  assert loaded.ids.tolist() == index.ids.tolist()
+  index = index_lib.in_memory(np.eye(3), np.array([[1, 0], [0, 1], [1, 1]]), ["a", "b", "c"])
+  scores = retrieval.evaluate(np.array([[1.0, 0.0, 0.1]]), np.array([[1, 0]]), index, ks=(1, 2))
+  assert scores["P@1"] == 1.0 and scores["P@2"] == 1.0 and scores["mAP"] == 1.0
 
 
 def test_pr_curve_png(tmp_path):
   scores = {"pr_curve/recall": retrieval.RECALL_LEVELS.tolist(), "pr_curve/precision": [1.0] * 11,
+            "pr_curve/precision/ci95_low": [0.9] * 11, "pr_curve/precision/ci95_high": [1.0] * 11,
             "mAP": 1.0, "random_mAP": 0.5}
   retrieval.plot_pr_curve(scores, tmp_path / "pr.png", "test")
   assert (tmp_path / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

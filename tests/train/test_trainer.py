@@ -46,7 +46,8 @@ def test_one_step_writes_the_three_outputs(tiny_data_dir, tfds_dir, tmp_path):
   # Retrieval: the train split indexed, test queries scored, the PR curve drawn.
   assert 0.0 < stored["retrieval/mAP"] <= 1.0 and stored["retrieval/num_queries"] == 16
   assert stored["retrieval/random_mAP"] == pytest.approx(0.5)  # 22 + 22 train, balanced.
-  assert (tmp_path / "retrieval" / "index.npz").exists()
+  assert (tmp_path / "retrieval" / "index.json").exists()
+  assert stored["retrieval/P@10/ci95_low"] <= stored["retrieval/P@10"]
   assert (tmp_path / "plots" / "pr_curve.png").exists()
 
 
