@@ -110,7 +110,7 @@ def _data_record(workdir: Path, config) -> dict:
 
 
 def _supervised(workdir, config, results, data, context) -> Run:
-  from medjax.train.checkpoint import Checkpoints
+  from medjax.runloop import Checkpoints
   from medjax.train.step import build_model
   names = tuple(data["class_names"])
   model = build_model(config, len(names))

@@ -17,15 +17,15 @@ import jax
 import numpy as np
 from clu import periodic_actions
 
-from medjax import parallel
+from medjax import optim, parallel
 from medjax.data.pipeline import InputPipeline
 from medjax.eval import calibration, evaluation, report
 from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
 from medjax.eval import retrieval
 from medjax.eval import writers
-from medjax.train import config_checks, optim
-from medjax.train.checkpoint import Checkpoints
+from medjax.train import config_checks
+from medjax.runloop import Checkpoints
 from medjax.train.step import (TrainState, build_model, init_state, make_predict,
                                make_train_steps)
 
