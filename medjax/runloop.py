@@ -2,8 +2,9 @@
 frozen-feature stage), kept outside both so that neither imports the other.
 
 ``Checkpoints``: Orbax checkpoints of a train state, the latest few for resuming and the
-best for early stopping. Orbax writes each step into a temporary folder and renames it when complete, so a run
-killed mid-write leaves the previous checkpoint intact and the partial one is ignored.
+best for early stopping. Orbax writes each step into a temporary folder and renames it
+when complete, so a run killed mid-write leaves the previous checkpoint intact and the
+partial one is ignored.
 Saving is synchronous: the train step donates the state's buffers, so they must be fully
 written before the next step reuses them.
 """

@@ -300,9 +300,10 @@ def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
     init_centers = np.asarray(init_centers) - mean
   keys = [key] if n_init == 1 else list(jax.random.split(key, n_init))
   best = None
+  checkpoint = None if checkpoint is None else Path(checkpoint)
   for run_key in keys:
     centers, n_iter, converged = _one_run(centred, k, run_key, init_centers, tol_abs, max_iter,
-                                          chunk_size, None if checkpoint is None else Path(checkpoint))
+                                          chunk_size, checkpoint)
     run_inertia = float(inertia(centers, centred, chunk_size=chunk_size))
     if best is None or run_inertia < best.inertia:
       best = KMeansResult(np.asarray(centers) + mean, run_inertia, n_iter, converged)

@@ -88,9 +88,14 @@ def names() -> list[str]:
 
 
 def transform(aggregation: Aggregation, config, state: dict, folders: list[Path]) -> jax.Array:
-  """Codes of every example in ``folders`` (one per scale, chunked alike), chunk by chunk.
+  """Codes of every example in ``folders`` (one per scale, chunked alike).
 
-  ``encode`` runs op by op here (its pieces are jitted), as inference runs it under jit."""
+  Pooled features (one small vector per image) are encoded in one call, unpooled maps
+  chunk by chunk to bound memory. ``encode`` runs op by op here (its pieces are jitted);
+  inference runs it under jit.
+  """
+  if aggregation.pool:
+    return aggregation.encode(config, state, [jnp.asarray(extract.load(f)[0]) for f in folders])
   parts = [aggregation.encode(config, state, [jnp.asarray(f) for f, _ in chunks])
            for chunks in zip(*(extract.chunks(folder) for folder in folders))]
   return jnp.concatenate(parts)
