@@ -64,6 +64,32 @@ def _split_of(config, role: str) -> str:
   return d.get(f"{role}_split")
 
 
+def extract_roles(config, data: InputPipeline, backbone: Backbone, roles, workdir: Path, *,
+                  pool: bool, l2: bool) -> dict[str, list[Path]]:
+  """The feature folder of every role at every ``config.features.scales``, extracted once
+  (or reused) under ``config.features_dir``."""
+  variables = parallel.replicate(backbone.variables, data.mesh)
+  feature_fn = extract.make_feature_fn(backbone.module, backbone.layer, pool=pool, l2=l2)
+  root = Path(config.features_dir or workdir / "features")
+  folders = {role: [] for role in roles}
+  for role in roles:
+    for scale in config.features.scales:
+      scale = scale or backbone.spec.input_size[0]
+      pp = extract.input_pp(backbone.spec.normalisation, scale)
+      folder = extract.feature_dir(root, role, scale, backbone.layer, pool=pool, l2=l2)
+      recipe = extract.Recipe(backbone=backbone.spec.name, weights=backbone.spec.weights,
+                              layer=backbone.layer, pp=pp, split=_split_of(config, role),
+                              pool=pool, l2=l2)
+      t0 = time.time()
+      extract.extract(data, role, folder, recipe, feature_fn, variables,
+                      batch_size=config.features.batch_size,
+                      chunk_batches=config.features.chunk_batches)
+      logging.info("Features of %s at %d px ready in %s (%.0f s).", role, scale, folder,
+                   time.time() - t0)
+      folders[role].append(folder)
+  return folders
+
+
 def train_and_evaluate(config, workdir) -> dict:
   """Extracts, aggregates, classifies and evaluates; writes metrics.jsonl and results.json."""
   t_start = time.time()
@@ -81,25 +107,7 @@ def train_and_evaluate(config, workdir) -> dict:
     raise ValueError(f"{data.info.name} is multi-label; the frozen-feature SVM is single-label")
   eval_role = "test" if data.has_split("test") else "val"
   backbone = load_backbone(config.backbone)
-  variables = parallel.replicate(backbone.variables, mesh)
-  feature_fn = extract.make_feature_fn(backbone.module, backbone.layer, pool=pool, l2=l2)
-  root = Path(config.features_dir or workdir / "features")
-  folders = {"train": [], eval_role: []}
-  for role in folders:
-    for scale in config.features.scales:
-      scale = scale or backbone.spec.input_size[0]
-      pp = extract.input_pp(backbone.spec.normalisation, scale)
-      folder = extract.feature_dir(root, role, scale, backbone.layer, pool=pool, l2=l2)
-      recipe = extract.Recipe(backbone=backbone.spec.name, weights=backbone.spec.weights,
-                              layer=backbone.layer, pp=pp, split=_split_of(config, role),
-                              pool=pool, l2=l2)
-      t0 = time.time()
-      extract.extract(data, role, folder, recipe, feature_fn, variables,
-                      batch_size=config.features.batch_size,
-                      chunk_batches=config.features.chunk_batches)
-      logging.info("Features of %s at %d px ready in %s (%.0f s).", role, scale, folder,
-                   time.time() - t0)
-      folders[role].append(folder)
+  folders = extract_roles(config, data, backbone, ("train", eval_role), workdir, pool=pool, l2=l2)
   t_extracted = time.time()
 
   stage = aggregations.Stage(config=config, workdir=workdir, folders=folders, mesh=mesh)
