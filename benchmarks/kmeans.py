@@ -1,5 +1,8 @@
 """k-means for the VLAD vocabulary (system 5) against scikit-learn and faiss.
 
+medjax's side is ``medjax.features.kmeans.fit``, the driver the VLAD pipeline runs
+(without its checkpoint file, which the pipeline adds for resuming).
+
 Descriptors stand in for VGG conv maps: non-negative (post-ReLU), sparse-ish, drawn
 around a few hundred modes in 512 dimensions. Every solver gets one initialisation
 (``n_init=1``, faiss ``nredo=1``) and the same iteration cap; medjax and scikit-learn

@@ -23,7 +23,8 @@ from configs import alexnet_anatomy, cae_imageclef16, irma_cnn, lenet_imageclef1
 from medjax import parallel
 from medjax.features import cae
 from medjax.models.irma_cnn import VARIANTS as IRMA_VARIANTS
-from medjax.train import optim, step as step_lib
+from medjax import optim
+from medjax.train import step as step_lib
 
 
 def _medjax_step(config, num_classes: int, images: np.ndarray, labels: np.ndarray):

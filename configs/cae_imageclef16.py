@@ -36,18 +36,61 @@ Caffe's AlexNet has no standard weights file: give one with
   # Table 3's filter counts, one workdir each, and ROOT/summary.{md,csv}:
   python -m launch.sweep --config=configs/cae_imageclef16.py --workdir=workdirs/cae16_filters
 """
+import ml_collections as mlc
+
 from configs import common
+
+AGGREGATIONS = ("cae", "avgpool", "sparse_coding", "ica", "ssae")  # Table 2's rows.
+
+
+def cae_fields(filters: int = 4096, loss: str = "mean") -> mlc.ConfigDict:
+  """``config.cae``: the auto-encoder and its training (table 1, section 2)."""
+  return mlc.ConfigDict({
+      "filters": filters,
+      "batch_size": 512,
+      "num_epochs": 100,
+      "steps_per_call": 4,         # As the supervised trainer's: one call, 4 steps.
+      # Eq. 3 averaged ("mean", Caffe's EuclideanLoss) or summed ("sum") over the batch:
+      # the paper's lr 1e-5 fits one of them; "sum" steps batch_size times larger.
+      "loss_reduction": loss,
+      # > 0: stop before num_epochs once the best epoch loss of the last
+      # converge_patience epochs is less than converge_rtol below the one before them.
+      "converge_rtol": 0.0,
+      "converge_patience": 5,
+      "optimizer": common.sgd(1e-5, momentum=0.9, schedule="plateau"),
+  })
+
+
+def baseline_fields() -> mlc.ConfigDict:
+  """``config.baseline`` (sparse coding, ICA) and ``config.ssae``, table 2's baselines."""
+  return mlc.ConfigDict({
+      # Sparse coding's L1 weight acts on unit-norm pooled features: at 1 every code is 0.
+      "baseline": {"components": 256, "alpha": 0.1, "max_iter": 200},
+      # The 2-layer stacked sparse auto-encoder (medjax.features.sparse_autoencoder); its
+      # last layer gives as many features as the other baselines' components.
+      "ssae": {"hidden": (512, 256), "sparsity": 0.05, "sparsity_weight": 3.0,
+               "weight_decay": 3e-3, "max_iter": 400},
+  })
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, dataset="imageclef2016", backbone="alexnet",
                          aggregation="cae", filters=4096, scale=0, seed=0, loss="mean")
+  if arg.aggregation not in AGGREGATIONS:
+    raise ValueError(f"config argument aggregation={arg.aggregation}: configs/cae_imageclef16.py "
+                     f"runs one of {AGGREGATIONS}; VLAD runs with configs/vlad.py")
   config = common.frozen_features(dataset=arg.dataset, backbone=arg.backbone,
                                   aggregation=arg.aggregation, scale=arg.scale, seed=arg.seed)
-  config.cae.filters = arg.filters
-  config.cae.loss_reduction = arg.loss
+  config.cae = cae_fields(arg.filters, arg.loss)
+  config.update(baseline_fields())
   if arg.smoke:
     common.smoke_frozen_features(config)
+    config.cae.filters = min(config.cae.filters, 64)
+    config.cae.num_epochs = 2
+    config.cae.batch_size = 64
+    config.baseline.components = 32
+    config.ssae.hidden = (64, 32)
+    config.ssae.max_iter = 50
   return config
 
 

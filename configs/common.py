@@ -149,7 +149,9 @@ CONV_MAPS = {"vgg19": "block5_pool", "alexnet": "pool5", "alexnet_torchvision": 
 
 def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int,
                     seed: int) -> mlc.ConfigDict:
-  """Fields of the frozen-feature pipeline (systems 3 and 5); configs adjust their part.
+  """Fields every frozen-feature config has (systems 3 and 5); each system's config adds
+  its aggregations' hyper-parameters (``configs/vlad.py``: ``vlad``;
+  ``configs/cae_imageclef16.py``: ``cae``, ``baseline``, ``ssae``).
 
   ``scale`` 0 means the backbone's own input size (resolved after any fallback).
   """
@@ -171,58 +173,13 @@ def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int
       "features_dir": mlc.config_dict.placeholder(str),
       "features": {"scales": (scale,), "batch_size": 32, "chunk_batches": 8},
       "aggregation": aggregation,
-      "vlad": {
-          "k": 64,
-          "max_descriptors": 100_000,  # k-means sample of train descriptors.
-          "descriptor_l2": False,
-          # PCA of descriptors before k-means, only for descriptors wider than
-          # descriptor_pca_above: VGG19's 512-d ones stay raw (paper 5 reduces only the
-          # VLAD vectors); EfficientNet-Lite0's 1280-d ones go to 256, else k = 256 VLAD
-          # would be 327,680-d. descriptor_dims 0 never reduces.
-          "descriptor_dims": 256,
-          "descriptor_pca_above": 512,
-          "power_alpha": 0.0,          # > 0: signed power normalisation; 0 off.
-          "intra_norm": False,
-          "kmeans_max_iter": 100,
-          "kmeans_tol": 1e-4,
-          "pca_dims": 512,             # PCA of the VLAD vectors; 0 keeps them.
-      },
-      "cae": {
-          "filters": 4096,
-          "batch_size": 512,
-          "num_epochs": 100,
-          "steps_per_call": 4,         # As the supervised trainer's: one call, 4 steps.
-          # Eq. 3 averaged ("mean", Caffe's EuclideanLoss) or summed ("sum") over the batch:
-          # the paper's lr 1e-5 fits one of them; "sum" steps batch_size times larger.
-          "loss_reduction": "mean",
-          # > 0: stop before num_epochs once the best epoch loss of the last
-          # converge_patience epochs is less than converge_rtol below the one before them.
-          "converge_rtol": 0.0,
-          "converge_patience": 5,
-          "optimizer": sgd(1e-5, momentum=0.9, schedule="plateau"),
-      },
-      # Sparse coding's L1 weight acts on unit-norm pooled features: at 1 every code is 0.
-      "baseline": {"components": 256, "alpha": 0.1, "max_iter": 200},
-      # The 2-layer stacked sparse auto-encoder baseline (medjax.features.sparse_autoencoder);
-      # its last layer gives as many features as the other baselines' components.
-      "ssae": {"hidden": (512, 256), "sparsity": 0.05, "sparsity_weight": 3.0,
-               "weight_decay": 3e-3, "max_iter": 400},
       "svm": {"C": 1.0, "learning_rate": mlc.config_dict.placeholder(float),
               "max_iter": 1000, "tol": 1e-5},
   })
 
 
 def smoke_frozen_features(config: mlc.ConfigDict) -> None:
-  """Shrinks a frozen-feature config to well under two minutes on 2 CPU cores (real data):
-  the first 256 training and 128 test examples, small k-means/PCA/CAE/baseline budgets."""
+  """Shrinks the shared part of a frozen-feature config for a smoke run (real data): the
+  first 256 training and 128 test examples; each system's config shrinks its own budgets."""
   config.data.train_split = first_examples(config.data.train_split, 256)
   config.data.test_split = first_examples(config.data.test_split, 128)
-  config.vlad.max_descriptors = 5000
-  config.vlad.kmeans_max_iter = 20
-  config.vlad.pca_dims = 64
-  config.cae.filters = min(config.cae.filters, 64)
-  config.cae.num_epochs = 2
-  config.cae.batch_size = 64
-  config.baseline.components = 32
-  config.ssae.hidden = (64, 32)
-  config.ssae.max_iter = 50

@@ -34,21 +34,52 @@ head, says so in the log and records ``backbone/used`` in results.json.
   # VLAD at k = 64 and 256 at each scale, one workdir each, and ROOT/summary.{md,csv}:
   python -m launch.sweep --config=configs/vlad.py:dataset=chest_xray --workdir=workdirs/vlad_chest
 """
+import ml_collections as mlc
+
 from configs import common
+
+AGGREGATIONS = ("avgpool", "vlad")  # The others are system 3's: configs/cae_imageclef16.py.
+
+
+def vlad_fields(k: int = 64) -> mlc.ConfigDict:
+  """``config.vlad``: the vocabulary, descriptor reduction and VLAD normalisations."""
+  return mlc.ConfigDict({
+      "k": k,
+      "max_descriptors": 100_000,  # k-means sample of train descriptors.
+      "descriptor_l2": False,
+      # PCA of descriptors before k-means, only for descriptors wider than
+      # descriptor_pca_above: VGG19's 512-d ones stay raw (paper 5 reduces only the
+      # VLAD vectors); EfficientNet-Lite0's 1280-d ones go to 256, else k = 256 VLAD
+      # would be 327,680-d. descriptor_dims 0 never reduces.
+      "descriptor_dims": 256,
+      "descriptor_pca_above": 512,
+      "power_alpha": 0.0,          # > 0: signed power normalisation; 0 off.
+      "intra_norm": False,
+      "kmeans_max_iter": 100,
+      "kmeans_tol": 1e-4,
+      "pca_dims": 512,             # PCA of the VLAD vectors; 0 keeps them.
+  })
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, dataset="chest_xray", backbone="vgg19",
                          aggregation="avgpool", k=64, scale=224, scales="", seed=0)
+  if arg.aggregation not in AGGREGATIONS:
+    raise ValueError(f"config argument aggregation={arg.aggregation}: configs/vlad.py runs "
+                     f"{' or '.join(AGGREGATIONS)}; system 3's aggregations run with "
+                     f"configs/cae_imageclef16.py")
   config = common.frozen_features(dataset=arg.dataset, backbone=arg.backbone,
                                   aggregation=arg.aggregation, scale=arg.scale, seed=arg.seed)
-  config.vlad.k = arg.k
+  config.vlad = vlad_fields(arg.k)
   if arg.scales:
     if arg.aggregation != "avgpool":
       raise ValueError(f"scales={arg.scales} concatenates pooled features: aggregation=avgpool")
     config.features.scales = tuple(int(s) for s in arg.scales.split("+"))
   if arg.smoke:
     common.smoke_frozen_features(config)
+    config.vlad.max_descriptors = 5000
+    config.vlad.kmeans_max_iter = 20
+    config.vlad.pca_dims = 64
   return config
 
 

@@ -8,10 +8,13 @@ jitted, differentiated and converted by ``jax2tf``), whose ``scores`` are:
 
 * supervised: the checkpointed model (best checkpoint under early stopping), softmax of
   its logits, or sigmoid for one-vs-all heads;
-* frozen features + SVM (``aggregation=avgpool``): the backbone's pooled, L2-normalised
-  map, the SVM saved by the run (``svm.npz``), softmax of its decision values divided by
-  the run's calibration temperature (``calibration/temperature`` in results.json; 1 when
-  the run has none, so the scores are then uncalibrated).
+* frozen features + SVM (every aggregation, one or several scales): the backbone's
+  features as extraction stored them, encoded by the run's aggregation with the state it
+  fit (``aggregation.npz``: PCA, k-means centres, CAE or baseline weights), the SVM saved
+  by the run (``svm.npz``), softmax of its decision values divided by the run's
+  calibration temperature (``calibration/temperature`` in results.json; 1 when the run
+  has none, so the scores are then uncalibrated). Several scales travel as one image
+  laid out by ``resize_pack``.
 
 Everything comes from the workdir (``results.json``, ``data.json``, checkpoints), so the
 raw training images need not be present.
@@ -50,6 +53,7 @@ class Run:
   context: dict
   logits: Callable            # (variables, images (B, H, W, C)) -> (B, K) pre-softmax.
   variables: dict
+  embed: Callable | None = None  # (variables, images) -> (B, D): the run's retrieval space.
 
   @property
   def probabilities(self) -> bool:
@@ -112,47 +116,58 @@ def _data_record(workdir: Path, config) -> dict:
 
 
 def _supervised(workdir, config, results, data, context) -> Run:
-  from medjax.train import checkpoint
+  from medjax import runloop
   from medjax.train.step import build_model
   names = tuple(data["class_names"])
   model = build_model(config, len(names))
-  variables = checkpoint.restore_trained(workdir, config)
+  variables = runloop.restore_trained(workdir, config)
   sigmoid = config.loss == "sigmoid_xent"
 
   def logits(variables, images):
     return model.apply(variables, images, train=False)[0]
 
+  def embed(variables, images):
+    _, features = model.apply(variables, images, train=False)
+    return features["pre_logits"].reshape(images.shape[0], -1)
+
   return Run(workdir, config, results, names, bool(data["multi_label"]) or sigmoid,
-             config.pp_eval, context, logits, variables)
+             config.pp_eval, context, logits, variables, embed)
 
 
 def _frozen(workdir, config, results, data, context) -> Run:
-  from medjax.features import extract
+  from medjax.features import aggregations, extract
   from medjax.features.classify import SVM_FILE
   from medjax.models import backbones
-  if config.aggregation != "avgpool" or len(config.features.scales) != 1:
-    raise RunError(f"{workdir}: tools over frozen-feature runs support aggregation=avgpool at "
-                   f"one scale; this run has aggregation={config.aggregation}, scales="
-                   f"{tuple(config.features.scales)}")
-  if not (workdir / SVM_FILE).is_file():
-    raise RunError(f"{workdir / SVM_FILE} not found: the run predates saved SVMs or did not "
-                   f"finish; rerun it in a new --workdir")
-  module, variables, spec = backbones.load_backbone(
+  for name in (SVM_FILE, aggregations.STATE_FILE):
+    if not (workdir / name).is_file():
+      raise RunError(f"{workdir / name} not found: the run predates saved aggregations or "
+                     f"did not finish; rerun it in a new --workdir")
+  aggregation = aggregations.get(config.aggregation)
+  pool, l2 = aggregation.pool, aggregation.l2(config)
+  module, backbone, spec = backbones.load_backbone(
       results["backbone/used"], results["backbone/weights"], include_top=False)
   layer = results["backbone/layer"]
-  scale = config.features.scales[0] or spec.input_size[0]
+  scales = [s or spec.input_size[0] for s in config.features.scales]
   with np.load(workdir / SVM_FILE) as z:
     w, b = jnp.asarray(z["w"]), jnp.asarray(z["b"])
   temperature = float(results.get("calibration/temperature", 1.0))
+  offsets = np.cumsum([0, *scales])
+
+  def embed(variables, images):
+    feats = [extract.layer_features(module, variables["backbone"],
+                                    images[:, :s, offsets[i]:offsets[i] + s], layer,
+                                    pool=pool, l2=l2) for i, s in enumerate(scales)]
+    return aggregation.encode(config, variables["aggregation"], feats)
 
   def logits(variables, images):
-    _, named = module.apply(variables["backbone"], images)
-    pooled = extract.l2_normalize(jnp.mean(named[layer], axis=(1, 2)))
-    return (pooled @ variables["w"] + variables["b"]) / temperature
+    return (embed(variables, images) @ variables["w"] + variables["b"]) / temperature
 
-  return Run(workdir, config, results, tuple(data["class_names"]), False,
-             extract.input_pp(spec.normalisation, scale), context, logits,
-             {"backbone": variables, "w": w, "b": b})
+  pp = extract.input_pp(spec.normalisation, scales[0])
+  if len(scales) > 1:
+    pp = pp.replace(f"|resize({scales[0]})|", f"|resize_pack({tuple(scales)})|")
+  return Run(workdir, config, results, tuple(data["class_names"]), False, pp, context, logits,
+             {"backbone": backbone, "aggregation": aggregations.load_state(workdir),
+              "w": w, "b": b}, embed)
 
 
 def read_image(path: Path) -> tuple[bytes | None, str]:

@@ -133,6 +133,21 @@ def resize(size, method: str = "bilinear", antialias: bool = True):
   return _image_op(fn)
 
 
+@register("resize_pack")
+def resize_pack(sizes, method: str = "bilinear", antialias: bool = True):
+  """Resizes to each square size of ``sizes`` and lays the results side by side, top
+  aligned and zero padded below, on one ``(max(sizes), sum(sizes))`` canvas: one
+  fixed-size tensor that carries an image at several scales (multi-scale frozen-feature
+  runs), each exactly as ``resize(size)`` makes it."""
+  sizes = tuple(int(s) for s in sizes)
+  def fn(image, seed):
+    del seed
+    tall = max(sizes)
+    return tf.concat([tf.pad(tf.image.resize(image, (s, s), method=method, antialias=antialias),
+                             [[0, tall - s], [0, 0], [0, 0]]) for s in sizes], axis=1)
+  return _image_op(fn)
+
+
 @register("resize_short")
 def resize_short(size: int, method: str = "bilinear", antialias: bool = True):
   """Resizes so that the shorter side is ``size``, keeping the aspect ratio."""

@@ -123,16 +123,16 @@ def reconstruct(params: dict, x: jax.Array, *, zero_bias: bool = False) -> jax.A
 def loss(params: dict, x: jax.Array) -> jax.Array:
   """Eq. 3 per example, averaged over the batch: ``0.5 * sum((x - y)^2) / B``.
 
-  Its gradient (:func:`_loss_bwd`) is autodiff's, arranged for XLA:CPU: at the paper's
-  sizes autodiff's own took 4.9 s a step at batch 512, 0.85 s of it in two passes that
-  this form does not have (see :func:`_loss_bwd`)."""
+  Its gradient (:func:`_loss_bwd`) is autodiff's, arranged for XLA:CPU: autodiff's own
+  spends a large share of a step at the paper's sizes in two passes that this form does
+  not have (see :func:`_loss_bwd`)."""
   return _loss_fwd(params, x)[0]
 
 
 def _column_sums(a: jax.Array) -> jax.Array:
-  """Sum over every axis but the last, as a matrix-vector product: XLA:CPU reduces a
-  (512 * 36, 4096) array over its rows in 220 ms (a tree of reduce-windows striding across
-  rows) and multiplies it by a ones vector in 4."""
+  """Sum over every axis but the last, as a matrix-vector product: XLA:CPU reduces a tall
+  array over its rows as a tree of reduce-windows striding across rows, far slower than
+  multiplying it by a ones vector."""
   rows = a.reshape(-1, a.shape[-1])
   return jnp.ones((rows.shape[0],), a.dtype) @ rows
 
@@ -159,12 +159,12 @@ def _loss_fwd(params, x):
 def _loss_bwd(residuals, ct):
   """The decoder kernel ``W~`` is ``W`` flipped with its channel axes swapped, so its
   gradient, brought back to ``W``'s layout, is the kernel gradient of a convolution of the
-  output gradient (256 channels) against the unpooled maps (4096). Autodiff instead
-  transposed the 4096-channel maps to put the batch innermost (454 ms at batch 512); here
-  both kernel-gradient terms have the 256-channel operand on the input side. Bias
-  gradients are :func:`_column_sums` (autodiff's row reduction of the hidden gradient took
-  397 ms). The input's gradient (through the reconstruction and as the target) is exact;
-  a train step, which does not use it, compiles it away."""
+  output gradient (256 channels) against the unpooled maps (4096): both kernel-gradient
+  terms then have the 256-channel operand on the input side, where autodiff would
+  transpose the 4096-channel maps to put the batch innermost. Bias gradients are
+  :func:`_column_sums` rather than autodiff's row reductions. The input's gradient
+  (through the reconstruction and as the target) is exact; a train step, which does not
+  use it, compiles it away."""
   w, residual, y_passes, x, maps, h_passes = residuals
   g_residual = residual * (ct / x.shape[0])
   g_y = jnp.where(y_passes, g_residual, 0.0)

@@ -37,6 +37,7 @@ import numpy as np
 
 from medjax import compiler, parallel
 from medjax.atomic import save_json, save_npz
+from medjax.features.norm import l2_normalize
 from medjax.models import layers
 
 if TYPE_CHECKING:  # Feature functions run without TensorFlow (on an accelerator box, say).
@@ -69,17 +70,10 @@ def feature_dir(root: Path, role: str, scale: int, layer: str, *, pool: bool, l2
   return Path(root) / role / str(scale) / f"{layer}{suffix}"
 
 
-def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
-  """Unit L2 norm along ``axis``; an all-zero vector stays zero."""
-  norm = jnp.linalg.norm(x, axis=axis, keepdims=True)
-  return x / jnp.where(norm > 0, norm, 1.0)
-
-
 # On CPU, batches are pushed through the backbone in chunks of at most this many input
 # pixels (the largest divisor of the batch that fits; 5 images at 224 x 224, so 4 of a
-# batch of 64). XLA:CPU's convolutions slow down once the activations leave the cache:
-# VGG19 at 224 ran at 8.3 / 7.8 / 6.9 / 6.2 images/s in batches of 4 / 8 / 16 / 64,
-# EfficientNet-Lite0 at 120 / 136 / 129 / 122. Accelerators take the whole batch.
+# batch of 64), because XLA:CPU's convolutions slow down once the activations leave the
+# cache (docs/performance.md). Accelerators take the whole batch.
 CPU_CHUNK_PIXELS = 2 ** 18
 
 
@@ -88,23 +82,31 @@ def _cpu_chunk(images) -> int:
   return layers.batch_chunk(batch, height * width, CPU_CHUNK_PIXELS)
 
 
-def make_feature_fn(module, layer: str, *, pool: bool, l2: bool):
-  """``fn(variables, images) -> features`` of ``layer``, jit-compiled.
+def layer_features(module, variables, images, layer: str, *, pool: bool, l2: bool):
+  """The features of ``layer`` as extraction stores them (pure, so inference reuses it).
 
   ``pool`` averages a ``(B, H, W, C)`` map over space; ``l2`` normalises along channels,
-  i.e. the pooled image vector, or each local descriptor of an unpooled map. On CPU the
-  batch is split into chunks of at most ``CPU_CHUNK_PIXELS`` input pixels, dispatched one
-  after the other (asynchronously) and concatenated: the same features, faster.
+  i.e. the pooled image vector, or each local descriptor of an unpooled map.
+  """
+  _, features = module.apply(variables, images)
+  if layer not in features:
+    raise KeyError(f"layer {layer!r} is not a named feature of {type(module).__name__}; "
+                   f"known: {sorted(features)}")
+  x = features[layer]
+  if pool and x.ndim == 4:
+    x = jnp.mean(x, axis=(1, 2))
+  return l2_normalize(x) if l2 else x
+
+
+def make_feature_fn(module, layer: str, *, pool: bool, l2: bool):
+  """``fn(variables, images) -> layer_features(...)``, jit-compiled.
+
+  On CPU the batch is split into chunks of at most ``CPU_CHUNK_PIXELS`` input pixels,
+  dispatched one after the other (asynchronously) and concatenated: the same features,
+  sized for the cache.
   """
   def fn(variables, images):
-    _, features = module.apply(variables, images)
-    if layer not in features:
-      raise KeyError(f"layer {layer!r} is not a named feature of {type(module).__name__}; "
-                     f"known: {sorted(features)}")
-    x = features[layer]
-    if pool and x.ndim == 4:
-      x = jnp.mean(x, axis=(1, 2))
-    return l2_normalize(x) if l2 else x
+    return layer_features(module, variables, images, layer, pool=pool, l2=l2)
 
   jitted = compiler.jit(fn)
 

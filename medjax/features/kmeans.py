@@ -8,42 +8,45 @@ The algorithm follows scikit-learn's ``KMeans(algorithm="lloyd")`` so inertias a
   sklearn's "strict convergence" test);
 * empty clusters are re-seeded with the points farthest from their assigned centre, the
   point being moved out of its old cluster's sum and count;
-* ``n_init`` restarts, keeping the lowest inertia; in-memory ``fit`` centres the data first
-  (as sklearn does) so that the ``||x||^2 - 2 x.c + ||c||^2`` distance form keeps float32
-  precision.
+* the data are centred first (as sklearn does) so that the ``||x||^2 - 2 x.c + ||c||^2``
+  distance form keeps float32 precision.
+
+``fit`` is the one driver (the pipeline, the tests and ``benchmarks/kmeans.py`` all run
+it): one jitted ``lloyd_iteration`` per step, so that with a ``checkpoint`` file the
+centres and iteration count are saved after the seeding and after every iteration and a
+killed fit resumes where it stopped.
 
 Distances are computed in that matmul form over row chunks of ``chunk_size`` examples, so
-memory stays at ``chunk_size * k`` distances whatever the number of descriptors. A Lloyd
-iteration is a reduction over examples into ``LloydStats`` (per-cluster sums and counts, the
-inertia and the farthest points needed for empty-cluster repair), which is what makes the
-streamed variant possible: an outside loop calls ``accumulate(centers, chunk, stats)`` on every
-chunk of descriptors and then ``finalize(centers, stats)``; one pass over all chunks is exactly
-one full-batch Lloyd iteration, for more descriptors than fit in memory. Seeding streamed data
-means running ``init`` on a sample of it.
-
-Chunks are taken with a stride (chunk ``i`` holds rows ``i, i + n_chunks, ...``) rather than as
+memory stays at ``chunk_size * k`` distances whatever the number of descriptors. Chunks are
+taken with a stride (chunk ``i`` holds rows ``i, i + n_chunks, ...``) rather than as
 contiguous blocks: when ``x`` is sharded along its example axis over a ``Mesh`` every chunk
 then stays spread over all devices, so the scan over chunks runs data-parallel.
 """
 import functools
+import logging
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from medjax.atomic import save_npz
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 DEFAULT_CHUNK_SIZE = 8192
 
 
 class KMeansResult(NamedTuple):
-  centers: jax.Array  # (k, D)
-  inertia: jax.Array  # () sum of squared distances to the closest centre
-  n_iter: jax.Array   # () Lloyd iterations run
+  centers: np.ndarray  # (k, D)
+  inertia: float       # sum of squared distances to the closest centre
+  n_iter: int          # Lloyd iterations run
+  converged: bool      # the shift test passed before max_iter
 
 
 class LloydStats(NamedTuple):
-  """Sufficient statistics of one Lloyd iteration, accumulated over chunks.
+  """Sufficient statistics of one Lloyd iteration, accumulated over row chunks.
 
   ``far_*`` keep the ``k`` points farthest from their assigned centre seen so far (distance
   -1 marks an unused slot), which is all empty-cluster repair needs.
@@ -67,7 +70,7 @@ def _nearest(dist):
 
   Two plain reductions (the minimum, then the smallest index holding it) instead of
   ``argmin``'s paired value-index reduction, which XLA:CPU runs as slowly as the distance
-  matmul itself: 20,000 x 256 distances took 12 ms by ``argmin``, 4 ms this way.
+  matmul itself (docs/performance.md).
   """
   min_dist = jnp.min(dist, axis=1)
   index = jnp.arange(dist.shape[1], dtype=jnp.int32)
@@ -79,10 +82,9 @@ class _Strided(NamedTuple):
   """Rows ``(N, D)``, their squared norms and mask, padded and viewed as ``(chunk, n_chunks,
   ...)``, so that chunk ``i`` is ``[:, i]`` (rows ``i, i + n_chunks, ...``).
 
-  The view is a reshape, not a copy: each loop iteration slices its chunk. Stacking the
-  chunks up front instead (a transposing copy of all rows) took 15 ms of the 39 ms that
-  ``assign`` needed on 25,088 x 512 descriptors; slicing per chunk, ``assign`` takes 7.5 ms.
-  The squared norms are computed once here, not in every Lloyd pass.
+  The view is a reshape, not a copy: each loop iteration slices its chunk, where stacking
+  the chunks up front would copy every row. The squared norms are computed once here, not
+  in every Lloyd pass.
   """
   rows: jax.Array
   sq_norms: jax.Array
@@ -103,8 +105,7 @@ def cluster_sums(x: jax.Array, labels: jax.Array, num_segments: int,
   ``mask`` is False count nowhere.
 
   A scatter-add rather than a one-hot matmul: the same sums (each a sum of the same rows)
-  at a quarter of the cost (k-means on 20,000 x 512, 10 iterations, k = 64: 0.22 -> 0.16 s;
-  k = 256: 0.33 -> 0.25 s). Masked rows get the out-of-range label ``num_segments``, which
+  for less work. Masked rows get the out-of-range label ``num_segments``, which
   ``segment_sum`` drops.
   """
   if mask is not None:
@@ -180,27 +181,10 @@ def _iteration_stats(centers, data: _Strided) -> LloydStats:
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
 def lloyd_iteration(centers: jax.Array, x: jax.Array, *,
                     chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[jax.Array, jax.Array]:
-  """One full-batch Lloyd iteration on in-memory ``x``: ``(new_centers, shift)`` as
-  ``finalize`` returns them (the step a resumable loop saves after, as ``fit`` runs it)."""
+  """One full-batch Lloyd iteration on ``x``: ``(new_centers, shift)`` as ``finalize``
+  returns them (the step ``fit`` saves its progress after)."""
   data = _strided(x, jnp.ones(x.shape[:1], bool), chunk_size)
   return finalize(centers, _iteration_stats(centers, data))
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def accumulate(centers: jax.Array, chunk: jax.Array, stats: LloydStats | None = None, *,
-               mask: jax.Array | None = None,
-               chunk_size: int = DEFAULT_CHUNK_SIZE) -> LloydStats:
-  """Adds one chunk of descriptors ``(n, D)`` to the running Lloyd statistics.
-
-  ``mask`` (``(n,)`` bool) drops padded rows, so a ragged last chunk can be padded to the
-  common shape and reuse the compiled function.
-  """
-  k, d = centers.shape
-  if stats is None:
-    stats = _empty_stats(k, d, chunk.dtype)
-  if mask is None:
-    mask = jnp.ones(chunk.shape[:1], bool)
-  return _lloyd_pass(centers, stats, _strided(chunk, mask, chunk_size))
 
 
 @jax.jit
@@ -256,51 +240,74 @@ def init(x: jax.Array, k: int, *, key: jax.Array) -> jax.Array:
   return _kmeans_plusplus(x, jnp.sum(x * x, axis=-1), k, key)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "n_init", "max_iter", "chunk_size"))
-def _fit(x, key, init_centers, tol, *, k, n_init, max_iter, chunk_size):
-  mean = jnp.mean(x, axis=0)
-  x = x - mean
-  tol_abs = tol * jnp.mean(jnp.var(x, axis=0))
-  data = _strided(x, jnp.ones(x.shape[:1], bool), chunk_size)
-
-  def one_run(run_key):
-    if init_centers is None:
-      centers = _kmeans_plusplus(x, jnp.sum(x * x, axis=-1), k, run_key)
-    else:
-      centers = init_centers - mean
-
-    def cond(carry):
-      _, shift, it = carry
-      return (it < max_iter) & (shift > tol_abs)
-
-    def body(carry):
-      centers, _, it = carry
-      new_centers, shift = finalize(centers, _iteration_stats(centers, data))
-      return new_centers, shift, it + 1
-
-    centers, _, n_iter = jax.lax.while_loop(
-        cond, body, (centers, jnp.asarray(jnp.inf, x.dtype), jnp.zeros((), jnp.int32)))
-    final = _lloyd_pass(centers, _empty_stats(k, x.shape[1], x.dtype), data, track_far=False)
-    return KMeansResult(centers + mean, final.inertia, n_iter)
-
-  results = jax.lax.map(one_run, jax.random.split(key, n_init))
-  best = jnp.argmin(results.inertia)
-  return jax.tree.map(lambda a: a[best], results)
+def _load_progress(path: Path, shape) -> tuple[jax.Array, int, bool]:
+  with np.load(path) as z:
+    centers, iteration, converged = z["centers"], int(z["iteration"]), bool(z["converged"])
+  if centers.shape != shape:
+    raise ValueError(f"{path} holds k-means centres of shape {centers.shape}, not {shape}; "
+                     f"delete it or use a new workdir")
+  logging.info("Resuming k-means (k=%d) at iteration %d.", shape[0], iteration)
+  return jnp.asarray(centers), iteration, converged
 
 
-def fit(x: jax.Array, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
-        tol: float = 1e-4, init_centers: jax.Array | None = None,
+def _one_run(x, k, key, init_centers, tol_abs, max_iter, chunk_size, checkpoint):
+  """Seeding (or ``init_centers``) then Lloyd iterations on centred ``x``; returns
+  ``(centres, iterations, converged)``, saving progress to ``checkpoint`` if given."""
+  def save(centers, iteration, converged):
+    if checkpoint is not None:
+      save_npz(checkpoint, centers=np.asarray(centers), iteration=iteration,
+               converged=converged)
+
+  if checkpoint is not None and checkpoint.exists():
+    centers, iteration, converged = _load_progress(checkpoint, (k, x.shape[1]))
+  else:
+    if checkpoint is not None:
+      checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    centers = init(x, k, key=key) if init_centers is None else jnp.asarray(init_centers)
+    iteration, converged = 0, False
+    save(centers, iteration, converged)
+  while not converged and iteration < max_iter:
+    centers, shift = lloyd_iteration(centers, x, chunk_size=chunk_size)
+    iteration += 1
+    converged = float(shift) <= tol_abs
+    save(centers, iteration, converged)
+  return centers, iteration, converged
+
+
+def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
+        tol: float = 1e-4, init_centers=None, checkpoint: Path | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE) -> KMeansResult:
-  """In-memory k-means on ``x`` ``(N, D)``; the best of ``n_init`` k-means++ restarts.
+  """k-means on ``x`` ``(N, D)`` (a NumPy array, or a jax.Array, sharded or not).
 
-  Each run stops after ``max_iter`` Lloyd iterations or once the squared centre shift is at
-  most ``tol * mean(var(x, axis=0))``. ``init_centers`` ``(k, D)`` replaces the seeding (and,
-  as in sklearn, implies a single run). ``inertia`` is that of the returned centres.
+  Each run stops after ``max_iter`` Lloyd iterations or once the squared centre shift is
+  at most ``tol * mean(var(x, axis=0))``; the best of ``n_init`` k-means++ restarts is
+  kept. ``init_centers`` ``(k, D)`` replaces the seeding (and, as in sklearn, implies a
+  single run). ``checkpoint`` (a ``.npz`` path, single run only) holds the progress; a
+  rerun continues from it. ``inertia`` is that of the returned centres.
   """
+  if len(x) < k:
+    raise ValueError(f"k-means with k={k} needs at least {k} points; got {len(x)}")
   if init_centers is not None:
     n_init = 1
-  return _fit(x, key, init_centers, tol, k=k, n_init=n_init, max_iter=max_iter,
-              chunk_size=chunk_size)
+  if checkpoint is not None and n_init != 1:
+    raise ValueError("a checkpointed k-means fit runs one initialisation (n_init=1)")
+  host = np.asarray(x)
+  mean = host.mean(0)
+  tol_abs = tol * float(np.mean(np.var(host, axis=0)))
+  del host
+  centred = jnp.asarray(x - mean)
+  if init_centers is not None:
+    init_centers = np.asarray(init_centers) - mean
+  keys = [key] if n_init == 1 else list(jax.random.split(key, n_init))
+  best = None
+  checkpoint = None if checkpoint is None else Path(checkpoint)
+  for run_key in keys:
+    centers, n_iter, converged = _one_run(centred, k, run_key, init_centers, tol_abs, max_iter,
+                                          chunk_size, checkpoint)
+    run_inertia = float(inertia(centers, centred, chunk_size=chunk_size))
+    if best is None or run_inertia < best.inertia:
+      best = KMeansResult(np.asarray(centers) + mean, run_inertia, n_iter, converged)
+  return best
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size",))

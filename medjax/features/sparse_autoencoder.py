@@ -108,7 +108,7 @@ class StackedSparseAutoencoder:
 
 
 def from_config(cfg, seed: int = 0) -> StackedSparseAutoencoder:
-  """From the frozen-feature config's ``ssae`` fields (``configs/common.py``)."""
+  """From the frozen-feature config's ``ssae`` fields (``configs/cae_imageclef16.py``)."""
   return StackedSparseAutoencoder(SSAEConfig(
       hidden=tuple(cfg.hidden), sparsity=cfg.sparsity, sparsity_weight=cfg.sparsity_weight,
       weight_decay=cfg.weight_decay, max_iter=cfg.max_iter), seed=seed)

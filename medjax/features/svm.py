@@ -102,8 +102,8 @@ def _scores(weights: jax.Array, x: jax.Array, intercept_scaling: float) -> jax.A
 
   Classifiers are rows so that autodiff's weight gradient is ``g^T @ x`` (a ``(K, D)``
   result). With ``(D, K)`` weights it is ``x^T @ g``, a product that XLA:CPU computes by
-  first transposing all of ``x``: 18.8 against 3.5 ms for 3388 x 4096 features and 30
-  classes, and inside the L-BFGS loop the transpose is redone at every evaluation.
+  first transposing all of ``x``, and inside the L-BFGS loop the transpose would be redone
+  at every evaluation.
   """
   return (jnp.dot(x, weights[:, :-1].T, precision=_HIGHEST)
           + intercept_scaling * weights[:, -1])

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from medjax.features import kmeans
-from medjax.features.extract import l2_normalize
+from medjax.features.norm import l2_normalize
 
 
 @functools.partial(jax.jit, static_argnames=("power_alpha", "intra_norm", "l2_norm"))

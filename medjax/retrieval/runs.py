@@ -81,24 +81,8 @@ def image_paths(data, ids) -> list[str]:
 
 def embedder(run):
   """``embed(variables, images) -> (B, D)`` in the run's index space (unnormalised), for a
-  :class:`medjax.inference.Run`; ``ValueError`` for a run whose encoder is not saved."""
-  import jax.numpy as jnp
-  if run.config.pipeline == "supervised":
-    from medjax.train.step import build_model
-    model = build_model(run.config, len(run.class_names))
-
-    def embed(variables, images):
-      _, features = model.apply(variables, images, train=False)
-      return features["pre_logits"].reshape(images.shape[0], -1)
-    return embed
-  if run.config.aggregation == "avgpool" and len(run.config.features.scales) == 1:
-    from medjax.models import backbones, registry
-    spec = backbones.get_spec(run.results["backbone/used"])
-    module = registry.get_model(spec.name, **{**dict(spec.model_kwargs), "include_top": False})
-    layer = run.results["backbone/layer"]
-
-    def embed(variables, images):
-      _, named = module.apply(variables["backbone"], images)
-      return jnp.mean(named[layer], axis=(1, 2))
-    return embed
-  raise ValueError(f"new images cannot be embedded for aggregation={run.config.aggregation!r}")
+  :class:`medjax.inference.Run`: ``pre_logits`` of a supervised run, the aggregated codes
+  (the SVM's input) of a frozen-feature run; ``ValueError`` where the run has none."""
+  if run.embed is None:
+    raise ValueError(f"new images cannot be embedded for the run in {run.workdir}")
+  return run.embed

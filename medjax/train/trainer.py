@@ -17,15 +17,15 @@ import jax
 import numpy as np
 from clu import periodic_actions
 
-from medjax import parallel
+from medjax import optim, parallel
 from medjax.data.pipeline import InputPipeline
 from medjax.eval import calibration, evaluation, report
 from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
 from medjax.eval import writers
 from medjax.retrieval import runs as retrieval_runs
-from medjax.train import checkpoint, config_checks, optim
-from medjax.train.checkpoint import Checkpoints
+from medjax.runloop import Checkpoints, restore_trained
+from medjax.train import config_checks
 from medjax.train.step import (TrainState, build_model, init_state, make_predict,
                                make_train_steps)
 
@@ -224,7 +224,7 @@ def restore_for_inference(workdir: Path):
   mesh = parallel.make_mesh()
   data = InputPipeline(config, workdir, mesh)
   model = build_model(config, data.info.num_classes)
-  return config, model, checkpoint.restore_trained(workdir, config), data
+  return config, model, restore_trained(workdir, config), data
 
 
 def _early_stopping(state: TrainState, scores: dict, es, epoch: int, ckpts: Checkpoints,

@@ -3,10 +3,11 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from medjax.features import pipeline
+from medjax.features import kmeans
 from tests.conftest import REPO_ROOT, sigkill_when
 
 pytestmark = pytest.mark.slow  # A run killed with SIGKILL and rerun.
@@ -16,11 +17,13 @@ SCRIPT = """
 import logging, sys
 logging.basicConfig(level=logging.INFO)
 from pathlib import Path
+import jax
 import numpy as np
-from medjax.features import pipeline
+from medjax.features import kmeans
 
 sample = np.random.default_rng(0).normal(size=(100_000, 32)).astype(np.float32)
-pipeline.fit_kmeans(sample, 64, seed=0, max_iter=150, tol=0.0, path=Path(sys.argv[1]))
+kmeans.fit(sample, 64, key=jax.random.PRNGKey(0), max_iter=150, tol=0.0,
+           checkpoint=Path(sys.argv[1]))
 """
 
 
@@ -46,8 +49,9 @@ def test_kmeans_killed_then_rerun_matches_uninterrupted(tmp_path):
   assert "Resuming k-means" in rerun.stderr
 
   sample = np.random.default_rng(0).normal(size=(100_000, 32)).astype(np.float32)
-  straight, scalars = pipeline.fit_kmeans(sample, 64, seed=0, max_iter=150, tol=0.0,
-                                          path=tmp_path / "straight.npz")
+  straight = kmeans.fit(sample, 64, key=jax.random.PRNGKey(0), max_iter=150, tol=0.0,
+                        checkpoint=tmp_path / "straight.npz")
   with np.load(path) as z:
-    assert int(z["iteration"]) == scalars["kmeans/iterations"] == 150
-    np.testing.assert_allclose(z["centers"] + sample.mean(0), straight, rtol=1e-5, atol=1e-5)
+    assert int(z["iteration"]) == straight.n_iter == 150
+    np.testing.assert_allclose(z["centers"] + sample.mean(0), straight.centers, rtol=1e-5,
+                               atol=1e-5)

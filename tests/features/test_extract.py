@@ -25,9 +25,15 @@ SCALE = 64
 
 
 def tiny_frozen_config(data_dir, tfds_dir, arg: str = "", **overrides):
-  """System 5's config on the tiny image folder at 64 px, 8-image batches, 2-batch chunks."""
-  from configs import vlad
-  config = vlad.get_config(f"dataset=image_folder,scale={SCALE}{',' if arg else ''}{arg}")
+  """The frozen-feature config of the aggregation in ``arg`` (system 5's for avgpool and
+  vlad, else system 3's, both with VGG19) on the tiny image folder at 64 px, 8-image
+  batches, 2-batch chunks. ``overrides`` of sections the config lacks are ignored."""
+  from configs import cae_imageclef16, vlad
+  system = cae_imageclef16 if any(f"aggregation={a}" in arg for a in (
+      "cae", "sparse_coding", "ica", "ssae")) else vlad
+  config = system.get_config(f"dataset=image_folder,backbone=vgg19,scale={SCALE}"
+                             f"{',' if arg else ''}{arg}")
+  overrides = {k: v for k, v in overrides.items() if k.split(".")[0] in config}
   config.data.manual_dir = str(data_dir)
   config.data.tfds_dir = str(tfds_dir)
   config.features.batch_size = 8

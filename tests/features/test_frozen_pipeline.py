@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from medjax import parallel
-from medjax.features import pipeline
+from medjax.features import aggregations, pipeline
+from medjax.features.aggregations import cae as cae_aggregation
 from tests.features.test_extract import tiny_frozen_config
 
 
@@ -76,31 +77,18 @@ def test_a_run_without_test_split_evaluates_on_the_stratified_holdout(
   assert "holdout" in results["test/split"]
 
 
-def test_kmeans_resumes_from_its_checkpoint(tmp_path):
-  sample = np.random.default_rng(0).normal(size=(600, 5)).astype(np.float32)
-  kwargs = {"seed": 0, "tol": 0.0}
-  straight, scalars = pipeline.fit_kmeans(sample, 6, max_iter=8, path=tmp_path / "a.npz",
-                                          **kwargs)
-  pipeline.fit_kmeans(sample, 6, max_iter=3, path=tmp_path / "b.npz", **kwargs)  # "Killed".
-  resumed, resumed_scalars = pipeline.fit_kmeans(sample, 6, max_iter=8, path=tmp_path / "b.npz",
-                                                 **kwargs)
-  assert scalars["kmeans/iterations"] == resumed_scalars["kmeans/iterations"] == 8
-  np.testing.assert_allclose(resumed, straight, rtol=1e-6)
-
-
 @pytest.mark.slow
 def test_cae_training_resumes_from_its_checkpoint(tmp_path):
-  from configs import common
-  cfg = common.frozen_features(dataset="image_folder", backbone="vgg19", aggregation="cae",
-                               scale=0, seed=0).cae
+  from configs import cae_imageclef16
+  cfg = cae_imageclef16.cae_fields()
   cfg.update({"filters": 4, "batch_size": 8, "num_epochs": 3})
   cfg.optimizer.learning_rate = 1e-3
   maps = np.random.default_rng(0).uniform(size=(20, 4, 4, 3)).astype(np.float32)
 
   def train(workdir, epochs):
     cfg.num_epochs = epochs
-    stage = pipeline.Stage(config=None, workdir=workdir, folders={}, mesh=parallel.make_mesh())
-    params, steps = pipeline.train_cae(cfg, maps, seed=0, stage=stage)
+    stage = aggregations.Stage(config=None, workdir=workdir, folders={}, mesh=parallel.make_mesh())
+    params, steps = cae_aggregation.train(cfg, maps, seed=0, stage=stage)
     stage.writer.close()
     return params, steps
 
@@ -126,14 +114,13 @@ def test_descriptor_pca_only_for_descriptors_wider_than_the_threshold(
 
 
 def test_cae_training_stops_once_its_loss_has_converged(tmp_path):
-  from configs import common
-  cfg = common.frozen_features(dataset="image_folder", backbone="vgg19", aggregation="cae",
-                               scale=0, seed=0).cae
+  from configs import cae_imageclef16
+  cfg = cae_imageclef16.cae_fields()
   cfg.update({"filters": 4, "batch_size": 10, "num_epochs": 50, "converge_rtol": 0.5,
               "converge_patience": 2})
   maps = np.random.default_rng(0).uniform(size=(20, 4, 4, 3)).astype(np.float32)
-  stage = pipeline.Stage(config=None, workdir=tmp_path, folders={}, mesh=parallel.make_mesh())
-  _, steps = pipeline.train_cae(cfg, maps, seed=0, stage=stage)
+  stage = aggregations.Stage(config=None, workdir=tmp_path, folders={}, mesh=parallel.make_mesh())
+  _, steps = cae_aggregation.train(cfg, maps, seed=0, stage=stage)
   stage.writer.close()
   # Two steps an epoch; at lr 1e-5 no two epochs improve the loss by half: stop at epoch 3.
   assert steps == 3 * 2

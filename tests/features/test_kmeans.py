@@ -1,4 +1,4 @@
-"""k-means against scikit-learn's KMeans, empty-cluster repair and streamed Lloyd steps."""
+"""k-means against scikit-learn's KMeans, empty-cluster repair, and the resumable driver."""
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +16,13 @@ from tests.conftest import run_on_devices
 def blobs():
   x, _ = make_blobs(20000, 32, centers=24, cluster_std=2.0, random_state=0)
   return x.astype(np.float32)
+
+
+def _tracking_stats(centers, x, chunk_size=kmeans.DEFAULT_CHUNK_SIZE):
+  """One Lloyd pass that always tracks the farthest points (what empty-cluster repair reads)."""
+  data = kmeans._strided(jnp.asarray(x), jnp.ones(len(x), bool), chunk_size)
+  return kmeans._lloyd_pass(jnp.asarray(centers), kmeans._empty_stats(*centers.shape, jnp.float32),
+                            data, track_far=True)
 
 
 def _lloyd_step_numpy(centers, x):
@@ -53,7 +60,7 @@ def test_duplicated_init_leaves_no_empty_cluster(blobs):
 def test_empty_cluster_relocation_like_sklearn(blobs):
   x = blobs[:3000]
   init = np.concatenate([x[:6], x[:2]])  # clusters 6 and 7 duplicate 0 and 1: empty
-  stats = kmeans.accumulate(init, x)
+  stats = _tracking_stats(init, x)
   ours, _ = kmeans.finalize(init, stats)
   ref = KMeans(8, init=init, n_init=1, max_iter=1, algorithm="lloyd").fit(x).cluster_centers_
   # sklearn hands the farthest points to the empty clusters in no particular order.
@@ -65,34 +72,40 @@ def test_empty_cluster_relocation_like_sklearn(blobs):
 
 
 @pytest.mark.parametrize("empty", [False, True])
-def test_lloyd_iteration_equals_accumulate_then_finalize(blobs, empty):
-  """The in-memory iteration (the pass without farthest points, repeated with them only
-  when a cluster empties) gives what the always-tracking streamed pass gives."""
+def test_lloyd_iteration_equals_the_always_tracking_pass(blobs, empty):
+  """The iteration (the pass without farthest points, repeated with them only when a
+  cluster empties) gives what the always-tracking pass gives."""
   x = blobs[:3000]
   init = np.concatenate([x[:6], x[:2]]) if empty else x[:8]  # duplicates come out empty
   centers, shift = kmeans.lloyd_iteration(init, x, chunk_size=1024)
-  want_centers, want_shift = kmeans.finalize(init, kmeans.accumulate(init, x, chunk_size=1024))
+  want_centers, want_shift = kmeans.finalize(init, _tracking_stats(init, x, chunk_size=1024))
   np.testing.assert_array_equal(centers, want_centers)
   assert float(shift) == float(want_shift)
 
 
-def test_streamed_chunks_equal_in_memory_lloyd_step(blobs):
+def test_one_lloyd_step_matches_numpy(blobs):
   x = blobs[:5000]
   centers = np.asarray(kmeans.init(x, 12, key=jax.random.key(1)))
-  in_memory = kmeans.accumulate(centers, x)
-  stats, size = None, 1800
-  for start in range(0, len(x), size):  # ragged last chunk, padded to the common shape
-    chunk = x[start:start + size]
-    mask = np.arange(size) < len(chunk)
-    chunk = np.pad(chunk, ((0, size - len(chunk)), (0, 0)))
-    stats = kmeans.accumulate(centers, chunk, stats, mask=mask, chunk_size=512)
-  np.testing.assert_array_equal(stats.counts, in_memory.counts)
-  np.testing.assert_allclose(stats.sums, in_memory.sums, rtol=1e-4, atol=1e-2)
-  np.testing.assert_allclose(stats.inertia, in_memory.inertia, rtol=1e-5)
-  streamed, _ = kmeans.finalize(centers, stats)
-  expected, expected_inertia = _lloyd_step_numpy(centers.astype(np.float64), x.astype(np.float64))
-  np.testing.assert_allclose(streamed, expected, rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(stats.inertia, expected_inertia, rtol=1e-4)
+  got, _ = kmeans.lloyd_iteration(centers, x, chunk_size=512)
+  expected, _ = _lloyd_step_numpy(centers.astype(np.float64), x.astype(np.float64))
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fit_resumes_from_its_checkpoint(tmp_path):
+  sample = np.random.default_rng(0).normal(size=(600, 5)).astype(np.float32)
+  kwargs = {"key": jax.random.PRNGKey(0), "tol": 0.0}
+  straight = kmeans.fit(sample, 6, max_iter=8, checkpoint=tmp_path / "a.npz", **kwargs)
+  kmeans.fit(sample, 6, max_iter=3, checkpoint=tmp_path / "b.npz", **kwargs)  # "Killed".
+  with np.load(tmp_path / "b.npz") as z:
+    assert int(z["iteration"]) == 3
+  resumed = kmeans.fit(sample, 6, max_iter=8, checkpoint=tmp_path / "b.npz", **kwargs)
+  assert straight.n_iter == resumed.n_iter == 8
+  np.testing.assert_allclose(resumed.centers, straight.centers, rtol=1e-6)
+  # Without a checkpoint the same driver gives the same centres.
+  np.testing.assert_allclose(kmeans.fit(sample, 6, max_iter=8, **kwargs).centers,
+                             straight.centers, rtol=1e-6)
+  with pytest.raises(ValueError, match="shape"):
+    kmeans.fit(sample, 5, max_iter=8, checkpoint=tmp_path / "b.npz", **kwargs)
 
 
 def test_assign_is_chunk_size_invariant(blobs):

@@ -59,7 +59,7 @@ def test_every_run_writes_the_index_and_metrics_with_intervals(runs, kind, tiny_
   assert (runs[kind] / "plots" / "pr_curve.png").is_file()
 
 
-@pytest.mark.parametrize("kind", ["supervised", "avgpool"])
+@pytest.mark.parametrize("kind", ["supervised", "avgpool", "ica"])
 def test_retrieve_query_prints_k_labelled_neighbours(runs, kind, tiny_data_dir):
   image = tiny_data_dir / "image_folder" / "test" / "blob" / "blob_000.png"
   result = retrieve(f"--workdir={runs[kind]}", f"--query={image}", "--k=10")
@@ -70,7 +70,7 @@ def test_retrieve_query_prints_k_labelled_neighbours(runs, kind, tiny_data_dir):
   assert [float(r[3]) for r in rows] == sorted(float(r[3]) for r in rows)
 
 
-def test_retrieve_split_rescores_any_run_and_query_explains_what_it_cannot(runs):
+def test_retrieve_split_rescores_any_run_and_a_query_that_is_no_image_is_named(runs):
   stored = json.loads((runs["ica"] / "results.json").read_text())
   result = retrieve(f"--workdir={runs['ica']}", "--split=test")
   assert result.returncode == 0, result.stderr[-2000:]
@@ -78,7 +78,17 @@ def test_retrieve_split_rescores_any_run_and_query_explains_what_it_cannot(runs)
   assert printed["mAP"] == pytest.approx(stored["retrieval/mAP"])
   result = retrieve(f"--workdir={runs['ica']}", f"--query={REPO_ROOT / 'README.md'}")
   assert result.returncode == 2 and "Traceback" not in result.stderr
-  assert "aggregation" in result.stderr
+  assert "README.md" in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_frozen_runs_query_embedding_is_the_one_it_indexed(runs, tiny_data_dir):
+  """A training image queried through the saved aggregation (ICA) finds itself."""
+  index = index_lib.load(runs["ica"] / "retrieval")
+  own = tiny_data_dir / "image_folder" / index.ids[3]
+  result = retrieve(f"--workdir={runs['ica']}", f"--query={own}", "--k=1")
+  assert result.returncode == 0, result.stderr[-2000:]
+  rank, found, _, distance = result.stdout.splitlines()[1].split("\t")
+  assert found == str(index.ids[3]) and float(distance) == pytest.approx(0, abs=1e-3)
 
 
 def test_served_run_answers_queries_with_thumbnails_and_explanations(runs, tiny_data_dir):

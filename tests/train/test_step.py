@@ -7,7 +7,8 @@ import pytest
 
 from configs import lenet_imageclef15
 from medjax import parallel
-from medjax.train import optim, step
+from medjax import optim
+from medjax.train import step
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@ import optax
 import pytest
 from ml_collections import ConfigDict
 
-from medjax.train import optim, trainer
+from medjax import optim
+from medjax.train import trainer
 from tests.compare import assert_tree_close
 from tests.conftest import REPO_ROOT, tiny_config
 

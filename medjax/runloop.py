@@ -1,13 +1,17 @@
-"""Orbax checkpoints of the train state: the latest few for resuming, the best for early stopping.
+"""Pieces every medjax training loop shares (the supervised trainer and the CAE of the
+frozen-feature stage), kept outside both so that neither imports the other.
 
-Orbax writes each step into a temporary folder and renames it when complete, so a run
-killed mid-write leaves the previous checkpoint intact and the partial one is ignored.
+``Checkpoints``: Orbax checkpoints of a train state, the latest few for resuming and the
+best for early stopping. Orbax writes each step into a temporary folder and renames it
+when complete, so a run killed mid-write leaves the previous checkpoint intact and the
+partial one is ignored.
 Saving is synchronous: the train step donates the state's buffers, so they must be fully
 written before the next step reuses them.
 """
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from medjax import cli
@@ -31,6 +35,15 @@ def restore_trained(workdir: Path, config) -> dict:
                        f"finish: rerun python -m medjax.main with the same --config and "
                        f"--workdir={workdir} to finish it")
   return variables
+
+
+def check_finite(what: str, **values) -> None:
+  """Stops a diverged run before it saves: raises ``FloatingPointError`` naming ``what``
+  (where it happened and what to change) when any of ``values`` is NaN or infinite."""
+  bad = {k: v for k, v in values.items() if not np.all(np.isfinite(v))}
+  if bad:
+    shown = ", ".join(f"{k} {v}" for k, v in values.items())
+    raise FloatingPointError(f"{what} ({shown})")
 
 
 class Checkpoints:
