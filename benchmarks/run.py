@@ -25,7 +25,8 @@ import torch
 
 from benchmarks import (extraction, input_pipeline, kmeans, svm, timing, train_step,
                         vlad)
-from medjax import host_memory, provenance
+from medjax import provenance
+from medjax.kernels import host_memory
 
 MODULES = (train_step, extraction, svm, kmeans, vlad, input_pipeline)
 
@@ -65,7 +66,7 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--out", type=Path, required=True, help="JSON file for the records")
   parser.add_argument("--allocator", choices=("default", "retain"), default="default",
                       help="default: glibc as it comes, under which both sides page-fault "
-                      "their large temporaries anew every call; retain: medjax.host_memory's "
+                      "their large temporaries anew every call; retain: medjax.kernels.host_memory's "
                       "policy (medjax.main --retain_host_memory), which the PyTorch peers "
                       "share, being in the same process")
   args = parser.parse_args(argv)

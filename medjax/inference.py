@@ -131,7 +131,7 @@ def _supervised(workdir, config, results, data, context) -> Run:
 def _frozen(workdir, config, results, data, context) -> Run:
   from medjax.features import extract
   from medjax.features.classify import SVM_FILE
-  from medjax.models import backbones
+  from medjax.weights import load
   if config.aggregation != "avgpool" or len(config.features.scales) != 1:
     raise RunError(f"{workdir}: tools over frozen-feature runs support aggregation=avgpool at "
                    f"one scale; this run has aggregation={config.aggregation}, scales="
@@ -139,7 +139,7 @@ def _frozen(workdir, config, results, data, context) -> Run:
   if not (workdir / SVM_FILE).is_file():
     raise RunError(f"{workdir / SVM_FILE} not found: the run predates saved SVMs or did not "
                    f"finish; rerun it in a new --workdir")
-  module, variables, spec = backbones.load_backbone(
+  module, variables, spec = load.load_backbone(
       results["backbone/used"], results["backbone/weights"], include_top=False)
   layer = results["backbone/layer"]
   scale = config.features.scales[0] or spec.input_size[0]
@@ -153,7 +153,7 @@ def _frozen(workdir, config, results, data, context) -> Run:
     return (pooled @ variables["w"] + variables["b"]) / temperature
 
   return Run(workdir, config, results, tuple(data["class_names"]), False,
-             extract.input_pp(spec.normalisation, scale), context, logits,
+             extract.input_pp(spec, scale), context, logits,
              {"backbone": variables, "w": w, "b": b})
 
 

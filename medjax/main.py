@@ -13,7 +13,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from medjax import cli, distributed, host_memory
+from medjax import cli, distributed
+from medjax.kernels import host_memory
 from medjax.eval import results as results_lib
 from medjax.eval import writers
 
@@ -31,7 +32,7 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coord
 flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
 flags.DEFINE_bool("retain_host_memory", False,
-                  "Keep freed host memory for reuse (glibc; see medjax/host_memory.py): "
+                  "Keep freed host memory for reuse (glibc; see medjax/kernels/host_memory.py): "
                   "XLA:CPU's per-step temporaries stop page-faulting (CPU train steps up to "
                   "1.25x faster), but the process keeps its peak heap, which programs "
                   "alternating large, different temporaries can fragment without bound.")

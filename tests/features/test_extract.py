@@ -18,6 +18,7 @@ import pytest
 
 from medjax import parallel
 from medjax.data.pipeline import InputPipeline
+from medjax.models import backbones
 from medjax.features import extract, pipeline
 from tests.conftest import REPO_ROOT, set_dotted, sigkill_when
 
@@ -54,7 +55,7 @@ def setup(tiny_data_dir, tfds_dir, tmp_path_factory):
   backbone = pipeline.load_backbone(config.backbone)
   variables = parallel.replicate(backbone.variables, mesh)
   recipe = extract.Recipe(backbone=backbone.spec.name, weights=backbone.spec.weights,
-                          layer="head", pp=extract.input_pp(backbone.spec.normalisation, SCALE),
+                          layer="head", pp=extract.input_pp(backbone.spec, SCALE),
                           split="train", pool=False, l2=False)
   fn = extract.make_feature_fn(backbone.module, "head", pool=False, l2=False)
 
@@ -133,7 +134,8 @@ def test_a_listed_chunk_of_the_wrong_size_is_redone(setup, tmp_path):
 
 def test_features_of_another_recipe_are_refused(setup):
   run, reference, fn, recipe, _ = setup
-  other = extract.Recipe(**{**recipe.__dict__, "pp": extract.input_pp("torchvision", SCALE)})
+  spec = backbones.get_spec("googlenet")  # Another normalisation and resize rule.
+  other = extract.Recipe(**{**recipe.__dict__, "pp": extract.input_pp(spec, SCALE)})
   with pytest.raises(ValueError, match=r"another recipe \(differs in \['pp'\]"):
     run(reference, fn, other)
 
