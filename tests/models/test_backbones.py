@@ -152,3 +152,25 @@ def test_googlenet_2014_geometry_matches_torchvisions():
   logits, f = _shapes(GoogLeNet(num_classes=3, variant="2014"), 224)
   assert f["inception3a"] == (1, 28, 28, 256) and f["inception4e"] == (1, 14, 14, 832)
   assert f["inception5a"] == (1, 7, 7, 832) and f["pre_logits"] == (1, 1024) and logits == (1, 3)
+
+
+def test_one_resize_rule_for_extraction_and_the_classifier():
+  """``resize_steps`` is the one reading of a spec's resize rule: the extraction pp string
+  and the host-side classifier both follow it (a centre crop is not squashed)."""
+  from PIL import Image
+
+  from medjax.features import extract
+  from medjax.tools import classify
+  crop = backbones.get_spec("googlenet")
+  assert backbones.resize_steps(crop) == (("resize_short", 256), ("central_crop", 224))
+  assert backbones.resize_steps(crop, 448) == (("resize_short", 512), ("central_crop", 448))
+  assert extract.input_pp(crop, 224) == ("decode(3)|resize_short(256)|central_crop(224)|"
+                                         "normalize('torchvision')")
+  squash = backbones.get_spec("vgg19")
+  assert backbones.resize_steps(squash, 544) == (("resize", 544),)
+  assert extract.input_pp(squash, 544) == "decode(3)|resize(544)|normalize('caffe')"
+  # Shorter side already 256: the classifier's input is the central 224 x 224, unresized.
+  pixels = np.random.default_rng(0).integers(0, 256, (256, 300, 3), dtype=np.uint8)
+  expected = ops.NORMALISATIONS["torchvision"](pixels[16:240, 38:262] / np.float32(255.0))
+  np.testing.assert_allclose(classify.prepare(crop, Image.fromarray(pixels)), expected,
+                             rtol=1e-6)
