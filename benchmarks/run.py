@@ -24,7 +24,8 @@ from absl import flags
 
 from benchmarks import (extraction, input_pipeline, kmeans, retrieval_scale, svm, timing,
                         train_step, vlad)
-from medjax import cli, host_memory, provenance
+from medjax import cli, provenance
+from medjax.kernels import host_memory
 
 FLAGS = flags.FLAGS
 
@@ -65,7 +66,7 @@ def define_flags(fv: flags.FlagValues) -> None:
                       flag_values=fv)
   flags.DEFINE_enum("allocator", "default", ["default", "retain"],
                     "default: glibc as it comes, under which both sides page-fault their "
-                    "large temporaries anew every call; retain: medjax.host_memory's policy "
+                    "large temporaries anew every call; retain: medjax.kernels.host_memory's policy "
                     "(medjax.main --retain_host_memory), which the PyTorch peers share, being "
                     "in the same process.", flag_values=fv)
 

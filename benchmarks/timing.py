@@ -72,7 +72,7 @@ def accelerator_flops(jitted, *args) -> float | None:
   counted on the traced program by ``jax.experimental.roofline`` (convolutions and matmuls
   as written, before XLA turns them into library calls: the compiled program's
   ``cost_analysis`` counted 0.1 % of VGG19's FLOPs on a GPU). None on CPU, where the FFT
-  and per-tap forms of ``medjax.models.layers`` make the count differ from the model's.
+  and per-tap forms of ``medjax.kernels`` make the count differ from the model's.
   Tracing runs (and donates) nothing."""
   if jax.default_backend() == "cpu":
     return None

@@ -17,9 +17,10 @@ import numpy as np
 from absl import flags
 from PIL import Image, UnidentifiedImageError
 
-from medjax import cli, compiler
+from medjax import cli, kernels
 from medjax.data import ops
 from medjax.models import backbones
+from medjax.weights import load
 
 FLAGS = flags.FLAGS
 
@@ -39,15 +40,16 @@ def imagenet_classes() -> list[str]:
 def prepare(spec: backbones.BackboneSpec, image: Image.Image) -> np.ndarray:
   """A PIL image -> float32 ``(H, W, 3)`` network input, resized and normalised per ``spec``."""
   image = image.convert("RGB")
-  h, w = spec.input_size
-  if spec.resize == "center_crop":
-    scale = spec.resize_shorter / min(image.size)
-    image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)),
-                         Image.BILINEAR)
-    left, top = (image.size[0] - w) // 2, (image.size[1] - h) // 2
-    image = image.crop((left, top, left + w, top + h))
-  else:
-    image = image.resize((w, h), Image.BILINEAR)
+  for op, size in backbones.resize_steps(spec):
+    if op == "resize_short":
+      scale = size / min(image.size)
+      image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)),
+                           Image.BILINEAR)
+    elif op == "central_crop":
+      left, top = (image.size[0] - size) // 2, (image.size[1] - size) // 2
+      image = image.crop((left, top, left + size, top + size))
+    else:
+      image = image.resize((size, size), Image.BILINEAR)
   unit = np.asarray(image, np.float32) / 255.0
   return np.asarray(ops.NORMALISATIONS[spec.normalisation](unit), np.float32)
 
@@ -63,10 +65,10 @@ def _open(path) -> Image.Image:
 
 def classify(backbone: str, weights: str | None, images: list[str], top_k: int = 5):
   """Returns per image ``[(label, probability), ...]`` best first."""
-  module, variables, spec = backbones.load_backbone(backbone, weights, include_top=True)
+  module, variables, spec = load.load_backbone(backbone, weights, include_top=True)
   classes = imagenet_classes()
   batch = np.stack([prepare(spec, _open(p)) for p in images])
-  logits, _ = compiler.jit(module.apply)(variables, batch)
+  logits, _ = kernels.jit(module.apply)(variables, batch)
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
   if probs.shape[-1] != len(classes):
     raise ValueError(f"{backbone} predicts {probs.shape[-1]} classes, not the "

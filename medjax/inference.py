@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from medjax import cli, compiler
+from medjax import cli, kernels
 from medjax.data import ops
 from medjax.data.builders import dicom_folder
 from medjax.data import validate
@@ -137,14 +137,14 @@ def _supervised(workdir, config, results, data, context) -> Run:
 def _frozen(workdir, config, results, data, context) -> Run:
   from medjax.features import aggregations, extract
   from medjax.features.classify import SVM_FILE
-  from medjax.models import backbones
+  from medjax.weights import load
   for name in (SVM_FILE, aggregations.STATE_FILE):
     if not (workdir / name).is_file():
       raise RunError(f"{workdir / name} not found: the run predates saved aggregations or "
                      f"did not finish; rerun it in a new --workdir")
   aggregation = aggregations.get(config.aggregation)
   pool, l2 = aggregation.pool, aggregation.l2(config)
-  module, backbone, spec = backbones.load_backbone(
+  module, backbone, spec = load.load_backbone(
       results["backbone/used"], results["backbone/weights"], include_top=False)
   layer = results["backbone/layer"]
   scales = [s or spec.input_size[0] for s in config.features.scales]
@@ -162,7 +162,7 @@ def _frozen(workdir, config, results, data, context) -> Run:
   def logits(variables, images):
     return (embed(variables, images) @ variables["w"] + variables["b"]) / temperature
 
-  pp = extract.input_pp(spec.normalisation, scales[0])
+  pp = extract.input_pp(spec, scales[0])
   if len(scales) > 1:
     pp = pp.replace(f"|resize({scales[0]})|", f"|resize_pack({tuple(scales)})|")
   return Run(workdir, config, results, tuple(data["class_names"]), False, pp, context, logits,
@@ -199,7 +199,7 @@ def predict_files(run: Run, paths: list[Path], batch_size: int = 64):
   ds = tf.data.Dataset.from_tensor_slices(tf.constant([encoded[i] for i in good]))
   ds = ds.map(lambda x: fn({"image": x}, zero)["image"], num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True).batch(batch_size).prefetch(2)
-  scores = compiler.jit(lambda v, x: run.scores(v, x))
+  scores = kernels.jit(lambda v, x: run.scores(v, x))
   rows = []
   for batch in ds.as_numpy_iterator():
     n = len(batch)

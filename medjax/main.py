@@ -13,7 +13,8 @@ import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
-from medjax import cli, distributed, host_memory  # cli before TensorFlow: it quiets its start-up.
+from medjax import cli, distributed  # cli before TensorFlow: it quiets its start-up.
+from medjax.kernels import host_memory
 from medjax.eval import results as results_lib
 from medjax.eval import writers
 
@@ -37,7 +38,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.",
                        flag_values=fv)
   flags.DEFINE_bool("retain_host_memory", False,
-                    "Keep freed host memory for reuse (glibc; see medjax/host_memory.py), so "
+                    "Keep freed host memory for reuse (glibc; see medjax/kernels/host_memory.py), so "
                     "XLA:CPU's per-step temporaries stop page-faulting; the process then keeps "
                     "its peak heap, which programs alternating large, different temporaries "
                     "can fragment without bound.", flag_values=fv)

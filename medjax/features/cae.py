@@ -38,8 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from medjax import compiler
-from medjax.models import layers
+from medjax import kernels
 
 
 def init(key: jax.Array, in_channels: int, num_filters: int = 4096, *,
@@ -55,10 +54,10 @@ def init(key: jax.Array, in_channels: int, num_filters: int = 4096, *,
 
 
 def _conv(x, kernel):
-  """Stride-1 'same' convolution; ``layers.conv`` picks the algorithm (at the paper's
-  256 <-> 4096 channels, XLA's direct convolution: see ``layers.TAP_GRAD_MAX_CHANNELS``)."""
+  """Stride-1 'same' convolution through medjax's XLA:CPU kernels (at the paper's 256 <->
+  4096 channels their choice is the reference op itself, the direct convolution)."""
   pad = kernel.shape[0] // 2
-  return layers.conv(x, kernel, padding=((pad, pad), (pad, pad)))
+  return kernels.conv(x, kernel, padding=((pad, pad), (pad, pad)), kernels=kernels.XLA_CPU)
 
 
 def decoder_kernel(params: dict) -> jax.Array:
@@ -139,7 +138,7 @@ def _column_sums(a: jax.Array) -> jax.Array:
 
 def _conv_vjp(x: jax.Array, kernel: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Gradients of ``sum(g * _conv(x, kernel))`` with respect to ``x`` and ``kernel``, by
-  ``layers.conv``'s rules; under jit, the one not used is compiled away."""
+  ``kernels.conv``'s rules; under jit, the one not used is compiled away."""
   return jax.vjp(_conv, x, kernel)[1](g)
 
 
@@ -179,7 +178,7 @@ def _loss_bwd(residuals, ct):
 loss.defvjp(_loss_fwd, _loss_bwd)
 
 
-@compiler.jit
+@kernels.jit
 def features(params: dict, x: jax.Array) -> jax.Array:
   """The SVM input: zero-bias pooled codes flattened to ``(B, H // 2 * W // 2 * F)``."""
   codes = encode(params, x, zero_bias=True)
@@ -210,19 +209,19 @@ def train_step(params: dict, opt_state: optax.OptState, batch: jax.Array,
   return optax.apply_updates(params, updates), opt_state, value
 
 
-@functools.partial(compiler.jit, static_argnames=("optimizer", "reduction"),
+@functools.partial(kernels.jit, static_argnames=("optimizer", "reduction"),
                    donate_argnums=(0, 1))
 def train_steps(params: dict, opt_state: optax.OptState, batches: tuple,
                 optimizer: optax.GradientTransformation, reduction: str = "mean"):
   """:func:`train_step` on each of ``batches`` in turn, in one compiled call
-  (:func:`medjax.compiler.run_steps` says why); returns ``(params, opt_state, [loss of each
+  (:func:`medjax.kernels.run_steps` says why); returns ``(params, opt_state, [loss of each
   step])``. ``optimizer`` is a static argument: build it once and reuse it, or every new
   instance recompiles.
   """
   def step(carry, batch):
     params, opt_state, value = train_step(*carry, batch, optimizer, reduction)
     return (params, opt_state), value
-  (params, opt_state), values = compiler.run_steps(step, (params, opt_state), batches)
+  (params, opt_state), values = kernels.run_steps(step, (params, opt_state), batches)
   return params, opt_state, values
 
 

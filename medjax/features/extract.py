@@ -35,10 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax import compiler, parallel
+from medjax import kernels, parallel
 from medjax.atomic import save_json, save_npz
 from medjax.features.norm import l2_normalize
-from medjax.models import layers
+from medjax.models import backbones
 
 if TYPE_CHECKING:  # Feature functions run without TensorFlow (on an accelerator box, say).
   from medjax.data.pipeline import InputPipeline
@@ -60,26 +60,16 @@ class Recipe:
   l2: bool
 
 
-def input_pp(normalisation: str, scale: int) -> str:
-  """The preprocessing of every backbone input: RGB, square ``scale``, the spec's normalisation."""
-  return f"decode(3)|resize({scale})|normalize('{normalisation}')"
+def input_pp(spec: backbones.BackboneSpec, scale: int) -> str:
+  """The preprocessing of every backbone input: RGB, the spec's resize rule to a square
+  ``scale`` (``backbones.resize_steps``), the spec's normalisation."""
+  resize = "|".join(f"{op}({size})" for op, size in backbones.resize_steps(spec, scale))
+  return f"decode(3)|{resize}|normalize('{spec.normalisation}')"
 
 
 def feature_dir(root: Path, role: str, scale: int, layer: str, *, pool: bool, l2: bool) -> Path:
   suffix = ("_avgpool" if pool else "") + ("_l2" if l2 else "")
   return Path(root) / role / str(scale) / f"{layer}{suffix}"
-
-
-# On CPU, batches are pushed through the backbone in chunks of at most this many input
-# pixels (the largest divisor of the batch that fits; 5 images at 224 x 224, so 4 of a
-# batch of 64), because XLA:CPU's convolutions slow down once the activations leave the
-# cache (docs/performance.md). Accelerators take the whole batch.
-CPU_CHUNK_PIXELS = 2 ** 18
-
-
-def _cpu_chunk(images) -> int:
-  batch, height, width = images.shape[:3]
-  return layers.batch_chunk(batch, height * width, CPU_CHUNK_PIXELS)
 
 
 def layer_features(module, variables, images, layer: str, *, pool: bool, l2: bool):
@@ -101,17 +91,18 @@ def layer_features(module, variables, images, layer: str, *, pool: bool, l2: boo
 def make_feature_fn(module, layer: str, *, pool: bool, l2: bool):
   """``fn(variables, images) -> layer_features(...)``, jit-compiled.
 
-  On CPU the batch is split into chunks of at most ``CPU_CHUNK_PIXELS`` input pixels,
-  dispatched one after the other (asynchronously) and concatenated: the same features,
-  sized for the cache.
+  With the XLA:CPU kernels (``module.kernels``) the batch is split into chunks
+  (``medjax.kernels.image_chunk``), dispatched one after the other (asynchronously) and
+  concatenated: the same features, sized for the cache.
   """
   def fn(variables, images):
     return layer_features(module, variables, images, layer, pool=pool, l2=l2)
 
-  jitted = compiler.jit(fn)
+  jitted = kernels.jit(fn)
+  fast = kernels.fast(getattr(module, "kernels", kernels.REFERENCE))
 
   def chunked(variables, images):
-    chunk = _cpu_chunk(images) if jax.default_backend() == "cpu" else images.shape[0]
+    chunk = kernels.image_chunk(images.shape, fast)
     if chunk == images.shape[0]:
       return jitted(variables, images)
     return jnp.concatenate([jitted(variables, images[i:i + chunk])

@@ -29,6 +29,7 @@ from medjax.eval import results as results_lib
 from medjax.features import aggregations, classify, extract
 from medjax.models import backbones
 from medjax.retrieval import runs as retrieval_runs
+from medjax.weights import load
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Backbone:
 def load_backbone(cfg) -> Backbone:
   """``cfg.name`` with its weights, or ``cfg.fallback`` when they cannot be found."""
   try:
-    module, variables, spec = backbones.load_backbone(cfg.name, cfg.weights, include_top=False)
+    module, variables, spec = load.load_backbone(cfg.name, cfg.weights, include_top=False)
     return Backbone(module, variables, spec, cfg.layer, "")
   except FileNotFoundError as e:
     if not cfg.fallback:
@@ -52,7 +53,7 @@ def load_backbone(cfg) -> Backbone:
     logging.warning("Backbone %s is not available (%s). FALLING BACK to the offline default %s, "
                     "layer %s: results are NOT those of %s.", cfg.name, e, cfg.fallback,
                     cfg.fallback_layer, cfg.name)
-    module, variables, spec = backbones.load_backbone(cfg.fallback, include_top=False)
+    module, variables, spec = load.load_backbone(cfg.fallback, include_top=False)
     return Backbone(module, variables, spec, cfg.fallback_layer, str(e))
 
 
@@ -76,7 +77,7 @@ def extract_roles(config, data: InputPipeline, backbone: Backbone, roles, workdi
   for role in roles:
     for scale in config.features.scales:
       scale = scale or backbone.spec.input_size[0]
-      pp = extract.input_pp(backbone.spec.normalisation, scale)
+      pp = extract.input_pp(backbone.spec, scale)
       folder = extract.feature_dir(root, role, scale, backbone.layer, pool=pool, l2=l2)
       recipe = extract.Recipe(backbone=backbone.spec.name, weights=backbone.spec.weights,
                               layer=backbone.layer, pp=pp, split=_split_of(config, role),

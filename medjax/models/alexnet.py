@@ -18,11 +18,13 @@ with ``"pre_logits"`` = fc7. With ``include_top=False`` only the convolutional p
 built (any input size), ``logits`` is ``None`` and ``"pre_logits"`` is pool5 averaged
 over space (Keras ``include_top=False, pooling="avg"``).
 """
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from medjax.models.layers import local_response_norm
-from medjax.models.pooling import adaptive_avg_pool, max_pool, max_pool_ceil
+from medjax.kernels import XLA_CPU, Conv, adaptive_avg_pool, max_pool, max_pool_ceil
 
 
 def _classifier(x, features, *, num_classes, dropout_rate, dropout_first, train):
@@ -50,23 +52,25 @@ class AlexNet(nn.Module):
   num_classes: int = 1000
   include_top: bool = True
   dropout_rate: float = 0.5
+  kernels: str = XLA_CPU  # medjax.kernels: "xla_cpu" or "reference" ops.
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     features = {}
-    x = nn.relu(nn.Conv(96, (11, 11), strides=4, padding="VALID", name="conv1")(x))
+    conv = functools.partial(Conv, kernels=self.kernels)
+    x = nn.relu(conv(96, (11, 11), strides=4, padding="VALID", name="conv1")(x))
     features["conv1"] = x
-    x = max_pool_ceil(local_response_norm(x, 5, 1e-4, 0.75, 1.0), 3, 2)
-    x = nn.relu(nn.Conv(256, (5, 5), padding=2, feature_group_count=2, name="conv2")(x))
+    x = max_pool_ceil(local_response_norm(x, 5, 1e-4, 0.75, 1.0), 3, 2, kernels=self.kernels)
+    x = nn.relu(conv(256, (5, 5), padding=2, feature_group_count=2, name="conv2")(x))
     features["conv2"] = x
-    x = max_pool_ceil(local_response_norm(x, 5, 1e-4, 0.75, 1.0), 3, 2)
-    x = nn.relu(nn.Conv(384, (3, 3), padding=1, name="conv3")(x))
+    x = max_pool_ceil(local_response_norm(x, 5, 1e-4, 0.75, 1.0), 3, 2, kernels=self.kernels)
+    x = nn.relu(conv(384, (3, 3), padding=1, name="conv3")(x))
     features["conv3"] = x
-    x = nn.relu(nn.Conv(384, (3, 3), padding=1, feature_group_count=2, name="conv4")(x))
+    x = nn.relu(conv(384, (3, 3), padding=1, feature_group_count=2, name="conv4")(x))
     features["conv4"] = x
-    x = nn.relu(nn.Conv(256, (3, 3), padding=1, feature_group_count=2, name="conv5")(x))
+    x = nn.relu(conv(256, (3, 3), padding=1, feature_group_count=2, name="conv5")(x))
     features["conv5"] = x
-    x = max_pool_ceil(x, 3, 2)
+    x = max_pool_ceil(x, 3, 2, kernels=self.kernels)
     features["pool5"] = x
     if not self.include_top:
       features["pre_logits"] = jnp.mean(x, axis=(1, 2))
@@ -83,27 +87,29 @@ class AlexNetTorchvision(nn.Module):
   num_classes: int = 1000
   include_top: bool = True
   dropout_rate: float = 0.5
+  kernels: str = XLA_CPU  # medjax.kernels: "xla_cpu" or "reference" ops.
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     features = {}
-    x = nn.relu(nn.Conv(64, (11, 11), strides=4, padding=2, name="conv1")(x))
+    conv = functools.partial(Conv, kernels=self.kernels)
+    x = nn.relu(conv(64, (11, 11), strides=4, padding=2, name="conv1")(x))
     features["conv1"] = x
-    x = max_pool(x, (3, 3), (2, 2))
-    x = nn.relu(nn.Conv(192, (5, 5), padding=2, name="conv2")(x))
+    x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
+    x = nn.relu(conv(192, (5, 5), padding=2, name="conv2")(x))
     features["conv2"] = x
-    x = max_pool(x, (3, 3), (2, 2))
-    x = nn.relu(nn.Conv(384, (3, 3), padding=1, name="conv3")(x))
+    x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
+    x = nn.relu(conv(384, (3, 3), padding=1, name="conv3")(x))
     features["conv3"] = x
-    x = nn.relu(nn.Conv(256, (3, 3), padding=1, name="conv4")(x))
+    x = nn.relu(conv(256, (3, 3), padding=1, name="conv4")(x))
     features["conv4"] = x
-    x = nn.relu(nn.Conv(256, (3, 3), padding=1, name="conv5")(x))
+    x = nn.relu(conv(256, (3, 3), padding=1, name="conv5")(x))
     features["conv5"] = x
-    x = max_pool(x, (3, 3), (2, 2))
+    x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
     features["pool5"] = x
     if not self.include_top:
       features["pre_logits"] = jnp.mean(x, axis=(1, 2))
       return None, features
-    x = adaptive_avg_pool(x, (6, 6))
+    x = adaptive_avg_pool(x, (6, 6), kernels=self.kernels)
     return _classifier(x, features, num_classes=self.num_classes,
                        dropout_rate=self.dropout_rate, dropout_first=True, train=train)

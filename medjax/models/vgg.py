@@ -15,7 +15,7 @@ ReLU); with ``include_top=False`` it is block5_pool averaged over space (Keras
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.models.pooling import adaptive_avg_pool, max_pool
+from medjax.kernels import XLA_CPU, Conv, adaptive_avg_pool, max_pool
 
 # Convolutions per block and their filters, VGG19.
 _BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
@@ -27,6 +27,7 @@ class VGG19(nn.Module):
   num_classes: int = 1000
   include_top: bool = True
   dropout_rate: float = 0.5
+  kernels: str = XLA_CPU  # medjax.kernels: "xla_cpu" or "reference" ops.
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -34,14 +35,14 @@ class VGG19(nn.Module):
     for b, (convs, filters) in enumerate(_BLOCKS, start=1):
       for c in range(1, convs + 1):
         name = f"block{b}_conv{c}"
-        x = nn.relu(nn.Conv(filters, (3, 3), padding=1, name=name)(x))
+        x = nn.relu(Conv(filters, (3, 3), padding=1, kernels=self.kernels, name=name)(x))
         features[name] = x
-      x = max_pool(x, (2, 2), (2, 2))
+      x = max_pool(x, (2, 2), (2, 2), kernels=self.kernels)
       features[f"block{b}_pool"] = x
     if not self.include_top:
       features["pre_logits"] = jnp.mean(x, axis=(1, 2))
       return None, features
-    x = adaptive_avg_pool(x, (7, 7))
+    x = adaptive_avg_pool(x, (7, 7), kernels=self.kernels)
     x = x.reshape(x.shape[0], -1)
     for name in ("fc1", "fc2"):
       x = nn.relu(nn.Dense(4096, name=name)(x))

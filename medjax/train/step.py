@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from medjax import compiler, parallel
+from medjax import kernels, parallel
+from medjax.kernels import global_norm
 from medjax.models import registry
 from medjax.train import losses
 
@@ -32,6 +33,8 @@ def model_kwargs(config) -> dict:
 
 
 def build_model(config, num_classes: int):
+  """The configured model; ``config.model.kernels`` ("auto" if absent) picks its ops
+  (``medjax.kernels``), resolved by the registry for the backend it is built on."""
   return registry.get_model(config.model.name, num_classes=num_classes, **model_kwargs(config))
 
 
@@ -47,19 +50,8 @@ def init_state(model, tx, config, image_shape, mesh) -> TrainState:
                       best_metric=jnp.array(-jnp.inf, jnp.float32),
                       best_epoch=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool))
   # A raw uint32 key (not a typed key) so that Orbax can store it.
-  init = compiler.jit(init, out_shardings=parallel.replicated(mesh))
+  init = kernels.jit(init, out_shardings=parallel.replicated(mesh))
   return init(jax.random.PRNGKey(config.seed))
-
-
-def global_norm(tree) -> jax.Array:
-  """``optax.global_norm``, each leaf's sum of squares as a dot product with itself.
-
-  Both forms square a large leaf into a temporary and reduce it by a tree of
-  reduce-windows on XLA:CPU, but the dot form's is cheaper: for LeNet's four
-  140,450 x 500 FC kernels 75 against 145 ms alone, and in the step's profile 82 against
-  195 ms, every step.
-  """
-  return jnp.sqrt(sum(jnp.vdot(x, x) for x in jax.tree.leaves(tree)))
 
 
 def make_train_step(model, tx, loss_name: str):
@@ -92,16 +84,16 @@ def make_train_step(model, tx, loss_name: str):
 
 def make_train_steps(model, tx, loss_name: str):
   """Jitted ``(state, batches) -> (state, [metrics of each step])`` for a tuple of batches:
-  the steps in one compiled call (:func:`medjax.compiler.run_steps` says why)."""
+  the steps in one compiled call (:func:`medjax.kernels.run_steps` says why)."""
   step = make_train_step(model, tx, loss_name)
 
   def train_steps(state: TrainState, batches: tuple):
-    return compiler.run_steps(step, state, batches)
-  return compiler.jit(train_steps, donate_argnums=0)
+    return kernels.run_steps(step, state, batches)
+  return kernels.jit(train_steps, donate_argnums=0)
 
 
 def make_predict(model):
-  @compiler.jit
+  @kernels.jit
   def predict(params, model_state, images):
     logits, features = model.apply({"params": params, **model_state}, images, train=False)
     return logits, features["pre_logits"]

@@ -16,8 +16,10 @@ import jax
 import numpy as np
 import pytest
 
-from medjax import parallel
+from medjax import kernels, parallel
 from medjax.data.pipeline import InputPipeline
+from medjax.kernels import windows
+from medjax.models import backbones
 from medjax.features import extract, pipeline
 from tests.conftest import REPO_ROOT, set_dotted, sigkill_when
 
@@ -60,7 +62,7 @@ def setup(tiny_data_dir, tfds_dir, tmp_path_factory):
   backbone = pipeline.load_backbone(config.backbone)
   variables = parallel.replicate(backbone.variables, mesh)
   recipe = extract.Recipe(backbone=backbone.spec.name, weights=backbone.spec.weights,
-                          layer="head", pp=extract.input_pp(backbone.spec.normalisation, SCALE),
+                          layer="head", pp=extract.input_pp(backbone.spec, SCALE),
                           split="train", pool=False, l2=False)
   fn = extract.make_feature_fn(backbone.module, "head", pool=False, l2=False)
 
@@ -139,7 +141,8 @@ def test_a_listed_chunk_of_the_wrong_size_is_redone(setup, tmp_path):
 
 def test_features_of_another_recipe_are_refused(setup):
   run, reference, fn, recipe, _ = setup
-  other = extract.Recipe(**{**recipe.__dict__, "pp": extract.input_pp("torchvision", SCALE)})
+  spec = backbones.get_spec("googlenet")  # Another normalisation and resize rule.
+  other = extract.Recipe(**{**recipe.__dict__, "pp": extract.input_pp(spec, SCALE)})
   with pytest.raises(ValueError, match=r"another recipe \(differs in \['pp'\]"):
     run(reference, fn, other)
 
@@ -163,11 +166,12 @@ def test_cpu_chunks_give_the_whole_batch_features(setup, monkeypatch):
   images = np.random.default_rng(0).random((6, SCALE, SCALE, 3), np.float32)
   variables = jax.jit(module.init)(jax.random.PRNGKey(0), images[:1])
   whole = extract.make_feature_fn(module, "head", pool=True, l2=False)(variables, images)
-  shaped = lambda *shape: np.broadcast_to(np.float32(0), shape)
-  assert extract._cpu_chunk(shaped(64, 224, 224, 3)) == 4  # 5 fit, 4 divides 64.
-  assert extract._cpu_chunk(shaped(8, 864, 864, 3)) == 1
-  monkeypatch.setattr(extract, "CPU_CHUNK_PIXELS", 2 * SCALE * SCALE + 1)
-  assert extract._cpu_chunk(images) == 2
+  assert module.kernels == kernels.XLA_CPU  # Built on the CPU backend: chunked.
+  assert kernels.image_chunk((64, 224, 224, 3), fast=True) == 4  # 5 fit, 4 divides 64.
+  assert kernels.image_chunk((8, 864, 864, 3), fast=True) == 1
+  assert kernels.image_chunk((64, 224, 224, 3), fast=False) == 64  # Reference ops: whole.
+  monkeypatch.setattr(windows, "CPU_CHUNK_PIXELS", 2 * SCALE * SCALE + 1)
+  assert kernels.image_chunk(images.shape, fast=True) == 2
   chunked = extract.make_feature_fn(module, "head", pool=True, l2=False)(variables, images)
   np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
 

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from medjax.data import ops
+from medjax.kernels import adaptive_avg_pool, max_pool_ceil
 from medjax.models import backbones, registry
 from medjax.models.alexnet import AlexNet, AlexNetTorchvision
 from medjax.models.googlenet import GoogLeNet
-from medjax.models.pooling import adaptive_avg_pool, max_pool_ceil
 from medjax.models.squeezenet import SqueezeNet11
 from medjax.models.vgg import VGG19
+from medjax.weights import load
 
 
 def _shapes(module, size, **kwargs):
@@ -31,7 +32,7 @@ def test_every_backbone_is_registered_and_has_a_spec():
 
 
 def test_efficientnet_lite0_loads_offline_with_named_features():
-  module, variables, spec = backbones.load_backbone("efficientnet_lite0")
+  module, variables, spec = load.load_backbone("efficientnet_lite0")
   assert spec.input_size == (224, 224) and spec.weights_format == "torch"
   x = ops.NORMALISATIONS[spec.normalisation](np.full((1, 224, 224, 3), 127.0 / 255.0))
   np.testing.assert_allclose(x, 0.0, atol=1e-6)
@@ -47,7 +48,7 @@ def test_efficientnet_lite0_loads_offline_with_named_features():
 @pytest.mark.slow
 def test_efficientnet_lite0_trains_with_dropout_and_batch_stats():
   # Starts from the pretrained variables: random init would compile for longer than the test.
-  module, variables, _ = backbones.load_backbone("efficientnet_lite0")
+  module, variables, _ = load.load_backbone("efficientnet_lite0")
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
   train_step = jax.jit(lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"],
                                                  rngs={"dropout": jax.random.PRNGKey(2)}))
@@ -123,13 +124,13 @@ def test_pooling_matches_torch_rounding():
 
 
 def test_missing_default_weights_name_the_file(tmp_path, monkeypatch):
-  monkeypatch.setattr(backbones, "repo_data_dirs", lambda: [tmp_path])
+  monkeypatch.setattr(load, "repo_data_dirs", lambda: [tmp_path])
   with pytest.raises(FileNotFoundError) as e:
-    backbones.load_backbone("squeezenet1_1")
+    load.load_backbone("squeezenet1_1")
   assert "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(e.value)
   assert str(tmp_path) in str(e.value)
   with pytest.raises(FileNotFoundError, match="no default weights"):
-    backbones.load_backbone("alexnet")
+    load.load_backbone("alexnet")
 
 
 def test_specs_name_normalisations_of_the_shared_table():
@@ -151,3 +152,25 @@ def test_googlenet_2014_geometry_matches_torchvisions():
   logits, f = _shapes(GoogLeNet(num_classes=3, variant="2014"), 224)
   assert f["inception3a"] == (1, 28, 28, 256) and f["inception4e"] == (1, 14, 14, 832)
   assert f["inception5a"] == (1, 7, 7, 832) and f["pre_logits"] == (1, 1024) and logits == (1, 3)
+
+
+def test_one_resize_rule_for_extraction_and_the_classifier():
+  """``resize_steps`` is the one reading of a spec's resize rule: the extraction pp string
+  and the host-side classifier both follow it (a centre crop is not squashed)."""
+  from PIL import Image
+
+  from medjax.features import extract
+  from medjax.tools import classify
+  crop = backbones.get_spec("googlenet")
+  assert backbones.resize_steps(crop) == (("resize_short", 256), ("central_crop", 224))
+  assert backbones.resize_steps(crop, 448) == (("resize_short", 512), ("central_crop", 448))
+  assert extract.input_pp(crop, 224) == ("decode(3)|resize_short(256)|central_crop(224)|"
+                                         "normalize('torchvision')")
+  squash = backbones.get_spec("vgg19")
+  assert backbones.resize_steps(squash, 544) == (("resize", 544),)
+  assert extract.input_pp(squash, 544) == "decode(3)|resize(544)|normalize('caffe')"
+  # Shorter side already 256: the classifier's input is the central 224 x 224, unresized.
+  pixels = np.random.default_rng(0).integers(0, 256, (256, 300, 3), dtype=np.uint8)
+  expected = ops.NORMALISATIONS["torchvision"](pixels[16:240, 38:262] / np.float32(255.0))
+  np.testing.assert_allclose(classify.prepare(crop, Image.fromarray(pixels)), expected,
+                             rtol=1e-6)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medjax.data import ops
-from medjax.models import backbones
+from medjax.weights import load
 from medjax import classify
 from medjax.weights import keras_h5, maps
 
@@ -81,7 +81,7 @@ def test_squeezenet_fire9_matches_tf_keras(squeezenet_h5, keras):
   (either framework vs a float64 evaluation) is ~3e-4 off, so the 1e-4 absolute bound is
   checked in float64 in both frameworks, and float32 relative to the activation scale."""
   from PIL import Image
-  module, variables, spec = backbones.load_backbone("squeezenet1_1", squeezenet_h5)
+  module, variables, spec = load.load_backbone("squeezenet1_1", squeezenet_h5)
   cat = _shared_data() / "imagenet_samples" / "cat.bmp"
   noise = np.random.default_rng(0).uniform(0, 1, (227, 227, 3)).astype(np.float32)
   images = [ops.NORMALISATIONS[spec.normalisation](noise).astype(np.float32)]
@@ -108,7 +108,7 @@ def test_squeezenet_fire9_matches_tf_keras(squeezenet_h5, keras):
 
 def test_wrong_file_lists_missing_and_unexpected_layers(squeezenet_h5):
   with pytest.raises(maps.WeightImportError) as e:
-    backbones.load_backbone("vgg19", squeezenet_h5)
+    load.load_backbone("vgg19", squeezenet_h5)
   message = str(e.value)
   assert str(squeezenet_h5) in message
   assert "missing: block1_conv1/kernel" in message
@@ -142,7 +142,7 @@ def test_vgg19_round_trip_through_keras_files(tmp_path, keras, keras_vgg19, layo
   probe = keras.Model(keras_vgg19.input, [keras_vgg19.get_layer(n).output for n in names])
   x = np.random.default_rng(1).uniform(-120, 150, (2, 32, 32, 3)).astype(np.float32)
   want = probe.predict(x, verbose=0)
-  module, variables, spec = backbones.load_backbone("vgg19", path)
+  module, variables, spec = load.load_backbone("vgg19", path)
   assert spec.weights_format == "keras" and spec.normalisation == "caffe"
   _, features = jax.jit(module.apply)(variables, x)
   for name, ref in zip(names, want):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medjax.models import backbones
+from medjax.weights import load
 from medjax.models.alexnet import AlexNetTorchvision
 from medjax.weights import maps, torch_pickle
 
@@ -322,7 +322,7 @@ def test_round_trip_matches_torch_reference(tmp_path, name):
   for zip_format in (True, False):
     path = tmp_path / f"{name}_{'zip' if zip_format else 'legacy'}.pth"
     torch.save(sd, path, _use_new_zipfile_serialization=zip_format)
-    module, variables, spec = backbones.load_backbone(name, path, include_top=True,
+    module, variables, spec = load.load_backbone(name, path, include_top=True,
                                                       num_classes=10)
     assert spec.weights_format == "torch"
     logits, features = jax.jit(module.apply)(variables, x)

@@ -1,13 +1,13 @@
-"""Max-pooling with a fast gradient, and PyTorch/Caffe output-size rules.
+"""Pools: max-pooling with a gradient XLA:CPU runs fast, and PyTorch/Caffe output sizes.
 
-``max_pool`` is ``nn.max_pool`` with the same values and gradients, written so that XLA:CPU
-runs it fast. ``max_pool_ceil`` and ``adaptive_avg_pool`` reproduce torch's and Caffe's
-output sizes, so that imported networks see the same grids.
-
-Flax's ``max_pool``/``avg_pool`` floor the output size. Caffe always, and torch with
-``ceil_mode=True`` (GoogLeNet), round up; torch's ``AdaptiveAvgPool2d`` (AlexNet, VGG,
-GoogLeNet heads) uses per-cell windows. At other input sizes than the published one these
-differ by whole rows of features, so the rules are reproduced exactly here (NHWC).
+``max_pool`` with the XLA:CPU kernels is ``nn.max_pool`` with the same values and
+gradients: XLA:CPU runs ``nn.max_pool``'s gradient (select-and-scatter) as a reduce-window
+over four index arrays and a scatter, which cost a fifth of the modified AlexNet's train
+step. ``max_pool_ceil`` and ``adaptive_avg_pool`` reproduce torch's and Caffe's output
+sizes, so that imported networks see the same grids: Flax's pools floor the output size,
+Caffe always and torch with ``ceil_mode=True`` (GoogLeNet) round up, and torch's
+``AdaptiveAvgPool2d`` (AlexNet, VGG, GoogLeNet heads) uses per-cell windows. At other
+input sizes than the published one these differ by whole rows of features (NHWC).
 """
 import functools
 import math
@@ -16,13 +16,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.models import layers
+from medjax.kernels import choice
+from medjax.kernels.windows import explicit_pads, window_views
 
 
 def _taps(x, window, strides, pads):
-  """The shape of ``x`` padded with -inf, and :func:`layers.window_views` of it."""
+  """The shape of ``x`` padded with -inf, and :func:`window_views` of it."""
   x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-  return x.shape, layers.window_views(x, window, strides)
+  return x.shape, window_views(x, window, strides)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -69,20 +70,24 @@ _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def max_pool(x: jax.Array, window: tuple[int, int], strides: tuple[int, int] | None = None,
-             padding="VALID") -> jax.Array:
-  """``nn.max_pool(x, window, strides, padding)`` (NHWC) with the same values and gradient.
-
-  The window's taps are strided views of the input: the forward pass is their elementwise
-  maximum, the backward pass selects and block shifts at the output's size. The gradient
-  of ``nn.max_pool`` is XLA's select-and-scatter, which XLA:CPU runs as a reduce-window
-  over four index arrays and a scatter: about 200 ms of the modified AlexNet's 0.93 s
-  train step (batch 64, 2 cores), which takes 0.71 s with this pool (docs/performance.md,
-  fifth round).
-  """
+             padding="VALID", *, kernels: str = choice.XLA_CPU) -> jax.Array:
+  """``nn.max_pool(x, window, strides, padding)`` (NHWC); with the XLA:CPU kernels the
+  window's taps are strided views of the input, the forward pass their elementwise maximum
+  and the backward pass selects and block shifts at the output's size."""
   window = tuple(window)
   strides = tuple(strides) if strides is not None else (1, 1)
-  pads = layers.explicit_pads(x.shape[1:3], window, padding, strides)
+  if not choice.fast(kernels):
+    return nn.max_pool(x, window, strides, padding)
+  pads = explicit_pads(x.shape[1:3], window, padding, strides)
   return _max_pool(x, window, strides, pads)
+
+
+def avg_pool(x: jax.Array, window: tuple[int, int], strides: tuple[int, int] | None = None,
+             padding="VALID", *, kernels: str = choice.XLA_CPU) -> jax.Array:
+  """``nn.avg_pool``: XLA:CPU runs it well, so both choices run it (``kernels`` is checked)."""
+  choice.fast(kernels)
+  return nn.avg_pool(x, tuple(window), tuple(strides) if strides is not None else None,
+                     padding)
 
 
 def _ceil_padding(size: int, window: int, stride: int, pad: int) -> tuple[int, int]:
@@ -92,14 +97,16 @@ def _ceil_padding(size: int, window: int, stride: int, pad: int) -> tuple[int, i
   return pad, max((out - 1) * stride + window - size - pad, 0)
 
 
-def max_pool_ceil(x: jax.Array, window: int, stride: int, pad: int = 0) -> jax.Array:
+def max_pool_ceil(x: jax.Array, window: int, stride: int, pad: int = 0, *,
+                  kernels: str = choice.XLA_CPU) -> jax.Array:
   """``torch.nn.MaxPool2d(window, stride, pad, ceil_mode=True)`` (Caffe's rounding)."""
   padding = (_ceil_padding(x.shape[1], window, stride, pad),
              _ceil_padding(x.shape[2], window, stride, pad))
-  return max_pool(x, (window, window), (stride, stride), padding)
+  return max_pool(x, (window, window), (stride, stride), padding, kernels=kernels)
 
 
-def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
+def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int], *,
+                      kernels: str = choice.XLA_CPU) -> jax.Array:
   """``torch.nn.AdaptiveAvgPool2d``: cell ``i`` averages rows ``floor(i*H/out)`` to
   ``ceil((i+1)*H/out)``; an input smaller than ``output_size`` is repeated, as in torch."""
   h, w = x.shape[1:3]
@@ -107,7 +114,7 @@ def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
   if (h, w) == (oh, ow):
     return x
   if h % oh == 0 and w % ow == 0:
-    return nn.avg_pool(x, (h // oh, w // ow), (h // oh, w // ow))
+    return avg_pool(x, (h // oh, w // ow), (h // oh, w // ow), kernels=kernels)
   rows = []
   for i in range(oh):
     r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)

@@ -1,14 +1,17 @@
-"""``medjax.compiler``: the XLA:CPU options are applied on CPU, and ``compiler.jit`` is
-``jax.jit`` otherwise. Whether XLA then keeps convolutions away from YNNPACK is jaxlib's
+"""``medjax.kernels.compiler``: the XLA:CPU options are applied on CPU, and ``jit`` is
+``jax.jit`` otherwise; medjax imports no private JAX module. Whether XLA then keeps convolutions away from YNNPACK is jaxlib's
 behaviour, checked by ``python -m benchmarks.xla_cpu_checks``, not here."""
+import ast
 import functools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medjax import compiler
+import medjax
+from medjax.kernels import compiler
 
 
 @pytest.fixture
@@ -47,3 +50,23 @@ def test_jit_inside_another_trace_is_staged_plainly():
   np.testing.assert_allclose(jax.jit(lambda: inner(x))(), np.sin(x) * 2, rtol=1e-6)
   np.testing.assert_allclose(jax.grad(lambda v: inner(v).sum())(x), 2 * np.cos(x), rtol=1e-6)
   np.testing.assert_allclose(jax.vmap(inner)(x), np.sin(x) * 2, rtol=1e-6)
+
+
+def test_jax_refusing_options_inside_a_trace_is_recognised(cpu_options):
+  """jit falls back to the plain jax.jit on this refusal: if a JAX release words it
+  otherwise, this fails rather than every nested call."""
+  with_options = jax.jit(lambda x: x + 1, compiler_options=cpu_options)
+  with pytest.raises(ValueError) as refusal:
+    jax.jit(lambda: with_options(1.0))()
+  assert compiler._nested_options_error(refusal.value)
+  assert not compiler._nested_options_error(ValueError("a user's own error"))
+
+
+def test_no_private_jax_imports():
+  private = []
+  for path in Path(medjax.__file__).parent.rglob("*.py"):
+    for node in ast.walk(ast.parse(path.read_text())):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+               [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+      private += [f"{path}: {n}" for n in names if n.startswith(("jax._src", "jaxlib."))]
+  assert not private

@@ -1,6 +1,6 @@
-"""The fast CPU paths (FFT convolution, per-tap kernel gradient, 1 x 1 matmul, depthwise
-tap sum) against the direct XLA ops, alone and inside the models (with
-``medjax.models.pooling.max_pool`` against ``nn.max_pool`` there).
+"""The XLA:CPU forms (FFT convolution, per-tap kernel gradient, 1 x 1 matmul, depthwise
+tap sum) against the direct XLA ops, alone, through the façade (``kernels="xla_cpu"``
+against ``kernels="reference"``) and inside the models built with either choice.
 
 The FFT, tap-gradient and matmul routes must be the same function as
 ``lax.conv_general_dilated`` up to float32 round-off, in value and in both gradients, for
@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medjax.models import layers
+from medjax import kernels
+from medjax.kernels import convolution as conv_lib
 from medjax.models.efficientnet_lite import EfficientNetLite0
-from medjax.models import irma_cnn, lenet
 from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
 
@@ -46,14 +46,14 @@ def random(shape, seed):
 def test_fft_conv_matches_direct_forward_and_gradients(shape, kernel_hw, padding):
   x = random(shape, 0)
   kernel = random((*kernel_hw, shape[-1], 5), 1) * 0.1
-  close(layers.fft_conv(x, kernel, padding), direct(x, kernel, padding=padding))
+  close(conv_lib.fft_conv(x, kernel, padding), direct(x, kernel, padding=padding))
   out_shape = direct(x, kernel, padding=padding).shape
   cotangent = random(out_shape, 2)
 
   def loss(conv):
     return lambda x, k: jnp.sum(conv(x, k) * cotangent)
 
-  fast = jax.grad(loss(lambda x, k: layers.fft_conv(x, k, padding)), argnums=(0, 1))(x, kernel)
+  fast = jax.grad(loss(lambda x, k: conv_lib.fft_conv(x, k, padding)), argnums=(0, 1))(x, kernel)
   slow = jax.grad(loss(lambda x, k: direct(x, k, padding=padding)), argnums=(0, 1))(x, kernel)
   for a, b in zip(fast, slow):
     close(a, b)
@@ -79,27 +79,27 @@ def assert_conv_matches_direct(conv, x, kernel, padding):
 ])
 @pytest.mark.parametrize("chunk_floats", [2 ** 20, 100], ids=["one-chunk", "many-chunks"])
 def test_tap_grad_conv_matches_direct_forward_and_gradients(shape, kernel_hw, out_channels,
-                                                            padding, chunk_floats, monkeypatch):
+                                                            padding, chunk_floats):
   # 100 floats per chunk splits the batch into single examples, exercising the scan over
   # chunks; 2 ** 20 takes the whole batch at once.
-  monkeypatch.setattr(layers, "TAP_GRAD_CHUNK_FLOATS", chunk_floats)
   x = random(shape, 0)
   kernel = random((*kernel_hw, shape[-1], out_channels), 1) * 0.1
-  pads = layers.explicit_pads(shape[1:3], kernel_hw, padding)
-  assert_conv_matches_direct(lambda x, k: layers.tap_grad_conv(x, k, pads), x, kernel, padding)
-  assert_conv_matches_direct(lambda x, k: layers.conv(x, k, padding=padding), x, kernel, padding)
+  pads = conv_lib.explicit_pads(shape[1:3], kernel_hw, padding)
+  assert_conv_matches_direct(lambda x, k: conv_lib.tap_grad_conv(x, k, pads, chunk_floats), x,
+                             kernel, padding)
+  assert_conv_matches_direct(lambda x, k: kernels.conv(x, k, padding=padding), x, kernel, padding)
 
 
 def test_batch_chunks_divide_the_batch():
   # IRMA's layers at batch 256: x and g of one example are H * W * (C + 20) floats.
-  budget = layers.TAP_GRAD_CHUNK_FLOATS
-  assert layers.batch_chunk(256, 128 * 128 * 21, budget) == 2
-  assert layers.batch_chunk(256, 128 * 128 * 40, budget) == 1
-  assert layers.batch_chunk(256, 64 * 64 * 40, budget) == 4
-  assert layers.batch_chunk(256, 32 * 32 * 40, budget) == 16
-  assert layers.batch_chunk(6, 2 ** 18, budget) == 3  # 4 examples fit, but 4 does not divide 6.
-  assert layers.batch_chunk(7, 64, budget) == 7
-  assert layers.batch_chunk(2, 2 ** 21, budget) == 1
+  budget = conv_lib.TAP_GRAD_CHUNK_FLOATS
+  assert kernels.batch_chunk(256, 128 * 128 * 21, budget) == 2
+  assert kernels.batch_chunk(256, 128 * 128 * 40, budget) == 1
+  assert kernels.batch_chunk(256, 64 * 64 * 40, budget) == 4
+  assert kernels.batch_chunk(256, 32 * 32 * 40, budget) == 16
+  assert kernels.batch_chunk(6, 2 ** 18, budget) == 3  # 4 examples fit, but 4 does not divide 6.
+  assert kernels.batch_chunk(7, 64, budget) == 7
+  assert kernels.batch_chunk(2, 2 ** 21, budget) == 1
 
 
 @pytest.mark.parametrize("shape,kernel_hw,strides,padding", [
@@ -115,10 +115,10 @@ def test_depthwise_conv_matches_grouped_direct_forward_and_gradients(shape, kern
   x, kernel = random(shape, 0), random((*kernel_hw, 1, channels), 1)
   reference = lambda x, k: direct(x, k, strides, padding, feature_group_count=channels)
   expected = reference(x, kernel)
-  close(layers.depthwise_conv(x, kernel, strides, padding), expected)
-  close(layers.conv(x, kernel, strides, padding, feature_group_count=channels), expected)
+  close(conv_lib.depthwise_conv(x, kernel, strides, padding), expected)
+  close(kernels.conv(x, kernel, strides, padding, feature_group_count=channels), expected)
   cotangent = random(expected.shape, 2)
-  fast = jax.vjp(lambda x, k: layers.depthwise_conv(x, k, strides, padding), x, kernel)[1]
+  fast = jax.vjp(lambda x, k: conv_lib.depthwise_conv(x, k, strides, padding), x, kernel)[1]
   slow = jax.vjp(reference, x, kernel)[1]
   for a, b in zip(fast(cotangent), slow(cotangent)):
     close(a, b)
@@ -127,33 +127,33 @@ def test_depthwise_conv_matches_grouped_direct_forward_and_gradients(shape, kern
 @pytest.mark.parametrize("padding", ["SAME", "VALID", ((1, 0), (2, 1))])
 def test_pointwise_conv_matches_direct_forward_and_gradients(padding):
   x, kernel = random((2, 7, 6, 5), 0), random((1, 1, 5, 9), 1)
-  assert layers.conv_algorithm(kernel.shape, (1, 1)) == "pointwise"
-  assert_conv_matches_direct(lambda x, k: layers.conv(x, k, padding=padding), x, kernel, padding)
+  assert kernels.conv_algorithm(kernel.shape, (1, 1)) == "pointwise"
+  assert_conv_matches_direct(lambda x, k: kernels.conv(x, k, padding=padding), x, kernel, padding)
 
 
 def test_selector_picks_fft_tap_grad_or_direct():
-  assert layers.conv_algorithm((3, 3, 1, 32), (2, 2), feature_group_count=32) == "depthwise"
-  assert layers.conv_algorithm((5, 5, 1, 672), (1, 1), feature_group_count=672) == "depthwise"
+  assert kernels.conv_algorithm((3, 3, 1, 32), (2, 2), feature_group_count=32) == "depthwise"
+  assert kernels.conv_algorithm((5, 5, 1, 672), (1, 1), feature_group_count=672) == "depthwise"
   # Grouped but not depthwise (AlexNet's two towers): direct.
-  assert layers.conv_algorithm((3, 3, 192, 384), (1, 1), feature_group_count=2) == "direct"
-  assert layers.conv_algorithm((1, 1, 96, 24), (1, 1)) == "pointwise"
-  assert layers.conv_algorithm((1, 1, 96, 24), (2, 2)) == "direct"
-  assert layers.conv_algorithm((15, 15, 1, 20), (1, 1)) == "direct"  # One input channel.
-  assert layers.conv_algorithm((15, 15, 2, 20), (1, 1)) == "fft"
-  assert layers.conv_algorithm((9, 9, 20, 50), (1, 1)) == "fft"
-  assert layers.conv_algorithm((3, 3, 20, 20), (1, 1)) == "tap_grad"
-  assert layers.conv_algorithm((5, 5, 1, 20), (1, 1)) == "tap_grad"
-  assert layers.conv_algorithm((3, 3, 256, 4096), (1, 1)) == "direct"
-  assert layers.conv_algorithm((3, 3, 4096, 256), (1, 1)) == "direct"
-  assert layers.conv_algorithm((3, 3, 127, 4096), (1, 1)) == "tap_grad"
-  assert layers.conv_algorithm((3, 3, 128, 128), (1, 1)) == "direct"
-  assert layers.conv_algorithm((11, 11, 3, 96), (4, 4)) == "direct"  # Strided: direct.
-  assert layers.conv_algorithm((3, 3, 256, 384), (2, 2)) == "direct"
-  assert layers.conv_algorithm((15, 15, 3, 1), (1, 1)) == "fft"
-  assert layers.conv_algorithm((3, 3, 3, 1), (1, 1)) != "fft"
+  assert kernels.conv_algorithm((3, 3, 192, 384), (1, 1), feature_group_count=2) == "direct"
+  assert kernels.conv_algorithm((1, 1, 96, 24), (1, 1)) == "pointwise"
+  assert kernels.conv_algorithm((1, 1, 96, 24), (2, 2)) == "direct"
+  assert kernels.conv_algorithm((15, 15, 1, 20), (1, 1)) == "direct"  # One input channel.
+  assert kernels.conv_algorithm((15, 15, 2, 20), (1, 1)) == "fft"
+  assert kernels.conv_algorithm((9, 9, 20, 50), (1, 1)) == "fft"
+  assert kernels.conv_algorithm((3, 3, 20, 20), (1, 1)) == "tap_grad"
+  assert kernels.conv_algorithm((5, 5, 1, 20), (1, 1)) == "tap_grad"
+  assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1)) == "direct"
+  assert kernels.conv_algorithm((3, 3, 4096, 256), (1, 1)) == "direct"
+  assert kernels.conv_algorithm((3, 3, 127, 4096), (1, 1)) == "tap_grad"
+  assert kernels.conv_algorithm((3, 3, 128, 128), (1, 1)) == "direct"
+  assert kernels.conv_algorithm((11, 11, 3, 96), (4, 4)) == "direct"  # Strided: direct.
+  assert kernels.conv_algorithm((3, 3, 256, 384), (2, 2)) == "direct"
+  assert kernels.conv_algorithm((15, 15, 3, 1), (1, 1)) == "fft"
+  assert kernels.conv_algorithm((3, 3, 3, 1), (1, 1)) != "fft"
   # Strided large kernels go the direct way and still give the direct result.
   x, kernel = random((1, 31, 29, 2), 3), random((11, 11, 2, 4), 4)
-  np.testing.assert_array_equal(layers.conv(x, kernel, (4, 4), "VALID"),
+  np.testing.assert_array_equal(kernels.conv(x, kernel, (4, 4), "VALID"),
                                 direct(x, kernel, (4, 4), "VALID"))
 
 
@@ -163,7 +163,7 @@ def test_selector_picks_fft_tap_grad_or_direct():
 def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw, strides, groups):
   x = random((2, 21, 21, 3), 5)
   features = 3 if groups > 1 else 4
-  ours = layers.Conv(features, kernel_hw, strides, padding="SAME", feature_group_count=groups)
+  ours = kernels.Conv(features, kernel_hw, strides, padding="SAME", feature_group_count=groups)
   theirs = nn.Conv(features, kernel_hw, strides, padding="SAME", feature_group_count=groups)
   variables = theirs.init(jax.random.PRNGKey(0), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(0), x)) == jax.tree.map(
@@ -173,53 +173,46 @@ def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw, strides, groups):
   jax.tree.map(close, jax.grad(loss(ours))(variables), jax.grad(loss(theirs))(variables))
 
 
-def direct_ops(monkeypatch):
-  """Sends every ``layers.conv`` to the direct convolution and the pools to ``nn.max_pool``."""
-  monkeypatch.setattr(layers, "conv_algorithm", lambda *args, **kwargs: "direct")
-  for module in (irma_cnn, lenet):
-    monkeypatch.setattr(module, "max_pool", nn.max_pool)
-
-
-def assert_fast_path_matches_direct_path(model, x, monkeypatch, **apply_kwargs):
+def assert_fast_path_matches_reference_path(model, x, **apply_kwargs):
   variables = model.init(jax.random.PRNGKey(1), x)
 
-  def loss(params):
-    logits, features = model.apply({"params": params}, x, **apply_kwargs)
-    return jnp.sum(logits) + jnp.sum(features["pre_logits"])
+  def loss(model):
+    def value(params):
+      logits, features = model.apply({"params": params}, x, **apply_kwargs)
+      return jnp.sum(logits) + jnp.sum(features["pre_logits"])
+    return value
 
-  fast = loss(variables["params"]), jax.grad(loss)(variables["params"])
-  direct_ops(monkeypatch)
-  slow = loss(variables["params"]), jax.grad(loss)(variables["params"])
+  reference = model.clone(kernels=kernels.REFERENCE)
+  fast = jax.value_and_grad(loss(model))(variables["params"])
+  slow = jax.value_and_grad(loss(reference))(variables["params"])
   close(fast[0], slow[0])
   jax.tree.map(close, fast[1], slow[1])
 
 
 @pytest.mark.slow
-def test_lenet_fast_path_matches_direct_path(monkeypatch):
+def test_lenet_fast_path_matches_reference_path():
   # 9x9 kernels: 81 taps, on the FFT side of the threshold (the second layer; the first,
   # with one input channel, is direct).
-  assert_fast_path_matches_direct_path(LeNet(kernel_size=9), random((2, 36, 36, 1), 8),
-                                       monkeypatch)
+  assert_fast_path_matches_reference_path(LeNet(kernel_size=9), random((2, 36, 36, 1), 8))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["C", "E"])
-def test_irma_fast_path_matches_direct_path(variant, monkeypatch):
+def test_irma_fast_path_matches_reference_path(variant):
   # Variant C's 3x3 and E's 5x5 convolutions take the tap-gradient route; 37 x 37 leaves
   # odd rows and columns to every pool.
   model = IrmaCNN(num_classes=3, variant=variant, fc_units=(16, 8), use_dropout=False)
-  assert_fast_path_matches_direct_path(model, random((3, 37, 37, 1), 9), monkeypatch)
+  assert_fast_path_matches_reference_path(model, random((3, 37, 37, 1), 9))
 
 
 @pytest.mark.slow
-def test_efficientnet_fast_path_matches_direct_path(monkeypatch):
+def test_efficientnet_fast_path_matches_reference_path():
   # Depthwise 3x3/5x5 at strides 1 and 2 and every 1x1 conv, with batch statistics as at
   # extraction time; 67 x 67 gives odd maps to the stride-2 "SAME" pads.
   model = EfficientNetLite0(num_classes=5)
   x = random((2, 67, 67, 3), 10)
   variables = model.init(jax.random.PRNGKey(2), x)
   fast = model.apply(variables, x)[1]
-  direct_ops(monkeypatch)
-  slow = model.apply(variables, x)[1]
+  slow = model.clone(kernels=kernels.REFERENCE).apply(variables, x)[1]
   for name in ("stage3", "stage6", "head", "pre_logits"):
     close(fast[name], slow[name])

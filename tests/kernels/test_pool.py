@@ -1,13 +1,14 @@
-"""``pooling.max_pool`` against ``nn.max_pool``: the same values, and the same gradient,
-ties included, for every window, stride and padding form the networks use and some they
-do not (windows smaller or larger than the stride, odd sizes, asymmetric padding)."""
+"""``medjax.kernels.max_pool``'s XLA:CPU form against ``nn.max_pool``: the same values and
+the same gradient, ties included, for every window, stride and padding form the networks
+use and some they do not (windows smaller or larger than the stride, odd sizes,
+asymmetric padding)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medjax.models.pooling import max_pool
+from medjax.kernels import max_pool
 
 CASES = [
     ((2, 7, 9, 3), (2, 2), (2, 2), "VALID"),          # IRMA, LeNet; odd rows/columns dropped

@@ -1,30 +1,25 @@
 """Keep freed host memory for reuse, so XLA:CPU's per-step temporaries stop page-faulting.
 
-XLA:CPU allocates an executable's temporaries afresh on every run (one 2.4 GB block for
-the LeNet one-vs-all train step at batch 20) with ``posix_memalign`` on one of its worker
-threads, and frees them when the run ends. glibc serves a block that large with a new
-``mmap`` (a worker thread's arena cannot hold it, and mmap is then its fallback whatever
-``M_MMAP_MAX`` says) and returns it with ``munmap``. Every step therefore faults in and
-zeroes 2.4 GB of new pages: 720,000 page faults, measured at 1.1 s of kernel time in a 3.0 s
-step on two cores, and at 3-4.7 s right after another library had churned memory.
+XLA:CPU allocates an executable's temporaries afresh on every run (gigabytes for the LeNet
+one-vs-all train step) with ``posix_memalign`` on one of its worker threads, and frees them
+when the run ends. glibc serves a block that large with a new ``mmap`` (a worker thread's
+arena cannot hold it, and mmap is then its fallback whatever ``M_MMAP_MAX`` says) and
+returns it with ``munmap``, so every step faults in and zeroes all those pages anew.
 PyTorch's CPU allocator goes through the same calls and pays the same way.
 
 :func:`retain_freed_blocks` has glibc serve every thread from the main arena
 (``M_ARENA_MAX`` 1), take large blocks from the heap rather than mmap (``M_MMAP_MAX`` 0)
 and never hand the heap's top back to the kernel (``M_TRIM_THRESHOLD`` -1). A freed
-block then serves the next step, which faults nothing: the LeNet step falls from 3.0 s
-to 2.4 s alone and from 4.5-5.5 s to 2.4 s between PyTorch steps. The price is the one
-tcmalloc and jemalloc also charge: the process keeps its peak heap until it exits. Small
-allocations still go through glibc's per-thread caches, so one arena adds little lock
-contention.
+block then serves the next step, which faults nothing. The price is the one tcmalloc and
+jemalloc also charge: the process keeps its peak heap until it exits. Small allocations
+still go through glibc's per-thread caches, so one arena adds little lock contention.
 
 It is opt-in (``python -m medjax.main --retain_host_memory``, ``python -m benchmarks.run
 --allocator retain``) because one heap that never shrinks can fragment: freed blocks of
-different sizes, pinned apart by live ones, are not merged, and a micro-benchmark that
-alternated two programs with 3 GB temporaries grew to 24 GB and was killed (7.1 GB peak
-with glibc as it comes; docs/performance.md, fourth round). A training run compiles a few
-programs and reuses their buffer sizes; a process that keeps compiling new large ones
-should leave glibc alone.
+different sizes, pinned apart by live ones, are not merged, so a process that alternates
+programs with large temporaries of different sizes can grow far past its peak need. A
+training run compiles a few programs and reuses their buffer sizes; a process that keeps
+compiling new large ones should leave glibc alone.
 
 It must run before the first JAX computation: a thread keeps the arena it first allocated
 from, and XLA's worker threads start with the CPU client. ``medjax.main`` and

@@ -1,4 +1,4 @@
-"""``medjax.host_memory`` sets its policy in a fresh interpreter, and the benchmark that
+"""``medjax.kernels.host_memory`` sets its policy in a fresh interpreter, and the benchmark that
 checks glibc's side of it (page faults with and without the policy) runs and reports.
 
 Whether glibc then stops faulting is the C library's behaviour, not medjax's: it is
@@ -20,7 +20,7 @@ glibc_only = pytest.mark.skipif(
 
 @glibc_only
 def test_policy_applies_before_jax_starts():
-  code = ("from medjax import host_memory\n"
+  code = ("from medjax.kernels import host_memory\n"
           "print(host_memory.retain_freed_blocks(), host_memory.retaining())\n")
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                        text=True, check=True)

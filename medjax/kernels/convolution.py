@@ -1,0 +1,219 @@
+"""2-D convolution (NHWC, HWIO) by the algorithm XLA:CPU runs fastest for each shape.
+
+XLA:CPU's own convolution is good for small kernels and wide layers, but slow for large
+kernels, for the kernel gradient of few-channel layers, for depthwise and for 1 x 1
+kernels; :func:`conv_algorithm` sends each of those to an equivalent form built from ops
+XLA:CPU does run well (FFTs, matmuls, fused elementwise slices). Every form is the same
+function as ``lax.conv_general_dilated`` up to float32 round-off, in value and gradients;
+docs/performance.md has what each one bought.
+"""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from medjax.kernels import choice
+from medjax.kernels.windows import batch_chunk, explicit_pads, window_views
+
+# Kernels with at least this many taps per channel pair are convolved by FFT: the direct
+# route's cost grows with the taps, the FFT's does not; 9 x 9 is a cut well clear of the
+# 3 x 3 and 5 x 5 kernels the direct route handles as well as PyTorch.
+FFT_MIN_TAPS = 81
+
+# Floats of input and output gradient per batch chunk in :func:`_tap_kernel_grad`, so that
+# the chunk stays in cache while its taps are contracted (the best chunks measured held
+# 0.3-0.7 M floats).
+TAP_GRAD_CHUNK_FLOATS = 2 ** 20
+
+# Stride-1 kernels with at most this many input or output channels take tap_grad_conv's
+# kernel gradient; wider ones stay direct, where XLA's own kernel gradient is faster.
+TAP_GRAD_MAX_CHANNELS = 127
+
+
+def _fast_fft_size(n: int) -> int:
+  """The smallest 2^a 3^b 5^c 7^d 11^e >= n: FFTs of such sizes run at full speed."""
+  while True:
+    m = n
+    for p in (2, 3, 5, 7, 11):
+      while m % p == 0:
+        m //= p
+    if m == 1:
+      return n
+    n += 1
+
+
+def direct(x, kernel, strides=(1, 1), padding="SAME", feature_group_count=1):
+  """The reference: ``lax.conv_general_dilated`` in NHWC/HWIO, as ``nn.Conv`` calls it."""
+  if isinstance(padding, int):
+    padding = ((padding, padding), (padding, padding))
+  return jax.lax.conv_general_dilated(x, kernel, tuple(strides), padding,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      feature_group_count=feature_group_count)
+
+
+def fft_conv(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
+  """Stride-1 cross-correlation of NHWC ``x`` with an HWIO ``kernel`` through 2-D real FFTs.
+
+  After explicit padding the input is transformed at a size ``n`` no smaller than itself,
+  so the circular correlation never wraps onto the outputs kept; the channel contraction
+  becomes, per frequency, a complex matrix product over channels.
+  """
+  kh, kw = kernel.shape[:2]
+  x = jnp.pad(x, ((0, 0), *explicit_pads(x.shape[1:3], (kh, kw), padding), (0, 0)))
+  height, width = x.shape[1:3]
+  out_h, out_w = height - kh + 1, width - kw + 1
+  size = (_fast_fft_size(height), _fast_fft_size(width))
+  x_f = jnp.fft.rfft2(jnp.moveaxis(x, 3, 1), s=size)              # (B, C, n, n // 2 + 1)
+  k_f = jnp.fft.rfft2(jnp.transpose(kernel, (2, 3, 0, 1)), s=size)  # (C, O, n, n // 2 + 1)
+  y_f = jnp.einsum("bcuv,couv->bouv", x_f, jnp.conj(k_f))
+  y = jnp.fft.irfft2(y_f, s=size)[:, :, :out_h, :out_w]
+  return jnp.moveaxis(y, 1, 3).astype(x.dtype)
+
+
+def _tap_kernel_grad(x, g, kernel_hw, pads, chunk_floats):
+  """``dL/dkernel`` of a stride-1 convolution, one kernel row at a time.
+
+  ``dW[i, j] = sum_{b,h,w} x_pad[b, h + i, w + j, :]^T g[b, h, w, :]``, accumulated over
+  batch chunks by a ``scan`` so that each chunk is read from cache. Per chunk, the ``kw``
+  column shifts of the padded ``x`` are put side by side (``kw * C`` channels), and each
+  kernel row ``i`` is then one ``(O x pixels) @ (pixels x kw * C)`` matmul against that
+  array's rows ``i .. i + H``: ``x`` is copied ``kw`` times instead of ``kh * kw`` and the
+  matrices are wider than one matmul per tap would make them. ``(O x pixels)`` is the
+  orientation XLA:CPU runs faster.
+  """
+  kh, kw = kernel_hw
+  batch, out_h, out_w, _ = g.shape
+  channels = x.shape[-1]
+  chunk = batch_chunk(batch, x[0].size + g[0].size, chunk_floats)
+
+  def add_chunk(total, chunk_xg):
+    x, g = chunk_xg
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0),
+                                                (0, 0, 0)))
+    columns = jnp.concatenate([view for _, view in window_views(x, (1, kw), (1, 1))], axis=-1)
+    rows = [jnp.einsum("bhwk,bhwo->ok", columns[:, i:i + out_h], g,
+                       preferred_element_type=jnp.float32) for i in range(kh)]
+    return total + jnp.stack(rows), None
+
+  split = lambda a: a.reshape(batch // chunk, chunk, *a.shape[1:])
+  total = jnp.zeros((kh, g.shape[-1], kw * channels), jnp.float32)
+  total, _ = jax.lax.scan(add_chunk, total, (split(x), split(g)))
+  return jnp.transpose(total.reshape(kh, g.shape[-1], kw, channels), (0, 2, 3, 1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def tap_grad_conv(x: jax.Array, kernel: jax.Array, pads,
+                  chunk_floats: int = TAP_GRAD_CHUNK_FLOATS) -> jax.Array:
+  """Stride-1 direct convolution whose kernel gradient is :func:`_tap_kernel_grad`.
+
+  The value and the input gradient are XLA's own (the direct convolution and its
+  transpose). XLA:CPU computes the kernel gradient as a convolution whose window is the
+  whole output gradient, after transposing the activations to put the batch innermost,
+  which is slow when either channel count is small. ``pads`` is ``((top, bottom), (left,
+  right))``; ``chunk_floats`` bounds a batch chunk of the kernel gradient.
+  """
+  return direct(x, kernel, (1, 1), pads)
+
+
+def _tap_grad_conv_fwd(x, kernel, pads, chunk_floats):
+  return tap_grad_conv(x, kernel, pads, chunk_floats), (x, kernel)
+
+
+def _tap_grad_conv_bwd(pads, chunk_floats, residuals, g):
+  x, kernel = residuals
+  dx, = jax.linear_transpose(lambda v: direct(v, kernel, (1, 1), pads), x)(g)
+  dkernel = _tap_kernel_grad(x, g, kernel.shape[:2], pads, chunk_floats).astype(kernel.dtype)
+  return dx, dkernel
+
+
+tap_grad_conv.defvjp(_tap_grad_conv_fwd, _tap_grad_conv_bwd)
+
+
+def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME") -> jax.Array:
+  """Depthwise convolution (``feature_group_count = C``, kernel ``(kh, kw, 1, C)``) as a sum
+  of ``kh * kw`` shifted, strided slices of the padded input, each scaled per channel.
+
+  XLA:CPU runs grouped convolutions as a generic loop; this elementwise form it fuses into
+  one vectorised pass over the output.
+  """
+  window = kernel.shape[:2]
+  x = jnp.pad(x, ((0, 0), *explicit_pads(x.shape[1:3], window, padding, strides), (0, 0)))
+  return sum(view * kernel[i, j, 0] for (i, j), view in window_views(x, window, strides))
+
+
+def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
+                   kernels: str = choice.XLA_CPU) -> str:
+  """How :func:`conv` convolves an HWIO ``kernel_shape``: "fft", "pointwise", "tap_grad",
+  "depthwise" or "direct".
+
+  With the reference ops, always "direct". Otherwise depthwise kernels (one input channel
+  per group, as many outputs as groups) go by :func:`depthwise_conv` at any stride;
+  stride-1 kernels with at least ``FFT_MIN_TAPS`` taps by FFT if they have more than one
+  input channel (with one, the transforms cost more than they save), else directly;
+  stride-1 1 x 1 kernels as one ``x @ W`` over the channel axis; other small stride-1
+  kernels by :func:`tap_grad_conv` when either channel count is at most
+  ``TAP_GRAD_MAX_CHANNELS``, else directly. Other strided or grouped convolutions stay
+  direct: a full-resolution FFT or per-tap products would compute outputs the stride
+  discards.
+  """
+  kh, kw, c, o = kernel_shape
+  if not choice.fast(kernels):
+    return "direct"
+  if feature_group_count != 1:
+    return "depthwise" if c == 1 and o == feature_group_count else "direct"
+  if tuple(strides) != (1, 1):
+    return "direct"
+  if kh * kw >= FFT_MIN_TAPS:
+    return "fft" if c > 1 else "direct"
+  if kh == kw == 1:
+    return "pointwise"
+  return "tap_grad" if min(c, o) <= TAP_GRAD_MAX_CHANNELS else "direct"
+
+
+def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
+         feature_group_count: int = 1, *, kernels: str = choice.XLA_CPU) -> jax.Array:
+  """2-D NHWC/HWIO convolution by :func:`conv_algorithm`'s choice for ``kernels``."""
+  strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
+  algorithm = conv_algorithm(kernel.shape, strides, feature_group_count, kernels=kernels)
+  if algorithm == "fft":
+    return fft_conv(x, kernel, padding)
+  if algorithm == "depthwise":
+    return depthwise_conv(x, kernel, strides, padding)
+  if algorithm == "direct":
+    return direct(x, kernel, strides, padding, feature_group_count)
+  pads = explicit_pads(x.shape[1:3], kernel.shape[:2], padding)
+  if algorithm == "pointwise":
+    return jnp.dot(jnp.pad(x, ((0, 0), *pads, (0, 0))), kernel[0, 0])
+  return tap_grad_conv(x, kernel, pads)
+
+
+class Conv(nn.Module):
+  """``nn.Conv`` (2-D, NHWC) routed through :func:`conv`, for every medjax model.
+
+  Parameters are named and shaped as ``nn.Conv``'s (``kernel`` HWIO with ``C / groups``
+  input channels, ``bias``), so checkpoints and weight importers do not depend on
+  ``kernels``.
+  """
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int] | int = (1, 1)
+  padding: str | int | tuple = "SAME"
+  feature_group_count: int = 1
+  use_bias: bool = True
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros
+  kernels: str = choice.XLA_CPU
+
+  @nn.compact
+  def __call__(self, x):
+    groups = self.feature_group_count
+    if x.shape[-1] % groups:
+      raise ValueError(f"{self.name}: {x.shape[-1]} input channels do not split into "
+                       f"feature_group_count={groups} groups")
+    kernel = self.param("kernel", self.kernel_init,
+                        (*self.kernel_size, x.shape[-1] // groups, self.features))
+    y = conv(x, kernel, self.strides, self.padding, groups, kernels=self.kernels)
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, (self.features,))
+    return y

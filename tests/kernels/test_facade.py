@@ -1,0 +1,128 @@
+"""The façade's switch: every op with ``kernels="xla_cpu"`` computes what it computes with
+``kernels="reference"`` (the plain lax/Flax op), in value and gradient; the choice is
+explicit (resolved when a model is built) and leaves parameter trees unchanged."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from medjax import kernels
+from medjax.models import registry
+from medjax.models.alexnet import AlexNet
+from medjax.models.googlenet import GoogLeNet
+from medjax.models.squeezenet import SqueezeNet11
+from medjax.models.vgg import VGG19
+
+
+def random(shape, seed):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def close(actual, expected):
+  expected = np.asarray(expected)
+  np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=2e-5 * np.abs(expected).max())
+
+
+def assert_same_function(op, *args):
+  """``op(*args, kernels=...)`` agrees between the two choices in value and every gradient."""
+  fast = lambda *a: op(*a, kernels=kernels.XLA_CPU)
+  reference = lambda *a: op(*a, kernels=kernels.REFERENCE)
+  y_fast, vjp_fast = jax.vjp(fast, *args)
+  y_ref, vjp_ref = jax.vjp(reference, *args)
+  close(y_fast, y_ref)
+  cotangent = random(y_ref.shape, 7)
+  for a, b in zip(vjp_fast(cotangent), vjp_ref(cotangent)):
+    close(a, b)
+
+
+CONVS = {  # algorithm -> (input shape, kernel shape, strides, padding, groups)
+    "fft": ((2, 21, 19, 3), (9, 9, 3, 4), (1, 1), "SAME", 1),
+    "tap_grad": ((2, 13, 11, 2), (3, 3, 2, 5), (1, 1), 1, 1),
+    "pointwise": ((2, 7, 6, 5), (1, 1, 5, 9), (1, 1), "VALID", 1),
+    "depthwise": ((2, 10, 9, 4), (3, 3, 1, 4), (2, 2), "SAME", 4),
+    "direct": ((1, 31, 29, 2), (11, 11, 2, 4), (4, 4), "VALID", 1),
+}
+
+
+@pytest.mark.parametrize("algorithm", sorted(CONVS))
+def test_conv_fast_path_is_the_reference_op(algorithm):
+  x_shape, k_shape, strides, padding, groups = CONVS[algorithm]
+  assert kernels.conv_algorithm(k_shape, strides, groups, kernels=kernels.XLA_CPU) == algorithm
+  assert kernels.conv_algorithm(k_shape, strides, groups, kernels=kernels.REFERENCE) == "direct"
+  assert_same_function(
+      lambda x, k, kernels: kernels_conv(x, k, strides, padding, groups, kernels),
+      random(x_shape, 0), random(k_shape, 1) * 0.1)
+
+
+def kernels_conv(x, k, strides, padding, groups, choice):
+  return kernels.conv(x, k, strides, padding, groups, kernels=choice)
+
+
+@pytest.mark.parametrize("op", ["max_pool", "max_pool_same", "max_pool_ceil", "avg_pool",
+                                "adaptive_avg_pool"])
+def test_pool_fast_path_is_the_reference_op(op):
+  ops = {
+      "max_pool": lambda x, kernels: kernels_max_pool(x, (3, 3), (2, 2), "VALID", kernels),
+      "max_pool_same": lambda x, kernels: kernels_max_pool(x, (2, 3), (2, 1), "SAME", kernels),
+      "max_pool_ceil": lambda x, kernels: kernels_ceil(x, kernels),
+      "avg_pool": lambda x, kernels: kernels_avg(x, kernels),
+      "adaptive_avg_pool": lambda x, kernels: kernels_adaptive(x, kernels),
+  }
+  assert_same_function(ops[op], random((2, 13, 12, 3), 3))
+
+
+def kernels_max_pool(x, window, strides, padding, choice):
+  return kernels.max_pool(x, window, strides, padding, kernels=choice)
+
+
+def kernels_ceil(x, choice):
+  return kernels.max_pool_ceil(x, 3, 2, 1, kernels=choice)
+
+
+def kernels_avg(x, choice):
+  return kernels.avg_pool(x, (2, 2), (2, 2), kernels=choice)
+
+
+def kernels_adaptive(x, choice):
+  return kernels.adaptive_avg_pool(x, (5, 4), kernels=choice)
+
+
+def test_reference_max_pool_is_flax():
+  x = random((1, 9, 9, 2), 4)
+  np.testing.assert_array_equal(
+      kernels.max_pool(x, (3, 3), (2, 2), kernels=kernels.REFERENCE),
+      nn.max_pool(x, (3, 3), (2, 2)))
+
+
+def test_the_choice_is_explicit():
+  assert kernels.resolve("auto", backend="cpu") == kernels.XLA_CPU
+  assert kernels.resolve("auto", backend="gpu") == kernels.REFERENCE
+  assert kernels.resolve("reference", backend="cpu") == kernels.REFERENCE
+  with pytest.raises(ValueError, match="kernels='fast'"):
+    kernels.resolve("fast")
+  with pytest.raises(ValueError, match="resolve 'auto'"):  # No op decides by itself.
+    kernels.conv(random((1, 5, 5, 1), 0), random((3, 3, 1, 2), 1), kernels=kernels.AUTO)
+
+
+def test_registry_resolves_the_choice_when_building():
+  assert registry.get_model("irma_cnn", num_classes=2).kernels == kernels.resolve("auto")
+  model = registry.get_model("irma_cnn", num_classes=2, kernels="reference")
+  assert model.kernels == kernels.REFERENCE
+
+
+@pytest.mark.parametrize("model,size", [
+    (VGG19(include_top=False), 32), (AlexNet(include_top=False), 67),
+    (SqueezeNet11(num_classes=3), 35), (GoogLeNet(num_classes=3, variant="2014"), 35)],
+    ids=["vgg19", "alexnet", "squeezenet", "googlenet"])
+def test_backbones_use_the_facade_with_the_same_parameters(model, size):
+  """Backbones through the façade: one parameter tree for both choices (and ``Conv``'s are
+  ``nn.Conv``'s, test_conv), so imported weights and checkpoints fit; the same features."""
+  x = random((1, size, size, 3), 5)
+  reference = model.clone(kernels=kernels.REFERENCE)
+  shapes = lambda m: jax.tree.map(jnp.shape, jax.eval_shape(m.init, jax.random.PRNGKey(0), x))
+  assert shapes(model) == shapes(reference)
+  variables = reference.init(jax.random.PRNGKey(0), x)
+  fast, slow = model.apply(variables, x)[1], reference.apply(variables, x)[1]
+  for name in slow:
+    close(fast[name], slow[name])
