@@ -160,7 +160,7 @@ def test_one_resize_rule_for_extraction_and_the_classifier():
   from PIL import Image
 
   from medjax.features import extract
-  from medjax.tools import classify
+  from medjax import classify
   crop = backbones.get_spec("googlenet")
   assert backbones.resize_steps(crop) == (("resize_short", 256), ("central_crop", 224))
   assert backbones.resize_steps(crop, 448) == (("resize_short", 512), ("central_crop", 448))
