@@ -33,13 +33,13 @@ EfficientNet-Lite0 has the freezing and batch-norm switches).
 """
 from configs import common
 
-MODES = {"linear_probe": 8, "finetune": 3, "full": 0}  # -> frozen_stages.
+MODES = {"linear_probe": 8, "finetune": 6, "full": 0}  # -> frozen_stages.
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, dataset="chest_xray", backbone="efficientnet_lite0",
                          mode="finetune", seed=0, seeds=1, image_size=224, train_size=192,
-                         epochs=6, batch_size=32, lr=1e-3, tta=1)
+                         epochs=5, batch_size=32, lr=1e-3, tta=1)
   if arg.mode not in MODES:
     raise ValueError(f"mode={arg.mode!r}; expected one of {sorted(MODES)}")
   config = common.supervised(seed=arg.seed)
