@@ -23,11 +23,11 @@ from pathlib import Path
 import jax
 import torch
 
-from benchmarks import (extraction, input_pipeline, kmeans, svm, timing, train_step,
-                        vlad)
+from benchmarks import (extraction, finetune, input_pipeline, kmeans, svm, timing,
+                        train_step, vlad)
 from medjax import host_memory, provenance
 
-MODULES = (train_step, extraction, svm, kmeans, vlad, input_pipeline)
+MODULES = (train_step, finetune, extraction, svm, kmeans, vlad, input_pipeline)
 
 
 def all_cases(quick: bool) -> list[timing.Case]:
