@@ -11,18 +11,22 @@ import dataclasses
 import json
 from pathlib import Path
 
-import jax.numpy as jnp
 import jax
+import jax.numpy as jnp
 
 from medjax import cli
 from medjax.models import backbones, registry
 
 
-def load(workdir) -> tuple[object, dict, backbones.BackboneSpec]:
-  """``(module, variables, spec)`` of the network fine-tuned in ``workdir``."""
+def load(cfg) -> tuple[object, dict, backbones.BackboneSpec, str]:
+  """``(module, variables, spec, layer)`` of the network fine-tuned in ``cfg.from_workdir``.
+
+  ``layer`` is ``cfg.layer`` when that network is ``cfg.name``, else ``cfg.fallback_layer``
+  when it is ``cfg.fallback`` (the offline default's conv map).
+  """
   from medjax.data.pipeline import DATA_RECORD
   from medjax.train.checkpoint import Checkpoints
-  workdir = Path(workdir)
+  workdir = Path(cfg.from_workdir)
   results_path, data_path = workdir / "results.json", workdir / DATA_RECORD
   for path in (results_path, data_path):
     if not path.is_file():
@@ -37,6 +41,12 @@ def load(workdir) -> tuple[object, dict, backbones.BackboneSpec]:
     spec = backbones.get_spec(name)
   except KeyError as e:
     raise cli.UserError(f"config.backbone.from_workdir={workdir}: {e.args[0]}") from None
+  layers = {cfg.name: cfg.layer, cfg.get("fallback") or cfg.name: cfg.get("fallback_layer")}
+  if name != cfg.name and name != cfg.get("fallback"):
+    raise cli.UserError(f"config.backbone.from_workdir={workdir} fine-tuned {name!r}; set "
+                        f"config.backbone.name={name} and config.backbone.layer to one of its "
+                        f"conv maps")
+  layer = cfg.layer if name == cfg.name else layers[name]
   num_classes = len(json.loads(data_path.read_text())["class_names"])
   kwargs = {k: v for k, v in config["model"].items() if k != "name"}
   module = registry.get_model(name, num_classes=num_classes, **kwargs)
@@ -47,4 +57,4 @@ def load(workdir) -> tuple[object, dict, backbones.BackboneSpec]:
     raise cli.UserError(f"config.backbone.from_workdir={workdir}: no checkpoint in "
                         f"{workdir / 'checkpoints'}")
   spec = dataclasses.replace(spec, weights=f"{workdir.resolve()}/checkpoints")
-  return module, jax.tree.map(jnp.asarray, variables), spec
+  return module, jax.tree.map(jnp.asarray, variables), spec, layer

@@ -71,7 +71,7 @@ def load_backbone(cfg) -> Backbone:
   network fine-tuned in ``cfg.from_workdir``."""
   if cfg.get("from_workdir"):
     from medjax.features import finetuned
-    return Backbone(*finetuned.load(cfg.from_workdir), cfg.layer, "")
+    return Backbone(*finetuned.load(cfg), "")
   try:
     module, variables, spec = backbones.load_backbone(cfg.name, cfg.weights, include_top=False)
     return Backbone(module, variables, spec, cfg.layer, "")

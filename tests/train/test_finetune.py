@@ -181,3 +181,16 @@ def test_smoke_run_of_the_finetune_config(tiny_data_dir, tfds_dir, tmp_path):
   assert results["train/steps"] == 2 and results["calibration/temperature"] > 0
   assert results["test/num_examples"] == 16 and 0 <= results["test/roc_auc"] <= 1
   assert (tmp_path / "report.html").exists() and (tmp_path / "predictions" / "val.csv").exists()
+  # Paper 3's arms: the fine-tuned network's features + SVM, then both runs ensembled.
+  from configs import vlad
+  from medjax import ensemble
+  from medjax.features import pipeline as frozen
+  from tests.conftest import set_dotted
+  svm_config = set_dotted(vlad.get_config(f"dataset=image_folder,aggregation=avgpool,scale={SIZE}"),
+                          {"data.manual_dir": str(tiny_data_dir), "data.tfds_dir": str(tfds_dir),
+                           "features.batch_size": 8, "backbone.from_workdir": str(tmp_path)})
+  svm = frozen.train_and_evaluate(svm_config, tmp_path / "svm")
+  assert svm["test/num_examples"] == 16 and "test/roc_auc" in svm
+  assert (tmp_path / "svm" / "report.html").exists()
+  both = ensemble.ensemble([tmp_path, tmp_path / "svm"], tmp_path / "ens")
+  assert both["test/num_examples"] == 16 and set(both) >= {"test/roc_auc", "test/accuracy"}
