@@ -72,13 +72,14 @@ def test_linear_probe_keeps_the_backbone_bit_identical(probe):
 
 def test_finetune_groups_freeze_the_early_stages_only():
   config = _lite0_config("finetune")
-  params = {"stem_conv": {"kernel": 0}, "block4": {"x": 0}, "block5": {"x": 0},
+  params = {"stem_conv": {"kernel": 0}, "block1": {"x": 0}, "block14": {"x": 0},
             "block15": {"x": 0}, "head_conv": {"kernel": 0}, "fc": {"kernel": 0}}
   labels = optim.group_labels(config.optimizer.groups, params)
   mult = {str(i): m for i, (_, m) in enumerate(config.optimizer.groups)}
   mult[str(len(config.optimizer.groups))] = 1.0
   got = {k: mult[v["kernel" if "kernel" in v else "x"]] for k, v in labels.items()}
-  assert got == {"stem_conv": 0.0, "block4": 0.0, "block5": 1.0, "block15": 1.0,
+  # Stages 1-6 (blocks 0-14) frozen; "block1/" must not match block14 or block15.
+  assert got == {"stem_conv": 0.0, "block1": 0.0, "block14": 0.0, "block15": 1.0,
                  "head_conv": 1.0, "fc": 10.0}
 
 
