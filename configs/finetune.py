@@ -77,6 +77,8 @@ def get_config(arg=None):
   })
   config.early_stopping = {"metric": "loss", "mode": "min", "patience_epochs": 0}
   config.calibrate = True             # Temperature fitted on validation.
+  # Binary tasks: also report the operating point (Youden's J) chosen on validation.
+  config.val_threshold = True
   config.tta = arg.tta                # Views averaged at evaluation (1: none).
   config.retrieval = False
   if arg.smoke:

@@ -189,6 +189,11 @@ def train_and_evaluate(config, workdir) -> dict:
       results.update(_flat(role, final_evaluation(outputs[role], config, info,
                                                   workdir if leader else None, role,
                                                   temperature)))
+  if config.get("val_threshold") and "val" in outputs and info.num_classes == 2:
+    probs = {r: calibration.softmax(o["logits"] / temperature) for r, o in outputs.items()}
+    for role in outputs:
+      results.update(_flat(f"{role}/val_threshold", transfer.operating_point(
+          probs["val"], outputs["val"]["labels"], probs[role], outputs[role]["labels"])))
   if config.retrieval and "test" in outputs:
     results.update(_flat("retrieval", index_and_evaluate_retrieval(
         predict, params, state.model_state, data, config.loss, outputs["test"], workdir)))

@@ -128,3 +128,21 @@ class DeadRunMonitor:
                f"or start from ImageNet weights with configs/finetune.py (linear probe first).")
     logging.warning(message)
     return message
+
+
+def operating_point(val_scores, val_labels, scores, labels) -> dict:
+  """Binary tasks: the threshold on the positive (second) class's probability that
+  maximises Youden's J (sensitivity + specificity - 1) on validation, and the accuracy,
+  sensitivity and specificity it gives on ``scores``. Chosen on validation only, so the
+  test numbers at it are honest; the argmax measures are reported beside them."""
+  val_pos, pos = np.asarray(val_scores)[:, 1], np.asarray(scores)[:, 1]
+  val_labels, labels = np.asarray(val_labels), np.asarray(labels)
+  best_j, threshold = -np.inf, 0.5
+  for t in np.unique(val_pos):
+    j = np.mean(val_pos[val_labels == 1] >= t) + np.mean(val_pos[val_labels == 0] < t)
+    if j > best_j:
+      best_j, threshold = j, float(t)
+  pred = (pos >= threshold).astype(int)
+  return {"threshold": threshold, "accuracy": float(np.mean(pred == labels)),
+          "sensitivity": float(np.mean(pred[labels == 1] == 1)),
+          "specificity": float(np.mean(pred[labels == 0] == 0))}

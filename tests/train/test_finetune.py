@@ -195,3 +195,10 @@ def test_smoke_run_of_the_finetune_config(tiny_data_dir, tfds_dir, tmp_path):
   assert (tmp_path / "svm" / "report.html").exists()
   both = ensemble.ensemble([tmp_path, tmp_path / "svm"], tmp_path / "ens")
   assert both["test/num_examples"] == 16 and set(both) >= {"test/roc_auc", "test/accuracy"}
+
+
+def test_operating_point_is_chosen_on_validation_and_applied_to_test():
+  val = np.array([[0.9, 0.1], [0.5, 0.5], [0.3, 0.7], [0.1, 0.9]])
+  point = transfer.operating_point(val, [0, 0, 1, 1], np.array([[0.4, 0.6], [0.2, 0.8]]), [0, 1])
+  assert point["threshold"] == 0.7  # The lowest threshold separating val perfectly.
+  assert point["accuracy"] == 1.0 and point["sensitivity"] == 1.0 and point["specificity"] == 1.0
