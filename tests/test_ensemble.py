@@ -39,7 +39,11 @@ def test_ensemble_averages_probabilities_and_writes_a_run(tmp_path):
   assert ensemble.ensemble([a, b], tmp_path / "out")["test/accuracy"] == 1.0  # Reused.
 
 
-def test_runs_on_other_examples_are_refused_in_one_line(tmp_path):
+@pytest.mark.slow
+def test_help_and_runs_on_other_examples_refused_in_one_line(tmp_path):
+  shown = subprocess.run([sys.executable, "-m", "medjax.ensemble", "--help"], cwd=REPO_ROOT,
+                         capture_output=True, text=True)
+  assert "python -m medjax.ensemble --workdirs=W1,W2" in shown.stdout
   a = _run(tmp_path / "a", [[0.9, 0.1], [0.2, 0.8]], [0, 1])
   b = _run(tmp_path / "b", [[0.9, 0.1], [0.2, 0.8]], [0, 1], ids=["y0", "y1"])
   proc = subprocess.run([sys.executable, "-m", "medjax.ensemble", f"--workdirs={a},{b}",
