@@ -22,14 +22,14 @@ import jax
 import torch
 from absl import flags
 
-from benchmarks import (extraction, input_pipeline, kmeans, retrieval_scale, svm, timing,
-                        train_step, vlad)
+from benchmarks import (extraction, finetune, input_pipeline, kmeans, retrieval_scale, svm,
+                        timing, train_step, vlad)
 from medjax import cli, provenance
 from medjax.kernels import host_memory
 
 FLAGS = flags.FLAGS
 
-MODULES = (train_step, extraction, svm, kmeans, vlad, input_pipeline, retrieval_scale)
+MODULES = (train_step, finetune, extraction, svm, kmeans, vlad, input_pipeline, retrieval_scale)
 
 
 def all_cases(quick: bool) -> list[timing.Case]:

@@ -163,6 +163,8 @@ def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int
       "backbone": {
           "name": backbone,
           "weights": mlc.config_dict.placeholder(str),  # None: the spec's default file.
+          # A finished fine-tuning workdir (configs/finetune.py): its network, not ImageNet's.
+          "from_workdir": mlc.config_dict.placeholder(str),
           "layer": CONV_MAPS[backbone],
           # Used, loudly, when the weights above are not available.
           "fallback": "efficientnet_lite0",

@@ -30,7 +30,7 @@ def test_runner_writes_records_with_the_schema(tmp_path):
 def test_every_case_is_listed_and_quick_covers_the_full_suite():
   assert [c.name for c in run.all_cases(quick=True)] == [c.name for c in run.all_cases(False)]
   assert {c.name.split("/")[0] for c in run.all_cases(quick=True)} == {
-      "train_step", "extraction", "svm", "kmeans", "vlad", "input_pipeline", "retrieval_scale"}
+      "train_step", "finetune", "extraction", "svm", "kmeans", "vlad", "input_pipeline", "retrieval_scale"}
 
 
 def test_records_name_the_device_and_versions():

@@ -19,7 +19,7 @@ COMMANDS = {
     "medjax.classify": "medjax.classify", "medjax.retrieve": "medjax.retrieve",
     "medjax.predict": "medjax.predict", "medjax.explain": "medjax.explain.__main__",
     "medjax.compare": "medjax.compare", "medjax.export": "medjax.export",
-    "medjax.serve": "medjax.serve",
+    "medjax.serve": "medjax.serve", "medjax.ensemble": "medjax.ensemble",
     "benchmarks.run": "benchmarks.run", "launch.sweep": "launch.sweep",
 }
 NOISE = ("oneDNN", "cpu_feature_guard", "absl::InitializeLog", "TF-TRT", "cuda", "TensorRT",

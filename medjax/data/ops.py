@@ -292,3 +292,66 @@ def normalize(kind: str = "torchvision"):
     del seed
     return tf.cast(NORMALISATIONS[kind](image), tf.float32)
   return _image_op(fn)
+
+
+# -- augmentations for radiographs (transfer learning, configs/finetune.py) ----------------
+@register("random_resized_crop", random=True)
+def random_resized_crop(size, scale=(0.7, 1.0), ratio=(0.85, 1.18)):
+  """A crop of random area fraction ``scale`` and aspect ``ratio`` (log-uniform), resized to
+  ``size``: Inception-style, with the area bounded so that the lungs stay in view."""
+  hw = (size, size) if isinstance(size, int) else tuple(size)
+  def fn(image, seed):
+    s1, s2, s3 = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    h, w = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+    area = tf.random.stateless_uniform([], s1, scale[0], scale[1]) * h * w
+    log_r = tf.random.stateless_uniform([], s2, np.log(ratio[0]), np.log(ratio[1]))
+    r = tf.exp(log_r)
+    ch = tf.minimum(tf.sqrt(area / r), h)
+    cw = tf.minimum(tf.sqrt(area * r), w)
+    offset = tf.random.stateless_uniform([2], s3, 0.0, 1.0) * tf.stack([h - ch, w - cw])
+    box = tf.stack([offset[0] / h, offset[1] / w, (offset[0] + ch) / h, (offset[1] + cw) / w])
+    return tf.image.crop_and_resize(image[None], box[None], [0], hw)[0]
+  return _image_op(fn)
+
+
+@register("random_affine", random=True)
+def random_affine(degrees: float = 7.0, translate: float = 0.05, fill: float = 0.0):
+  """Rotation by up to ``degrees`` about the centre and a shift by up to ``translate`` of
+  each side, bilinear, filled with ``fill``: the patient's pose varies by this much."""
+  def fn(image, seed):
+    s1, s2 = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    h, w = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+    angle = tf.random.stateless_uniform([], s1, -degrees, degrees) * np.pi / 180
+    shift = tf.random.stateless_uniform([2], s2, -translate, translate) * tf.stack([w, h])
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2).
+    a2 = cx - cos * cx + sin * cy - shift[0]
+    b2 = cy - sin * cx - cos * cy - shift[1]
+    transform = tf.stack([cos, -sin, a2, sin, cos, b2, 0.0, 0.0])[None]
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform, output_shape=tf.shape(image)[:2],
+        fill_value=fill, interpolation="BILINEAR", fill_mode="CONSTANT")
+    return tf.ensure_shape(out[0], image.shape)
+  return _image_op(fn)
+
+
+@register("random_brightness_contrast", random=True)
+def random_brightness_contrast(brightness: float = 0.1, contrast: float = 0.1):
+  """Adds up to ``brightness`` and scales contrast about the mean by up to 1 +- ``contrast``
+  (exposure varies between radiographs), on [0, 1] images, clipped."""
+  def fn(image, seed):
+    s1, s2 = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    delta = tf.random.stateless_uniform([], s1, -brightness, brightness)
+    factor = tf.random.stateless_uniform([], s2, 1 - contrast, 1 + contrast)
+    mean = tf.reduce_mean(image)
+    return tf.clip_by_value((image - mean) * factor + mean + delta, 0.0, 1.0)
+  return _image_op(fn)
+
+
+@register("random_flip", random=True)
+def random_flip():
+  """Left-right flip with probability 1/2 (off in radiograph recipes: laterality matters)."""
+  def fn(image, seed):
+    return tf.image.stateless_random_flip_left_right(image, seed)
+  return _image_op(fn)

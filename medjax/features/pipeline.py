@@ -43,7 +43,11 @@ class Backbone:
 
 
 def load_backbone(cfg) -> Backbone:
-  """``cfg.name`` with its weights, or ``cfg.fallback`` when they cannot be found."""
+  """``cfg.name`` with its weights, or ``cfg.fallback`` when they cannot be found; or the
+  network fine-tuned in ``cfg.from_workdir``."""
+  if cfg.get("from_workdir"):
+    from medjax.features import finetuned
+    return Backbone(*finetuned.load(cfg), "")
   try:
     module, variables, spec = load.load_backbone(cfg.name, cfg.weights, include_top=False)
     return Backbone(module, variables, spec, cfg.layer, "")

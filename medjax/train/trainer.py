@@ -17,15 +17,15 @@ import jax
 import numpy as np
 from clu import periodic_actions
 
-from medjax import optim, parallel
+from medjax import kernels, optim, parallel
 from medjax.data.pipeline import InputPipeline
 from medjax.eval import calibration, evaluation, report
 from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
 from medjax.eval import writers
 from medjax.retrieval import runs as retrieval_runs
-from medjax.runloop import Checkpoints, restore_trained
-from medjax.train import config_checks
+from medjax.runloop import Checkpoints, check_finite, restore_trained
+from medjax.train import config_checks, losses, transfer
 from medjax.train.step import (TrainState, build_model, init_state, make_predict,
                                make_train_steps)
 
@@ -92,11 +92,19 @@ def train_and_evaluate(config, workdir) -> dict:
   start = int(state.step)
   if start:
     logging.info("Resuming from the checkpoint at step %d of %d.", start, total_steps)
+  elif config.get("init") and config.init.pretrained:
+    params, model_state = transfer.load_pretrained(state, config)
+    opt_state = kernels.jit(tx.init, out_shardings=parallel.replicated(mesh))(params)
+    state = state.replace(params=params, model_state=model_state, opt_state=opt_state)
+  class_counts = _train_class_counts(data)
+  loss = losses.make(config, class_counts)
+  dead_run = None if info.multi_label else transfer.DeadRunMonitor(loss, class_counts)
   writer = writers.create(workdir, start)
   if start == 0:
     writer.write_hparams({k: v for k, v in _flatten(resolved).items()})
-  train_steps = make_train_steps(model, tx, config.loss)
-  predict = make_predict(model)
+  train_steps = make_train_steps(model, tx, loss)
+  tta = config.get("tta", 1)
+  predict = transfer.make_tta_predict(model, tta) if tta > 1 else make_predict(model)
   progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                              every_steps=config.log_every)
   use_val = data.has_split("val")
@@ -125,21 +133,30 @@ def train_and_evaluate(config, workdir) -> dict:
       host = jax.device_get(window)
       window = []
       mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
-      if not (np.isfinite(mean["loss"]) and np.isfinite(host[-1]["param_norm"])):
-        raise FloatingPointError(
-            f"training diverged by step {step} (loss {mean['loss']}, parameter norm "
-            f"{host[-1]['param_norm']}); stopped without saving. "
-            f"The last good checkpoint (step {last_good}) is kept in {workdir / 'checkpoints'}; "
-            f"lower config.optimizer.learning_rate or check the inputs.")
+      if dead_run:
+        dead_run.add([h["loss"] for h in host])
+      check_finite(f"training diverged by step {step}; stopped without saving. The last good "
+                   f"checkpoint (step {last_good}) is kept in {workdir / 'checkpoints'}; lower "
+                   f"config.optimizer.learning_rate or check the inputs",
+                   loss=mean["loss"], param_norm=host[-1]["param_norm"])
       lr = optim.current_learning_rate(config.optimizer, steps_per_epoch, state.opt_state, step - 1)
       writer.write_scalars(step, {**_flat("train", mean), "train/learning_rate": float(lr),
                                   "train/epoch": step / steps_per_epoch})
+    val_predictions = None
     if epoch_end and use_val and (step // steps_per_epoch) % config.eval_every_epochs == 0:
-      scores, _ = evaluate(predict, state.params, state.model_state, data, "val", config.loss)
+      eval_params = optim.eval_params(config.optimizer, state)
+      scores, val_out = evaluate(predict, eval_params, state.model_state, data, "val",
+                                 config.loss)
+      val_predictions = None if info.multi_label else val_out["logits"].argmax(-1)
       writer.write_scalars(step, _scalars(_flat("val", scores)))
       if es_metric:
-        state = _early_stopping(state, scores, es, step // steps_per_epoch, ckpts, step)
+        state = _early_stopping(state, eval_params, scores, es, step // steps_per_epoch,
+                                ckpts, step)
         stopped = bool(state.stopped)
+    if epoch_end and dead_run:
+      warning = dead_run.end_epoch(step // steps_per_epoch, val_predictions)
+      if warning:
+        writer.write_texts(step, {"train/dead_run_warning": warning})
     if save_now or stopped:
       # Metrics first: a run killed between the two then resumes from an older checkpoint
       # and drops the extra lines, rather than from this one with lines missing.
@@ -149,18 +166,32 @@ def train_and_evaluate(config, workdir) -> dict:
   ckpts.wait()
   writer.write_scalars(step, {"train/wall_seconds_this_session": time.time() - t0})
 
-  params = ckpts.restore_best(state.params) if es_metric else state.params
+  final_params = optim.eval_params(config.optimizer, state)
+  params = ckpts.restore_best(final_params) if es_metric else final_params
   results = {"train/steps": step, "train/epochs": step / steps_per_epoch,
              "data/skipped": len(info.skipped), "data/source_key": info.source_key}
+  if dead_run and dead_run.warned:
+    results["train/dead_run_warning"] = True
   outputs = {}
   leader = jax.process_index() == 0
-  for role in ("val", "test"):
+  temperature = 1.0
+  for role in ("val", "test"):  # Val first: anything fitted after training is fitted there.
     if data.has_split(role):
       scores, outputs[role] = evaluate(predict, params, state.model_state, data, role,
                                        config.loss, with_embeddings=config.retrieval)
+      if role == "val" and config.get("calibrate") and config.loss == "softmax_xent":
+        temperature = calibration.fit_temperature(outputs["val"]["logits"],
+                                                  outputs["val"]["labels"])
+        results["calibration/temperature"] = temperature
       results.update(_flat(role, scores))
       results.update(_flat(role, final_evaluation(outputs[role], config, info,
-                                                  workdir if leader else None, role)))
+                                                  workdir if leader else None, role,
+                                                  temperature)))
+  if config.get("val_threshold") and "val" in outputs and info.num_classes == 2:
+    probs = {r: calibration.softmax(o["logits"] / temperature) for r, o in outputs.items()}
+    for role in outputs:
+      results.update(_flat(f"{role}/val_threshold", transfer.operating_point(
+          probs["val"], outputs["val"]["labels"], probs[role], outputs[role]["labels"])))
   if config.retrieval and "test" in outputs:
     results.update(_flat("retrieval", index_and_evaluate_retrieval(
         predict, params, state.model_state, data, config.loss, outputs["test"], workdir)))
@@ -172,17 +203,19 @@ def train_and_evaluate(config, workdir) -> dict:
   return results
 
 
-def final_evaluation(outputs: dict, config, info, workdir: Path | None, role: str) -> dict:
+def final_evaluation(outputs: dict, config, info, workdir: Path | None, role: str,
+                     temperature: float = 1.0) -> dict:
   """Clinical measures with intervals of the trained model on ``role``; with a
   ``workdir``, also its predictions CSV and plots.
 
   Softmax heads give probabilities. One-vs-all sigmoid heads give one probability per
   label: multi-label data is scored as such; on single-label data the prediction is the
   argmax, and log loss and ECE are left out since the rows need not sum to one.
+  ``temperature`` (fitted on validation when ``config.calibrate``) divides softmax logits.
   """
   logits, labels = outputs["logits"], outputs["labels"]
   sigmoid = config.loss == "sigmoid_xent"
-  scores = calibration.sigmoid(logits) if sigmoid else calibration.softmax(logits)
+  scores = calibration.sigmoid(logits) if sigmoid else calibration.softmax(logits / temperature)
   return evaluation.final(workdir, role, outputs["ids"], labels, scores, info.class_names,
                           probabilities=not sigmoid, graded=config.data.graded)
 
@@ -227,9 +260,18 @@ def restore_for_inference(workdir: Path):
   return config, model, restore_trained(workdir, config), data
 
 
-def _early_stopping(state: TrainState, scores: dict, es, epoch: int, ckpts: Checkpoints,
-                    step: int) -> TrainState:
-  """Tracks the best validation value; keeps its parameters; stops after ``patience`` epochs.
+def _train_class_counts(data: InputPipeline):
+  """Training examples per class (single-label data; None otherwise), read from the records."""
+  if data.info.multi_label:
+    return None
+  _, labels = data.ids_and_labels("train")
+  return np.bincount(labels.astype(int), minlength=data.info.num_classes)
+
+
+def _early_stopping(state: TrainState, params, scores: dict, es, epoch: int,
+                    ckpts: Checkpoints, step: int) -> TrainState:
+  """Tracks the best validation value; keeps its parameters (``params``, those evaluated);
+  stops after ``patience`` epochs.
 
   New values are placed like the ones they replace (replicated over the mesh): Orbax
   refuses to checkpoint a single-device array in a run of several processes. They go
@@ -240,7 +282,7 @@ def _early_stopping(state: TrainState, scores: dict, es, epoch: int, ckpts: Chec
 
   value = float(scores[es.metric]) * (1 if es.mode == "max" else -1)
   if value > float(state.best_metric):
-    ckpts.save_best(step, state.params)
+    ckpts.save_best(step, params)
     return state.replace(best_metric=like(state.best_metric, value),
                          best_epoch=like(state.best_epoch, epoch))
   if es.patience_epochs and epoch - int(state.best_epoch) >= es.patience_epochs:

@@ -103,3 +103,27 @@ def test_normalisations():
 def test_bad_specs_name_the_op(spec, message):
   with pytest.raises(ValueError, match=message):
     ops.compose(spec)
+
+
+def test_radiograph_augmentations_are_bounded_seeded_and_vary():
+  rng = np.random.default_rng(0)
+  image = rng.uniform(0.2, 0.8, (32, 32, 3)).astype(np.float32)
+  pp = ("random_resized_crop(24, scale=(0.6, 1.0))|random_affine(degrees=7.0, translate=0.05)"
+        "|random_brightness_contrast(0.1, 0.1)")
+  a, b = run(pp, image), run(pp, image)
+  np.testing.assert_array_equal(a, b)
+  assert a.shape == (24, 24, 3) and 0.0 <= a.min() and a.max() <= 1.0
+  outs = [run(pp, image, seed=tf.constant([3, i], tf.int64)) for i in range(4)]
+  assert len({o.tobytes() for o in outs}) == 4
+  # Zero rotation and shift is the identity; a full-area crop of the same aspect is a resize.
+  np.testing.assert_allclose(run("random_affine(degrees=0.0, translate=0.0)", image), image,
+                             atol=1e-6)
+  full = run("random_resized_crop(32, scale=(1.0, 1.0), ratio=(1.0, 1.0))", image)
+  np.testing.assert_allclose(full, image, atol=1e-5)
+  # Brightness only: a constant added to every pixel.
+  shifted = run("random_brightness_contrast(0.1, 0.0)", image)
+  delta = shifted - image
+  np.testing.assert_allclose(delta, delta.flat[0], atol=1e-6)
+  assert 0 < abs(delta.flat[0]) <= 0.1
+  flips = {run("random_flip", image, seed=tf.constant([0, i], tf.int64)).tobytes() for i in range(10)}
+  assert flips == {image.tobytes(), image[:, ::-1].tobytes()}
