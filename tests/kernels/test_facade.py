@@ -113,7 +113,8 @@ def test_registry_resolves_the_choice_when_building():
 
 @pytest.mark.parametrize("model,size", [
     (VGG19(include_top=False), 32), (AlexNet(include_top=False), 67),
-    (SqueezeNet11(num_classes=3), 35), (GoogLeNet(num_classes=3, variant="2014"), 35)],
+    pytest.param(SqueezeNet11(num_classes=3), 35, marks=pytest.mark.slow),
+    pytest.param(GoogLeNet(num_classes=3, variant="2014"), 35, marks=pytest.mark.slow)],
     ids=["vgg19", "alexnet", "squeezenet", "googlenet"])
 def test_backbones_use_the_facade_with_the_same_parameters(model, size):
   """Backbones through the façade: one parameter tree for both choices (and ``Conv``'s are
