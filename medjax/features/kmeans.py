@@ -274,6 +274,14 @@ def _one_run(x, k, key, init_centers, tol_abs, max_iter, chunk_size, checkpoint)
   return centers, iteration, converged
 
 
+@jax.jit
+def _centre(x):
+  """``(x - mean, mean, mean per-feature variance)`` on the device, without a host copy."""
+  mean = jnp.mean(x, axis=0)
+  centred = x - mean
+  return centred, mean, jnp.mean(jnp.var(centred, axis=0))
+
+
 def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
         tol: float = 1e-4, init_centers=None, checkpoint: Path | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE) -> KMeansResult:
@@ -291,13 +299,10 @@ def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
     n_init = 1
   if checkpoint is not None and n_init != 1:
     raise ValueError("a checkpointed k-means fit runs one initialisation (n_init=1)")
-  host = np.asarray(x)
-  mean = host.mean(0)
-  tol_abs = tol * float(np.mean(np.var(host, axis=0)))
-  del host
-  centred = jnp.asarray(x - mean)
+  centred, mean, spread = _centre(jnp.asarray(x))
+  tol_abs = tol * float(spread)
   if init_centers is not None:
-    init_centers = np.asarray(init_centers) - mean
+    init_centers = jnp.asarray(init_centers) - mean
   keys = [key] if n_init == 1 else list(jax.random.split(key, n_init))
   best = None
   checkpoint = None if checkpoint is None else Path(checkpoint)
@@ -306,7 +311,7 @@ def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
                                           chunk_size, checkpoint)
     run_inertia = float(inertia(centers, centred, chunk_size=chunk_size))
     if best is None or run_inertia < best.inertia:
-      best = KMeansResult(np.asarray(centers) + mean, run_inertia, n_iter, converged)
+      best = KMeansResult(np.asarray(centers + mean), run_inertia, n_iter, converged)
   return best
 
 
