@@ -183,7 +183,17 @@ def lloyd_iteration(centers: jax.Array, x: jax.Array, *,
                     chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[jax.Array, jax.Array]:
   """One full-batch Lloyd iteration on ``x``: ``(new_centers, shift)`` as ``finalize``
   returns them (the step ``fit`` saves its progress after)."""
-  data = _strided(x, jnp.ones(x.shape[:1], bool), chunk_size)
+  return _lloyd_step(centers, _layout(x, chunk_size=chunk_size))
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def _layout(x, *, chunk_size: int) -> _Strided:
+  """The strided rows and squared norms, made once per fit rather than once per pass."""
+  return _strided(x, jnp.ones(x.shape[:1], bool), chunk_size)
+
+
+@jax.jit
+def _lloyd_step(centers, data: _Strided):
   return finalize(centers, _iteration_stats(centers, data))
 
 
@@ -266,8 +276,9 @@ def _one_run(x, k, key, init_centers, tol_abs, max_iter, chunk_size, checkpoint)
     centers = init(x, k, key=key) if init_centers is None else jnp.asarray(init_centers)
     iteration, converged = 0, False
     save(centers, iteration, converged)
+  data = _layout(x, chunk_size=chunk_size)
   while not converged and iteration < max_iter:
-    centers, shift = lloyd_iteration(centers, x, chunk_size=chunk_size)
+    centers, shift = _lloyd_step(centers, data)
     iteration += 1
     converged = float(shift) <= tol_abs
     save(centers, iteration, converged)
