@@ -2,14 +2,17 @@
 unreadable ones in an error row, and refuses unfinished runs in one line."""
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
-from medjax import cli, inference, predict
+from medjax import cli, inference, parallel, predict, runloop
+from medjax.data.pipeline import InputPipeline
 from medjax.train import step, trainer
 from tests.conftest import REPO_ROOT, tiny_config
 
@@ -27,7 +30,10 @@ def supervised_run(tiny_data_dir, tmp_path_factory):
 
 def _run_test_split(workdir):
   """The run's own test-set scores, by id (through the trainer's evaluation)."""
-  config, model, variables, data = trainer.restore_for_inference(workdir)
+  config = ml_collections.ConfigDict(json.loads((workdir / "results.json").read_text())["config"])
+  data = InputPipeline(config, workdir, parallel.make_mesh())
+  model = step.build_model(config, data.info.num_classes)
+  variables = runloop.restore_trained(workdir, config)
   params = variables["params"]
   state = {k: v for k, v in variables.items() if k != "params"}
   _, out = trainer.evaluate(step.make_predict(model), params, state, data, "test", config.loss)

@@ -12,7 +12,7 @@ The algorithm follows scikit-learn's ``KMeans(algorithm="lloyd")`` so inertias a
   distance form keeps float32 precision.
 
 ``fit`` is the one driver (the pipeline, the tests and ``benchmarks/kmeans.py`` all run
-it): one jitted ``lloyd_iteration`` per step, so that with a ``checkpoint`` file the
+it): one jitted Lloyd step per iteration, so that with a ``checkpoint`` file the
 centres and iteration count are saved after the seeding and after every iteration and a
 killed fit resumes where it stopped.
 

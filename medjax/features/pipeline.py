@@ -132,7 +132,7 @@ def train_and_evaluate(config, workdir) -> dict:
                                    workdir=workdir if leader else None, seed=config.seed,
                                    graded=config.data.graded))
   results.update(retrieval_runs.frozen_run(workdir if leader else None, data, codes, labels,
-                                           eval_role))
+                                           ids))
   results.update({
       "backbone/requested": config.backbone.name,
       "backbone/used": backbone.spec.name,

@@ -46,11 +46,11 @@ def index_and_score(workdir, data, train: dict, test: dict, prefix: str = "") ->
   return {f"{prefix}{k}": v for k, v in scores.items()}
 
 
-def frozen_run(workdir, data, codes: dict, labels: dict, eval_role: str) -> dict:
+def frozen_run(workdir, data, codes: dict, labels: dict, test_ids) -> dict:
   """:func:`index_and_score` for the frozen-feature pipeline (its one hook): the train
-  codes in split order, queried with the evaluation role's."""
+  codes in split order, queried with the evaluation split's (``test_ids``, which the
+  pipeline has already read)."""
   train_ids, train_labels = data.ids_and_labels("train")
-  test_ids, _ = data.ids_and_labels(eval_role)
   if not np.array_equal(train_labels, labels["train"]):
     raise RuntimeError("the train split's records and its features disagree on labels")
   train = {"embeddings": codes["train"], "labels": labels["train"], "ids": train_ids}

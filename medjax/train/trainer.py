@@ -8,7 +8,6 @@ parameters, optimiser state (plateau annealing included), the base RNG (dropout 
 from the latest checkpoint; a workdir whose ``results.json`` holds the same config is
 returned as is.
 """
-import json
 import logging
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from medjax.eval import metrics as metrics_lib
 from medjax.eval import results as results_lib
 from medjax.eval import writers
 from medjax.retrieval import runs as retrieval_runs
-from medjax.runloop import Checkpoints, check_finite, restore_trained
+from medjax.runloop import Checkpoints, check_finite
 from medjax.train import config_checks, losses, transfer
 from medjax.train.step import (TrainState, build_model, init_state, make_predict,
                                make_train_steps)
@@ -241,23 +240,6 @@ def index_and_evaluate_retrieval(predict, params, model_state, data: InputPipeli
   _, train = evaluate(predict, params, model_state, data, "train", loss_name, with_embeddings=True)
   return retrieval_runs.index_and_score(workdir if jax.process_index() == 0 else None, data,
                                         train, test_outputs)
-
-
-def restore_for_inference(workdir: Path):
-  """``(config, model, variables, data)`` of the finished run in ``workdir``, for tools.
-
-  Parameters come from the best checkpoint when early stopping kept one, else the latest.
-  """
-  import ml_collections
-  workdir = Path(workdir)
-  results_path = workdir / "results.json"
-  if not results_path.exists():
-    raise FileNotFoundError(f"{results_path} not found: {workdir} holds no finished run")
-  config = ml_collections.ConfigDict(json.loads(results_path.read_text())["config"])
-  mesh = parallel.make_mesh()
-  data = InputPipeline(config, workdir, mesh)
-  model = build_model(config, data.info.num_classes)
-  return config, model, restore_trained(workdir, config), data
 
 
 def _train_class_counts(data: InputPipeline):
