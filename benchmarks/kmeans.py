@@ -5,12 +5,14 @@ medjax's side is ``medjax.features.kmeans.fit``, the driver the VLAD pipeline ru
 
 Descriptors stand in for VGG conv maps: non-negative (post-ReLU), sparse-ish, drawn
 around a few hundred modes in 512 dimensions. Every solver gets one initialisation
-(``n_init=1``, faiss ``nredo=1``) and the same iteration cap; medjax and scikit-learn
-also stop at the same relative tolerance, faiss always runs its ``niter`` iterations.
-Against scikit-learn both seed with k-means++ inside the timed fit. faiss seeds with
-random points, which on these descriptors ends some 40 % above the others' inertia, so
-against faiss both sides start from the same k-means++ seeds (computed untimed) and only
-the Lloyd iterations are timed.
+(``n_init=1``, faiss ``nredo=1``) and the same iteration cap. Against scikit-learn both
+seed with k-means++ inside the timed fit and stop at the same relative tolerance. faiss
+seeds with random points, which on these descriptors ends some 40 % above the others'
+inertia, so against faiss both sides start from the same k-means++ seeds (computed
+untimed), only the Lloyd iterations are timed, and both run to the same fixed point:
+faiss stops once an iteration leaves its objective unchanged (``early_stop_threshold``
+0), medjax with ``tol=0`` once an iteration moves no centre, so they end at equal
+inertia.
 Inertia (sum of squared distances to the closest centre) of every result is computed
 the same way, by ``medjax.features.kmeans.inertia``, and reported next to the times.
 """
@@ -41,7 +43,7 @@ def kmeans_case(n: int, k: int, max_iter: int, repeats: int) -> list[dict]:
   seeds = kmeans.init(x_dev, k, key=key)
 
   def medjax_fit_from_seeds():
-    return kmeans.fit(x_dev, k, key=key, max_iter=max_iter, tol=1e-4,
+    return kmeans.fit(x_dev, k, key=key, max_iter=max_iter, tol=0.0,
                       init_centers=seeds).centers
 
   def sklearn_fit():

@@ -32,10 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from medjax import kernels
 from medjax.atomic import save_npz
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-DEFAULT_CHUNK_SIZE = 8192
+# Small enough that a chunk's (chunk, k) distances stay in the L2 cache.
+DEFAULT_CHUNK_SIZE = 2048
 
 
 class KMeansResult(NamedTuple):
@@ -178,23 +180,52 @@ def _iteration_stats(centers, data: _Strided) -> LloydStats:
                       lambda: stats)
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
+@functools.partial(kernels.jit, static_argnames=("chunk_size",))
 def lloyd_iteration(centers: jax.Array, x: jax.Array, *,
                     chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[jax.Array, jax.Array]:
   """One full-batch Lloyd iteration on ``x``: ``(new_centers, shift)`` as ``finalize``
   returns them (the step ``fit`` saves its progress after)."""
-  return _lloyd_step(centers, _layout(x, chunk_size=chunk_size))
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _layout(x, *, chunk_size: int) -> _Strided:
-  """The strided rows and squared norms, made once per fit rather than once per pass."""
-  return _strided(x, jnp.ones(x.shape[:1], bool), chunk_size)
-
-
-@jax.jit
-def _lloyd_step(centers, data: _Strided):
+  data = _strided(x, jnp.ones(x.shape[:1], bool), chunk_size)
   return finalize(centers, _iteration_stats(centers, data))
+
+
+@functools.partial(kernels.jit, static_argnames=("chunk_size",))
+def _prepare(x, *, chunk_size: int):
+  """``(strided layout of the centred x, mean, mean per-feature variance)`` in one program
+  on the device: the layout and squared norms are made once per fit, not once per pass,
+  and nothing is copied to the host."""
+  mean = jnp.mean(x, axis=0)
+  centred = x - mean
+  data = _strided(centred, jnp.ones(x.shape[:1], bool), chunk_size)
+  return data, mean, jnp.mean(jnp.var(centred, axis=0))
+
+
+def _rows(data: _Strided, n: int):
+  """The first ``n`` rows and squared norms of ``data`` in their original order: the
+  strided view is a reshape of the padded rows, so this is one too."""
+  return data.rows.reshape((-1, data.rows.shape[-1]))[:n], data.sq_norms.reshape(-1)[:n]
+
+
+@functools.partial(kernels.jit, static_argnames=("k", "n"))
+def _init_strided(data: _Strided, k: int, n: int, key):
+  return _kmeans_plusplus(*_rows(data, n), k, key)
+
+
+@kernels.jit
+def _strided_inertia(centers, data: _Strided):
+  def one_chunk(i):
+    chunk, sq_norms, mask = data.chunk(i)
+    return jnp.sum(jnp.where(mask, _nearest(_sq_dist(chunk, sq_norms, centers))[1], 0.0))
+
+  return jnp.sum(jax.lax.map(one_chunk, jnp.arange(data.n_chunks)))
+
+
+@kernels.jit
+def _lloyd_step(centers, data: _Strided):
+  """``(new centres, shift, inertia of the given centres)``: the inertia comes free with
+  the pass, and when the shift is exactly 0 it is that of the new centres too."""
+  stats = _iteration_stats(centers, data)
+  return (*finalize(centers, stats), stats.inertia)
 
 
 @jax.jit
@@ -244,7 +275,7 @@ def _kmeans_plusplus(x, x_sq, k, key):
   return centers
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
+@functools.partial(kernels.jit, static_argnames=("k",))
 def init(x: jax.Array, k: int, *, key: jax.Array) -> jax.Array:
   """Greedy k-means++ seeding (sklearn's ``_kmeans_plusplus``) of ``k`` centres from ``x``."""
   return _kmeans_plusplus(x, jnp.sum(x * x, axis=-1), k, key)
@@ -260,37 +291,34 @@ def _load_progress(path: Path, shape) -> tuple[jax.Array, int, bool]:
   return jnp.asarray(centers), iteration, converged
 
 
-def _one_run(x, k, key, init_centers, tol_abs, max_iter, chunk_size, checkpoint):
-  """Seeding (or ``init_centers``) then Lloyd iterations on centred ``x``; returns
-  ``(centres, iterations, converged)``, saving progress to ``checkpoint`` if given."""
+def _one_run(data, n, k, key, init_centers, tol_abs, max_iter, checkpoint):
+  """Seeding (or ``init_centers``) then Lloyd iterations on the ``n`` centred rows laid out
+  in ``data``; returns ``(centres, iterations, converged, inertia or None)``, saving
+  progress to ``checkpoint`` if given. The inertia is known only when the last pass left
+  the centres exactly where they were."""
   def save(centers, iteration, converged):
     if checkpoint is not None:
       save_npz(checkpoint, centers=np.asarray(centers), iteration=iteration,
                converged=converged)
 
   if checkpoint is not None and checkpoint.exists():
-    centers, iteration, converged = _load_progress(checkpoint, (k, x.shape[1]))
+    centers, iteration, converged = _load_progress(checkpoint, (k, data.rows.shape[-1]))
   else:
     if checkpoint is not None:
       checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    centers = init(x, k, key=key) if init_centers is None else jnp.asarray(init_centers)
+    centers = (_init_strided(data, k, n, key) if init_centers is None
+               else jnp.asarray(init_centers))
     iteration, converged = 0, False
     save(centers, iteration, converged)
-  data = _layout(x, chunk_size=chunk_size)
+  known_inertia = None
   while not converged and iteration < max_iter:
-    centers, shift = _lloyd_step(centers, data)
+    centers, shift, before = _lloyd_step(centers, data)
     iteration += 1
-    converged = float(shift) <= tol_abs
+    shift = float(shift)
+    converged = shift <= tol_abs
+    known_inertia = float(before) if shift == 0.0 else None
     save(centers, iteration, converged)
-  return centers, iteration, converged
-
-
-@jax.jit
-def _centre(x):
-  """``(x - mean, mean, mean per-feature variance)`` on the device, without a host copy."""
-  mean = jnp.mean(x, axis=0)
-  centred = x - mean
-  return centred, mean, jnp.mean(jnp.var(centred, axis=0))
+  return centers, iteration, converged, known_inertia
 
 
 def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
@@ -310,7 +338,7 @@ def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
     n_init = 1
   if checkpoint is not None and n_init != 1:
     raise ValueError("a checkpointed k-means fit runs one initialisation (n_init=1)")
-  centred, mean, spread = _centre(jnp.asarray(x))
+  data, mean, spread = _prepare(jnp.asarray(x), chunk_size=chunk_size)
   tol_abs = tol * float(spread)
   if init_centers is not None:
     init_centers = jnp.asarray(init_centers) - mean
@@ -318,15 +346,16 @@ def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
   best = None
   checkpoint = None if checkpoint is None else Path(checkpoint)
   for run_key in keys:
-    centers, n_iter, converged = _one_run(centred, k, run_key, init_centers, tol_abs, max_iter,
-                                          chunk_size, checkpoint)
-    run_inertia = float(inertia(centers, centred, chunk_size=chunk_size))
+    centers, n_iter, converged, run_inertia = _one_run(data, len(x), k, run_key, init_centers,
+                                                       tol_abs, max_iter, checkpoint)
+    if run_inertia is None:
+      run_inertia = float(_strided_inertia(centers, data))
     if best is None or run_inertia < best.inertia:
       best = KMeansResult(np.asarray(centers + mean), run_inertia, n_iter, converged)
   return best
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
+@functools.partial(kernels.jit, static_argnames=("chunk_size",))
 def assign(centers: jax.Array, x: jax.Array, *,
            chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[jax.Array, jax.Array]:
   """Closest centre of every row of ``x``: ``(labels, squared distances)``, both ``(N,)``."""
