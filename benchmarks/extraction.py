@@ -68,11 +68,13 @@ def torch_efficientnet_lite0() -> nn.Module:
 PEERS = {"efficientnet_lite0": torch_efficientnet_lite0, "vgg19": torch_vgg19}
 
 
-def extraction_case(name: str, batch: int, repeats: int, size: int = 224) -> dict:
+def extraction_case(name: str, batch: int, repeats: int, size: int = 224,
+                    compute_dtype: str = "float32") -> dict:
   module = registry.get_model(name, include_top=False)
   images = np.random.default_rng(0).standard_normal((batch, size, size, 3), np.float32)
   variables = jax.jit(module.init)(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))
-  feature_fn = make_feature_fn(module, "pre_logits", pool=False, l2=False)
+  feature_fn = make_feature_fn(module, "pre_logits", pool=False, l2=False,
+                               compute_dtype=compute_dtype)
   x = jax.device_put(images)
   flops = timing.accelerator_flops(feature_fn, variables, x)
   peer = PEERS[name]().eval().to(timing.peer_device())
@@ -80,10 +82,11 @@ def extraction_case(name: str, batch: int, repeats: int, size: int = 224) -> dic
       timing.peer_device())
 
   def peer_fn():
-    with torch.inference_mode():
+    with torch.inference_mode(), timing.autocast(compute_dtype):
       return peer(torch_x)
 
-  return timing.compare(f"extraction/{name}_{size}_b{batch}", lambda: feature_fn(variables, x),
+  return timing.compare(f"extraction/{name}_{size}_b{batch}{timing.suffix(compute_dtype)}",
+                        lambda: feature_fn(variables, x),
                         timing.peer_name(), peer_fn, repeats=repeats, items=batch,
                         flops=flops)
 
@@ -91,4 +94,7 @@ def extraction_case(name: str, batch: int, repeats: int, size: int = 224) -> dic
 def cases(quick: bool) -> list[timing.Case]:
   repeats = 2 if quick else 7
   return [timing.Case(f"extraction/{name}", lambda name=name: extraction_case(name, 64, repeats))
-          for name in PEERS]
+          for name in PEERS] + [
+      timing.Case("extraction/efficientnet_lite0_bf16",
+                  lambda: extraction_case("efficientnet_lite0", 64, repeats,
+                                          compute_dtype="bfloat16"))]

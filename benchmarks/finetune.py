@@ -36,7 +36,8 @@ def _medjax_step(config, images: np.ndarray, labels: np.ndarray):
   params, model_state = transfer.load_pretrained(state, config)
   opt_state = kernels.jit(tx.init, out_shardings=parallel.replicated(mesh))(params)
   state = state.replace(params=params, model_state=model_state, opt_state=opt_state)
-  steps = step_lib.make_train_steps(model, tx, losses.make(config, [1, 3]))
+  steps = step_lib.make_train_steps(model, tx, losses.make(config, [1, 3]),
+                                    config.get("compute_dtype", "float32"))
   batch = parallel.to_global({"image": images, "label": labels}, parallel.batch_sharding(mesh))
   flops = timing.accelerator_flops(steps, state, (batch,))
   holder = {"state": state}
@@ -71,8 +72,10 @@ def _torch_model(frozen_layers: int):
   return frozen, trained.to(timing.peer_device())
 
 
-def finetune_case(recipe: bool, batch: int, size: int, repeats: int) -> dict:
+def finetune_case(recipe: bool, batch: int, size: int, repeats: int,
+                  compute_dtype: str = "float32") -> dict:
   config = _config(recipe, size)
+  config.compute_dtype = compute_dtype
   images = np.random.default_rng(0).random((batch, size, size, 3), np.float32) * 2 - 1
   labels = np.arange(batch, dtype=np.int32) % 2
   medjax_fn, flops = _medjax_step(config, images, labels)
@@ -91,13 +94,16 @@ def finetune_case(recipe: bool, batch: int, size: int, repeats: int) -> dict:
 
   def peer_fn():
     optimizer.zero_grad(set_to_none=True)
-    with torch.no_grad():
-      features = frozen(x)
-    loss = loss_fn(trained(features), y)
+    with timing.autocast(compute_dtype):
+      with torch.no_grad():
+        features = frozen(x)
+      logits = trained(features)
+    loss = loss_fn(logits.float(), y)
     loss.backward()
     optimizer.step()
   name = "recipe" if recipe else "full"
-  return timing.compare(f"finetune/efficientnet_lite0_{name}_{size}_b{batch}", medjax_fn,
+  return timing.compare(
+      f"finetune/efficientnet_lite0_{name}_{size}_b{batch}{timing.suffix(compute_dtype)}", medjax_fn,
                         timing.peer_name(), peer_fn, repeats=repeats, items=batch, flops=flops)
 
 
@@ -105,5 +111,7 @@ def cases(quick: bool) -> list[timing.Case]:
   repeats = 1 if quick else 3
   return [
       timing.Case("finetune/efficientnet_lite0_full", lambda: finetune_case(False, 32, 224, repeats)),
+      timing.Case("finetune/efficientnet_lite0_full_bf16",
+                  lambda: finetune_case(False, 32, 224, repeats, "bfloat16")),
       timing.Case("finetune/efficientnet_lite0_recipe", lambda: finetune_case(True, 32, 192, repeats)),
   ]

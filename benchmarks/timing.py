@@ -63,6 +63,21 @@ def peer_device() -> str:
   return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
+def autocast(compute_dtype: str):
+  """The peer's counterpart of ``config.compute_dtype``: PyTorch's automatic mixed precision
+  (``torch.autocast``) in bfloat16, or nothing for float32."""
+  import contextlib
+  import torch
+  if compute_dtype == "float32":
+    return contextlib.nullcontext()
+  return torch.autocast(peer_device(), dtype=getattr(torch, compute_dtype))
+
+
+def suffix(compute_dtype: str) -> str:
+  """What a case's name adds for its compute dtype: nothing for float32, ``_bf16`` else."""
+  return "" if compute_dtype == "float32" else "_bf16"
+
+
 def peer_name() -> str:
   return "pytorch" if peer_device() == "cpu" else f"pytorch_{peer_device()}"
 

@@ -34,7 +34,7 @@ def _medjax_step(config, num_classes: int, images: np.ndarray, labels: np.ndarra
   model = step_lib.build_model(config, num_classes)
   tx = optim.make(config.optimizer, steps_per_epoch=100)
   state = step_lib.init_state(model, tx, config, images.shape[1:], mesh)
-  steps = step_lib.make_train_steps(model, tx, config.loss)
+  steps = step_lib.make_train_steps(model, tx, config.loss, config.get("compute_dtype", "float32"))
   batch = parallel.to_global({"image": images, "label": labels}, parallel.batch_sharding(mesh))
   batches = (batch,) * config.steps_per_call
   flops = timing.accelerator_flops(steps, state, batches)
@@ -56,11 +56,13 @@ def _labels(labels: np.ndarray) -> torch.Tensor:
 
 
 def _torch_step(model: nn.Module, loss_fn, optimizer, x: torch.Tensor, target: torch.Tensor,
-                steps: int = 1):
+                steps: int = 1, compute_dtype: str = "float32"):
   def run():
     for _ in range(steps):
       optimizer.zero_grad(set_to_none=True)
-      loss = loss_fn(model(x), target)
+      with timing.autocast(compute_dtype):
+        logits = model(x)
+      loss = loss_fn(logits.float(), target)
       loss.backward()
       optimizer.step()
     return None
@@ -175,15 +177,18 @@ def alexnet_case(batch: int, repeats: int, num_classes: int = 5) -> dict:
                   medjax_fn, peer_fn, repeats, flops)
 
 
-def irma_case(batch: int, repeats: int, variant: str = "C", num_classes: int = 57) -> dict:
+def irma_case(batch: int, repeats: int, variant: str = "C", num_classes: int = 57,
+              compute_dtype: str = "float32") -> dict:
   config = irma_cnn.get_config(f"variant={variant}")
+  config.compute_dtype = compute_dtype
   images = _images(batch, 128, 1)
   labels = np.arange(batch, dtype=np.int32) % num_classes
   medjax_fn, flops = _medjax_step(config, num_classes, images, labels)
   model = torch_irma(variant, num_classes, 128).train().to(timing.peer_device())
   peer_fn = _torch_step(model, F.cross_entropy, _sgd(model, config.optimizer), _nchw(images),
-                        _labels(labels), config.steps_per_call)
-  return _compare(f"train_step/irma_{variant}_128_b{batch}", config.steps_per_call, batch,
+                        _labels(labels), config.steps_per_call, compute_dtype)
+  return _compare(f"train_step/irma_{variant}_128_b{batch}{timing.suffix(compute_dtype)}",
+                  config.steps_per_call, batch,
                   medjax_fn, peer_fn, repeats, flops)
 
 
@@ -236,5 +241,7 @@ def cases(quick: bool) -> list[timing.Case]:
       timing.Case("train_step/lenet_ova", lambda: lenet_case(20, 256, repeats)),
       timing.Case("train_step/alexnet_anatomy", lambda: alexnet_case(64, repeats)),
       timing.Case("train_step/irma_C", lambda: irma_case(256, repeats)),
+      timing.Case("train_step/irma_C_bf16",
+                  lambda: irma_case(256, repeats, compute_dtype="bfloat16")),
       timing.Case("train_step/cae", lambda: cae_case(512, 4096, repeats)),
   ]

@@ -103,6 +103,8 @@ def supervised(*, seed: int = 0) -> mlc.ConfigDict:
       # share one allocation of the step's temporaries (medjax.train.step.make_train_steps).
       # Results are those of one step per call.
       "steps_per_call": 4,
+      # "bfloat16": mixed precision (medjax.kernels.precision); parameters stay float32.
+      "compute_dtype": "float32",
       "log_every": 50,
       "checkpoint_every_steps": 500,
       "keep_checkpoints": 2,
@@ -174,6 +176,8 @@ def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int
       # features are reused only for the identical backbone, layer, pp and split.
       "features_dir": mlc.config_dict.placeholder(str),
       "features": {"scales": (scale,), "batch_size": 32, "chunk_batches": 8},
+      # "bfloat16": the backbone runs in bfloat16, features are stored as float32.
+      "compute_dtype": "float32",
       "aggregation": aggregation,
       "svm": {"C": 1.0, "learning_rate": mlc.config_dict.placeholder(float),
               "max_iter": 1000, "tol": 1e-5},

@@ -156,7 +156,9 @@ def _frozen(workdir, config, results, data, context) -> Run:
   def embed(variables, images):
     feats = [extract.layer_features(module, variables["backbone"],
                                     images[:, :s, offsets[i]:offsets[i] + s], layer,
-                                    pool=pool, l2=l2) for i, s in enumerate(scales)]
+                                    pool=pool, l2=l2,
+                                    compute_dtype=config.get("compute_dtype", "float32"))
+             for i, s in enumerate(scales)]
     return aggregation.encode(config, variables["aggregation"], feats)
 
   def logits(variables, images):

@@ -25,19 +25,24 @@ _CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp
 
 
 def cpu() -> dict:
-  """The CPU's model name, its ISA features of interest and the cores this process may use."""
-  model, flags = None, set()
+  """The CPU's model name, family (vendor, ``cpu family``/``model``: a VM's model name may
+  be as bare as "AMD EPYC", and the family tells Zen 4 from Zen 5), its ISA features of
+  interest and the cores this process may use."""
+  first, flags = {}, set()
   try:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
       key, _, value = (part.strip() for part in line.partition(":"))
-      if key == "model name" and model is None:
-        model = value
+      if key in ("model name", "vendor_id", "cpu family", "model") and key not in first:
+        first[key] = value
       elif key in ("flags", "Features") and not flags:  # x86 and Arm spellings.
         flags = set(value.split())
   except OSError:  # Not Linux: the model from platform, no flags.
     pass
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  return {"model": model or platform.processor() or platform.machine(), "isa": [f for f in _CPU_FLAGS if f in flags], "cores": cores}
+  family = ("/".join(first[k] for k in ("vendor_id", "cpu family", "model") if k in first)
+            or None)
+  return {"model": first.get("model name") or platform.processor() or platform.machine(),
+          "family": family, "isa": [f for f in _CPU_FLAGS if f in flags], "cores": cores}
 
 
 def environment() -> dict:

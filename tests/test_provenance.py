@@ -5,6 +5,8 @@ from medjax import provenance
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
 model name\t: Intel(R) Xeon(R) Platinum 8480+
 flags\t\t: fpu sse avx2 fma avx512f avx512_bf16 amx_tile amx_bf16 amx_int8 avx512_vnni
 
@@ -23,6 +25,7 @@ def test_cpu_reads_model_and_isa_of_the_first_processor(monkeypatch, tmp_path):
                       else real_path(p))
   info = provenance.cpu()
   assert info["model"] == "Intel(R) Xeon(R) Platinum 8480+"
+  assert info["family"] == "GenuineIntel/6/143"
   assert info["isa"] == ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile",
                          "amx_bf16", "amx_int8"]
   assert info["cores"] >= 1

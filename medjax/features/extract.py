@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax import kernels, parallel
+from medjax.kernels import precision
 from medjax.atomic import save_json, save_npz
 from medjax.features.norm import l2_normalize
 from medjax.models import backbones
@@ -58,6 +59,7 @@ class Recipe:
   split: str
   pool: bool
   l2: bool
+  compute_dtype: str = "float32"
 
 
 def input_pp(spec: backbones.BackboneSpec, scale: int) -> str:
@@ -72,13 +74,17 @@ def feature_dir(root: Path, role: str, scale: int, layer: str, *, pool: bool, l2
   return Path(root) / role / str(scale) / f"{layer}{suffix}"
 
 
-def layer_features(module, variables, images, layer: str, *, pool: bool, l2: bool):
+def layer_features(module, variables, images, layer: str, *, pool: bool, l2: bool,
+                   compute_dtype: str = "float32"):
   """The features of ``layer`` as extraction stores them (pure, so inference reuses it).
 
   ``pool`` averages a ``(B, H, W, C)`` map over space; ``l2`` normalises along channels,
-  i.e. the pooled image vector, or each local descriptor of an unpooled map.
+  i.e. the pooled image vector, or each local descriptor of an unpooled map. The network
+  runs in ``compute_dtype`` (:mod:`medjax.kernels.precision`); the features are float32.
   """
-  _, features = module.apply(variables, images)
+  dtype = precision.compute_dtype(compute_dtype)
+  _, features = module.apply(precision.cast(variables, dtype), precision.cast(images, dtype))
+  features = precision.to_float32(features)
   if layer not in features:
     raise KeyError(f"layer {layer!r} is not a named feature of {type(module).__name__}; "
                    f"known: {sorted(features)}")
@@ -88,7 +94,8 @@ def layer_features(module, variables, images, layer: str, *, pool: bool, l2: boo
   return l2_normalize(x) if l2 else x
 
 
-def make_feature_fn(module, layer: str, *, pool: bool, l2: bool):
+def make_feature_fn(module, layer: str, *, pool: bool, l2: bool,
+                    compute_dtype: str = "float32"):
   """``fn(variables, images) -> layer_features(...)``, jit-compiled.
 
   With the XLA:CPU kernels (``module.kernels``) the batch is split into chunks
@@ -96,7 +103,8 @@ def make_feature_fn(module, layer: str, *, pool: bool, l2: bool):
   concatenated: the same features, sized for the cache.
   """
   def fn(variables, images):
-    return layer_features(module, variables, images, layer, pool=pool, l2=l2)
+    return layer_features(module, variables, images, layer, pool=pool, l2=l2,
+                          compute_dtype=compute_dtype)
 
   jitted = kernels.jit(fn)
   fast = kernels.fast(getattr(module, "kernels", kernels.REFERENCE))
@@ -121,7 +129,9 @@ def _resume(folder: Path, recipe: Recipe) -> dict:
   wanted = dataclasses.asdict(recipe)
   if manifest is None:
     manifest = {"recipe": wanted, "chunks": [], "complete": False}
-  elif manifest["recipe"] != wanted:
+  elif {"compute_dtype": "float32", **manifest["recipe"]} != wanted:
+    # Manifests written before compute_dtype existed hold float32 features.
+    manifest["recipe"] = {"compute_dtype": "float32", **manifest["recipe"]}
     diff = sorted(k for k in wanted if manifest["recipe"].get(k) != wanted[k])
     raise ValueError(
         f"{folder} holds features of another recipe (differs in {diff}: "

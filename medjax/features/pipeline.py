@@ -22,11 +22,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from medjax import parallel
+from medjax import cli, parallel
 from medjax.data.pipeline import InputPipeline
 from medjax.eval import report
 from medjax.eval import results as results_lib
 from medjax.features import aggregations, classify, extract
+from medjax.kernels import precision
 from medjax.models import backbones
 from medjax.retrieval import runs as retrieval_runs
 from medjax.weights import load
@@ -75,7 +76,9 @@ def extract_roles(config, data: InputPipeline, backbone: Backbone, roles, workdi
   """The feature folder of every role at every ``config.features.scales``, extracted once
   (or reused) under ``config.features_dir``."""
   variables = parallel.replicate(backbone.variables, data.mesh)
-  feature_fn = extract.make_feature_fn(backbone.module, backbone.layer, pool=pool, l2=l2)
+  compute_dtype = config.get("compute_dtype", "float32")
+  feature_fn = extract.make_feature_fn(backbone.module, backbone.layer, pool=pool, l2=l2,
+                                       compute_dtype=compute_dtype)
   root = Path(config.features_dir or workdir / "features")
   folders = {role: [] for role in roles}
   for role in roles:
@@ -85,7 +88,7 @@ def extract_roles(config, data: InputPipeline, backbone: Backbone, roles, workdi
       folder = extract.feature_dir(root, role, scale, backbone.layer, pool=pool, l2=l2)
       recipe = extract.Recipe(backbone=backbone.spec.name, weights=backbone.spec.weights,
                               layer=backbone.layer, pp=pp, split=_split_of(config, role),
-                              pool=pool, l2=l2)
+                              pool=pool, l2=l2, compute_dtype=compute_dtype)
       t0 = time.time()
       extract.extract(data, role, folder, recipe, feature_fn, variables,
                       batch_size=config.features.batch_size,
@@ -105,6 +108,10 @@ def train_and_evaluate(config, workdir) -> dict:
     return finished
   aggregation = aggregations.get(config.aggregation)
   pool, l2 = aggregation.pool, aggregation.l2(config)
+  try:
+    precision.compute_dtype(config.get("compute_dtype", "float32"))
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
 
   mesh = parallel.make_mesh()
   leader = jax.process_index() == 0

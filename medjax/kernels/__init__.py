@@ -17,6 +17,7 @@ package, so models stay plain Flax:
 * :func:`jit` is ``jax.jit`` with the XLA:CPU compile options; :func:`run_steps` runs
   several train steps in one compiled call; :func:`global_norm` is optax's as a product.
 * :func:`image_chunk` is how many images a CPU forward pass takes at a time.
+* :mod:`medjax.kernels.precision` is the mixed-precision policy (``config.compute_dtype``).
 * :mod:`medjax.kernels.host_memory` is the opt-in glibc policy that keeps freed blocks.
 
 Only JAX, Flax and the standard library are imported here, so models may depend on it.
@@ -24,10 +25,11 @@ Only JAX, Flax and the standard library are imported here, so models may depend 
 from medjax.kernels.choice import AUTO, CHOICES, REFERENCE, XLA_CPU, fast, resolve
 from medjax.kernels.compiler import jit, options, run_steps
 from medjax.kernels.convolution import Conv, conv, conv_algorithm
+from medjax.kernels import precision
 from medjax.kernels.pool import adaptive_avg_pool, avg_pool, max_pool, max_pool_ceil
 from medjax.kernels.reductions import global_norm
 from medjax.kernels.windows import batch_chunk, image_chunk
 
 __all__ = ["AUTO", "CHOICES", "REFERENCE", "XLA_CPU", "fast", "resolve", "jit", "options",
            "run_steps", "Conv", "conv", "conv_algorithm", "adaptive_avg_pool", "avg_pool",
-           "max_pool", "max_pool_ceil", "global_norm", "batch_chunk", "image_chunk"]
+           "max_pool", "max_pool_ceil", "global_norm", "batch_chunk", "image_chunk", "precision"]

@@ -6,6 +6,7 @@ impossible, so that a typo does not surface an hour into a run.
 """
 from medjax import cli
 from medjax.data import builders, ops
+from medjax.kernels import precision
 from medjax.models import registry
 
 LOSSES = ("softmax_xent", "sigmoid_xent")
@@ -45,6 +46,9 @@ def check(config) -> None:
            f"config.class_balance={config.get('class_balance')!r}; expected '' or 'loss'")
   _require(0.0 <= config.get("label_smoothing", 0.0) < 1.0,
            f"config.label_smoothing={config.get('label_smoothing')}; expected 0 <= s < 1")
+  _require(config.get("compute_dtype", "float32") in precision.DTYPES,
+           f"config.compute_dtype={config.get('compute_dtype')!r}; expected one of "
+           f"{sorted(precision.DTYPES)}")
   _require(1 <= config.get("tta", 1) <= 6, f"config.tta={config.get('tta')}; expected 1 to 6 views")
   for key in ("batch_size", "eval_batch_size", "log_every", "checkpoint_every_steps",
               "eval_every_epochs", "keep_checkpoints", "steps_per_call"):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from medjax import kernels, parallel
-from medjax.kernels import global_norm
+from medjax.kernels import global_norm, precision
 from medjax.models import registry
 from medjax.train import losses
 
@@ -54,20 +54,30 @@ def init_state(model, tx, config, image_shape, mesh) -> TrainState:
   return init(jax.random.PRNGKey(config.seed))
 
 
-def make_train_step(model, tx, loss_name: str):
-  """The pure step ``(state, batch) -> (state, metrics)``; :func:`make_train_steps` jits it."""
+def make_train_step(model, tx, loss_name: str, compute_dtype: str = "float32"):
+  """The pure step ``(state, batch) -> (state, metrics)``; :func:`make_train_steps` jits it.
+
+  ``compute_dtype`` runs the model in that float (:mod:`medjax.kernels.precision`); the
+  parameters, their gradients, the optimizer and the batch statistics stay float32.
+  """
+  dtype = precision.compute_dtype(compute_dtype)
+
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     mutable = list(state.model_state)
+    images = precision.cast(batch["image"], dtype)
 
     def objective(params):
-      variables = {"params": params, **state.model_state}
+      variables = {"params": precision.cast(params, dtype), **state.model_state}
       if mutable:
-        (logits, _), new_model_state = model.apply(variables, batch["image"], train=True,
+        (logits, _), new_model_state = model.apply(variables, images, train=True,
                                                    rngs={"dropout": rng}, mutable=mutable)
+        new_model_state = jax.tree.map(lambda new, old: new.astype(old.dtype),
+                                       new_model_state, state.model_state)
       else:
-        logits, _ = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng})
+        logits, _ = model.apply(variables, images, train=True, rngs={"dropout": rng})
         new_model_state = {}
+      logits = logits.astype(jnp.float32)
       loss = losses.loss_fn(loss_name, logits, batch["label"]).mean()
       return loss, (logits, new_model_state)
 
@@ -82,19 +92,24 @@ def make_train_step(model, tx, loss_name: str):
   return train_step
 
 
-def make_train_steps(model, tx, loss_name: str):
+def make_train_steps(model, tx, loss_name: str, compute_dtype: str = "float32"):
   """Jitted ``(state, batches) -> (state, [metrics of each step])`` for a tuple of batches:
   the steps in one compiled call (:func:`medjax.kernels.run_steps` says why)."""
-  step = make_train_step(model, tx, loss_name)
+  step = make_train_step(model, tx, loss_name, compute_dtype)
 
   def train_steps(state: TrainState, batches: tuple):
     return kernels.run_steps(step, state, batches)
   return kernels.jit(train_steps, donate_argnums=0)
 
 
-def make_predict(model):
+def make_predict(model, compute_dtype: str = "float32"):
+  """Jitted ``(params, model_state, images) -> (logits, pre_logits)``, both float32,
+  computed in ``compute_dtype``."""
+  dtype = precision.compute_dtype(compute_dtype)
+
   @kernels.jit
   def predict(params, model_state, images):
-    logits, features = model.apply({"params": params, **model_state}, images, train=False)
-    return logits, features["pre_logits"]
+    logits, features = model.apply({"params": precision.cast(params, dtype), **model_state},
+                                   precision.cast(images, dtype), train=False)
+    return precision.to_float32((logits, features["pre_logits"]))
   return predict

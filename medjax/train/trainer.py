@@ -101,9 +101,11 @@ def train_and_evaluate(config, workdir) -> dict:
   writer = writers.create(workdir, start)
   if start == 0:
     writer.write_hparams({k: v for k, v in _flatten(resolved).items()})
-  train_steps = make_train_steps(model, tx, loss)
+  compute_dtype = config.get("compute_dtype", "float32")
+  train_steps = make_train_steps(model, tx, loss, compute_dtype)
   tta = config.get("tta", 1)
-  predict = transfer.make_tta_predict(model, tta) if tta > 1 else make_predict(model)
+  predict = (transfer.make_tta_predict(model, tta, compute_dtype) if tta > 1
+             else make_predict(model, compute_dtype))
   progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                              every_steps=config.log_every)
   use_val = data.has_split("val")

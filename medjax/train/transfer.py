@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax import kernels
+from medjax.kernels import precision
 from medjax.train import losses
 
 
@@ -75,14 +76,16 @@ def tta_views(images: jax.Array, n: int) -> list[jax.Array]:
   return views
 
 
-def make_tta_predict(model, n: int):
+def make_tta_predict(model, n: int, compute_dtype: str = "float32"):
   """Like ``step.make_predict``, averaging log-probabilities over :func:`tta_views`."""
+  dtype = precision.compute_dtype(compute_dtype)
+
   @kernels.jit
   def predict(params, model_state, images):
-    variables = {"params": params, **model_state}
+    variables = {"params": precision.cast(params, dtype), **model_state}
     logps, first = [], None
-    for view in tta_views(images, n):
-      logits, features = model.apply(variables, view, train=False)
+    for view in tta_views(precision.cast(images, dtype), n):
+      logits, features = precision.to_float32(model.apply(variables, view, train=False))
       logps.append(jax.nn.log_softmax(logits))
       first = features["pre_logits"] if first is None else first
     return jnp.mean(jnp.stack(logps), 0), first

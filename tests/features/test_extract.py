@@ -147,6 +147,39 @@ def test_features_of_another_recipe_are_refused(setup):
     run(reference, fn, other)
 
 
+def test_manifests_from_before_compute_dtype_are_float32(setup, tmp_path):
+  """A folder written before the recipe named its compute dtype is reused as float32 and
+  refused for bfloat16."""
+  run, reference, fn, recipe, _ = setup
+  manifest = json.loads((reference / extract.MANIFEST).read_text())
+  del manifest["recipe"]["compute_dtype"]
+  shutil.copytree(reference, tmp_path / "old")
+  (tmp_path / "old" / extract.MANIFEST).write_text(json.dumps(manifest))
+  counting = Counting(fn)
+  run(tmp_path / "old", counting)
+  assert counting.calls == 0
+  bf16 = extract.Recipe(**{**recipe.__dict__, "compute_dtype": "bfloat16"})
+  with pytest.raises(ValueError, match=r"differs in \['compute_dtype'\]"):
+    run(tmp_path / "old", fn, bf16)
+
+
+def test_bfloat16_features_are_float32_and_near_float32_compute(setup, tmp_path):
+  run, reference, _, recipe, module = setup
+  bf16 = extract.make_feature_fn(module, "head", pool=False, l2=False, compute_dtype="bfloat16")
+  run(tmp_path, bf16, extract.Recipe(**{**recipe.__dict__, "compute_dtype": "bfloat16"}))
+  features, _ = extract.load(tmp_path)
+  maps, _ = extract.load(reference)
+  assert features.dtype == np.float32
+  # Some 50 layers of bfloat16 rounding on synthetic images: the maps within a few tenths
+  # in relative norm, each image's pooled vector pointing much the same way.
+  error = np.linalg.norm(features - maps) / np.linalg.norm(maps)
+  assert 0 < error < 0.3
+  pooled, pooled32 = features.mean((1, 2)), maps.mean((1, 2))
+  cosine = np.sum(pooled * pooled32, 1) / np.linalg.norm(pooled, axis=1) / np.linalg.norm(
+      pooled32, axis=1)
+  assert cosine.mean() > 0.95 and cosine.min() > 0.8
+
+
 def test_pooled_l2_features(setup, tmp_path):
   run, reference, _, recipe, module = setup
   pooled = extract.make_feature_fn(module, "head", pool=True, l2=True)
