@@ -163,6 +163,7 @@ def test_manifests_from_before_compute_dtype_are_float32(setup, tmp_path):
     run(tmp_path / "old", fn, bf16)
 
 
+@pytest.mark.slow
 def test_bfloat16_features_are_float32_and_near_float32_compute(setup, tmp_path):
   run, reference, _, recipe, module = setup
   bf16 = extract.make_feature_fn(module, "head", pool=False, l2=False, compute_dtype="bfloat16")
