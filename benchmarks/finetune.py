@@ -24,6 +24,7 @@ from benchmarks import extraction, timing
 from benchmarks.train_step import _labels, _nchw
 from configs import finetune
 from medjax import kernels, optim, parallel
+from medjax.kernels import precision
 from medjax.train import losses, step as step_lib, transfer
 
 
@@ -37,7 +38,7 @@ def _medjax_step(config, images: np.ndarray, labels: np.ndarray):
   opt_state = kernels.jit(tx.init, out_shardings=parallel.replicated(mesh))(params)
   state = state.replace(params=params, model_state=model_state, opt_state=opt_state)
   steps = step_lib.make_train_steps(model, tx, losses.make(config, [1, 3]),
-                                    config.get("compute_dtype", "float32"))
+                                    precision.name_of(config))
   batch = parallel.to_global({"image": images, "label": labels}, parallel.batch_sharding(mesh))
   flops = timing.accelerator_flops(steps, state, (batch,))
   holder = {"state": state}

@@ -21,6 +21,7 @@ from torch import nn
 from benchmarks import timing
 from configs import alexnet_anatomy, cae_imageclef16, irma_cnn, lenet_imageclef15
 from medjax import parallel
+from medjax.kernels import precision
 from medjax.features import cae
 from medjax.models.irma_cnn import VARIANTS as IRMA_VARIANTS
 from medjax import optim
@@ -34,7 +35,7 @@ def _medjax_step(config, num_classes: int, images: np.ndarray, labels: np.ndarra
   model = step_lib.build_model(config, num_classes)
   tx = optim.make(config.optimizer, steps_per_epoch=100)
   state = step_lib.init_state(model, tx, config, images.shape[1:], mesh)
-  steps = step_lib.make_train_steps(model, tx, config.loss, config.get("compute_dtype", "float32"))
+  steps = step_lib.make_train_steps(model, tx, config.loss, precision.name_of(config))
   batch = parallel.to_global({"image": images, "label": labels}, parallel.batch_sharding(mesh))
   batches = (batch,) * config.steps_per_call
   flops = timing.accelerator_flops(steps, state, batches)

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from medjax import cli, kernels
+from medjax.kernels import precision
 from medjax.data import ops
 from medjax.data.builders import dicom_folder
 from medjax.data import validate
@@ -157,7 +158,7 @@ def _frozen(workdir, config, results, data, context) -> Run:
     feats = [extract.layer_features(module, variables["backbone"],
                                     images[:, :s, offsets[i]:offsets[i] + s], layer,
                                     pool=pool, l2=l2,
-                                    compute_dtype=config.get("compute_dtype", "float32"))
+                                    compute_dtype=precision.name_of(config))
              for i, s in enumerate(scales)]
     return aggregation.encode(config, variables["aggregation"], feats)
 

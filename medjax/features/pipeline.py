@@ -76,7 +76,7 @@ def extract_roles(config, data: InputPipeline, backbone: Backbone, roles, workdi
   """The feature folder of every role at every ``config.features.scales``, extracted once
   (or reused) under ``config.features_dir``."""
   variables = parallel.replicate(backbone.variables, data.mesh)
-  compute_dtype = config.get("compute_dtype", "float32")
+  compute_dtype = precision.name_of(config)
   feature_fn = extract.make_feature_fn(backbone.module, backbone.layer, pool=pool, l2=l2,
                                        compute_dtype=compute_dtype)
   root = Path(config.features_dir or workdir / "features")
@@ -109,7 +109,7 @@ def train_and_evaluate(config, workdir) -> dict:
   aggregation = aggregations.get(config.aggregation)
   pool, l2 = aggregation.pool, aggregation.l2(config)
   try:
-    precision.compute_dtype(config.get("compute_dtype", "float32"))
+    precision.compute_dtype(precision.name_of(config))
   except ValueError as e:
     raise cli.UserError(str(e)) from None
 

@@ -19,6 +19,11 @@ def compute_dtype(name: str):
   return DTYPES[name]
 
 
+def name_of(config) -> str:
+  """``config.compute_dtype``, float32 for configs written before it existed."""
+  return config.get("compute_dtype", "float32")
+
+
 def cast(tree, dtype):
   """``tree`` with its floating-point leaves in ``dtype`` (integers and bools untouched)."""
   if dtype == jnp.float32:

@@ -17,6 +17,7 @@ import numpy as np
 from clu import periodic_actions
 
 from medjax import kernels, optim, parallel
+from medjax.kernels import precision
 from medjax.data.pipeline import InputPipeline
 from medjax.eval import calibration, evaluation, report
 from medjax.eval import metrics as metrics_lib
@@ -101,7 +102,7 @@ def train_and_evaluate(config, workdir) -> dict:
   writer = writers.create(workdir, start)
   if start == 0:
     writer.write_hparams({k: v for k, v in _flatten(resolved).items()})
-  compute_dtype = config.get("compute_dtype", "float32")
+  compute_dtype = precision.name_of(config)
   train_steps = make_train_steps(model, tx, loss, compute_dtype)
   tta = config.get("tta", 1)
   predict = (transfer.make_tta_predict(model, tta, compute_dtype) if tta > 1
