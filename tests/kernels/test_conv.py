@@ -18,6 +18,7 @@ from medjax.kernels import convolution as conv_lib
 from medjax.models.efficientnet_lite import EfficientNetLite0
 from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
+from tests.compare import random_variables
 
 
 def direct(x, kernel, strides=(1, 1), padding="VALID", feature_group_count=1):
@@ -211,8 +212,8 @@ def test_efficientnet_fast_path_matches_reference_path():
   # extraction time; 67 x 67 gives odd maps to the stride-2 "SAME" pads.
   model = EfficientNetLite0(num_classes=5)
   x = random((2, 67, 67, 3), 10)
-  variables = model.init(jax.random.PRNGKey(2), x)
-  fast = model.apply(variables, x)[1]
-  slow = model.clone(kernels=kernels.REFERENCE).apply(variables, x)[1]
+  variables = random_variables(model, x, seed=2)
+  fast = jax.jit(model.apply)(variables, x)[1]
+  slow = jax.jit(model.clone(kernels=kernels.REFERENCE).apply)(variables, x)[1]
   for name in ("stage3", "stage6", "head", "pre_logits"):
     close(fast[name], slow[name])

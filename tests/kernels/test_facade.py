@@ -13,6 +13,7 @@ from medjax.models.alexnet import AlexNet
 from medjax.models.googlenet import GoogLeNet
 from medjax.models.squeezenet import SqueezeNet11
 from medjax.models.vgg import VGG19
+from tests.compare import random_variables
 
 
 def random(shape, seed):
@@ -123,7 +124,7 @@ def test_backbones_use_the_facade_with_the_same_parameters(model, size):
   reference = model.clone(kernels=kernels.REFERENCE)
   shapes = lambda m: jax.tree.map(jnp.shape, jax.eval_shape(m.init, jax.random.PRNGKey(0), x))
   assert shapes(model) == shapes(reference)
-  variables = reference.init(jax.random.PRNGKey(0), x)
-  fast, slow = model.apply(variables, x)[1], reference.apply(variables, x)[1]
+  variables = random_variables(reference, x)
+  fast, slow = jax.jit(model.apply)(variables, x)[1], jax.jit(reference.apply)(variables, x)[1]
   for name in slow:
     close(fast[name], slow[name])

@@ -39,11 +39,11 @@ def small(**kwargs):
 def test_two_way_head_returns_the_log_odds_of_a_two_output_layer():
   x = jax.random.normal(jax.random.key(1), (3, 20, 20, 1))
   model = small()
-  variables = model.init(jax.random.key(0), x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
   assert variables["params"]["logistic"]["kernel"].shape == (8, 2)
   variables = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape),
                            variables)
-  logits, features = model.apply(variables, x)
+  logits, features = jax.jit(model.apply)(variables, x)
   z = features["two_way_logits"]
   np.testing.assert_allclose(logits[:, 0], z[:, 1] - z[:, 0], rtol=1e-6)
   labels = jnp.array([0, 1, 1])
@@ -61,11 +61,11 @@ def test_two_way_head_moves_twice_as_fast_as_one_logit_under_sgd():
 
   def logits_after_a_step(head):
     model = small(head=head)
-    params = model.init(jax.random.key(0), x)["params"]
+    params = jax.jit(model.init)(jax.random.key(0), x)["params"]
     loss = lambda p: losses.loss_fn("sigmoid_xent", model.apply({"params": p}, x)[0],
                                     labels).mean()
-    params = jax.tree.map(lambda p, g: p - 0.005 * g, params, jax.grad(loss)(params))
-    return model.apply({"params": params}, x)[0]
+    params = jax.tree.map(lambda p, g: p - 0.005 * g, params, jax.jit(jax.grad(loss))(params))
+    return jax.jit(model.apply)({"params": params}, x)[0]
 
   one, two = logits_after_a_step("one_logit"), logits_after_a_step("two_way")
   assert np.all(np.abs(one) > 0)
@@ -76,10 +76,10 @@ def test_two_way_head_moves_twice_as_fast_as_one_logit_under_sgd():
 def test_one_vs_all_loss_is_the_sum_of_the_heads_two_way_nll():
   x = jax.random.normal(jax.random.key(1), (5, 20, 20, 1))
   model = LeNetOneVsAll(num_classes=3, kernel_size=5, filters=(4, 6), hidden=8)
-  variables = model.init(jax.random.key(0), x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
   variables = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape),
                            variables)
-  logits, features = model.apply(variables, x)
+  logits, features = jax.jit(model.apply)(variables, x)
   assert logits.shape == (5, 3) and features["two_way_logits"].shape == (5, 2, 3)
   targets = jnp.array([[1, 0, 0], [0, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]])
   nll = sum(optax.softmax_cross_entropy_with_integer_labels(
@@ -92,8 +92,8 @@ def test_one_vs_all_loss_is_the_sum_of_the_heads_two_way_nll():
 def test_caffe_lenet_has_no_relu_after_its_conv_pools():
   x = jax.random.normal(jax.random.key(1), (2, 28, 28, 1))
   model = LeNet(num_classes=10, kernel_size=5, variant="caffe")
-  variables = model.init(jax.random.key(0), x)
-  logits, features = model.apply(variables, x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  logits, features = jax.jit(model.apply)(variables, x)
   assert logits.shape == (2, 10)
   # Linear conv-pools take negative values; the ReLU is on ip1 only.
   assert features["conv0"].min() < 0 and features["conv1"].min() < 0

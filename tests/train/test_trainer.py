@@ -16,7 +16,7 @@ from ml_collections import ConfigDict
 from medjax import optim
 from medjax.train import trainer
 from tests.compare import assert_tree_close
-from tests.conftest import REPO_ROOT, tiny_config
+from tests.conftest import REPO_ROOT, TINY_TASK, tiny_config
 
 
 def read_jsonl(path):
@@ -54,8 +54,7 @@ def test_one_step_writes_the_three_outputs(tiny_data_dir, tfds_dir, tmp_path):
 
 @pytest.mark.slow
 def test_learns_the_tiny_task_and_finished_run_is_not_redone(tiny_data_dir, tfds_dir, tmp_path):
-  config = tiny_config(tiny_data_dir, tfds_dir, num_epochs=6,
-                       **{"optimizer.learning_rate": 0.05, "model.variant": "A"})
+  config = tiny_config(tiny_data_dir, tfds_dir, **TINY_TASK)
   results = trainer.train_and_evaluate(config, tmp_path)
   assert results["test/accuracy"] >= 0.9, results
   assert results["retrieval/mAP"] > results["retrieval/random_mAP"] + 0.2
