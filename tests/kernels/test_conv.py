@@ -175,7 +175,7 @@ def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw, strides, groups):
 
 
 def assert_fast_path_matches_reference_path(model, x, **apply_kwargs):
-  variables = model.init(jax.random.PRNGKey(1), x)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(1), x)
 
   def loss(model):
     def value(params):
@@ -184,8 +184,8 @@ def assert_fast_path_matches_reference_path(model, x, **apply_kwargs):
     return value
 
   reference = model.clone(kernels=kernels.REFERENCE)
-  fast = jax.value_and_grad(loss(model))(variables["params"])
-  slow = jax.value_and_grad(loss(reference))(variables["params"])
+  fast = jax.jit(jax.value_and_grad(loss(model)))(variables["params"])
+  slow = jax.jit(jax.value_and_grad(loss(reference)))(variables["params"])
   close(fast[0], slow[0])
   jax.tree.map(close, fast[1], slow[1])
 

@@ -44,8 +44,8 @@ def test_starts_from_the_imported_imagenet_weights(probe):
   model, _, state = probe
   frozen, variables, _ = load.load_backbone("efficientnet_lite0", include_top=False)
   images = jax.random.uniform(jax.random.PRNGKey(0), (2, SIZE, SIZE, 3), minval=-1, maxval=1)
-  _, ours = model.apply({"params": state.params, **state.model_state}, images, train=False)
-  _, theirs = frozen.apply(variables, images, train=False)
+  _, ours = jax.jit(model.apply)({"params": state.params, **state.model_state}, images)
+  _, theirs = jax.jit(frozen.apply)(variables, images)
   np.testing.assert_array_equal(np.asarray(ours["pre_logits"]), np.asarray(theirs["pre_logits"]))
   # The classifier is new: two classes, freshly initialised.
   assert state.params["fc"]["kernel"].shape == (1280, 2)
