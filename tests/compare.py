@@ -7,6 +7,9 @@ whatever the tolerance; floats, alone or inside lists, within ``rel``/``abs``.
 import math
 from numbers import Integral, Real
 
+import jax
+import numpy as np
+
 
 def _is_int(x) -> bool:
   return isinstance(x, Integral) and not isinstance(x, bool)
@@ -51,8 +54,6 @@ def random_variables(model, *args, seed: int = 0, **kwargs):
   positive batch-norm variances. ``init`` traces, compiles and runs the forward pass and
   every initializer (15-40 s for EfficientNet or GoogLeNet on 2 cores); a test comparing
   two computations on the same weights needs only their shapes."""
-  import jax
-  import numpy as np
   shapes = jax.eval_shape(lambda *a: model.init(jax.random.PRNGKey(0), *a, **kwargs), *args)
   rng = np.random.default_rng(seed)
 
@@ -62,7 +63,7 @@ def random_variables(model, *args, seed: int = 0, **kwargs):
       value = rng.uniform(0.5, 1.5, shape)
     elif name == "scale":
       value = 1.0 + 0.1 * rng.standard_normal(shape)
-    elif name in ("bias", "mean") or len(shape) < 2:
+    elif len(shape) < 2:  # Biases, batch-norm means.
       value = 0.1 * rng.standard_normal(shape)
     else:
       value = rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))

@@ -1,5 +1,6 @@
 """Transfer learning through the one trainer (configs/finetune.py): ImageNet initialisation,
 frozen parts, optimiser groups and EMA, losses, and the dead-run warning."""
+import functools
 import logging
 
 import jax
@@ -44,8 +45,9 @@ def test_starts_from_the_imported_imagenet_weights(probe):
   model, _, state = probe
   frozen, variables, _ = load.load_backbone("efficientnet_lite0", include_top=False)
   images = jax.random.uniform(jax.random.PRNGKey(0), (2, SIZE, SIZE, 3), minval=-1, maxval=1)
-  _, ours = jax.jit(model.apply)({"params": state.params, **state.model_state}, images)
-  _, theirs = jax.jit(frozen.apply)(variables, images)
+  _, ours = jax.jit(functools.partial(model.apply, train=False))(
+      {"params": state.params, **state.model_state}, images)
+  _, theirs = jax.jit(functools.partial(frozen.apply, train=False))(variables, images)
   np.testing.assert_array_equal(np.asarray(ours["pre_logits"]), np.asarray(theirs["pre_logits"]))
   # The classifier is new: two classes, freshly initialised.
   assert state.params["fc"]["kernel"].shape == (1280, 2)
