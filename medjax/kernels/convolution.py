@@ -26,6 +26,11 @@ FFT_MIN_TAPS = 81
 # 0.3-0.7 M floats).
 TAP_GRAD_CHUNK_FLOATS = 2 ** 20
 
+# Grouped (not depthwise) convolutions with at most this many groups run as one convolution
+# per group: AlexNet's two-group layers ran 4-5x faster so (fwd + bwd); more groups, as in
+# ResNeXt, would unroll into many small programs and were not measured.
+SPLIT_MAX_GROUPS = 8
+
 # Stride-1 kernels with at most this many input or output channels take tap_grad_conv's
 # kernel gradient; wider ones stay direct, where XLA's own kernel gradient is faster.
 TAP_GRAD_MAX_CHANNELS = 127
@@ -145,10 +150,13 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAM
 def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
                    kernels: str = choice.XLA_CPU) -> str:
   """How :func:`conv` convolves an HWIO ``kernel_shape``: "fft", "pointwise", "tap_grad",
-  "depthwise" or "direct".
+  "depthwise", "split_groups" or "direct".
 
   With the reference ops, always "direct". Otherwise depthwise kernels (one input channel
-  per group, as many outputs as groups) go by :func:`depthwise_conv` at any stride;
+  per group, as many outputs as groups) go by :func:`depthwise_conv` at any stride; other
+  grouped kernels with at most ``SPLIT_MAX_GROUPS`` groups are split into one ungrouped
+  convolution per group (XLA:CPU's grouped convolution and its gradients run several times
+  slower than the groups done apart);
   stride-1 kernels with at least ``FFT_MIN_TAPS`` taps by FFT if they have more than one
   input channel (with one, the transforms cost more than they save), else directly;
   stride-1 1 x 1 kernels as one ``x @ W`` over the channel axis; other small stride-1
@@ -161,7 +169,9 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
   if not choice.fast(kernels):
     return "direct"
   if feature_group_count != 1:
-    return "depthwise" if c == 1 and o == feature_group_count else "direct"
+    if c == 1 and o == feature_group_count:
+      return "depthwise"
+    return "split_groups" if feature_group_count <= SPLIT_MAX_GROUPS else "direct"
   if tuple(strides) != (1, 1):
     return "direct"
   if kh * kw >= FFT_MIN_TAPS:
@@ -182,6 +192,11 @@ def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
     return depthwise_conv(x, kernel, strides, padding)
   if algorithm == "direct":
     return direct(x, kernel, strides, padding, feature_group_count)
+  if algorithm == "split_groups":
+    pieces = zip(jnp.split(x, feature_group_count, axis=-1),
+                 jnp.split(kernel, feature_group_count, axis=-1))
+    return jnp.concatenate([conv(xg, kg, strides, padding, kernels=kernels)
+                            for xg, kg in pieces], axis=-1)
   pads = explicit_pads(x.shape[1:3], kernel.shape[:2], padding)
   if algorithm == "pointwise":
     return jnp.dot(jnp.pad(x, ((0, 0), *pads, (0, 0))), kernel[0, 0])

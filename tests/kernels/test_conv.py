@@ -125,6 +125,26 @@ def test_depthwise_conv_matches_grouped_direct_forward_and_gradients(shape, kern
     close(a, b)
 
 
+@pytest.mark.parametrize("shape,kernel_hw,out_channels,groups,strides,padding", [
+    ((2, 9, 9, 8), (5, 5), 6, 2, (1, 1), ((2, 2), (2, 2))),  # AlexNet conv2, small.
+    ((2, 10, 11, 6), (3, 3), 9, 3, (2, 2), "SAME"),
+    ((1, 8, 8, 4), (1, 1), 4, 2, (1, 1), "VALID"),
+])
+def test_split_groups_matches_grouped_direct_forward_and_gradients(shape, kernel_hw,
+                                                                   out_channels, groups,
+                                                                   strides, padding):
+  x, kernel = random(shape, 0), random((*kernel_hw, shape[-1] // groups, out_channels), 1)
+  assert kernels.conv_algorithm(kernel.shape, strides, groups) == "split_groups"
+  ours = lambda x, k: kernels.conv(x, k, strides, padding, feature_group_count=groups)
+  reference = lambda x, k: direct(x, k, strides, padding, feature_group_count=groups)
+  expected = reference(x, kernel)
+  close(ours(x, kernel), expected)
+  cotangent = random(expected.shape, 2)
+  for a, b in zip(jax.vjp(ours, x, kernel)[1](cotangent),
+                  jax.vjp(reference, x, kernel)[1](cotangent)):
+    close(a, b)
+
+
 @pytest.mark.parametrize("padding", ["SAME", "VALID", ((1, 0), (2, 1))])
 def test_pointwise_conv_matches_direct_forward_and_gradients(padding):
   x, kernel = random((2, 7, 6, 5), 0), random((1, 1, 5, 9), 1)
@@ -135,8 +155,12 @@ def test_pointwise_conv_matches_direct_forward_and_gradients(padding):
 def test_selector_picks_fft_tap_grad_or_direct():
   assert kernels.conv_algorithm((3, 3, 1, 32), (2, 2), feature_group_count=32) == "depthwise"
   assert kernels.conv_algorithm((5, 5, 1, 672), (1, 1), feature_group_count=672) == "depthwise"
-  # Grouped but not depthwise (AlexNet's two towers): direct.
-  assert kernels.conv_algorithm((3, 3, 192, 384), (1, 1), feature_group_count=2) == "direct"
+  # Grouped but not depthwise (AlexNet's two towers): one convolution per group, up to a cap.
+  assert kernels.conv_algorithm((3, 3, 192, 384), (1, 1), feature_group_count=2) == "split_groups"
+  assert kernels.conv_algorithm((5, 5, 48, 256), (2, 2), feature_group_count=2) == "split_groups"
+  assert kernels.conv_algorithm((3, 3, 4, 128), (1, 1), feature_group_count=32) == "direct"
+  assert kernels.conv_algorithm((3, 3, 192, 384), (1, 1), feature_group_count=2,
+                                kernels=kernels.REFERENCE) == "direct"
   assert kernels.conv_algorithm((1, 1, 96, 24), (1, 1)) == "pointwise"
   assert kernels.conv_algorithm((1, 1, 96, 24), (2, 2)) == "direct"
   assert kernels.conv_algorithm((15, 15, 1, 20), (1, 1)) == "direct"  # One input channel.
@@ -158,12 +182,12 @@ def test_selector_picks_fft_tap_grad_or_direct():
                                 direct(x, kernel, (4, 4), "VALID"))
 
 
-@pytest.mark.parametrize("kernel_hw,strides,groups", [((9, 9), 1, 1), ((3, 3), 1, 1),
-                                                     ((1, 1), 1, 1), ((3, 3), 2, 3)],
-                         ids=["fft", "tap-grad", "pointwise", "depthwise"])
-def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw, strides, groups):
-  x = random((2, 21, 21, 3), 5)
-  features = 3 if groups > 1 else 4
+@pytest.mark.parametrize("kernel_hw,strides,groups,channels", [
+    ((9, 9), 1, 1, 3), ((3, 3), 1, 1, 3), ((1, 1), 1, 1, 3), ((3, 3), 2, 3, 3),
+    ((3, 3), 1, 2, 4)], ids=["fft", "tap-grad", "pointwise", "depthwise", "split-groups"])
+def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw, strides, groups, channels):
+  x = random((2, 21, 21, channels), 5)
+  features = 3 if groups == channels else 4
   ours = kernels.Conv(features, kernel_hw, strides, padding="SAME", feature_group_count=groups)
   theirs = nn.Conv(features, kernel_hw, strides, padding="SAME", feature_group_count=groups)
   variables = theirs.init(jax.random.PRNGKey(0), x)
