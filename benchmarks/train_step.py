@@ -123,6 +123,27 @@ class TorchModifiedAlexNet(nn.Module):
     return self.features(x)
 
 
+class TorchCaffeAlexNet(nn.Module):
+  """medjax.models.alexnet.AlexNet (Caffe's bvlc_alexnet): LRN before the ceil-mode pools,
+  two-group conv2/conv4/conv5, dropout after fc6 and fc7."""
+
+  def __init__(self, num_classes: int):
+    super().__init__()
+    pool = lambda: nn.MaxPool2d(3, 2, ceil_mode=True)
+    lrn = lambda: nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)
+    self.features = nn.Sequential(
+        nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(), lrn(), pool(),
+        nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(), lrn(), pool(),
+        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), pool(), nn.Flatten(),
+        nn.Linear(256 * 6 * 6, 4096), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, num_classes))
+
+  def forward(self, x):
+    return self.features(x)
+
+
 def torch_irma(variant: str, num_classes: int, side: int) -> nn.Module:
   """medjax.models.irma_cnn.IrmaCNN (20 filters, 'same' convs, FC -> 800 -> classes, dropout)."""
   kernel, layers, first_fc = IRMA_VARIANTS[variant]
@@ -175,6 +196,19 @@ def alexnet_case(batch: int, repeats: int, num_classes: int = 5) -> dict:
   peer_fn = _torch_step(model, F.cross_entropy, _sgd(model, config.optimizer), _nchw(images),
                         _labels(labels), config.steps_per_call)
   return _compare(f"train_step/alexnet_anatomy_227_b{batch}", config.steps_per_call, batch,
+                  medjax_fn, peer_fn, repeats, flops)
+
+
+def caffe_alexnet_case(batch: int, repeats: int, num_classes: int = 2) -> dict:
+  """System 2's AlexNet arm, whose grouped convolutions take medjax's "split_groups" route."""
+  config = alexnet_anatomy.get_config(f"model=alexnet,batch_size={batch}")
+  images = _images(batch, 227, 3)
+  labels = np.arange(batch, dtype=np.int32) % num_classes
+  medjax_fn, flops = _medjax_step(config, num_classes, images, labels)
+  model = TorchCaffeAlexNet(num_classes).train().to(timing.peer_device())
+  peer_fn = _torch_step(model, F.cross_entropy, _sgd(model, config.optimizer), _nchw(images),
+                        _labels(labels), config.steps_per_call)
+  return _compare(f"train_step/alexnet_caffe_227_b{batch}", config.steps_per_call, batch,
                   medjax_fn, peer_fn, repeats, flops)
 
 
@@ -241,6 +275,7 @@ def cases(quick: bool) -> list[timing.Case]:
   return [
       timing.Case("train_step/lenet_ova", lambda: lenet_case(20, 256, repeats)),
       timing.Case("train_step/alexnet_anatomy", lambda: alexnet_case(64, repeats)),
+      timing.Case("train_step/alexnet_caffe", lambda: caffe_alexnet_case(64, repeats)),
       timing.Case("train_step/irma_C", lambda: irma_case(256, repeats)),
       timing.Case("train_step/irma_C_bf16",
                   lambda: irma_case(256, repeats, compute_dtype="bfloat16")),

@@ -23,11 +23,11 @@ class NoCheckpoint(cli.UserError):
 
 def restore_trained(workdir: Path, config) -> dict:
   """The trained ``{"params", **model_state}`` of the finished run in ``workdir`` with
-  ``config``: parameters from the best checkpoint when early stopping kept one, else the
-  latest; what every tool over a finished supervised run restores."""
+  ``config``, as the run evaluated them (:meth:`Checkpoints.trained_variables`); what every
+  tool over a finished supervised run restores."""
   ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
   try:
-    variables = ckpts.trained_variables(prefer_best=bool(config.early_stopping.metric))
+    variables = ckpts.trained_variables()
   finally:
     ckpts.close()
   if variables is None:
@@ -72,6 +72,10 @@ class Checkpoints:
     self.latest.save(step, args=ocp.args.StandardSave(state))
 
   def save_best(self, step: int, params) -> None:
+    """Replaces the kept parameters; a step saved before a kill and reached again on resume
+    is overwritten (Orbax refuses to save a step twice)."""
+    if step in self.best.all_steps():
+      self.best.delete(step)
     self.best.save(step, args=ocp.args.StandardSave(params), force=True)
 
   def restore_best(self, params):
@@ -80,15 +84,17 @@ class Checkpoints:
       return params
     return self.best.restore(step, args=ocp.args.StandardRestore(self._abstract(params)))
 
-  def trained_variables(self, prefer_best: bool):
-    """The finished run's ``{"params", **model_state}`` (parameters from the best checkpoint
-    when ``prefer_best`` and one exists), or None when no checkpoint was saved."""
+  def trained_variables(self):
+    """The finished run's ``{"params", **model_state}`` with the parameters it evaluated:
+    those of ``best_checkpoint`` where the trainer kept one (the epoch early stopping chose,
+    or the moving average of a run without early stopping), else the latest; None when no
+    checkpoint was saved."""
     step = self.latest.latest_step()
     if step is None:
       return None
     state = self.latest.restore(step, args=ocp.args.StandardRestore())
     params = state["params"]
-    if prefer_best and self.best.latest_step() is not None:
+    if self.best.latest_step() is not None:
       params = self.best.restore(self.best.latest_step(), args=ocp.args.StandardRestore())
     return {"params": params, **state["model_state"]}
 

@@ -51,7 +51,7 @@ def load(cfg) -> tuple[object, dict, backbones.BackboneSpec, str]:
   kwargs = {k: v for k, v in config["model"].items() if k != "name"}
   module = registry.get_model(name, num_classes=num_classes, **kwargs)
   ckpts = Checkpoints(workdir)
-  variables = ckpts.trained_variables(prefer_best=bool(config["early_stopping"]["metric"]))
+  variables = ckpts.trained_variables()
   ckpts.close()
   if variables is None:
     raise cli.UserError(f"config.backbone.from_workdir={workdir}: no checkpoint in "

@@ -170,6 +170,11 @@ def train_and_evaluate(config, workdir) -> dict:
 
   final_params = optim.eval_params(config.optimizer, state)
   params = ckpts.restore_best(final_params) if es_metric else final_params
+  if not es_metric and config.optimizer.get("ema_decay", 0.0):
+    # The average is what gets evaluated: keep it where predict, explain, export and
+    # from_workdir look (Checkpoints.trained_variables), not only inside the optimiser state.
+    ckpts.save_best(step, final_params)
+    ckpts.wait()
   results = {"train/steps": step, "train/epochs": step / steps_per_epoch,
              "data/skipped": len(info.skipped), "data/source_key": info.source_key}
   if dead_run and dead_run.warned:

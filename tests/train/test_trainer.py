@@ -216,3 +216,19 @@ def test_final_evaluation_writes_predictions_plots_and_report(tiny_data_dir, tfd
   assert ("<tr><td>train</td><td class=n>22</td><td class=n>22</td><td class=n>44</td></tr>"
           in page)
   assert "<tr><td>test</td><td class=n>8</td><td class=n>8</td><td class=n>16</td></tr>" in page
+
+
+def test_tools_restore_the_moving_average_the_run_evaluated(tiny_data_dir, tfds_dir, tmp_path):
+  # Without early stopping the evaluated parameters are the EMA, kept in best_checkpoint;
+  # predict, explain, export and from_workdir must restore those, not the raw weights.
+  from medjax import runloop
+  config = tiny_config(tiny_data_dir, tfds_dir, total_steps=4,
+                       **{"optimizer.ema_decay": 0.5, "early_stopping.metric": ""})
+  trainer.train_and_evaluate(config, tmp_path)
+  restored = runloop.restore_trained(tmp_path, config)
+  ckpts = runloop.Checkpoints(tmp_path)
+  latest = ckpts.latest.restore(ckpts.latest_step(), args=runloop.ocp.args.StandardRestore())
+  ckpts.close()
+  ema, raw = latest["opt_state"][-1]["ema"], latest["params"]
+  jax.tree.map(np.testing.assert_array_equal, restored["params"], ema)
+  assert not np.allclose(raw["fc1"]["kernel"], ema["fc1"]["kernel"])
