@@ -40,7 +40,8 @@ def run_cases(cases: list[timing.Case], *, quick: bool, out: Path | None = None)
   """Runs ``cases`` in order; returns their records (also written to ``out`` after each case,
   so an interrupted run keeps what it measured)."""
   context = {"threads": timing.configure_peers(), "quick": quick,
-             "allocator": "retain" if host_memory.retaining() else "default",
+             "allocator": ("retain" if host_memory.retaining() else
+                           "huge_pages" if host_memory.huge_pages_on() else "default"),
              "device": jax.devices()[0].device_kind, "jax": jax.__version__,
              "torch": torch.__version__, "cpu": provenance.cpu()}
   records = []
@@ -64,11 +65,12 @@ def define_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
   flags.DEFINE_string("out", None, "JSON file for the records.", required=True,
                       flag_values=fv)
-  flags.DEFINE_enum("allocator", "default", ["default", "retain"],
+  flags.DEFINE_enum("allocator", "default", ["default", "retain", "huge_pages"],
                     "default: glibc as it comes, under which both sides page-fault their "
                     "large temporaries anew every call; retain: medjax.kernels.host_memory's policy "
-                    "(medjax.main --retain_host_memory), which the PyTorch peers share, being "
-                    "in the same process.", flag_values=fv)
+                    "(medjax.main --retain_host_memory); huge_pages: transparent huge pages "
+                    "(medjax.main's default, --huge_pages). The PyTorch peers share the policy, "
+                    "being in the same process.", flag_values=fv)
 
 
 def main(argv) -> None:
@@ -77,6 +79,8 @@ def main(argv) -> None:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
   if FLAGS.allocator == "retain":  # Before JAX starts its threads.
     host_memory.retain_freed_blocks()
+  elif FLAGS.allocator == "huge_pages":
+    host_memory.use_huge_pages()
   cases = all_cases(FLAGS.quick)
   if FLAGS.only:
     cases = [c for c in cases if c.name.startswith(tuple(FLAGS.only))]

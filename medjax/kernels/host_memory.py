@@ -1,4 +1,9 @@
-"""Keep freed host memory for reuse, so XLA:CPU's per-step temporaries stop page-faulting.
+"""Host memory policies, so XLA:CPU's per-step temporaries stop page-faulting.
+
+Two remedies for the same cost. :func:`use_huge_pages` (the default of ``medjax.main``)
+backs glibc's large blocks with 2 MiB transparent huge pages, so the fresh mapping of each
+step faults once per 2 MiB instead of once per 4 KiB; :func:`retain_freed_blocks`
+(opt-in) keeps freed blocks for the next step instead.
 
 XLA:CPU allocates an executable's temporaries afresh on every run (gigabytes for the LeNet
 one-vs-all train step) with ``posix_memalign`` on one of its worker threads, and frees them
@@ -27,7 +32,10 @@ from, and XLA's worker threads start with the CPU client. ``medjax.main`` and
 """
 import ctypes
 import ctypes.util
+import os
 import platform
+import sys
+from pathlib import Path
 
 # glibc's mallopt parameter numbers (malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -36,6 +44,55 @@ M_ARENA_MAX = -8
 
 SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
 _retaining = False
+
+# glibc >= 2.35: malloc madvises its heap and its mmap'd blocks for transparent huge pages.
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def _glibc_version() -> tuple[int, ...]:
+  if platform.system() != "Linux":
+    return ()
+  name, version = platform.libc_ver()
+  if name != "glibc" or not version:
+    return ()
+  return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+
+
+def huge_pages_possible() -> bool:
+  """Whether glibc takes the tunable (2.35 on) and the kernel grants huge pages to regions
+  that ask (transparent_hugepage "madvise" or "always"; "never" or no file: no)."""
+  if _glibc_version() < (2, 35):
+    return False
+  try:
+    setting = THP_SETTING.read_text()
+  except OSError:
+    return False
+  return "[madvise]" in setting or "[always]" in setting
+
+
+def huge_pages_on() -> bool:
+  """Whether this process started with :data:`HUGE_PAGES_TUNABLE` where it can act."""
+  tunables = os.environ.get("GLIBC_TUNABLES", "").split(":")
+  return HUGE_PAGES_TUNABLE in tunables and huge_pages_possible()
+
+
+def use_huge_pages() -> None:
+  """Re-executes this command with :data:`HUGE_PAGES_TUNABLE` added to ``GLIBC_TUNABLES``
+  (glibc reads tunables only at start-up); returns at once where it is set already or
+  cannot act. The process keeps its PID, arguments and environment otherwise.
+
+  Measured on the fine-tuning step (EfficientNet-Lite0, batch 32, 192 px, Zen 4): 1.22 M
+  minor page faults per step became 3-17 k, and the step's system time fell by half or more
+  (docs/performance.md). Results do not change: only where pages come from does.
+  """
+  if huge_pages_on() or not huge_pages_possible():
+    return
+  env = dict(os.environ)
+  env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), HUGE_PAGES_TUNABLE]))
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def retain_freed_blocks() -> bool:

@@ -70,3 +70,14 @@ def test_chest_xray_paper_split(shared_data, tfds_dir, tmp_path):
   data = InputPipeline(config, tmp_path, parallel.make_mesh())
   assert data.info.split_sizes == {"train": 5232, "test": 624}
   assert data.info.class_names == ("NORMAL", "PNEUMONIA")
+
+
+@pytest.mark.parametrize("make", [lambda p: None, lambda p: p.mkdir(parents=True)], ids=["missing", "empty"])
+def test_missing_or_empty_dataset_folder_is_one_line_naming_it(tmp_path, make):
+  from medjax.data import builders, validate
+  make(tmp_path / "data" / "kvasir")
+  with pytest.raises(validate.MissingSource) as raised:
+    builders.get_builder("kvasir", manual_dir=str(tmp_path / "data"), tfds_dir=str(tmp_path / "t"))
+  message = str(raised.value)
+  assert "\n" not in message and str(tmp_path / "data" / "kvasir") in message
+  assert message.startswith("config.data.name='kvasir': ") and "does not exist or is empty" in message

@@ -3,7 +3,8 @@
 Checks the foundation's promise: ``python -m medjax.main --config=configs/irma_cnn.py:smoke,
 dataset=chest_xray,variant=C`` writes metrics.jsonl, results.json and checkpoints, and a run
 killed with SIGKILL then rerun ends with the same results as an uninterrupted one. The
-uninterrupted run also keeps freed host memory (``--retain_host_memory``), which must change
+uninterrupted run keeps freed host memory (``--retain_host_memory --nohuge_pages``), the
+killed and resumed one runs on huge pages (the default); host memory policies must change
 nothing but speed.
 """
 import json
@@ -38,7 +39,7 @@ def metrics(workdir):
 
 def test_smoke_run_killed_and_resumed_matches_uninterrupted(shared_data, tfds_dir, tmp_path):
   e = env(shared_data, tfds_dir)
-  full = subprocess.run(command(tmp_path / "full") + ["--retain_host_memory"], env=e,
+  full = subprocess.run(command(tmp_path / "full") + ["--retain_host_memory", "--nohuge_pages"], env=e,
                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
   assert full.returncode == 0, full.stderr[-3000:]
   assert "test/accuracy" in full.stdout
@@ -49,7 +50,8 @@ def test_smoke_run_killed_and_resumed_matches_uninterrupted(shared_data, tfds_di
   assert steps == sorted(steps) and steps[-1] == 12
   # The clinical evaluation: predictions, intervals, plots and the report.
   results = json.loads((tmp_path / "full" / "results.json").read_text())
-  assert results["command"].endswith(f"--workdir={tmp_path / 'full'} --retain_host_memory")
+  assert results["command"].endswith(
+      f"--workdir={tmp_path / 'full'} --retain_host_memory --nohuge_pages")
   for key in ("accuracy", "roc_auc", "sensitivity/PNEUMONIA", "specificity/PNEUMONIA"):
     assert results[f"test/{key}/ci95_low"] <= results[f"test/{key}"] <= results[
         f"test/{key}/ci95_high"], key

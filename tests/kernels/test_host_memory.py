@@ -4,6 +4,7 @@ checks glibc's side of it (page faults with and without the policy) runs and rep
 Whether glibc then stops faulting is the C library's behaviour, not medjax's: it is
 measured by ``python -m benchmarks.xla_cpu_checks``, not asserted here."""
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -25,6 +26,26 @@ def test_policy_applies_before_jax_starts():
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                        text=True, check=True)
   assert out.stdout.split() == ["True", "True"]
+
+
+@glibc_only
+def test_huge_pages_reexecute_the_command_once_with_the_tunable():
+  from medjax.kernels import host_memory
+  if not host_memory.huge_pages_possible():
+    pytest.skip("glibc < 2.35 or transparent huge pages off: use_huge_pages leaves the process")
+  code = ("import os, sys\n"
+          "from medjax.kernels import host_memory\n"
+          "print('start', os.getpid(), flush=True)\n"
+          "host_memory.use_huge_pages()\n"
+          "print('on', host_memory.huge_pages_on(), os.environ['GLIBC_TUNABLES'], sys.argv[1:])\n")
+  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  env["GLIBC_TUNABLES"] = "glibc.malloc.tcache_count=7"  # A user's own tunable is kept.
+  out = subprocess.run([sys.executable, "-c", code, "arg1", "--flag=2"], cwd=REPO_ROOT, env=env,
+                       capture_output=True, text=True, check=True).stdout.splitlines()
+  starts = [line for line in out if line.startswith("start")]
+  assert len(starts) == 2 and len(set(starts)) == 1  # Re-executed once, same process.
+  assert out[-1] == ("on True glibc.malloc.tcache_count=7:glibc.malloc.hugetlb=1 "
+                     "['arg1', '--flag=2']")
 
 
 def test_xla_cpu_checks_report_every_premise(tmp_path):

@@ -92,6 +92,12 @@ def get_builder(name: str, *, manual_dir: str | None = None, tfds_dir: str | Non
   builder.source_key = key
   if prepare:
     source = raw.parent if by_path.is_csv(raw) else raw
+    if not is_path(name) and not (source.is_dir() and any(source.iterdir())):
+      # TFDS would fail on this with an AssertionError and a traceback.
+      raise validate.MissingSource(
+          f"config.data.name={name!r}: {source} does not exist or is empty (config.data."
+          f"manual_dir, --data_dir or $MEDJAX_DATA_DIR names the folder holding {base}/). "
+          + " ".join(builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS.split()))
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(source)))
     skipped = builder.info.metadata.get("skipped", []) if builder.info.metadata else []
