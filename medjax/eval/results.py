@@ -5,7 +5,8 @@ returned as is (never redone); one with a different config is refused, naming th
 
 Medical results vary a lot with the seed, so a claim should come with its spread: every
 scalar metric of the per-seed ``results.json`` files is reported as ``<key>/mean`` and
-``<key>/std`` (population std over seeds), with the seeds listed.
+``<key>/std`` (sample standard deviation over seeds, ddof 1: the spread a reader
+should expect of another seed; 0 for one seed), with the seeds listed.
 
 Every ``results.json`` also records its ``environment`` (versions, lock file hash), so a
 number in the docs says what produced it.
@@ -78,7 +79,7 @@ def over_seeds(per_seed: list[dict], config, workdir: Path) -> dict:
   for key in keys:
     values = np.array([r[key] for r in per_seed if key in r], np.float64)
     out[f"{key}/mean"] = float(values.mean())
-    out[f"{key}/std"] = float(values.std())
+    out[f"{key}/std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     if len(values) < len(per_seed):
       out[f"{key}/num_seeds"] = len(values)
   workdir.mkdir(parents=True, exist_ok=True)

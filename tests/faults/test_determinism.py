@@ -27,7 +27,7 @@ def test_seeds_report_mean_and_std(tiny_data_dir, tfds_dir, tmp_path):
   losses = [r["test/loss"] for r in per_seed]
   assert losses[0] != losses[1]  # Different seeds, different initialisations.
   assert results["test/loss/mean"] == pytest.approx(sum(losses) / 2)
-  assert results["test/loss/std"] == pytest.approx(abs(losses[0] - losses[1]) / 2)
+  assert results["test/loss/std"] == pytest.approx(abs(losses[0] - losses[1]) / 2 ** 0.5)  # ddof 1.
   assert json.loads((tmp_path / "results.json").read_text())["seeds"] == [5, 6]
 
 
