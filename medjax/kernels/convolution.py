@@ -27,8 +27,8 @@ FFT_MIN_TAPS = 81
 TAP_GRAD_CHUNK_FLOATS = 2 ** 20
 
 # Grouped (not depthwise) convolutions with at most this many groups run as one convolution
-# per group: AlexNet's two-group layers ran 4-5x faster so (fwd + bwd); more groups, as in
-# ResNeXt, would unroll into many small programs and were not measured.
+# per group (docs/performance.md); more groups, as in ResNeXt, would unroll into many small
+# convolutions, which was not measured.
 SPLIT_MAX_GROUPS = 8
 
 # Stride-1 kernels with at most this many input or output channels take tap_grad_conv's

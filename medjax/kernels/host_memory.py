@@ -80,11 +80,8 @@ def huge_pages_on() -> bool:
 def use_huge_pages() -> None:
   """Re-executes this command with :data:`HUGE_PAGES_TUNABLE` added to ``GLIBC_TUNABLES``
   (glibc reads tunables only at start-up); returns at once where it is set already or
-  cannot act. The process keeps its PID, arguments and environment otherwise.
-
-  Measured on the fine-tuning step (EfficientNet-Lite0, batch 32, 192 px, Zen 4): 1.22 M
-  minor page faults per step became 3-17 k, and the step's system time fell by half or more
-  (docs/performance.md). Results do not change: only where pages come from does.
+  cannot act. The process keeps its PID, arguments and environment otherwise. Results do
+  not change, only where pages come from (docs/performance.md has what it saves).
   """
   if huge_pages_on() or not huge_pages_possible():
     return
