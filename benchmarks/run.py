@@ -40,8 +40,7 @@ def run_cases(cases: list[timing.Case], *, quick: bool, out: Path | None = None)
   """Runs ``cases`` in order; returns their records (also written to ``out`` after each case,
   so an interrupted run keeps what it measured)."""
   context = {"threads": timing.configure_peers(), "quick": quick,
-             "allocator": ("retain" if host_memory.retaining() else
-                           "huge_pages" if host_memory.huge_pages_on() else "default"),
+             "allocator": host_memory.policy(),
              "device": jax.devices()[0].device_kind, "jax": jax.__version__,
              "torch": torch.__version__, "cpu": provenance.cpu()}
   records = []

@@ -55,11 +55,9 @@ def environment() -> dict:
       continue
   lock = (hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest() if LOCK_FILE.is_file() else None)
   from medjax.kernels import host_memory
-  memory = ("retain" if host_memory.retaining() else
-            "huge_pages" if host_memory.huge_pages_on() else "default")
   return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu(),
           "backend": jax.default_backend(), "devices": jax.device_count(),
           "processes": jax.process_count(), "lock_sha256": lock, "packages": packages,
-          "host_memory": memory}
+          "host_memory": host_memory.policy()}
 
 

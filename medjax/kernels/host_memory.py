@@ -77,6 +77,12 @@ def huge_pages_on() -> bool:
   return HUGE_PAGES_TUNABLE in tunables and huge_pages_possible()
 
 
+def policy() -> str:
+  """This process's host memory policy, as records name it: "retain", "huge_pages" or
+  "default"."""
+  return "retain" if retaining() else "huge_pages" if huge_pages_on() else "default"
+
+
 def use_huge_pages() -> None:
   """Re-executes this command with :data:`HUGE_PAGES_TUNABLE` added to ``GLIBC_TUNABLES``
   (glibc reads tunables only at start-up); returns at once where it is set already or
