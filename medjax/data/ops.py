@@ -38,6 +38,15 @@ def split_deterministic_prefix(pp: str) -> tuple[str, str]:
   return "|".join(specs[:cut]), "|".join(specs[cut:])
 
 
+def split_at_context(pp: str) -> tuple[str, str]:
+  """``pp`` -> ``(before, rest)``: the ops before the first one that needs the training
+  statistics (``subtract_mean``), and that op with those after it."""
+  specs = [s.strip() for s in pp.split("|") if s.strip()]
+  cut = next((i for i, spec in enumerate(specs)
+              if getattr(_OPS[parse(spec)[0]], "needs_context", False)), len(specs))
+  return "|".join(specs[:cut]), "|".join(specs[cut:])
+
+
 def names() -> list[str]:
   return sorted(_OPS)
 

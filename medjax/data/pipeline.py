@@ -104,6 +104,13 @@ def _split_csv(rows) -> str:
   return buffer.getvalue()
 
 
+def _chain(first, second):
+  """``first`` (deterministic, given a zero seed) then ``second`` with the example's seed."""
+  def fn(example, seed):
+    return second(first(example, tf.zeros([2], tf.int64)), seed)
+  return fn
+
+
 class InputPipeline:
   """Builds the train stream and the exact eval batches for ``config.data`` and ``config.pp_*``."""
 
@@ -158,6 +165,7 @@ class InputPipeline:
       if getattr(self.builder, "assigned_splits", False):
         save_text(self.workdir / "data_split.csv", _split_csv(self.builder.split_table()))
     self._preprocessed = {}
+    self._context = {}
     self._context = self._training_statistics()
 
   def _resolve_splits(self) -> tuple[dict[str, str], float]:
@@ -199,9 +207,14 @@ class InputPipeline:
     if path.exists():
       return {"mean_image": np.load(path, allow_pickle=False)}
     prefix = pp_eval.split("subtract_mean")[0].rstrip("| ")
-    fn = ops.compose(prefix)
-    ds = self._split_ds["train"].map(lambda ex: fn(ex, tf.zeros([2], tf.int64))["image"],
-                                     num_parallel_calls=tf.data.AUTOTUNE)
+    if self.config.data.cache == "preprocessed":
+      # The training stream caches the same prefix (see train_iterator): images are decoded
+      # and equalised once for both.
+      ds = self._cached(self._split_ds["train"], prefix).map(lambda ex: ex["image"])
+    else:
+      fn = ops.compose(prefix)
+      ds = self._split_ds["train"].map(lambda ex: fn(ex, tf.zeros([2], tf.int64))["image"],
+                                       num_parallel_calls=tf.data.AUTOTUNE)
     total, count = None, 0
     for batch in ds.batch(256).as_numpy_iterator():
       s = batch.astype(np.float64).sum(0)
@@ -242,8 +255,12 @@ class InputPipeline:
     ds = self._split_ds["train"]
     prefix, rest = ops.split_deterministic_prefix(cfg.pp_train)
     if cfg.data.cache == "preprocessed" and prefix:
-      ds = self._cached(ds, prefix)
-      pp = self.preprocess_fn(rest)
+      # Ops that need the training statistics run after the cache, so that the cached part is
+      # the one the statistics pass already filled; they are deterministic, and ``rest`` keeps
+      # its own seeds.
+      prefix, after = ops.split_at_context(prefix)
+      ds = self._cached(ds, prefix) if prefix else ds
+      pp = _chain(self.preprocess_fn(after), self.preprocess_fn(rest))
     else:
       ds = ds.cache() if cfg.data.cache == "encoded" else ds
       pp = self.preprocess_fn(cfg.pp_train)

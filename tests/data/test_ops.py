@@ -127,3 +127,9 @@ def test_radiograph_augmentations_are_bounded_seeded_and_vary():
   assert 0 < abs(delta.flat[0]) <= 0.1
   flips = {run("random_flip", image, seed=tf.constant([0, i], tf.int64)).tobytes() for i in range(10)}
   assert flips == {image.tobytes(), image[:, ::-1].tobytes()}
+
+
+def test_split_at_context_cuts_before_the_first_op_needing_training_statistics():
+  assert ops.split_at_context("decode(1)|resize(32)|clahe|subtract_mean|random_rot90") == (
+      "decode(1)|resize(32)|clahe", "subtract_mean|random_rot90")
+  assert ops.split_at_context("decode(1)|resize(32)") == ("decode(1)|resize(32)", "")

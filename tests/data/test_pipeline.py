@@ -81,3 +81,21 @@ def test_missing_or_empty_dataset_folder_is_one_line_naming_it(tmp_path, make):
   message = str(raised.value)
   assert "\n" not in message and str(tmp_path / "data" / "kvasir") in message
   assert message.startswith("config.data.name='kvasir': ") and "does not exist or is empty" in message
+
+
+def test_cached_training_stream_shares_the_statistics_pass_and_keeps_its_batches(
+    tiny_data_dir, tfds_dir, tmp_path):
+  """The mean-image pass fills the cache the training stream reads (decode and CLAHE run once
+  per image), and the mean subtracted after the cache gives the batches of an uncached run."""
+  streams = {}
+  for cache in ("preprocessed", "none"):
+    config = tiny_config(tiny_data_dir, tfds_dir)
+    config.data.cache = cache
+    data = InputPipeline(config, tmp_path / cache, parallel.make_mesh())
+    it = data.train_iterator(0)
+    streams[cache] = [next(it) for _ in range(7)]
+    if cache == "preprocessed":
+      assert list(data._preprocessed) == [(id(data._split_ds["train"]), "decode(1)|resize(32)|clahe")]
+  for a, b in zip(*streams.values()):
+    np.testing.assert_array_equal(np.asarray(a["image"]), np.asarray(b["image"]))
+    np.testing.assert_array_equal(np.asarray(a["label"]), np.asarray(b["label"]))
