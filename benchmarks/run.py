@@ -12,33 +12,39 @@ Each record also has the thread count, ``quick``, the device medjax ran on, the 
 (model, ISA features such as AVX-512 and AMX, cores), the JAX and PyTorch versions and the load average before and after it. On a GPU the PyTorch peers run
 there too and accelerator cases add ``fraction_of_peak`` (see ``timing.compare``).
 """
+import importlib
 import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-import jax
-import torch
 from absl import flags
 
-from benchmarks import (extraction, finetune, input_pipeline, kmeans, retrieval_scale, svm,
-                        timing, train_step, vlad)
-from medjax import cli, provenance
+from medjax import cli
 from medjax.kernels import host_memory
 
 FLAGS = flags.FLAGS
 
-MODULES = (train_step, finetune, extraction, svm, kmeans, vlad, input_pipeline, retrieval_scale)
+# The case modules import JAX and PyTorch; loaded when cases are listed, so --help is quick.
+MODULES = ("train_step", "finetune", "extraction", "svm", "kmeans", "vlad", "input_pipeline",
+           "retrieval_scale")
 
 
-def all_cases(quick: bool) -> list[timing.Case]:
-  return [case for module in MODULES for case in module.cases(quick)]
+def all_cases(quick: bool) -> list:
+  """Every case (a ``benchmarks.timing.Case``) of every module, in ``MODULES`` order."""
+  modules = [importlib.import_module(f"benchmarks.{name}") for name in MODULES]
+  return [case for module in modules for case in module.cases(quick)]
 
 
-def run_cases(cases: list[timing.Case], *, quick: bool, out: Path | None = None) -> list[dict]:
+def run_cases(cases: list, *, quick: bool, out: Path | None = None) -> list[dict]:
   """Runs ``cases`` in order; returns their records (also written to ``out`` after each case,
   so an interrupted run keeps what it measured)."""
+  import jax
+  import torch
+
+  from benchmarks import timing
+  from medjax import provenance
   context = {"threads": timing.configure_peers(), "quick": quick,
              "allocator": host_memory.policy(),
              "device": jax.devices()[0].device_kind, "jax": jax.__version__,
@@ -86,6 +92,9 @@ def main(argv) -> None:
     if not cases:
       raise cli.UserError(f"--only={','.join(FLAGS.only)}: no such case; known: "
                           f"{[c.name for c in all_cases(FLAGS.quick)]}")
+  import jax
+
+  from benchmarks import timing
   print(f"{len(cases)} cases, {os.cpu_count()} cores, {jax.devices()[0].device_kind}, "
         f"load average {os.getloadavg()}", file=sys.stderr)
   records = run_cases(cases, quick=FLAGS.quick, out=Path(FLAGS.out))

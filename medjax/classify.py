@@ -10,17 +10,18 @@ with the normalisation from ``medjax.data.ops.NORMALISATIONS``, the table the tf
 pipelines use). Class names are the standard 1000 ImageNet classes, shipped as
 ``imagenet_classes.txt`` next to this file so the command needs no data directory.
 """
+from __future__ import annotations
+
 from pathlib import Path
 
-import jax
 import numpy as np
 from absl import flags
 from PIL import Image, UnidentifiedImageError
 
-from medjax import cli, kernels
-from medjax.data import ops
-from medjax.models import backbones
-from medjax.weights import load
+from medjax import cli
+
+# JAX, TensorFlow (through medjax.data.ops) and the models are imported where used, so that
+# --help and flag errors answer at once.
 
 FLAGS = flags.FLAGS
 
@@ -39,6 +40,8 @@ def imagenet_classes() -> list[str]:
 
 def prepare(spec: backbones.BackboneSpec, image: Image.Image) -> np.ndarray:
   """A PIL image -> float32 ``(H, W, 3)`` network input, resized and normalised per ``spec``."""
+  from medjax.data import ops
+  from medjax.models import backbones
   image = image.convert("RGB")
   for op, size in backbones.resize_steps(spec):
     if op == "resize_short":
@@ -65,6 +68,10 @@ def _open(path) -> Image.Image:
 
 def classify(backbone: str, weights: str | None, images: list[str], top_k: int = 5):
   """Returns per image ``[(label, probability), ...]`` best first."""
+  import jax
+
+  from medjax import kernels
+  from medjax.weights import load
   module, variables, spec = load.load_backbone(backbone, weights, include_top=True)
   classes = imagenet_classes()
   batch = np.stack([prepare(spec, _open(p)) for p in images])
@@ -80,6 +87,7 @@ def main(argv):
   images = argv[1:]
   if not images:
     raise cli.UserError("give at least one IMAGE")
+  from medjax.models import backbones
   if FLAGS.backbone not in backbones.SPECS:
     raise cli.UserError(f"--backbone={FLAGS.backbone!r} is unknown; known: "
                         f"{sorted(backbones.SPECS)}")
