@@ -23,7 +23,10 @@ CONFIG = "configs/irma_cnn.py:smoke,dataset=chest_xray,variant=C"
 
 
 def command(workdir):
-  return [sys.executable, "-m", "medjax.main", f"--config={CONFIG}", f"--workdir={workdir}"]
+  # Retrieval is off: its index and metrics are tested on their own (tests/retrieval) and
+  # add nothing to what a kill can break here.
+  return [sys.executable, "-m", "medjax.main", f"--config={CONFIG}", f"--workdir={workdir}",
+          "--config.retrieval=False"]
 
 
 def env(shared_data, tfds_dir):
@@ -51,7 +54,7 @@ def test_smoke_run_killed_and_resumed_matches_uninterrupted(shared_data, tfds_di
   # The clinical evaluation: predictions, intervals, plots and the report.
   results = json.loads((tmp_path / "full" / "results.json").read_text())
   assert results["command"].endswith(
-      f"--workdir={tmp_path / 'full'} --retain_host_memory --nohuge_pages")
+      f"--workdir={tmp_path / 'full'} --config.retrieval=False --retain_host_memory --nohuge_pages")
   assert results["environment"]["host_memory"] == "retain"
   for key in ("accuracy", "roc_auc", "sensitivity/PNEUMONIA", "specificity/PNEUMONIA"):
     assert results[f"test/{key}/ci95_low"] <= results[f"test/{key}"] <= results[

@@ -19,9 +19,9 @@ N_TEST = 96
 
 
 @pytest.mark.slow
-def test_predict_reproduces_the_runs_test_predictions(shared_data, tmp_path):
+def test_predict_reproduces_the_runs_test_predictions(shared_data, tfds_dir, tmp_path):
   env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), MEDJAX_DATA_DIR=str(shared_data),
-             MEDJAX_TFDS_DIR=str(tmp_path / "tfds"))
+             MEDJAX_TFDS_DIR=str(tfds_dir))
   work = tmp_path / "run"
   train = subprocess.run([sys.executable, "-m", "medjax.main",
                           "--config=configs/vlad.py:dataset=chest_xray,aggregation=avgpool",

@@ -215,14 +215,14 @@ def test_extraction_killed_by_sigkill_resumes_to_the_same_results(tiny_data_dir,
                                                                    tmp_path):
   """The CLI, killed with SIGKILL once two chunks exist, then rerun, ends as an uninterrupted
   in-process run of the same config does."""
-  arg = "dataset=image_folder,aggregation=avgpool,scale=224"
+  arg = "dataset=image_folder,aggregation=avgpool,scale=64"  # Small: the kill is the point.
   flags = [f"--config.data.manual_dir={tiny_data_dir}", f"--config.data.tfds_dir={tfds_dir}",
            "--config.features.batch_size=8", "--config.features.chunk_batches=1"]
   workdir = tmp_path / "killed"
   command = [sys.executable, "-m", "medjax.main", f"--config=configs/vlad.py:{arg}",
              f"--workdir={workdir}", *flags]
   env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-  chunk = workdir / "features" / "train" / "224" / "head_avgpool_l2" / "chunk_00001.npz"
+  chunk = workdir / "features" / "train" / "64" / "head_avgpool_l2" / "chunk_00001.npz"
   sigkill_when(command, env, chunk.exists, timeout=300)
   assert not (workdir / "results.json").exists()
   manifest = json.loads((chunk.parent / extract.MANIFEST).read_text())
@@ -233,7 +233,7 @@ def test_extraction_killed_by_sigkill_resumes_to_the_same_results(tiny_data_dir,
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "Resuming extraction" in resumed.stderr
 
-  config = tiny_frozen_config(tiny_data_dir, tfds_dir, "aggregation=avgpool,scale=224",
+  config = tiny_frozen_config(tiny_data_dir, tfds_dir, "aggregation=avgpool,scale=64",
                               **{"features.chunk_batches": 1})
   uninterrupted = pipeline.train_and_evaluate(config, tmp_path / "uninterrupted")
   got = json.loads((workdir / "results.json").read_text())

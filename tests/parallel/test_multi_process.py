@@ -85,21 +85,12 @@ def single(tiny_data_dir, tfds_dir, tmp_path_factory) -> Path:
   return workdir
 
 
-@pytest.mark.slow  # Several JAX processes through launch/local.sh.
-def test_two_processes_match_one(single, tiny_data_dir, tfds_dir, tmp_path):
-  out, err = run_to_end(2, cli_args(tiny_data_dir, tfds_dir, tmp_path))
-  assert_same_run(results(tmp_path), results(single))
-  assert train_losses(tmp_path) == pytest.approx(train_losses(single), rel=1e-4)
-  assert len(train_losses(tmp_path)) == STEPS
-  # Process 0 alone writes and reports; both were there.
-  assert "[p0] test/accuracy" in out and "[p1] test/accuracy" not in out
-  assert "[p1]" in err and "2 processes" in err
-  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [8, 10]
-
-
-@pytest.mark.slow  # Several JAX processes, one killed.
-def test_killed_process_stops_the_run_and_the_rerun_resumes(single, tiny_data_dir, tfds_dir,
-                                                            tmp_path):
+@pytest.mark.slow  # Several JAX processes, one killed, then the run again.
+def test_two_processes_match_one_and_a_killed_process_stops_the_run_and_the_rerun_resumes(
+    single, tiny_data_dir, tfds_dir, tmp_path):
+  """One 2-process run covers both promises: killed after its step-4 checkpoint, it must stop
+  as a whole; rerun, it must end where the 1-process run ends, step by step (steps 1-4 come
+  from the killed run's metrics, 5-10 from the rerun's)."""
   args = cli_args(tiny_data_dir, tfds_dir, tmp_path)
   proc = launch(2, args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True)
@@ -114,10 +105,16 @@ def test_killed_process_stops_the_run_and_the_rerun_resumes(single, tiny_data_di
   assert not (tmp_path / "results.json").exists()
   assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _is_ours(pid, tmp_path)]
 
-  _, err = run_to_end(2, args)
+  out, err = run_to_end(2, args)
   assert "Resuming from the checkpoint at step" in err
   assert_same_run(results(tmp_path), results(single))
-  assert len(train_losses(tmp_path)) == STEPS  # Steps after the restored one were replaced.
+  # Steps after the restored one were replaced: one loss per step, those of one process.
+  assert len(train_losses(tmp_path)) == STEPS
+  assert train_losses(tmp_path) == pytest.approx(train_losses(single), rel=1e-4)
+  # Process 0 alone writes and reports; both were there.
+  assert "[p0] test/accuracy" in out and "[p1] test/accuracy" not in out
+  assert "[p1]" in err and "2 processes" in err
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [8, 10]
 
 
 def _cmdline(pid) -> list[str]:
