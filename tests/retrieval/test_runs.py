@@ -125,15 +125,19 @@ def test_retrieve_add_appends_images_in_place_and_finds_them(runs, tiny_data_dir
   new.mkdir()
   for name in ("blob_002.png", "blob_003.png"):
     (new / name).write_bytes((tiny_data_dir / "image_folder" / "test" / "blob" / name).read_bytes())
-  result = retrieve(f"--workdir={workdir}", f"--add={new}", "--label=blob")
+  # Added, then found by the same command (the query searches the grown index).
+  result = retrieve(f"--workdir={workdir}", f"--add={new}", "--label=blob",
+                    f"--query={new / 'blob_003.png'}", "--k=1")
   assert result.returncode == 0, result.stderr[-2000:]
   assert f"added 2 images; the index holds {len(before) + 2}" in result.stdout
   after = index_lib.load(workdir / "retrieval")
   np.testing.assert_array_equal(after.embeddings[:len(before)], before.embeddings)
   assert after.labels[-1] == 1 and after.paths[-1] == str((new / "blob_003.png").resolve())
-  result = retrieve(f"--workdir={workdir}", f"--query={new / 'blob_003.png'}", "--k=1")
-  assert result.stdout.splitlines()[1].split("\t")[1] == str((new / "blob_003.png").resolve())
-  again = retrieve(f"--workdir={workdir}", f"--add={new}", "--label=blob")
-  assert again.returncode == 2 and "already indexed" in again.stderr
-  wrong = retrieve(f"--workdir={workdir}", f"--add={new}", "--label=cat")
-  assert wrong.returncode == 2 and "cat" in wrong.stderr.splitlines()[-1]
+  assert result.stdout.splitlines()[2].split("\t")[1] == str((new / "blob_003.png").resolve())
+  # Refusals (the CLI turns a UserError into one line and exit 2: tests/test_cli.py).
+  from medjax import cli, inference, retrieve as retrieve_cli
+  run = inference.load(workdir)
+  with pytest.raises(cli.UserError, match="already indexed"):
+    retrieve_cli.add_images(run, retrieve_cli.open_index(workdir), [str(new)], "blob")
+  with pytest.raises(cli.UserError, match="'cat'"):
+    retrieve_cli.add_images(run, retrieve_cli.open_index(workdir), [str(new)], "cat")
