@@ -75,12 +75,13 @@ def baseline_fields() -> mlc.ConfigDict:
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, dataset="imageclef2016", backbone="alexnet",
-                         aggregation="cae", filters=4096, scale=0, seed=0, loss="mean")
+                         aggregation="cae", filters=4096, scale=0, seed=0, seeds=1, loss="mean")
   if arg.aggregation not in AGGREGATIONS:
     raise ValueError(f"config argument aggregation={arg.aggregation}: configs/cae_imageclef16.py "
                      f"runs one of {AGGREGATIONS}; VLAD runs with configs/vlad.py")
   config = common.frozen_features(dataset=arg.dataset, backbone=arg.backbone,
-                                  aggregation=arg.aggregation, scale=arg.scale, seed=arg.seed)
+                                  aggregation=arg.aggregation, scale=arg.scale, seed=arg.seed,
+                                  seeds=arg.seeds)
   config.cae = cae_fields(arg.filters, arg.loss)
   config.update(baseline_fields())
   if arg.smoke:

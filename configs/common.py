@@ -150,7 +150,7 @@ CONV_MAPS = {"vgg19": "block5_pool", "alexnet": "pool5", "alexnet_torchvision": 
 
 
 def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int,
-                    seed: int) -> mlc.ConfigDict:
+                    seed: int, seeds: int = 1) -> mlc.ConfigDict:
   """Fields every frozen-feature config has (systems 3 and 5); each system's config adds
   its aggregations' hyper-parameters (``configs/vlad.py``: ``vlad``;
   ``configs/cae_imageclef16.py``: ``cae``, ``baseline``, ``ssae``).
@@ -160,6 +160,9 @@ def frozen_features(*, dataset: str, backbone: str, aggregation: str, scale: int
   return mlc.ConfigDict({
       "pipeline": "frozen_features",
       "seed": seed,
+      # > 1: run seeds seed .. seed + num_seeds - 1 (k-means, CAE, SSAE, ICA and dictionary
+      # initialisations; the features are extracted once for all) and report mean and std.
+      "num_seeds": seeds,
       "data": data_for(dataset),
       "pp_eval": "",  # Unused: extraction builds its pp from the backbone spec and the scale.
       "backbone": {

@@ -63,13 +63,14 @@ def vlad_fields(k: int = 64) -> mlc.ConfigDict:
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, dataset="chest_xray", backbone="vgg19",
-                         aggregation="avgpool", k=64, scale=224, scales="", seed=0)
+                         aggregation="avgpool", k=64, scale=224, scales="", seed=0, seeds=1)
   if arg.aggregation not in AGGREGATIONS:
     raise ValueError(f"config argument aggregation={arg.aggregation}: configs/vlad.py runs "
                      f"{' or '.join(AGGREGATIONS)}; system 3's aggregations run with "
                      f"configs/cae_imageclef16.py")
   config = common.frozen_features(dataset=arg.dataset, backbone=arg.backbone,
-                                  aggregation=arg.aggregation, scale=arg.scale, seed=arg.seed)
+                                  aggregation=arg.aggregation, scale=arg.scale, seed=arg.seed,
+                                  seeds=arg.seeds)
   config.vlad = vlad_fields(arg.k)
   if arg.scales:
     if arg.aggregation != "avgpool":

@@ -81,6 +81,9 @@ def run(config, workdir: str) -> dict:
     seed_config = config.copy_and_resolve_references()
     with seed_config.unlocked():
       seed_config.seed, seed_config.num_seeds = seed, 1
+      if "features_dir" in seed_config and not seed_config.features_dir:
+        # Extraction does not depend on the seed: the seeds share the workdir's features.
+        seed_config.features_dir = str(Path(workdir) / "features")
     per_seed.append(module.train_and_evaluate(seed_config, Path(workdir) / f"seed_{seed}"))
   return results_lib.over_seeds(per_seed, config, Path(workdir))
 

@@ -5,7 +5,7 @@ import pytest
 
 from configs import cae_imageclef16, common, vlad
 
-SHARED = {"pipeline", "seed", "data", "pp_eval", "backbone", "features_dir", "features", "compute_dtype",
+SHARED = {"pipeline", "seed", "num_seeds", "data", "pp_eval", "backbone", "features_dir", "features", "compute_dtype",
           "aggregation", "svm"}
 
 

@@ -39,3 +39,19 @@ def test_a_measure_one_seed_leaves_undefined_is_averaged_over_the_others(tmp_pat
   assert out["test/accuracy/mean"] == pytest.approx(0.6)
   assert out["test/ppv/a/mean"] == 0.25 and out["test/ppv/a/num_seeds"] == 1
   assert "test/accuracy/num_seeds" not in out
+
+
+def test_frozen_feature_seeds_share_one_extraction(tiny_data_dir, tfds_dir, tmp_path):
+  """Seeds of a frozen-feature config vary what is fitted (here ICA's initialisation) on
+  features extracted once, under the workdir, for all of them."""
+  from tests.features.test_extract import tiny_frozen_config
+  config = tiny_frozen_config(tiny_data_dir, tfds_dir, "aggregation=ica,seeds=2",
+                              **{"baseline.components": 4})
+  results = main.run(config, str(tmp_path))
+  assert results["seeds"] == [0, 1]
+  assert (tmp_path / "features").is_dir()
+  assert not any((tmp_path / f"seed_{s}" / "features").exists() for s in (0, 1))
+  per_seed = [json.loads((tmp_path / f"seed_{s}" / "results.json").read_text()) for s in (0, 1)]
+  assert [r["config"]["seed"] for r in per_seed] == [0, 1]
+  assert results["test/accuracy/mean"] == pytest.approx(
+      (per_seed[0]["test/accuracy"] + per_seed[1]["test/accuracy"]) / 2)
