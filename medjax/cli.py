@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import textwrap
+from pathlib import Path
 from typing import Callable
 
 from absl import app, flags
@@ -84,6 +85,13 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "tensorflow" not in sys.modules and os.environ.get("MEDJAX_TF_STARTUP_LOG") != "1":
   sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+def started_as(module: str) -> bool:
+  """Whether this process is ``python -m module`` itself (``sys.argv[0]`` is its file), not
+  a test or a tool calling into it."""
+  return Path(sys.argv[0]).parts[-len(module.split(".")):] == (
+      *module.split(".")[:-1], module.split(".")[-1] + ".py")
 
 
 def fail(name: str, message: str) -> None:

@@ -8,7 +8,6 @@ import errno
 import importlib
 import logging as py_logging
 import os
-import sys
 from pathlib import Path
 
 from absl import flags, logging
@@ -88,17 +87,12 @@ def run(config, workdir: str) -> dict:
   return results_lib.over_seeds(per_seed, config, Path(workdir))
 
 
-def _is_this_command() -> bool:
-  """Whether this process is ``python -m medjax.main`` itself (so re-executing it is safe)."""
-  return Path(sys.argv[0]).parts[-2:] == ("medjax", "main.py")
-
-
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments {argv[1:]}; every setting is a flag "
                         f"(--config.KEY=VALUE for config keys)")
   from medjax.kernels import host_memory
-  if FLAGS.huge_pages and _is_this_command():  # Not when a test calls main() in-process.
+  if FLAGS.huge_pages and cli.started_as("medjax.main"):  # Re-executing is safe.
     host_memory.use_huge_pages()
   if FLAGS.retain_host_memory:  # Before JAX starts its threads.
     host_memory.retain_freed_blocks()

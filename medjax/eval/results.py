@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from medjax import provenance
+from medjax import cli, provenance
 from medjax.atomic import save_json
 
 
@@ -63,7 +63,7 @@ def command_line() -> str:
   env = [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items())
          if k.startswith("MEDJAX_")]
   argv = sys.argv
-  if argv and Path(argv[0]).parts[-2:] == ("medjax", "main.py"):
+  if argv and cli.started_as("medjax.main"):
     argv = ["python", "-m", "medjax.main", *argv[1:]]
   return " ".join(env + [shlex.join(argv)])
 
