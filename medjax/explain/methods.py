@@ -18,6 +18,8 @@ softmax saturates and its gradient vanishes.
 * ``integrated_gradients`` (Sundararajan et al. 2017): ``(x - x0)`` times the mean
   gradient along the straight path from a black baseline, summed over channels (absolute).
 """
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -47,13 +49,11 @@ def layers(run, image: np.ndarray) -> list[str]:
   return found
 
 
-def gradcam(run, image: np.ndarray, target: int, layer: str | None = None) -> np.ndarray:
-  known = layers(run, image)
-  layer = layer or known[-1]
-  if layer not in known:
-    raise KeyError(f"layer {layer!r} has no spatial output in this model; known: {known}")
-
-  def score(delta):
+# Compiled programs per (model function, method, layer): variables, image and class are
+# arguments, so explaining a folder compiles once, not once per image.
+@functools.lru_cache(maxsize=32)
+def _gradcam_program(logits, layer: str):
+  def score(delta, variables, image, target):
     box = {}
 
     def interceptor(next_fun, args, kwargs, context):
@@ -64,14 +64,30 @@ def gradcam(run, image: np.ndarray, target: int, layer: str | None = None) -> np
       return out
 
     with nn.intercept_methods(interceptor):
-      s = run.logits(run.variables, jnp.asarray(image)[None])[0, target]
+      s = logits(variables, image[None])[0, target]
     return s, box["a"]
 
-  shape = jax.eval_shape(lambda: score(jnp.zeros(())))[1].shape  # The layer's output.
-  grads, activations = jax.jit(jax.grad(score, has_aux=True))(jnp.zeros(shape))
-  weights = grads[0].mean(axis=(0, 1))
-  cam = jax.nn.relu((activations[0] * weights).sum(-1))
-  return np.asarray(jax.image.resize(cam, image.shape[:2], "bilinear"))
+  def program(variables, image, target):
+    # The layer's output shape, for the zero perturbation whose gradient is the layer's.
+    shape = jax.eval_shape(score, jnp.zeros(()), variables, image, target)[1].shape
+    grads, activations = jax.grad(score, has_aux=True)(jnp.zeros(shape), variables, image, target)
+    weights = grads[0].mean(axis=(0, 1))
+    cam = jax.nn.relu((activations[0] * weights).sum(-1))
+    return jax.image.resize(cam, image.shape[:2], "bilinear")
+  return jax.jit(program)
+
+
+def gradcam(run, image: np.ndarray, target: int, layer: str | None = None) -> np.ndarray:
+  known = layers(run, image)
+  layer = layer or known[-1]
+  if layer not in known:
+    raise KeyError(f"layer {layer!r} has no spatial output in this model; known: {known}")
+  return np.asarray(_gradcam_program(run.logits, layer)(run.variables, jnp.asarray(image), target))
+
+
+@functools.lru_cache(maxsize=32)
+def _logits_program(logits):
+  return jax.jit(lambda v, x: logits(v, x))
 
 
 def occlusion(run, image: np.ndarray, target: int, patch: int | None = None,
@@ -82,7 +98,7 @@ def occlusion(run, image: np.ndarray, target: int, patch: int | None = None,
   fill = image.mean(axis=(0, 1))
   corners = [(y, x) for y in range(0, max(h - patch, 0) + 1, stride)
              for x in range(0, max(w - patch, 0) + 1, stride)]
-  scores = jax.jit(lambda v, x: run.logits(v, x))
+  scores = _logits_program(run.logits)
   base = float(scores(run.variables, jnp.asarray(image)[None])[0, target])
   drops = []
   for i in range(0, len(corners), batch_size):
@@ -98,14 +114,20 @@ def occlusion(run, image: np.ndarray, target: int, patch: int | None = None,
   return np.maximum(total / np.maximum(count, 1), 0.0)
 
 
+@functools.lru_cache(maxsize=32)
+def _integrated_gradients_program(logits, steps: int):
+  def program(variables, x, target):
+    baseline = jnp.zeros_like(x)
+    alphas = (jnp.arange(steps) + 0.5) / steps  # Midpoint rule.
+    path = baseline[None] + alphas[:, None, None, None] * (x - baseline)[None]
+    grad = jax.grad(lambda p: logits(variables, p)[:, target].sum())(path)
+    return jnp.abs((x - baseline) * grad.mean(0)).sum(-1)
+  return jax.jit(program)
+
+
 def integrated_gradients(run, image: np.ndarray, target: int, steps: int = 32) -> np.ndarray:
-  x = jnp.asarray(image)
-  baseline = jnp.zeros_like(x)
-  alphas = (jnp.arange(steps) + 0.5) / steps  # Midpoint rule.
-  path = baseline[None] + alphas[:, None, None, None] * (x - baseline)[None]
-  grad = jax.jit(jax.grad(lambda p: run.logits(run.variables, p)[:, target].sum()))(path)
-  attribution = (x - baseline) * grad.mean(0)
-  return np.abs(np.asarray(attribution)).sum(-1)
+  program = _integrated_gradients_program(run.logits, steps)
+  return np.asarray(program(run.variables, jnp.asarray(image), target))
 
 
 def explain(run, image: np.ndarray, target: int, method: str, layer: str | None = None):
