@@ -165,7 +165,7 @@ class InputPipeline:
       if getattr(self.builder, "assigned_splits", False):
         save_text(self.workdir / "data_split.csv", _split_csv(self.builder.split_table()))
     self._preprocessed = {}
-    self._context = {}
+    self._context = {}  # The statistics pass preprocesses with no statistics yet.
     self._context = self._training_statistics()
 
   def _resolve_splits(self) -> tuple[dict[str, str], float]:
@@ -206,7 +206,7 @@ class InputPipeline:
     path = self.workdir / "mean_image.npy"
     if path.exists():
       return {"mean_image": np.load(path, allow_pickle=False)}
-    prefix = pp_eval.split("subtract_mean")[0].rstrip("| ")
+    prefix = ops.split_at_context(pp_eval)[0]  # The ops whose output the mean is taken of.
     if self.config.data.cache == "preprocessed":
       # The training stream caches the same prefix (see train_iterator): images are decoded
       # and equalised once for both.
