@@ -299,9 +299,15 @@ class InputPipeline:
   def has_split(self, role: str) -> bool:
     return role in self._split_ds
 
-  def eval_batches(self, role: str, batch_size: int | None = None, pp: str | None = None):
+  def eval_batches(self, role: str, batch_size: int | None = None, pp: str | None = None, *,
+                   keep: bool = True):
     """Yields ``(global batch with 'mask', ids of its unmasked rows)`` covering split ``role``
-    exactly once, in split order (the padding is at the end of the last batch)."""
+    exactly once, in split order (the padding is at the end of the last batch).
+
+    ``keep=False`` bypasses the in-memory cache of preprocessed images for a pass that is
+    made once (feature extraction): at 864 px the chest X-rays' train split alone would
+    hold 47 GB.
+    """
     cfg = self.config
     global_batch = batch_size or cfg.eval_batch_size
     local = self._local_batch(global_batch)
@@ -309,7 +315,7 @@ class InputPipeline:
     n = self.info.split_sizes[role]
     padding = -n % global_batch
     pp = pp or cfg.pp_eval
-    if cfg.data.cache == "preprocessed":
+    if cfg.data.cache == "preprocessed" and keep:
       split, pp = self._cached(split, pp), ""
     ds = split.concatenate(split.take(1).repeat(padding)).enumerate()
     fn = self.preprocess_fn(pp)

@@ -11,8 +11,10 @@ Crash safety, in write order: a chunk is written to a temp file and renamed, the
 manifest (which lists every complete chunk with its byte size) is rewritten atomically.
 The manifest is the truth: on resume, a chunk file it does not list (killed between the
 rename and the manifest update), a temp file, or a listed chunk whose size no longer
-matches is discarded, and extraction restarts after the last complete chunk (earlier
-batches are still decoded by tf.data to keep position, but not run through the network).
+matches is discarded, and extraction restarts after the last complete chunk's examples
+(earlier batches are still decoded by tf.data to keep position, but not run through the
+network), whatever the batch size of either run. The split is read once per scale, past the
+in-memory cache of preprocessed images (``eval_batches(keep=False)``).
 A complete feature set is reused as is. Runs sharing a feature folder (``features_dir``)
 take turns: extraction holds an exclusive ``flock`` on ``<folder>/.lock``, so a second run
 waits, then finds the set complete and reuses it.
@@ -196,25 +198,31 @@ def _extract(data, role, folder, recipe, feature_fn, variables, *, batch_size, c
   if manifest["complete"]:
     logging.info("Reusing the %d complete feature chunks in %s.", len(manifest["chunks"]), folder)
     return manifest
-  done_batches = len(manifest["chunks"]) * chunk_batches
-  if done_batches:
-    logging.info("Resuming extraction into %s after %d complete chunks.", folder,
-                 len(manifest["chunks"]))
+  # Resumption counts examples, not batches, so a rerun with another batch size (say,
+  # smaller after running out of memory) continues exactly where the chunks end.
+  done = sum(c["rows"] for c in manifest["chunks"])
+  if done:
+    logging.info("Resuming extraction into %s after %d complete chunks (%d examples).", folder,
+                 len(manifest["chunks"]), done)
   writer = jax.process_index() == 0
-  rows = []
-  for i, (batch, _) in enumerate(data.eval_batches(role, batch_size, recipe.pp)):
-    if i < done_batches:
+  chunk_rows = batch_size * chunk_batches
+  rows, pending = [], 0
+  for i, (batch, _) in enumerate(data.eval_batches(role, batch_size, recipe.pp, keep=False)):
+    start = i * batch_size
+    if start + batch_size <= done:
       continue
     host = parallel.fetch({"features": feature_fn(variables, batch["image"]),
                            "labels": batch["label"], "mask": batch["mask"]})
     keep = host.pop("mask") > 0
+    keep[:max(done - start, 0)] = False
     rows.append({k: v[keep] for k, v in host.items()})
-    if len(rows) == chunk_batches:
+    pending += int(keep.sum())
+    if pending >= chunk_rows:
       if writer:
         manifest["chunks"].append(_write_chunk(folder, len(manifest["chunks"]), rows))
         save_json(folder / MANIFEST, manifest)
-      rows = []
-  if rows and writer:
+      rows, pending = [], 0
+  if pending and writer:
     manifest["chunks"].append(_write_chunk(folder, len(manifest["chunks"]), rows))
   expected = data.info.split_sizes[role]
   total = sum(c["rows"] for c in manifest["chunks"])

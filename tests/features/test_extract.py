@@ -66,12 +66,15 @@ def setup(tiny_data_dir, tfds_dir, tmp_path_factory):
                           split="train", pool=False, l2=False)
   fn = extract.make_feature_fn(backbone.module, "head", pool=False, l2=False)
 
-  def run(folder, feature_fn=fn, recipe=recipe):
-    return extract.extract(data, "train", folder, recipe, feature_fn, variables, batch_size=8,
-                           chunk_batches=2)
+  def run(folder, feature_fn=fn, recipe=recipe, batch_size=8):
+    return extract.extract(data, "train", folder, recipe, feature_fn, variables,
+                           batch_size=batch_size, chunk_batches=2)
 
   reference = tmp_path_factory.mktemp("reference")
   run(reference)
+  # One pass per split and scale: nothing is kept in the in-memory image cache, which at
+  # 864 px would outgrow the machine's memory.
+  assert config.data.cache == "preprocessed" and not data._preprocessed
   return run, reference, fn, recipe, backbone.module
 
 
@@ -125,6 +128,22 @@ def test_half_written_chunks_are_discarded_and_redone(setup, tmp_path):
   assert counting.calls == 4  # Chunks 1 and 2, two batches each; chunk 0 kept.
   assert not list(folder.glob("*.tmp"))
   np.testing.assert_array_equal(extract.load(folder)[0], extract.load(reference)[0])
+
+
+def test_a_rerun_with_another_batch_size_resumes_at_the_last_stored_example(setup, tmp_path):
+  run, reference, fn, *_ = setup
+  folder = tmp_path / "smaller_batches"
+  shutil.copytree(reference, folder)
+  manifest = json.loads((folder / extract.MANIFEST).read_text())
+  manifest["chunks"], manifest["complete"] = manifest["chunks"][:1], False  # 16 examples.
+  (folder / extract.MANIFEST).write_text(json.dumps(manifest))
+  counting = Counting(fn)
+  run(folder, counting, batch_size=6)  # Batches start at 0, 6, 12 (4 of it stored), 18, ...
+  assert counting.calls == 6
+  features, labels = extract.load(folder)
+  ref_features, ref_labels = extract.load(reference)
+  np.testing.assert_array_equal(labels, ref_labels)
+  np.testing.assert_allclose(features, ref_features, rtol=1e-5, atol=1e-5)
 
 
 def test_a_listed_chunk_of_the_wrong_size_is_redone(setup, tmp_path):
