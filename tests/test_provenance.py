@@ -1,4 +1,5 @@
 """``medjax.provenance`` reads the CPU's model and ISA features from /proc/cpuinfo."""
+import subprocess
 from pathlib import Path
 
 from medjax import provenance
@@ -36,3 +37,20 @@ def test_environment_names_versions_and_lock():
   assert env["packages"]["jax"] and env["packages"]["numpy"]
   assert env["lock_sha256"] is None or len(env["lock_sha256"]) == 64
   assert env["backend"] and env["devices"] >= 1
+
+
+def test_source_names_the_commit_and_whether_tracked_files_changed(tmp_path):
+  git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True,
+                                  capture_output=True)
+  git("init", "-q")
+  (tmp_path / "f.py").write_text("x = 1\n")
+  git("add", "f.py")
+  git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+  head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], check=True,
+                        capture_output=True, text=True).stdout.strip()
+  assert provenance.source(tmp_path) == {"commit": head, "dirty": False}
+  (tmp_path / "f.py").write_text("x = 2\n")
+  assert provenance.source(tmp_path) == {"commit": head, "dirty": True}
+  assert provenance.source(tmp_path / "not_a_checkout") is None
+  (tmp_path / "sub").mkdir()
+  assert provenance.source(tmp_path / "sub") is None  # Inside another repository.
