@@ -6,14 +6,15 @@ mesh. Two cases:
 
 * ``finetune/efficientnet_lite0_full_224_b32``: every layer trained, batch norm updated,
   SGD with momentum, plain cross-entropy, 224 px, batch 32: the step the issue measured;
-* ``finetune/efficientnet_lite0_recipe``: the default recipe's step (stem and stages 1-6
-  frozen with batch norm on its running statistics, AdamW, label smoothing, class
-  weights, EMA) at its training size.
+* ``finetune/efficientnet_lite0_recipe``: the default recipe's step (configs/finetune.py as
+  it stands: every layer trained, batch norm on its running statistics, AdamW, label
+  smoothing, class weights, EMA) at its training size.
 
 The peer is the same network as ``benchmarks/extraction.py`` defines it, with a new
 1280 -> 2 classifier, in PyTorch on the CPU (or the GPU medjax runs on), stepping with
-``zero_grad``, ``backward``, ``step``; for the recipe its frozen part runs under
-``torch.no_grad()`` in eval mode and only the rest is optimised, as medjax does.
+``zero_grad``, ``backward``, ``step``; for the recipe, frozen stages (if the config freezes
+any) run under ``torch.no_grad()`` in eval mode, only the rest is optimised, and batch norm
+uses its running statistics where the config freezes it, as medjax does.
 """
 import numpy as np
 import torch
@@ -49,6 +50,9 @@ def _medjax_step(config, images: np.ndarray, labels: np.ndarray):
   return run, flops
 
 
+_BLOCKS_PER_STAGE = (1, 2, 2, 3, 3, 4, 1)  # EfficientNet-Lite0's stages 1-7.
+
+
 def _config(recipe: bool, size: int):
   if recipe:
     return finetune.get_config(f"train_size={size}")
@@ -80,8 +84,13 @@ def finetune_case(recipe: bool, batch: int, size: int, repeats: int,
   images = np.random.default_rng(0).random((batch, size, size, 3), np.float32) * 2 - 1
   labels = np.arange(batch, dtype=np.int32) % 2
   medjax_fn, flops = _medjax_step(config, images, labels)
-  # Stem = 3 modules; blocks 0..10 are stages 1-6 (the recipe's frozen part).
-  frozen, trained = _torch_model(3 + 15 if recipe else 0)
+  # Stem = 3 modules, then one per block: the recipe's frozen stages, as medjax freezes them.
+  stages = config.model.get("frozen_stages", 0)
+  frozen, trained = _torch_model(3 + sum(_BLOCKS_PER_STAGE[:stages]) if stages else 0)
+  if config.model.get("bn_frozen", False):  # Running statistics, as medjax's recipe keeps them.
+    for module in trained.modules():
+      if isinstance(module, nn.BatchNorm2d):
+        module.eval()
   params = [p for p in trained.parameters() if p.requires_grad]
   if recipe:
     optimizer = torch.optim.AdamW(params, lr=config.optimizer.learning_rate,

@@ -25,6 +25,10 @@ FFT_MIN_TAPS = 81
 # the chunk stays in cache while its taps are contracted (the best chunks measured held
 # 0.3-0.7 M floats).
 TAP_GRAD_CHUNK_FLOATS = 2 ** 20
+# Floats of padded input and output gradient per batch chunk of a depthwise kernel
+# gradient (:func:`_depthwise_kernel_grad`); chunks of 2 ** 19 were the fastest measured
+# over EfficientNet-Lite0's depthwise layers (docs/performance.md).
+DEPTHWISE_GRAD_CHUNK_FLOATS = 2 ** 19
 
 # Grouped (not depthwise) convolutions with at most this many groups run as one convolution
 # per group (docs/performance.md); more groups, as in ResNeXt, would unroll into many small
@@ -140,11 +144,61 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAM
   of ``kh * kw`` shifted, strided slices of the padded input, each scaled per channel.
 
   XLA:CPU runs grouped convolutions as a generic loop; this elementwise form it fuses into
-  one vectorised pass over the output.
+  one vectorised pass over the output. The kernel gradient is
+  :func:`_depthwise_kernel_grad`'s.
   """
-  window = kernel.shape[:2]
-  x = jnp.pad(x, ((0, 0), *explicit_pads(x.shape[1:3], window, padding, strides), (0, 0)))
-  return sum(view * kernel[i, j, 0] for (i, j), view in window_views(x, window, strides))
+  strides = tuple(strides)
+  pads = explicit_pads(x.shape[1:3], kernel.shape[:2], padding, strides)
+  return _depthwise(x, kernel, strides, pads)
+
+
+def _depthwise_sum(x, kernel, strides, pads):
+  x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  return sum(view * kernel[i, j, 0] for (i, j), view in window_views(x, kernel.shape[:2], strides))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _depthwise(x, kernel, strides, pads):
+  return _depthwise_sum(x, kernel, strides, pads)
+
+
+def _depthwise_fwd(x, kernel, strides, pads):
+  return _depthwise_sum(x, kernel, strides, pads), (x, kernel)
+
+
+def _depthwise_bwd(strides, pads, residuals, g):
+  x, kernel = residuals
+  dx, = jax.linear_transpose(lambda v: _depthwise_sum(v, kernel, strides, pads), x)(g)
+  return dx, _depthwise_kernel_grad(x, g, kernel.shape[:2], strides, pads).astype(kernel.dtype)
+
+
+_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def _depthwise_kernel_grad(x, g, window, strides, pads,
+                           chunk_floats: int = DEPTHWISE_GRAD_CHUNK_FLOATS):
+  """``dL/dkernel[i, j, 0, c] = sum_{b,h,w} x_pad[b, h*sh + i, w*sw + j, c] g[b, h, w, c]``,
+  accumulated over batch chunks by a ``scan``.
+
+  Differentiating the sum of slices directly makes XLA keep every tap's shifted copy of the
+  whole batch for the backward pass (``kh * kw`` activation-sized copies written, then
+  read); per cache-sized chunk the shifted views are made and reduced while still in cache.
+  """
+  x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  batch = x.shape[0]
+  chunk = batch_chunk(batch, x[0].size + g[0].size, chunk_floats)
+
+  def add_chunk(total, chunk_xg):
+    x, g = chunk_xg
+    g = g.astype(jnp.float32)
+    taps = [jnp.sum(view.astype(jnp.float32) * g, axis=(0, 1, 2))
+            for _, view in window_views(x, window, strides)]
+    return total + jnp.stack(taps), None
+
+  split = lambda a: a.reshape(batch // chunk, chunk, *a.shape[1:])
+  total = jnp.zeros((window[0] * window[1], x.shape[-1]), jnp.float32)
+  total, _ = jax.lax.scan(add_chunk, total, (split(x), split(g)))
+  return total.reshape(*window, 1, x.shape[-1])
 
 
 def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,

@@ -125,6 +125,17 @@ def test_depthwise_conv_matches_grouped_direct_forward_and_gradients(shape, kern
     close(a, b)
 
 
+@pytest.mark.parametrize("chunk_floats", [1, 2 ** 19], ids=["one-image-chunks", "one-chunk"])
+def test_depthwise_kernel_gradient_is_the_same_over_batch_chunks(chunk_floats):
+  x, kernel = random((3, 10, 9, 5), 0), random((3, 3, 1, 5), 1)
+  strides, padding = (2, 2), "SAME"
+  pads = conv_lib.explicit_pads(x.shape[1:3], (3, 3), padding, strides)
+  reference = lambda k: direct(x, k, strides, padding, feature_group_count=5)
+  g = random(reference(kernel).shape, 2)
+  expected, = jax.vjp(reference, kernel)[1](g)
+  close(conv_lib._depthwise_kernel_grad(x, g, (3, 3), strides, pads, chunk_floats), expected)
+
+
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,groups,strides,padding", [
     ((2, 9, 9, 8), (5, 5), 6, 2, (1, 1), ((2, 2), (2, 2))),  # AlexNet conv2, small.
     ((2, 10, 11, 6), (3, 3), 9, 3, (2, 2), "SAME"),
