@@ -26,6 +26,7 @@ from benchmarks.train_step import _labels, _nchw
 from configs import finetune
 from medjax import kernels, optim, parallel
 from medjax.kernels import precision
+from medjax.models import efficientnet_lite
 from medjax.train import losses, step as step_lib, transfer
 
 
@@ -48,9 +49,6 @@ def _medjax_step(config, images: np.ndarray, labels: np.ndarray):
     holder["state"], metrics = steps(holder["state"], (batch,))
     return metrics
   return run, flops
-
-
-_BLOCKS_PER_STAGE = (1, 2, 2, 3, 3, 4, 1)  # EfficientNet-Lite0's stages 1-7.
 
 
 def _config(recipe: bool, size: int):
@@ -86,7 +84,8 @@ def finetune_case(recipe: bool, batch: int, size: int, repeats: int,
   medjax_fn, flops = _medjax_step(config, images, labels)
   # Stem = 3 modules, then one per block: the recipe's frozen stages, as medjax freezes them.
   stages = config.model.get("frozen_stages", 0)
-  frozen, trained = _torch_model(3 + sum(_BLOCKS_PER_STAGE[:stages]) if stages else 0)
+  blocks = sum(repeats for *_, repeats in efficientnet_lite._STAGES[:stages])
+  frozen, trained = _torch_model(3 + blocks if stages else 0)
   if config.model.get("bn_frozen", False):  # Running statistics, as medjax's recipe keeps them.
     for module in trained.modules():
       if isinstance(module, nn.BatchNorm2d):
