@@ -236,7 +236,8 @@ class TorchCAE(nn.Module):
     return F.relu(F.conv_transpose2d(maps, self.w, self.b_dec, padding=1))
 
 
-def cae_case(batch: int, filters: int, repeats: int, side: int = 6, channels: int = 256) -> dict:
+def cae_case(batch: int, filters: int, repeats: int, side: int = 6, channels: int = 256,
+             compute_dtype: str = "float32") -> dict:
   # Post-ReLU conv5 features are non-negative; uniform [0, 1) stands in for them.
   x = _images(batch, side, channels)
   steps = cae_imageclef16.get_config().cae.steps_per_call
@@ -244,20 +245,22 @@ def cae_case(batch: int, filters: int, repeats: int, side: int = 6, channels: in
   holder = {"params": cae.init(jax.random.PRNGKey(0), channels, filters)}
   holder["opt_state"] = optimizer.init(holder["params"])
   batches = (jax.device_put(x),) * steps
-  flops = timing.accelerator_flops(functools.partial(cae.train_steps, optimizer=optimizer),
-                                   holder["params"], holder["opt_state"], batches)
+  train_steps = functools.partial(cae.train_steps, optimizer=optimizer,
+                                  compute_dtype=compute_dtype)
+  flops = timing.accelerator_flops(train_steps, holder["params"], holder["opt_state"], batches)
 
   def medjax_fn():
-    holder["params"], holder["opt_state"], values = cae.train_steps(
-        holder["params"], holder["opt_state"], batches, optimizer)
+    holder["params"], holder["opt_state"], values = train_steps(
+        holder["params"], holder["opt_state"], batches)
     return values
 
   model = TorchCAE(channels, filters).to(timing.peer_device())
   loss_fn = lambda y, target: 0.5 * torch.sum((y - target) ** 2) / target.shape[0]
   torch_x = _nchw(x)
   peer_fn = _torch_step(model, loss_fn, torch.optim.SGD(model.parameters(), lr=1e-5), torch_x,
-                        torch_x, steps)
-  return _compare(f"train_step/cae_{side}x{side}x{channels}_f{filters}_b{batch}", steps, batch,
+                        torch_x, steps, compute_dtype)
+  name = f"train_step/cae_{side}x{side}x{channels}_f{filters}_b{batch}"
+  return _compare(f"{name}{timing.suffix(compute_dtype)}", steps, batch,
                   medjax_fn, peer_fn, repeats, flops)
 
 
@@ -272,4 +275,6 @@ def cases(quick: bool) -> list[timing.Case]:
       timing.Case("train_step/irma_C_bf16",
                   lambda: irma_case(256, repeats, compute_dtype="bfloat16")),
       timing.Case("train_step/cae", lambda: cae_case(512, 4096, repeats)),
+      timing.Case("train_step/cae_bf16",
+                  lambda: cae_case(512, 4096, repeats, compute_dtype="bfloat16")),
   ]

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import optax
 
 from medjax import kernels
+from medjax.kernels import precision
 
 
 def init(key: jax.Array, in_channels: int, num_filters: int = 4096, *,
@@ -54,8 +55,8 @@ def init(key: jax.Array, in_channels: int, num_filters: int = 4096, *,
 
 
 def _conv(x, kernel):
-  """Stride-1 'same' convolution through medjax's XLA:CPU kernels (at the paper's 256 <->
-  4096 channels their choice is the reference op itself, the direct convolution)."""
+  """Stride-1 'same' convolution through medjax's XLA:CPU kernels (on the paper's 6 x 6
+  maps at 256 <-> 4096 channels, one matrix product over patches)."""
   pad = kernel.shape[0] // 2
   return kernels.conv(x, kernel, padding=((pad, pad), (pad, pad)), kernels=kernels.XLA_CPU)
 
@@ -129,10 +130,13 @@ def loss(params: dict, x: jax.Array) -> jax.Array:
 
 
 def _column_sums(a: jax.Array) -> jax.Array:
-  """Sum over every axis but the last, as a matrix-vector product: XLA:CPU reduces a tall
-  array over its rows as a tree of reduce-windows striding across rows, far slower than
-  multiplying it by a ones vector."""
+  """Sum over every axis but the last, in float32. In float32, a matrix-vector product:
+  XLA:CPU reduces a tall array over its rows as a tree of reduce-windows striding across
+  rows, far slower than multiplying it by a ones vector; a narrower ``a`` is summed in
+  float32 directly (the product would run at the narrow type's slow matrix-vector rate)."""
   rows = a.reshape(-1, a.shape[-1])
+  if a.dtype != jnp.float32:
+    return jnp.sum(rows, axis=0, dtype=jnp.float32)
   return jnp.ones((rows.shape[0],), a.dtype) @ rows
 
 
@@ -151,7 +155,8 @@ def _loss_fwd(params, x):
   maps = h * keep
   y = decode(params, maps)
   residual = y - x
-  value = 0.5 * jnp.sum(residual * residual) / x.shape[0]
+  wide = residual.astype(jnp.float32)
+  value = 0.5 * jnp.sum(wide * wide) / x.shape[0]
   return value, (params["w"], residual, y > 0, x, maps, (keep > 0) & (h > 0))
 
 
@@ -165,32 +170,39 @@ def _loss_bwd(residuals, ct):
   (through the reconstruction and as the target) is exact; a train step, which does not
   use it, compiles it away."""
   w, residual, y_passes, x, maps, h_passes = residuals
-  g_residual = residual * (ct / x.shape[0])
+  g_residual = residual * (ct / x.shape[0]).astype(residual.dtype)
   g_y = jnp.where(y_passes, g_residual, 0.0)
   g_pre = jnp.where(h_passes, _conv(g_y, w), 0.0)
   dx, dw_encoder = _conv_vjp(x, w, g_pre)
   _, dw_decoder = _conv_vjp(g_y, w, maps)
-  grads = {"w": dw_encoder + dw_decoder, "b_enc": _column_sums(g_pre),
-           "b_dec": _column_sums(g_y)}
+  grads = {"w": dw_encoder + dw_decoder,
+           "b_enc": _column_sums(g_pre).astype(w.dtype),
+           "b_dec": _column_sums(g_y).astype(w.dtype)}
   return grads, dx - g_residual
 
 
 loss.defvjp(_loss_fwd, _loss_bwd)
 
 
-@kernels.jit
-def features(params: dict, x: jax.Array) -> jax.Array:
-  """The SVM input: zero-bias pooled codes flattened to ``(B, H // 2 * W // 2 * F)``."""
-  codes = encode(params, x, zero_bias=True)
-  return codes.reshape(codes.shape[0], -1)
+@functools.partial(kernels.jit, static_argnames=("compute_dtype",))
+def features(params: dict, x: jax.Array, compute_dtype: str = "float32") -> jax.Array:
+  """The SVM input: zero-bias pooled codes flattened to ``(B, H // 2 * W // 2 * F)``,
+  float32, computed in ``compute_dtype`` (:mod:`medjax.kernels.precision`)."""
+  dtype = precision.compute_dtype(compute_dtype)
+  codes = encode(precision.cast(params, dtype), x.astype(dtype), zero_bias=True)
+  return codes.reshape(codes.shape[0], -1).astype(jnp.float32)
 
 
 REDUCTIONS = ("mean", "sum")
 
 
 def train_step(params: dict, opt_state: optax.OptState, batch: jax.Array,
-               optimizer: optax.GradientTransformation, reduction: str = "mean"):
+               optimizer: optax.GradientTransformation, reduction: str = "mean",
+               compute_dtype: str = "float32"):
   """One optimiser step on ``loss``; returns ``(params, opt_state, loss_value)``.
+
+  ``compute_dtype`` runs the auto-encoder in that float (:mod:`medjax.kernels.precision`):
+  parameters, their gradients, the optimiser and the loss value stay float32.
 
   ``reduction="sum"`` steps on eq. 3 summed over the batch (``loss * batch_size``, and the
   value returned is that sum).
@@ -201,7 +213,9 @@ def train_step(params: dict, opt_state: optax.OptState, batch: jax.Array,
   """
   if reduction not in REDUCTIONS:
     raise ValueError(f"CAE loss reduction {reduction!r}; expected one of {REDUCTIONS}")
-  value, grads = jax.value_and_grad(loss)(params, batch)
+  dtype = precision.compute_dtype(compute_dtype)
+  value, grads = jax.value_and_grad(
+      lambda p, x: loss(precision.cast(p, dtype), x.astype(dtype)))(params, batch)
   if reduction == "sum":
     value, grads = jax.tree.map(lambda a: a * batch.shape[0], (value, grads))
   updates, opt_state = optax.with_extra_args_support(optimizer).update(
@@ -209,17 +223,18 @@ def train_step(params: dict, opt_state: optax.OptState, batch: jax.Array,
   return optax.apply_updates(params, updates), opt_state, value
 
 
-@functools.partial(kernels.jit, static_argnames=("optimizer", "reduction"),
+@functools.partial(kernels.jit, static_argnames=("optimizer", "reduction", "compute_dtype"),
                    donate_argnums=(0, 1))
 def train_steps(params: dict, opt_state: optax.OptState, batches: tuple,
-                optimizer: optax.GradientTransformation, reduction: str = "mean"):
+                optimizer: optax.GradientTransformation, reduction: str = "mean",
+                compute_dtype: str = "float32"):
   """:func:`train_step` on each of ``batches`` in turn, in one compiled call
   (:func:`medjax.kernels.run_steps` says why); returns ``(params, opt_state, [loss of each
   step])``. ``optimizer`` is a static argument: build it once and reuse it, or every new
   instance recompiles.
   """
   def step(carry, batch):
-    params, opt_state, value = train_step(*carry, batch, optimizer, reduction)
+    params, opt_state, value = train_step(*carry, batch, optimizer, reduction, compute_dtype)
     return (params, opt_state), value
   (params, opt_state), values = kernels.run_steps(step, (params, opt_state), batches)
   return params, opt_state, values

@@ -1,9 +1,10 @@
 """2-D convolution (NHWC, HWIO) by the algorithm XLA:CPU runs fastest for each shape.
 
-XLA:CPU's own convolution is good for small kernels and wide layers, but slow for large
-kernels, for the kernel gradient of few-channel layers, for depthwise and for 1 x 1
-kernels; :func:`conv_algorithm` sends each of those to an equivalent form built from ops
-XLA:CPU does run well (FFTs, matmuls, fused elementwise slices). Every form is the same
+XLA:CPU's own convolution is good for small kernels and wide layers on large maps, but
+slow for large kernels, for the kernel gradient of few-channel layers, for depthwise and
+1 x 1 kernels, for wide layers on small maps, and in bfloat16; :func:`conv_algorithm`
+sends each of those to an equivalent form built from ops XLA:CPU does run well (FFTs,
+matmuls, fused elementwise slices). Every form is the same
 function as ``lax.conv_general_dilated`` up to float32 round-off, in value and gradients;
 docs/performance.md has what each one bought.
 """
@@ -14,6 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from medjax.kernels import choice
+from medjax.kernels import matmul as mm
+from medjax.kernels.patches import patches_conv
 from medjax.kernels.windows import batch_chunk, explicit_pads, window_views
 
 # Kernels with at least this many taps per channel pair are convolved by FFT: the direct
@@ -38,6 +41,11 @@ SPLIT_MAX_GROUPS = 8
 # Stride-1 kernels with at most this many input or output channels take tap_grad_conv's
 # kernel gradient; wider ones stay direct, where XLA's own kernel gradient is faster.
 TAP_GRAD_MAX_CHANNELS = 127
+
+# Wider stride-1 kernels on maps of at most this many pixels are matrix products over
+# patches (:func:`patches_conv`): on 6 x 6 maps they beat XLA's direct convolution from 512
+# channels up (1.5-1.8x with gradients), on 13 x 13 maps they lose.
+PATCHES_MAX_PIXELS = 36
 
 
 def _fast_fft_size(n: int) -> int:
@@ -153,8 +161,13 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAM
 
 
 def _depthwise_sum(x, kernel, strides, pads):
-  x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-  return sum(view * kernel[i, j, 0] for (i, j), view in window_views(x, kernel.shape[:2], strides))
+  """The sum of scaled views, accumulated in float32 whatever ``x``'s dtype: in bfloat16
+  XLA:CPU would convert and write out every view before adding them."""
+  dtype = x.dtype
+  x = jnp.pad(x, ((0, 0), *pads, (0, 0))).astype(jnp.float32)
+  kernel = kernel.astype(jnp.float32)
+  return sum(view * kernel[i, j, 0]
+             for (i, j), view in window_views(x, kernel.shape[:2], strides)).astype(dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -168,8 +181,10 @@ def _depthwise_fwd(x, kernel, strides, pads):
 
 def _depthwise_bwd(strides, pads, residuals, g):
   x, kernel = residuals
-  dx, = jax.linear_transpose(lambda v: _depthwise_sum(v, kernel, strides, pads), x)(g)
-  return dx, _depthwise_kernel_grad(x, g, kernel.shape[:2], strides, pads).astype(kernel.dtype)
+  x32 = jax.ShapeDtypeStruct(x.shape, jnp.float32)
+  dx, = jax.linear_transpose(lambda v: _depthwise_sum(v, kernel, strides, pads), x32)(
+      g.astype(jnp.float32))
+  return dx.astype(x.dtype), _depthwise_kernel_grad(x, g, kernel.shape[:2], strides, pads).astype(kernel.dtype)
 
 
 _depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
@@ -202,9 +217,9 @@ def _depthwise_kernel_grad(x, g, window, strides, pads,
 
 
 def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
-                   kernels: str = choice.XLA_CPU) -> str:
-  """How :func:`conv` convolves an HWIO ``kernel_shape``: "fft", "pointwise", "tap_grad",
-  "depthwise", "split_groups" or "direct".
+                   kernels: str = choice.XLA_CPU, x_hw=None) -> str:
+  """How :func:`conv` convolves an HWIO ``kernel_shape`` over maps of ``x_hw`` pixels:
+  "fft", "pointwise", "tap_grad", "patches", "depthwise", "split_groups" or "direct".
 
   With the reference ops, always "direct". Otherwise depthwise kernels (one input channel
   per group, as many outputs as groups) go by :func:`depthwise_conv` at any stride; other
@@ -215,7 +230,8 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
   input channel (with one, the transforms cost more than they save), else directly;
   stride-1 1 x 1 kernels as one ``x @ W`` over the channel axis; other small stride-1
   kernels by :func:`tap_grad_conv` when either channel count is at most
-  ``TAP_GRAD_MAX_CHANNELS``, else directly. Other strided or grouped convolutions stay
+  ``TAP_GRAD_MAX_CHANNELS``; wider ones by :func:`patches_conv` on maps of at most
+  ``PATCHES_MAX_PIXELS`` pixels (``x_hw`` given), else directly. Other strided or grouped convolutions stay
   direct: a full-resolution FFT or per-tap products would compute outputs the stride
   discards.
   """
@@ -232,14 +248,24 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
     return "fft" if c > 1 else "direct"
   if kh == kw == 1:
     return "pointwise"
-  return "tap_grad" if min(c, o) <= TAP_GRAD_MAX_CHANNELS else "direct"
+  if min(c, o) <= TAP_GRAD_MAX_CHANNELS:
+    return "tap_grad"
+  if x_hw is not None and x_hw[0] * x_hw[1] <= PATCHES_MAX_PIXELS:
+    return "patches"
+  return "direct"
 
 
 def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
          feature_group_count: int = 1, *, kernels: str = choice.XLA_CPU) -> jax.Array:
   """2-D NHWC/HWIO convolution by :func:`conv_algorithm`'s choice for ``kernels``."""
   strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
-  algorithm = conv_algorithm(kernel.shape, strides, feature_group_count, kernels=kernels)
+  algorithm = conv_algorithm(kernel.shape, strides, feature_group_count, kernels=kernels,
+                             x_hw=x.shape[1:3])
+  if algorithm in ("fft", "direct", "tap_grad") and x.dtype != jnp.float32:
+    # XLA:CPU convolves bfloat16 more slowly than float32: only "pointwise" and "patches"
+    # reach its bfloat16 matrix kernels, the others run in float32.
+    return conv(x.astype(jnp.float32), kernel.astype(jnp.float32), strides, padding,
+                feature_group_count, kernels=kernels).astype(x.dtype)
   if algorithm == "fft":
     return fft_conv(x, kernel, padding)
   if algorithm == "depthwise":
@@ -253,8 +279,31 @@ def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
                             for xg, kg in pieces], axis=-1)
   pads = explicit_pads(x.shape[1:3], kernel.shape[:2], padding)
   if algorithm == "pointwise":
-    return jnp.dot(jnp.pad(x, ((0, 0), *pads, (0, 0))), kernel[0, 0])
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    return mm.matmul(x.reshape(-1, x.shape[-1]), kernel[0, 0]).reshape(*x.shape[:3], -1)
+  if algorithm == "patches":
+    return patches_conv(x, kernel, pads)
   return tap_grad_conv(x, kernel, pads)
+
+
+@jax.custom_vjp
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+  """``y + bias`` over the last axis, whose bias gradient is summed in float32 directly:
+  for a bfloat16 ``y``, XLA:CPU would otherwise write the output gradient out in float32
+  and sum it by a tree of reduce-windows."""
+  return y + bias.astype(y.dtype)
+
+
+def _add_bias_fwd(y, bias):
+  return add_bias(y, bias), jnp.zeros((0,), bias.dtype)
+
+
+def _add_bias_bwd(residual, g):
+  axes = tuple(range(g.ndim - 1))
+  return g, jnp.sum(g, axis=axes, dtype=jnp.float32).astype(residual.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
 class Conv(nn.Module):
@@ -284,5 +333,5 @@ class Conv(nn.Module):
                         (*self.kernel_size, x.shape[-1] // groups, self.features))
     y = conv(x, kernel, self.strides, self.padding, groups, kernels=self.kernels)
     if self.use_bias:
-      y = y + self.param("bias", self.bias_init, (self.features,))
+      y = add_bias(y, self.param("bias", self.bias_init, (self.features,)))
     return y

@@ -116,6 +116,28 @@ def test_summed_loss_steps_batch_size_times_further():
     cae.train_steps(init, optimizer.init(init), (x,), optimizer, reduction="max")
 
 
+def test_bfloat16_steps_keep_float32_state_and_track_float32():
+  """``compute_dtype="bfloat16"``: parameters, optimiser state, loss values and features stay
+  float32 and follow the float32 run to bfloat16 accuracy (the 8-bit significand)."""
+  init = cae.init(jax.random.key(0), 8, 16)
+  batches = tuple(jax.random.uniform(jax.random.key(i), (16, 6, 6, 8)) for i in range(3))
+  optimizer = optax.sgd(1e-3, momentum=0.9)
+  runs = {}
+  for dtype in ("float32", "bfloat16"):
+    params = jax.tree.map(jnp.copy, init)
+    runs[dtype] = cae.train_steps(params, optimizer.init(params), batches, optimizer,
+                                  compute_dtype=dtype)
+  for leaf in jax.tree.leaves(runs["bfloat16"]):
+    assert leaf.dtype == jnp.float32
+  np.testing.assert_allclose(runs["bfloat16"][2], runs["float32"][2], rtol=1e-2)
+  assert not np.array_equal(runs["bfloat16"][2], runs["float32"][2])
+  for a, b in zip(jax.tree.leaves(runs["bfloat16"][0]), jax.tree.leaves(runs["float32"][0])):
+    np.testing.assert_allclose(a, b, rtol=2e-2, atol=2e-3)
+  wide, narrow = (cae.features(init, batches[0], dtype) for dtype in ("float32", "bfloat16"))
+  assert narrow.dtype == jnp.float32
+  np.testing.assert_allclose(narrow, wide, rtol=2 ** -6, atol=2 ** -7 * float(wide.max()))
+
+
 @pytest.mark.slow
 def test_steps_in_one_call_equal_steps_in_separate_calls():
   """Four steps per call (the config's default) give what four calls of one step give."""

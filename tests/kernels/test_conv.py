@@ -15,6 +15,7 @@ import pytest
 
 from medjax import kernels
 from medjax.kernels import convolution as conv_lib
+from medjax.kernels import patches
 from medjax.models.efficientnet_lite import EfficientNetLite0
 from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
@@ -156,6 +157,67 @@ def test_split_groups_matches_grouped_direct_forward_and_gradients(shape, kernel
     close(a, b)
 
 
+@pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
+    ((3, 6, 6, 5), (3, 3), 9, "SAME"),            # C <= O: im2col.
+    ((2, 6, 5, 9), (3, 3), 4, "SAME"),            # C > O: per-tap products, shifted.
+    ((2, 7, 6, 6), (3, 5), 6, "VALID"),
+    ((1, 5, 6, 8), (3, 3), 3, ((2, 0), (1, 3))),
+])
+def test_patches_conv_matches_direct_forward_and_gradients(shape, kernel_hw, out_channels,
+                                                           padding):
+  x = random(shape, 0)
+  kernel = random((*kernel_hw, shape[-1], out_channels), 1) * 0.1
+  pads = conv_lib.explicit_pads(shape[1:3], kernel_hw, padding)
+  assert_conv_matches_direct(lambda x, k: patches.patches_conv(x, k, pads), x, kernel, padding)
+
+
+def assert_close_in_bfloat16(actual, expected):
+  """bfloat16 inputs and outputs (8-bit significands) against float32 on the same rounded
+  inputs: relative to the largest value, a few output roundings."""
+  assert actual.dtype == jnp.bfloat16
+  expected = np.asarray(expected, np.float32)
+  np.testing.assert_allclose(np.asarray(actual, np.float32), expected, rtol=2 ** -6,
+                             atol=2 ** -7 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("shape,kernel_hw,out_channels,groups,strides", [
+    ((2, 6, 6, 128), (3, 3), 160, 1, (1, 1)),     # patches, im2col.
+    ((2, 5, 6, 160), (3, 3), 128, 1, (1, 1)),     # patches, shifted taps.
+    ((2, 9, 9, 6), (3, 3), 6, 1, (1, 1)),         # tap_grad, run in float32.
+    ((2, 12, 12, 3), (9, 9), 4, 1, (1, 1)),       # fft, run in float32.
+    ((2, 9, 9, 5), (1, 1), 7, 1, (1, 1)),         # pointwise, bfloat16 products.
+    ((2, 9, 10, 6), (3, 3), 6, 6, (2, 2)),        # depthwise, float32 accumulation.
+], ids=["patches-im2col", "patches-taps", "tap-grad", "fft", "pointwise", "depthwise"])
+def test_bfloat16_conv_matches_float32_on_the_same_values(shape, kernel_hw, out_channels,
+                                                         groups, strides):
+  """Every algorithm takes bfloat16 and returns bfloat16 values and gradients, equal to the
+  float32 convolution of the same (rounded) values up to bfloat16 output rounding."""
+  x = random(shape, 0).astype(jnp.bfloat16)
+  kernel = (random((*kernel_hw, shape[-1] // groups, out_channels), 1) * 0.1).astype(
+      jnp.bfloat16)
+  ours = lambda x, k: kernels.conv(x, k, strides, "SAME", feature_group_count=groups)
+  reference = lambda x, k: direct(x, k, strides, "SAME", feature_group_count=groups)
+  wide = (x.astype(jnp.float32), kernel.astype(jnp.float32))
+  expected = reference(*wide)
+  assert_close_in_bfloat16(ours(x, kernel), expected)
+  cotangent = random(expected.shape, 2)
+  for a, b in zip(jax.vjp(ours, x, kernel)[1](cotangent.astype(jnp.bfloat16)),
+                  jax.vjp(reference, *wide)[1](cotangent)):
+    assert_close_in_bfloat16(a, b)
+
+
+def test_bias_gradient_is_summed_in_float32():
+  """A bfloat16 running sum of ones stalls at 256; the bias gradient must count all 9,216
+  (a number bfloat16 holds exactly)."""
+  y, bias = jnp.zeros((96, 96, 3), jnp.bfloat16), jnp.zeros((3,), jnp.bfloat16)
+  grad = jax.grad(lambda b: jnp.sum(conv_lib.add_bias(y, b).astype(jnp.float32)))(bias)
+  assert grad.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(grad, np.float32), [96 * 96] * 3)
+  g = random((4, 5, 3), 1)
+  np.testing.assert_allclose(jax.grad(lambda b: jnp.sum(conv_lib.add_bias(g * 0, b) * g))(
+      jnp.zeros(3)), g.sum((0, 1)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("padding", ["SAME", "VALID", ((1, 0), (2, 1))])
 def test_pointwise_conv_matches_direct_forward_and_gradients(padding):
   x, kernel = random((2, 7, 6, 5), 0), random((1, 1, 5, 9), 1)
@@ -181,6 +243,12 @@ def test_selector_picks_fft_tap_grad_or_direct():
   assert kernels.conv_algorithm((5, 5, 1, 20), (1, 1)) == "tap_grad"
   assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1)) == "direct"
   assert kernels.conv_algorithm((3, 3, 4096, 256), (1, 1)) == "direct"
+  # Wide layers on small maps (the CAE's 6 x 6 conv5 maps): one product over patches.
+  assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1), x_hw=(6, 6)) == "patches"
+  assert kernels.conv_algorithm((3, 3, 4096, 256), (1, 1), x_hw=(6, 6)) == "patches"
+  assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1), x_hw=(13, 13)) == "direct"
+  assert kernels.conv_algorithm((3, 3, 120, 4096), (1, 1), x_hw=(6, 6)) == "tap_grad"
+  assert kernels.conv_algorithm((3, 3, 256, 384), (2, 2), x_hw=(6, 6)) == "direct"
   assert kernels.conv_algorithm((3, 3, 127, 4096), (1, 1)) == "tap_grad"
   assert kernels.conv_algorithm((3, 3, 128, 128), (1, 1)) == "direct"
   assert kernels.conv_algorithm((11, 11, 3, 96), (4, 4)) == "direct"  # Strided: direct.

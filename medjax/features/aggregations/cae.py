@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax import optim, parallel
+from medjax.kernels import precision
 from medjax.features import cae, extract
 from medjax.features.aggregations import Aggregation, Stage, register
 from medjax.features.norm import l2_normalize
@@ -25,7 +26,8 @@ def _rows_on_mesh(maps: np.ndarray, rows: np.ndarray, sharding) -> jax.Array:
   return jax.make_array_from_callback(batch.shape, sharding, lambda index: batch[index])
 
 
-def train(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, int]:
+def train(cfg, maps: np.ndarray, *, seed: int, stage: Stage,
+          compute_dtype: str = "float32") -> tuple[dict, int]:
   """Trains the zero-bias CAE on ``maps`` ``(N, H, W, C)``; returns ``(parameters, steps)``.
 
   Epochs visit the maps in a permutation drawn from ``(seed, epoch)`` in batches of
@@ -60,7 +62,8 @@ def train(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, int]
       batches = tuple(_rows_on_mesh(maps, order[s * batch_size:(s + 1) * batch_size], sharding)
                       for s in range(first, min(first + cfg.steps_per_call, steps_per_epoch)))
       params, opt_state, values = cae.train_steps(params, opt_state, batches, tx,
-                                                  reduction=cfg.loss_reduction)
+                                                  reduction=cfg.loss_reduction,
+                                                  compute_dtype=compute_dtype)
       losses.extend(values)
     step = (epoch + 1) * steps_per_epoch
     mean_loss = float(np.mean(jax.device_get(losses)))
@@ -83,15 +86,15 @@ def train(cfg, maps: np.ndarray, *, seed: int, stage: Stage) -> tuple[dict, int]
 
 def fit(stage: Stage):
   maps, _ = extract.load(stage.single_scale("train"))
-  params, steps = train(stage.config.cae, maps, seed=stage.config.seed, stage=stage)
+  params, steps = train(stage.config.cae, maps, seed=stage.config.seed, stage=stage,
+                        compute_dtype=precision.name_of(stage.config))
   height, width, filters = maps.shape[1] // 2, maps.shape[2] // 2, params["w"].shape[-1]
   return {"params": params}, {"cae/dims": height * width * filters, "cae/steps": steps}
 
 
 def encode(config, state, feats):
-  del config
   (maps,) = feats
-  return l2_normalize(cae.features(state["params"], maps))
+  return l2_normalize(cae.features(state["params"], maps, precision.name_of(config)))
 
 
 register(Aggregation("cae", pool=False, fit=fit, encode=encode, l2=lambda config: False))

@@ -1,0 +1,66 @@
+"""Matrix products in the layouts XLA:CPU runs fastest, bfloat16 included.
+
+XLA:CPU (jaxlib 0.10) hands a bfloat16 x bfloat16 product with a float32 result to
+YNNPACK's bfloat16 kernels, about twice its float32 rate on CPUs with AVX512-BF16, but only
+when the product is plain ``(M, K) @ (K, N)`` or ``(M, K) @ (N, K)^T``: a bfloat16 result,
+or a left operand contracted over its first axis (as every weight gradient is), is
+converted to float32 first and runs at the float32 rate. :func:`matmul` keeps all three
+products of a layer (value, input gradient, weight gradient) in the fast forms and
+accumulates in float32; in float32 it is the plain product. docs/performance.md has the
+measurements.
+"""
+import jax
+import jax.numpy as jnp
+
+F32 = jnp.float32
+
+
+def _nn(a, b):
+  return jnp.dot(a, b, preferred_element_type=F32)
+
+
+def nt(a, b):
+  """``a @ b.T`` as one contraction of both operands' last axes."""
+  return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=F32)
+
+
+def transposed(a: jax.Array) -> jax.Array:
+  """``a.T`` written out, in a form XLA does not fold into the consuming product's
+  dimension numbers (which would make it a slow first-axis contraction in bfloat16)."""
+  rows, cols = a.shape
+  return jnp.transpose(a.reshape(rows, cols, 1), (1, 0, 2)).reshape(cols, rows)
+
+
+def tn(a: jax.Array, b: jax.Array) -> jax.Array:
+  """``a.T @ b`` (float32 result), the form of every weight gradient."""
+  if a.dtype == F32:
+    return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=F32)
+  return _nn(transposed(a), b)
+
+
+@jax.custom_vjp
+def _narrow(a, b):
+  return _nn(a, b).astype(a.dtype)
+
+
+def _narrow_fwd(a, b):
+  return _narrow(a, b), (a, b)
+
+
+def _narrow_bwd(residuals, g):
+  a, b = residuals
+  g = g.astype(a.dtype)
+  return nt(g, b).astype(a.dtype), tn(a, g).astype(b.dtype)
+
+
+_narrow.defvjp(_narrow_fwd, _narrow_bwd)
+
+
+def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+  """``a @ b`` for 2-D ``a`` and ``b`` of one float dtype, accumulated in float32 and
+  returned in that dtype, with its gradients in the same fast forms."""
+  if a.dtype != b.dtype:
+    raise ValueError(f"matmul of {a.dtype} and {b.dtype}: cast both to the compute dtype")
+  if a.dtype == F32:
+    return a @ b
+  return _narrow(a, b)

@@ -1,0 +1,70 @@
+"""medjax.kernels.matmul: float32 products unchanged, narrow products accumulated in float32
+with their gradients, and (on XLA:CPU) every bfloat16 product in a form its bfloat16
+kernels take."""
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from medjax.kernels import matmul as mm
+
+
+def _random(shape, seed, dtype=jnp.float32):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
+
+
+def _value_and_grads(fn, a, b, g):
+  value, vjp = jax.vjp(fn, a, b)
+  return (value, *vjp(g))
+
+
+def test_float32_is_the_plain_product_with_its_gradients():
+  a, b, g = _random((7, 5), 0), _random((5, 3), 1), _random((7, 3), 2)
+  for got, want in zip(_value_and_grads(mm.matmul, a, b, g),
+                       _value_and_grads(jnp.matmul, a, b, g)):
+    np.testing.assert_array_equal(got, want)
+  np.testing.assert_allclose(mm.nt(a, _random((4, 5), 3)), a @ _random((4, 5), 3).T, rtol=1e-6)
+  np.testing.assert_allclose(mm.tn(a, g), a.T @ g, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(mm.transposed(a), a.T)
+
+
+def test_bfloat16_product_and_gradients_are_float32_accumulated():
+  """Against the float32 product of the same bfloat16 values: only the final rounding to
+  bfloat16 differs (half an ulp, 2^-9 relative), not a bfloat16 accumulation over K."""
+  a, b, g = (_random(s, i, jnp.bfloat16) for i, s in enumerate([(33, 300), (300, 17),
+                                                                  (33, 17)]))
+  got = _value_and_grads(mm.matmul, a, b, g)
+  want = _value_and_grads(jnp.matmul, *(v.astype(jnp.float32) for v in (a, b, g)))
+  for x, y in zip(got, want):
+    assert x.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(x, np.float32), y, rtol=2 ** -8, atol=1e-6)
+  assert mm.tn(a, g).dtype == jnp.float32
+  np.testing.assert_allclose(mm.tn(a, g), a.astype(jnp.float32).T @ g.astype(jnp.float32),
+                             rtol=1e-5, atol=1e-4)
+
+
+def test_mixed_dtypes_are_refused():
+  with pytest.raises(ValueError, match="cast both"):
+    mm.matmul(jnp.ones((2, 2), jnp.bfloat16), jnp.ones((2, 2)))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks XLA:CPU's lowering")
+def test_every_bfloat16_product_reaches_the_bfloat16_kernels_on_cpu():
+  """The point of the module: value, input and weight gradient each compile to a dot of
+  two bfloat16 operands inside a YNNPACK fusion. A jaxlib that converts an operand to float32
+  first (the slow path) or stops fusing them fails here."""
+  a, b = jnp.ones((256, 512), jnp.bfloat16), jnp.ones((512, 384), jnp.bfloat16)
+
+  def step(a, b):
+    value, vjp = jax.vjp(mm.matmul, a, b)
+    return value, *vjp(value)
+
+  text = jax.jit(step).lower(a, b).compile().as_text()
+  types = dict(re.findall(r"%([\w.]+) = (\w+)\[", text))
+  dots = re.findall(r"= (\w+)\[[^\]]*\]\{[^}]*\} dot\(%([\w.]+), %([\w.]+)\)", text)
+  assert len(dots) == 3, text
+  for result, lhs, rhs in dots:
+    assert (result, types[lhs], types[rhs]) == ("f32", "bf16", "bf16"), text
+  assert text.count('"kind":"__ynn_fusion"') >= 3, text
