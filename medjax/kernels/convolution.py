@@ -43,9 +43,9 @@ SPLIT_MAX_GROUPS = 8
 TAP_GRAD_MAX_CHANNELS = 127
 
 # Wider stride-1 kernels on maps of at most this many pixels are matrix products over
-# patches (:func:`patches_conv`): on 6 x 6 maps they beat XLA's direct convolution from 512
-# channels up (1.5-1.8x with gradients), on 13 x 13 maps they lose.
-PATCHES_MAX_PIXELS = 36
+# patches (:func:`patches_conv`): with gradients they beat XLA's direct convolution 1.5-1.8x
+# on 6 x 6 and 7 x 7 maps (AlexNet conv5, EfficientNet's head map) and lose on 13 x 13.
+PATCHES_MAX_PIXELS = 49
 
 
 def _fast_fft_size(n: int) -> int:

@@ -1,6 +1,6 @@
 """Stride-1 convolution as one matrix product over patches, for wide layers on small maps.
 
-On the CAE's 6 x 6 maps at 256 <-> 4096 channels XLA:CPU's own convolution runs well
+On the CAE's 6 x 6 or 7 x 7 maps at 128-4096 channels XLA:CPU's own convolution runs well
 below its matrix-product rate, and in bfloat16 below its float32 rate; one product over
 patches runs at that rate in either dtype (docs/performance.md). :func:`medjax.kernels.conv`
 chooses it (``conv_algorithm`` "patches").

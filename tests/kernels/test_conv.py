@@ -246,6 +246,7 @@ def test_selector_picks_fft_tap_grad_or_direct():
   # Wide layers on small maps (the CAE's 6 x 6 conv5 maps): one product over patches.
   assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1), x_hw=(6, 6)) == "patches"
   assert kernels.conv_algorithm((3, 3, 4096, 256), (1, 1), x_hw=(6, 6)) == "patches"
+  assert kernels.conv_algorithm((3, 3, 1280, 128), (1, 1), x_hw=(7, 7)) == "patches"
   assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1), x_hw=(13, 13)) == "direct"
   assert kernels.conv_algorithm((3, 3, 120, 4096), (1, 1), x_hw=(6, 6)) == "tap_grad"
   assert kernels.conv_algorithm((3, 3, 256, 384), (2, 2), x_hw=(6, 6)) == "direct"
