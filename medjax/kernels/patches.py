@@ -68,8 +68,11 @@ def _patches_bwd(pads, residuals, g):
   if c <= o:
     p = _patches(x, (kh, kw), pads)
     dkernel = mm.tn(p.reshape(-1, p.shape[-1]), g2).reshape(kernel.shape)
-    dp = mm.nt(g2, kernel.reshape(-1, o)).astype(x.dtype).reshape(p.shape)
-    dx, = jax.linear_transpose(lambda v: _patches(v, (kh, kw), pads), x)(dp)
+    # The patches' gradient overlaps kh * kw times per pixel: summed in float32.
+    dp = mm.nt(g2, kernel.reshape(-1, o)).reshape(p.shape)
+    x32 = jax.ShapeDtypeStruct(x.shape, jnp.float32)
+    dx, = jax.linear_transpose(lambda v: _patches(v, (kh, kw), pads), x32)(dp)
+    dx = dx.astype(x.dtype)
   else:
     z = jax.ShapeDtypeStruct((*x.shape[:3], kh * kw * o), g.dtype)
     dz, = jax.linear_transpose(lambda v: _shift_sum(v, (kh, kw), pads), z)(g)
