@@ -15,13 +15,24 @@ import jax.numpy as jnp
 F32 = jnp.float32
 
 
+def accumulation_dtype(dtype):
+  """float32 for narrower floats (bfloat16, float16); the dtype itself otherwise (float64
+  stays float64)."""
+  return jnp.promote_types(dtype, F32)
+
+
+def is_narrow(dtype) -> bool:
+  return accumulation_dtype(dtype) != dtype
+
+
 def _nn(a, b):
-  return jnp.dot(a, b, preferred_element_type=F32)
+  return jnp.dot(a, b, preferred_element_type=accumulation_dtype(a.dtype))
 
 
 def nt(a, b):
   """``a @ b.T`` as one contraction of both operands' last axes."""
-  return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=F32)
+  return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())),
+                             preferred_element_type=accumulation_dtype(a.dtype))
 
 
 def transposed(a: jax.Array) -> jax.Array:
@@ -33,8 +44,8 @@ def transposed(a: jax.Array) -> jax.Array:
 
 def tn(a: jax.Array, b: jax.Array) -> jax.Array:
   """``a.T @ b`` (float32 result), the form of every weight gradient."""
-  if a.dtype == F32:
-    return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=F32)
+  if not is_narrow(a.dtype):
+    return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())))
   return _nn(transposed(a), b)
 
 
@@ -61,6 +72,6 @@ def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
   returned in that dtype, with its gradients in the same fast forms."""
   if a.dtype != b.dtype:
     raise ValueError(f"matmul of {a.dtype} and {b.dtype}: cast both to the compute dtype")
-  if a.dtype == F32:
+  if not is_narrow(a.dtype):
     return a @ b
   return _narrow(a, b)

@@ -56,7 +56,8 @@ def _patches_fwd(x, kernel, pads):
     p = _patches(x, (kh, kw), pads)
     y = mm.matmul(p.reshape(-1, p.shape[-1]), kernel.reshape(-1, o)).reshape(*p.shape[:3], o)
   else:
-    z = jnp.dot(x.reshape(-1, c), _tap_major(kernel), preferred_element_type=jnp.float32)
+    z = jnp.dot(x.reshape(-1, c), _tap_major(kernel),
+                preferred_element_type=mm.accumulation_dtype(x.dtype))
     y = _shift_sum(z.reshape(*x.shape[:3], -1), (kh, kw), pads).astype(x.dtype)
   return y, (x, kernel)
 
@@ -70,7 +71,7 @@ def _patches_bwd(pads, residuals, g):
     dkernel = mm.tn(p.reshape(-1, p.shape[-1]), g2).reshape(kernel.shape)
     # The patches' gradient overlaps kh * kw times per pixel: summed in float32.
     dp = mm.nt(g2, kernel.reshape(-1, o)).reshape(p.shape)
-    x32 = jax.ShapeDtypeStruct(x.shape, jnp.float32)
+    x32 = jax.ShapeDtypeStruct(x.shape, dp.dtype)
     dx, = jax.linear_transpose(lambda v: _patches(v, (kh, kw), pads), x32)(dp)
     dx = dx.astype(x.dtype)
   else:
