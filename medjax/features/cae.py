@@ -135,8 +135,8 @@ def _column_sums(a: jax.Array) -> jax.Array:
   rows, far slower than multiplying it by a ones vector; a narrower ``a`` is summed in
   float32 directly (the product would run at the narrow type's slow matrix-vector rate)."""
   rows = a.reshape(-1, a.shape[-1])
-  if jnp.promote_types(a.dtype, jnp.float32) != a.dtype:
-    return jnp.sum(rows, axis=0, dtype=jnp.float32)
+  if precision.is_narrow(a.dtype):
+    return jnp.sum(rows, axis=0, dtype=precision.accumulation_dtype(a.dtype))
   return jnp.ones((rows.shape[0],), a.dtype) @ rows
 
 
@@ -155,7 +155,7 @@ def _loss_fwd(params, x):
   maps = h * keep
   y = decode(params, maps)
   residual = y - x
-  wide = residual.astype(jnp.promote_types(residual.dtype, jnp.float32))
+  wide = residual.astype(precision.accumulation_dtype(residual.dtype))
   value = 0.5 * jnp.sum(wide * wide) / x.shape[0]
   return value, (params["w"], residual, y > 0, x, maps, (keep > 0) & (h > 0))
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from medjax.kernels import choice
 from medjax.kernels import matmul as mm
 from medjax.kernels.patches import patches_conv
+from medjax.kernels.precision import accumulation_dtype, is_narrow
 from medjax.kernels.windows import batch_chunk, explicit_pads, window_views
 
 # Kernels with at least this many taps per channel pair are convolved by FFT: the direct
@@ -164,7 +165,7 @@ def _depthwise_sum(x, kernel, strides, pads):
   """The sum of scaled views, accumulated in float32 whatever ``x``'s dtype: in bfloat16
   XLA:CPU would convert and write out every view before adding them."""
   dtype = x.dtype
-  x = jnp.pad(x, ((0, 0), *pads, (0, 0))).astype(mm.accumulation_dtype(dtype))
+  x = jnp.pad(x, ((0, 0), *pads, (0, 0))).astype(accumulation_dtype(dtype))
   kernel = kernel.astype(x.dtype)
   return sum(view * kernel[i, j, 0]
              for (i, j), view in window_views(x, kernel.shape[:2], strides)).astype(dtype)
@@ -181,9 +182,9 @@ def _depthwise_fwd(x, kernel, strides, pads):
 
 def _depthwise_bwd(strides, pads, residuals, g):
   x, kernel = residuals
-  wide = mm.accumulation_dtype(x.dtype)
-  x32 = jax.ShapeDtypeStruct(x.shape, wide)
-  dx, = jax.linear_transpose(lambda v: _depthwise_sum(v, kernel, strides, pads), x32)(
+  wide = accumulation_dtype(x.dtype)
+  x_wide = jax.ShapeDtypeStruct(x.shape, wide)
+  dx, = jax.linear_transpose(lambda v: _depthwise_sum(v, kernel, strides, pads), x_wide)(
       g.astype(wide))
   return dx.astype(x.dtype), _depthwise_kernel_grad(x, g, kernel.shape[:2], strides, pads).astype(kernel.dtype)
 
@@ -262,7 +263,7 @@ def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
   strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
   algorithm = conv_algorithm(kernel.shape, strides, feature_group_count, kernels=kernels,
                              x_hw=x.shape[1:3])
-  if algorithm in ("fft", "direct", "tap_grad") and mm.is_narrow(x.dtype):
+  if algorithm in ("fft", "direct", "tap_grad") and is_narrow(x.dtype):
     # XLA:CPU convolves bfloat16 more slowly than float32: only "pointwise" and "patches"
     # reach its bfloat16 matrix kernels, the others run in float32.
     return conv(x.astype(jnp.float32), kernel.astype(jnp.float32), strides, padding,
@@ -296,12 +297,12 @@ def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
 
 
 def _add_bias_fwd(y, bias):
-  return add_bias(y, bias), jnp.zeros((0,), bias.dtype)
+  return add_bias(y, bias), bias
 
 
-def _add_bias_bwd(residual, g):
+def _add_bias_bwd(bias, g):
   axes = tuple(range(g.ndim - 1))
-  return g, jnp.sum(g, axis=axes, dtype=mm.accumulation_dtype(g.dtype)).astype(residual.dtype)
+  return g, jnp.sum(g, axis=axes, dtype=accumulation_dtype(g.dtype)).astype(bias.dtype)
 
 
 add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)

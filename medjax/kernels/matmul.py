@@ -12,17 +12,7 @@ measurements.
 import jax
 import jax.numpy as jnp
 
-F32 = jnp.float32
-
-
-def accumulation_dtype(dtype):
-  """float32 for narrower floats (bfloat16, float16); the dtype itself otherwise (float64
-  stays float64)."""
-  return jnp.promote_types(dtype, F32)
-
-
-def is_narrow(dtype) -> bool:
-  return accumulation_dtype(dtype) != dtype
+from medjax.kernels.precision import accumulation_dtype, is_narrow
 
 
 def _nn(a, b):
@@ -43,7 +33,8 @@ def transposed(a: jax.Array) -> jax.Array:
 
 
 def tn(a: jax.Array, b: jax.Array) -> jax.Array:
-  """``a.T @ b`` (float32 result), the form of every weight gradient."""
+  """``a.T @ b`` in the accumulation dtype (float32 for bfloat16), the form of every weight
+  gradient."""
   if not is_narrow(a.dtype):
     return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())))
   return _nn(transposed(a), b)

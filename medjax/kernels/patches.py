@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from medjax.kernels import matmul as mm
+from medjax.kernels.precision import accumulation_dtype
 from medjax.kernels.windows import window_views
 
 
@@ -45,7 +46,8 @@ def patches_conv(x: jax.Array, kernel: jax.Array, pads) -> jax.Array:
   tap's matrix at once, ``(C, kh * kw * O)``, and each tap's product shifted onto the
   output pixel it feeds. Either way the patch array is ``kh * kw`` times the narrower
   side. All three products (value and both gradients) go through :mod:`matmul`'s fast
-  forms, so in bfloat16 they run at its rate; ``x`` is the only residual.
+  forms, so in bfloat16 they run at its rate; the residuals are ``x`` and the kernel, not the
+  patch array.
   """
   return _patches_fwd(x, kernel, pads)[0]
 
@@ -57,7 +59,7 @@ def _patches_fwd(x, kernel, pads):
     y = mm.matmul(p.reshape(-1, p.shape[-1]), kernel.reshape(-1, o)).reshape(*p.shape[:3], o)
   else:
     z = jnp.dot(x.reshape(-1, c), _tap_major(kernel),
-                preferred_element_type=mm.accumulation_dtype(x.dtype))
+                preferred_element_type=accumulation_dtype(x.dtype))
     y = _shift_sum(z.reshape(*x.shape[:3], -1), (kh, kw), pads).astype(x.dtype)
   return y, (x, kernel)
 
@@ -69,10 +71,11 @@ def _patches_bwd(pads, residuals, g):
   if c <= o:
     p = _patches(x, (kh, kw), pads)
     dkernel = mm.tn(p.reshape(-1, p.shape[-1]), g2).reshape(kernel.shape)
-    # The patches' gradient overlaps kh * kw times per pixel: summed in float32.
+    # The patches' gradient overlaps kh * kw times per pixel: summed in the accumulation
+    # dtype that mm.nt returns.
     dp = mm.nt(g2, kernel.reshape(-1, o)).reshape(p.shape)
-    x32 = jax.ShapeDtypeStruct(x.shape, dp.dtype)
-    dx, = jax.linear_transpose(lambda v: _patches(v, (kh, kw), pads), x32)(dp)
+    x_wide = jax.ShapeDtypeStruct(x.shape, dp.dtype)
+    dx, = jax.linear_transpose(lambda v: _patches(v, (kh, kw), pads), x_wide)(dp)
     dx = dx.astype(x.dtype)
   else:
     z = jax.ShapeDtypeStruct((*x.shape[:3], kh * kw * o), g.dtype)

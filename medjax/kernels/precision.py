@@ -19,6 +19,17 @@ def compute_dtype(name: str):
   return DTYPES[name]
 
 
+def accumulation_dtype(dtype):
+  """What sums over ``dtype`` values accumulate in: float32 for narrower floats (bfloat16,
+  float16), the dtype itself otherwise (float64 stays float64)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def is_narrow(dtype) -> bool:
+  """Whether ``dtype`` is a float narrower than float32."""
+  return accumulation_dtype(dtype) != dtype
+
+
 def name_of(config) -> str:
   """``config.compute_dtype``, float32 for configs written before it existed."""
   return config.get("compute_dtype", "float32")
