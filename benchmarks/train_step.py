@@ -188,19 +188,21 @@ def lenet_case(batch: int, side: int, repeats: int) -> dict:
 
 
 def alexnet_case(batch: int, repeats: int, model: str = "modified",
-                 num_classes: int = 5) -> dict:
+                 num_classes: int = 5, compute_dtype: str = "float32") -> dict:
   """System 2's modified AlexNet, or Caffe's AlexNet (``model="alexnet"``), whose grouped
   convolutions take medjax's "split_groups" route."""
   config = alexnet_anatomy.get_config(f"model={model},batch_size={batch}")
+  config.compute_dtype = compute_dtype
   images = _images(batch, 227, 3)
   labels = np.arange(batch, dtype=np.int32) % num_classes
   medjax_fn, flops = _medjax_step(config, num_classes, images, labels)
   peer = TorchModifiedAlexNet if model == "modified" else TorchCaffeAlexNet
   net = peer(num_classes).train().to(timing.peer_device())
   peer_fn = _torch_step(net, F.cross_entropy, _sgd(net, config.optimizer), _nchw(images),
-                        _labels(labels), config.steps_per_call)
+                        _labels(labels), config.steps_per_call, compute_dtype)
   name = "alexnet_anatomy" if model == "modified" else "alexnet_caffe"
-  return _compare(f"train_step/{name}_227_b{batch}", config.steps_per_call, batch,
+  return _compare(f"train_step/{name}_227_b{batch}{timing.suffix(compute_dtype)}",
+                  config.steps_per_call, batch,
                   medjax_fn, peer_fn, repeats, flops)
 
 
@@ -270,6 +272,8 @@ def cases(quick: bool) -> list[timing.Case]:
   return [
       timing.Case("train_step/lenet_ova", lambda: lenet_case(20, 256, repeats)),
       timing.Case("train_step/alexnet_anatomy", lambda: alexnet_case(64, repeats)),
+      timing.Case("train_step/alexnet_anatomy_bf16",
+                  lambda: alexnet_case(64, repeats, compute_dtype="bfloat16")),
       timing.Case("train_step/alexnet_caffe", lambda: alexnet_case(64, repeats, "alexnet", 2)),
       timing.Case("train_step/irma_C", lambda: irma_case(256, repeats)),
       timing.Case("train_step/irma_C_bf16",

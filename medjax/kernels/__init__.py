@@ -8,7 +8,7 @@ select-and-scatter), compiles convolutions better with one option set, and page-
 its temporaries anew every step under glibc's default policy. Those fixes live in this
 package, so models stay plain Flax:
 
-* :class:`Conv`, :func:`max_pool`, :func:`max_pool_ceil`, :func:`avg_pool`,
+* :class:`Conv`, :class:`Dense`, :func:`max_pool`, :func:`max_pool_ceil`, :func:`avg_pool`,
   :func:`adaptive_avg_pool` take ``kernels``: ``"xla_cpu"`` (the fast forms, chosen per
   op shape) or ``"reference"`` (``lax.conv_general_dilated`` and Flax's pools as written).
   Both compute the same function up to float32 round-off. Models carry the choice as an
@@ -25,11 +25,12 @@ Only JAX, Flax and the standard library are imported here, so models may depend 
 from medjax.kernels.choice import AUTO, CHOICES, REFERENCE, XLA_CPU, fast, resolve
 from medjax.kernels.compiler import jit, options, run_steps
 from medjax.kernels.convolution import Conv, conv, conv_algorithm
+from medjax.kernels.dense import Dense
 from medjax.kernels import precision
 from medjax.kernels.pool import adaptive_avg_pool, avg_pool, max_pool, max_pool_ceil
 from medjax.kernels.reductions import global_norm
 from medjax.kernels.windows import batch_chunk, image_chunk
 
 __all__ = ["AUTO", "CHOICES", "REFERENCE", "XLA_CPU", "fast", "resolve", "jit", "options",
-           "run_steps", "Conv", "conv", "conv_algorithm", "adaptive_avg_pool", "avg_pool",
+           "run_steps", "Conv", "conv", "conv_algorithm", "Dense", "adaptive_avg_pool", "avg_pool",
            "max_pool", "max_pool_ceil", "global_norm", "batch_chunk", "image_chunk", "precision"]

@@ -24,10 +24,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from medjax.models.layers import local_response_norm
-from medjax.kernels import XLA_CPU, Conv, adaptive_avg_pool, max_pool, max_pool_ceil
+from medjax.kernels import XLA_CPU, Conv, Dense, adaptive_avg_pool, max_pool, max_pool_ceil
 
 
-def _classifier(x, features, *, num_classes, dropout_rate, dropout_first, train):
+def _classifier(x, features, *, num_classes, dropout_rate, dropout_first, train, kernels):
   """fc6 -> fc7 -> fc8. Caffe drops out after each ReLU; torchvision before fc6 and fc7.
 
   Both flatten (C, H, W) maps; medjax flattens NHWC and the weight maps permute fc6.
@@ -36,12 +36,12 @@ def _classifier(x, features, *, num_classes, dropout_rate, dropout_first, train)
   for name in ("fc6", "fc7"):
     if dropout_first:
       x = nn.Dropout(dropout_rate, deterministic=not train)(x)
-    x = nn.relu(nn.Dense(4096, name=name)(x))
+    x = nn.relu(Dense(4096, kernels=kernels, name=name)(x))
     features[name] = x
     if not dropout_first:
       x = nn.Dropout(dropout_rate, deterministic=not train)(x)
   features["pre_logits"] = features["fc7"]
-  return nn.Dense(num_classes, name="fc8")(x), features
+  return Dense(num_classes, kernels=kernels, name="fc8")(x), features
 
 
 class AlexNet(nn.Module):
@@ -76,7 +76,8 @@ class AlexNet(nn.Module):
       features["pre_logits"] = jnp.mean(x, axis=(1, 2))
       return None, features
     return _classifier(x, features, num_classes=self.num_classes,
-                       dropout_rate=self.dropout_rate, dropout_first=False, train=train)
+                       dropout_rate=self.dropout_rate, dropout_first=False, train=train,
+                       kernels=self.kernels)
 
 
 class AlexNetTorchvision(nn.Module):
@@ -112,4 +113,5 @@ class AlexNetTorchvision(nn.Module):
       return None, features
     x = adaptive_avg_pool(x, (6, 6), kernels=self.kernels)
     return _classifier(x, features, num_classes=self.num_classes,
-                       dropout_rate=self.dropout_rate, dropout_first=True, train=train)
+                       dropout_rate=self.dropout_rate, dropout_first=True, train=train,
+                       kernels=self.kernels)

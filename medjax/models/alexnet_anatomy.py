@@ -17,7 +17,7 @@ fc5 sees 2*2*256 = 1024 inputs. The default follows Table I (no such pool).
 """
 import flax.linen as nn
 
-from medjax.kernels import XLA_CPU, Conv, max_pool
+from medjax.kernels import XLA_CPU, Conv, Dense, max_pool
 from medjax.models import layers
 
 
@@ -45,9 +45,9 @@ class ModifiedAlexNet(nn.Module):
         x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
         features["pool2"] = x
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(self.fc_units, name="fc5")(x))
+    x = nn.relu(Dense(self.fc_units, kernels=self.kernels, name="fc5")(x))
     features["fc5"] = x
-    x = nn.Dense(self.fc_units, name="fc6")(x)
+    x = Dense(self.fc_units, kernels=self.kernels, name="fc6")(x)
     features["pre_logits"] = x
-    logits = nn.Dense(self.num_classes, name="classifier")(x)
+    logits = Dense(self.num_classes, kernels=self.kernels, name="classifier")(x)
     return logits, features

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.kernels import XLA_CPU, Conv
+from medjax.kernels import XLA_CPU, Conv, Dense
 
 # (kernel, stride, expand ratio, output filters, repeats) per stage, EfficientNet-B0 /
 # Lite0 (width and depth multipliers 1.0).
@@ -124,4 +124,4 @@ class EfficientNetLite0(nn.Module):
     if not self.include_top:
       return None, features
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, name="fc")(x), features
+    return Dense(self.num_classes, kernels=self.kernels, name="fc")(x), features

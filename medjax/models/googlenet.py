@@ -29,7 +29,7 @@ output and ``"pre_logits"`` (the global average of inception5b, 1024). With
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.kernels import XLA_CPU, Conv, max_pool_ceil
+from medjax.kernels import XLA_CPU, Conv, Dense, max_pool_ceil
 from medjax.models import layers
 
 VARIANTS = ("torchvision", "2014")
@@ -146,4 +146,4 @@ class GoogLeNet(nn.Module):
     rate = self.dropout_rate if self.dropout_rate is not None else (0.4 if paper else 0.2)
     x = nn.Dropout(rate, deterministic=not train)(x)
     dense_init = _xavier if paper else nn.linear.default_kernel_init
-    return nn.Dense(self.num_classes, kernel_init=dense_init, name="fc")(x), features
+    return Dense(self.num_classes, kernel_init=dense_init, kernels=self.kernels, name="fc")(x), features

@@ -21,7 +21,7 @@ are configurable (``fc_units``) for that reading.
 """
 import flax.linen as nn
 
-from medjax.kernels import XLA_CPU, Conv, max_pool
+from medjax.kernels import XLA_CPU, Conv, Dense, max_pool
 
 # Variant -> (kernel size, layer string, first FC width).
 VARIANTS = {
@@ -65,10 +65,10 @@ class IrmaCNN(nn.Module):
         features[f"pool{n_pool}"] = x
     x = x.reshape((x.shape[0], -1))
     for i, units in enumerate(fc_units, start=1):
-      x = nn.relu(nn.Dense(units, name=f"fc{i}")(x))
+      x = nn.relu(Dense(units, kernels=self.kernels, name=f"fc{i}")(x))
       if self.use_dropout:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
       features[f"fc{i}"] = x
     features["pre_logits"] = x
-    logits = nn.Dense(self.num_classes, name="classifier")(x)
+    logits = Dense(self.num_classes, kernels=self.kernels, name="classifier")(x)
     return logits, features

@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.kernels import XLA_CPU, Conv, max_pool
+from medjax.kernels import XLA_CPU, Conv, Dense, max_pool
 
 POOL = (2, 2)
 
@@ -101,13 +101,14 @@ class LeNet(nn.Module):
       x = conv_act(x) if conv_act is not None else x
       features[f"conv{i}"] = x
     x = x.reshape((x.shape[0], -1))
-    x = hidden_act(nn.Dense(self.hidden, kernel_init=dense_init, name="hidden")(x))
+    x = hidden_act(Dense(self.hidden, kernel_init=dense_init, kernels=self.kernels,
+                         name="hidden")(x))
     features["pre_logits"] = x
     two_way = self.num_classes == 1 and self.head == "two_way"
     # The tutorial's logistic layer starts at zero; Caffe's ip2 uses its xavier filler.
     out_init = nn.initializers.zeros if self.variant == "tutorial" else dense_init
-    logits = nn.Dense(2 if two_way else self.num_classes, kernel_init=out_init,
-                      name="logistic")(x)
+    logits = Dense(2 if two_way else self.num_classes, kernel_init=out_init,
+                   kernels=self.kernels, name="logistic")(x)
     if two_way:
       features["two_way_logits"] = logits
       logits = logits[:, 1:] - logits[:, :1]  # log p(positive) - log p(negative)

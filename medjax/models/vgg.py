@@ -15,7 +15,7 @@ ReLU); with ``include_top=False`` it is block5_pool averaged over space (Keras
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.kernels import XLA_CPU, Conv, adaptive_avg_pool, max_pool
+from medjax.kernels import XLA_CPU, Conv, Dense, adaptive_avg_pool, max_pool
 
 # Convolutions per block and their filters, VGG19.
 _BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
@@ -45,8 +45,8 @@ class VGG19(nn.Module):
     x = adaptive_avg_pool(x, (7, 7), kernels=self.kernels)
     x = x.reshape(x.shape[0], -1)
     for name in ("fc1", "fc2"):
-      x = nn.relu(nn.Dense(4096, name=name)(x))
+      x = nn.relu(Dense(4096, kernels=self.kernels, name=name)(x))
       features[name] = x
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     features["pre_logits"] = features["fc2"]
-    return nn.Dense(self.num_classes, name="predictions")(x), features
+    return Dense(self.num_classes, kernels=self.kernels, name="predictions")(x), features
