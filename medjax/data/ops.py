@@ -190,10 +190,11 @@ def gray_to_rgb():
 
 @register("clahe")
 def clahe(clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):
-  """Contrast-limited adaptive histogram equalisation (scikit-image's implementation).
+  """Contrast-limited adaptive histogram equalisation (scikit-image's, step for step).
 
   Per channel on [0, 1] images; ``kernel_size`` None means 1/8 of each side as in
-  scikit-image.
+  scikit-image. Images of a size known when the pipeline is built (after a ``resize``) go
+  through :mod:`medjax.data.clahe`'s graph ops, others through scikit-image itself.
   """
   from skimage import exposure
 
@@ -207,20 +208,28 @@ def clahe(clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):
 
   def fn(image, seed):
     del seed
+    if image.shape[0] is not None and image.shape[1] is not None:
+      # A static size (a resize came first): the same function in graph ops, which tf.data
+      # maps in parallel without holding the GIL.
+      return _equalize_graph(image, clip_limit, kernel_size, nbins)
     out = tf.numpy_function(np_clahe, [image], tf.float32, stateful=False)
     return tf.ensure_shape(out, image.shape)
   return _image_op(fn)
 
 
-def _clahe_graph(clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):
-  """``clahe`` in TensorFlow graph ops (:mod:`medjax.data.clahe`), for SavedModels."""
+def _equalize_graph(image, clip_limit, kernel_size, nbins):
+  """Per channel, :mod:`medjax.data.clahe`'s graph-op rewrite of scikit-image's CLAHE."""
   from medjax.data import clahe as clahe_lib
+  image = tf.clip_by_value(image, 0.0, 1.0)
+  return tf.stack([clahe_lib.equalize_adapthist(image[..., c], kernel_size, clip_limit, nbins)
+                   for c in range(image.shape[-1])], axis=-1)
 
+
+def _clahe_graph(clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):
+  """``clahe`` in graph ops only, for SavedModels (it refuses images of unknown size)."""
   def fn(image, seed):
     del seed
-    image = tf.clip_by_value(image, 0.0, 1.0)
-    return tf.stack([clahe_lib.equalize_adapthist(image[..., c], kernel_size, clip_limit, nbins)
-                     for c in range(image.shape[-1])], axis=-1)
+    return _equalize_graph(image, clip_limit, kernel_size, nbins)
   return _image_op(fn)
 
 

@@ -1,5 +1,6 @@
-"""The graph form of CLAHE (what a SavedModel holds) gives scikit-image's output, which the
-``clahe`` op computes in Python. Tolerance: 1e-6 (float32 round-off; the port follows
+"""The graph form of CLAHE (what a SavedModel holds, and what the ``clahe`` op runs on
+images of a known size) gives scikit-image's output, which the op computes in Python on
+images of unknown size. Tolerance: 1e-6 (float32 round-off; the port follows
 scikit-image's integer steps and its float32 accumulation, so it is exact in practice)."""
 import numpy as np
 import pytest
@@ -26,19 +27,39 @@ def test_graph_clahe_equals_scikit_image(kwargs):
     assert np.abs(got - want).max() <= TOLERANCE, (image.shape, kwargs)
 
 
-def test_graph_only_compose_uses_no_python_and_matches_the_op():
+def _op_kinds(concrete) -> set:
+  graph = concrete.graph.as_graph_def()
+  return {node.op for node in graph.node} | {
+      node.op for f in graph.library.function for node in f.node_def}
+
+
+PYTHON_OPS = {"PyFunc", "EagerPyFunc", "PyFuncStateless"}
+
+
+@pytest.mark.parametrize("graph_only", [True, False])
+def test_static_size_compose_uses_no_python_and_matches_scikit_image(graph_only):
+  """A size known when the pipeline is built takes the graph ops in the default op too
+  (tf.data maps them in parallel without the GIL); ``graph_only`` always does."""
   rng = np.random.default_rng(1)
   image = tf.constant(rng.random((24, 20, 2), np.float32))
-  pp = "clahe(clip_limit=0.02)"
+  want = np.stack([exposure.equalize_adapthist(image.numpy()[..., c], clip_limit=0.02)
+                   for c in range(2)], -1)
   zero = tf.zeros([2], tf.int64)
-  want = ops.compose(pp)({"image": image}, zero)["image"].numpy()
-  graph_fn = tf.function(lambda x: ops.compose(pp, graph_only=True)({"image": x}, zero)["image"])
-  got = graph_fn(image).numpy()
-  assert np.abs(got - want).max() <= TOLERANCE
-  graph = graph_fn.get_concrete_function(image).graph.as_graph_def()
-  kinds = {node.op for node in graph.node} | {
-      node.op for f in graph.library.function for node in f.node_def}
-  assert not kinds & {"PyFunc", "EagerPyFunc", "PyFuncStateless"}
+  pp = "clahe(clip_limit=0.02)"
+  fn = tf.function(lambda x: ops.compose(pp, graph_only=graph_only)({"image": x}, zero)["image"])
+  assert np.abs(fn(image).numpy() - want).max() <= TOLERANCE
+  assert not _op_kinds(fn.get_concrete_function(image)) & PYTHON_OPS
+
+
+def test_unknown_size_runs_scikit_image_itself():
+  rng = np.random.default_rng(2)
+  image = rng.random((30, 26, 1), np.float32)
+  zero = tf.zeros([2], tf.int64)
+  fn = tf.function(lambda x: ops.compose("clahe")({"image": x}, zero)["image"],
+                   input_signature=[tf.TensorSpec([None, None, 1], tf.float32)])
+  assert _op_kinds(fn.get_concrete_function()) & PYTHON_OPS
+  want = exposure.equalize_adapthist(image[..., 0])[..., None]
+  np.testing.assert_allclose(fn(tf.constant(image)).numpy(), want, atol=TOLERANCE)
 
 
 def test_graph_clahe_needs_a_fixed_size():
