@@ -21,6 +21,10 @@ from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
 from tests.compare import random_variables
 
+# Each algorithm's test keeps two or three of its shapes (one per padding form) in the fast
+# tier; the others run with the slow tests.
+SLOW = pytest.mark.slow
+
 
 def direct(x, kernel, strides=(1, 1), padding="VALID", feature_group_count=1):
   return jax.lax.conv_general_dilated(x, kernel, strides, padding,
@@ -40,9 +44,9 @@ def random(shape, seed):
 
 @pytest.mark.parametrize("shape,kernel_hw,padding", [
     ((2, 23, 19, 3), (9, 9), "VALID"),
-    ((1, 17, 17, 2), (15, 15), "VALID"),
+    pytest.param((1, 17, 17, 2), (15, 15), "VALID", marks=SLOW),
     ((2, 20, 13, 3), (9, 11), "SAME"),
-    ((1, 14, 15, 1), (10, 9), "SAME"),
+    pytest.param((1, 14, 15, 1), (10, 9), "SAME", marks=SLOW),
     ((2, 16, 11, 2), (9, 9), ((3, 1), (0, 4))),
 ])
 def test_fft_conv_matches_direct_forward_and_gradients(shape, kernel_hw, padding):
@@ -74,9 +78,9 @@ def assert_conv_matches_direct(conv, x, kernel, padding):
 
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
     ((3, 17, 13, 1), (3, 3), 20, "SAME"),
-    ((2, 15, 15, 20), (3, 3), 20, "SAME"),
-    ((5, 9, 11, 20), (3, 3), 7, "VALID"),
-    ((2, 12, 9, 1), (5, 5), 20, "SAME"),
+    pytest.param((2, 15, 15, 20), (3, 3), 20, "SAME", marks=SLOW),
+    pytest.param((5, 9, 11, 20), (3, 3), 7, "VALID", marks=SLOW),
+    pytest.param((2, 12, 9, 1), (5, 5), 20, "SAME", marks=SLOW),
     ((1, 10, 13, 3), (3, 5), 4, ((2, 0), (1, 3))),
 ])
 @pytest.mark.parametrize("chunk_floats", [2 ** 20, 100], ids=["one-chunk", "many-chunks"])
@@ -105,10 +109,10 @@ def test_batch_chunks_divide_the_batch():
 
 
 @pytest.mark.parametrize("shape,kernel_hw,strides,padding", [
-    ((2, 9, 11, 6), (3, 3), (1, 1), "SAME"),
+    pytest.param((2, 9, 11, 6), (3, 3), (1, 1), "SAME", marks=SLOW),
     ((2, 10, 9, 5), (3, 3), (2, 2), "SAME"),     # TF "SAME": the extra pad bottom/right.
-    ((1, 13, 12, 4), (5, 5), (2, 2), "SAME"),
-    ((2, 11, 11, 3), (5, 5), (1, 1), "VALID"),
+    pytest.param((1, 13, 12, 4), (5, 5), (2, 2), "SAME", marks=SLOW),
+    pytest.param((2, 11, 11, 3), (5, 5), (1, 1), "VALID", marks=SLOW),
     ((1, 8, 9, 4), (3, 5), (2, 1), ((2, 0), (1, 3))),
 ])
 def test_depthwise_conv_matches_grouped_direct_forward_and_gradients(shape, kernel_hw, strides,
@@ -160,8 +164,8 @@ def test_split_groups_matches_grouped_direct_forward_and_gradients(shape, kernel
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
     ((3, 6, 6, 5), (3, 3), 9, "SAME"),            # C <= O: im2col.
     ((2, 6, 5, 9), (3, 3), 4, "SAME"),            # C > O: per-tap products, shifted.
-    ((2, 7, 6, 6), (3, 5), 6, "VALID"),
-    ((1, 5, 6, 8), (3, 3), 3, ((2, 0), (1, 3))),
+    pytest.param((2, 7, 6, 6), (3, 5), 6, "VALID", marks=SLOW),
+    pytest.param((1, 5, 6, 8), (3, 3), 3, ((2, 0), (1, 3)), marks=SLOW),
 ])
 def test_patches_conv_matches_direct_forward_and_gradients(shape, kernel_hw, out_channels,
                                                            padding):

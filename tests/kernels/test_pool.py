@@ -10,14 +10,18 @@ import pytest
 
 from medjax.kernels import max_pool
 
+# Cases beyond the networks' own and one asymmetric padding run in the slow tier.
+SLOW = pytest.mark.slow
+
 CASES = [
     ((2, 7, 9, 3), (2, 2), (2, 2), "VALID"),          # IRMA, LeNet; odd rows/columns dropped
     ((2, 55, 55, 4), (3, 3), (2, 2), "VALID"),        # AlexNet: overlapping windows
-    ((2, 13, 11, 2), (3, 3), (2, 2), "SAME"),
-    ((1, 12, 12, 2), (3, 3), (1, 1), ((1, 1), (1, 1))),
-    ((1, 10, 9, 2), (1, 1), (2, 2), "VALID"),         # window smaller than the stride
+    pytest.param((2, 13, 11, 2), (3, 3), (2, 2), "SAME", marks=SLOW),
+    pytest.param((1, 12, 12, 2), (3, 3), (1, 1), ((1, 1), (1, 1)), marks=SLOW),
+    # A window smaller than the stride:
+    pytest.param((1, 10, 9, 2), (1, 1), (2, 2), "VALID", marks=SLOW),
     ((1, 17, 15, 2), (5, 3), (3, 2), ((2, 1), (0, 2))),
-    ((1, 8, 8, 1), (2, 2), (1, 1), "VALID"),
+    pytest.param((1, 8, 8, 1), (2, 2), (1, 1), "VALID", marks=SLOW),
 ]
 
 
