@@ -130,6 +130,7 @@ def test_half_written_chunks_are_discarded_and_redone(setup, tmp_path):
   np.testing.assert_array_equal(extract.load(folder)[0], extract.load(reference)[0])
 
 
+@pytest.mark.slow
 def test_a_rerun_with_another_batch_size_resumes_at_the_last_stored_example(setup, tmp_path):
   run, reference, fn, *_ = setup
   folder = tmp_path / "smaller_batches"

@@ -35,7 +35,8 @@ SMALL = {"vlad.k": 4, "vlad.descriptor_dims": 16, "vlad.pca_dims": 8, "cae.filte
 @pytest.mark.parametrize("aggregation, dims", [
     ("avgpool", 1280), pytest.param("vlad", 8, marks=pytest.mark.slow),
     pytest.param("cae", 8, marks=pytest.mark.slow),
-    pytest.param("sparse_coding", 4, marks=pytest.mark.slow), ("ica", 4),
+    pytest.param("sparse_coding", 4, marks=pytest.mark.slow),
+    pytest.param("ica", 4, marks=pytest.mark.slow),
     pytest.param("ssae", 4, marks=pytest.mark.slow)])
 def test_each_aggregation_end_to_end(tiny_data_dir, tfds_dir, features_dir, tmp_path,
                                      aggregation, dims):
@@ -103,7 +104,8 @@ def test_cae_training_resumes_from_its_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("above, vlad_dims", [
-    pytest.param(512, 4 * 16, marks=pytest.mark.slow), (1280, 4 * 1280)])
+    pytest.param(512, 4 * 16, marks=pytest.mark.slow),
+    pytest.param(1280, 4 * 1280, marks=pytest.mark.slow)])
 def test_descriptor_pca_only_for_descriptors_wider_than_the_threshold(
     tiny_data_dir, tfds_dir, features_dir, tmp_path, above, vlad_dims):
   # EfficientNet-Lite0's 1280-d descriptors: reduced to 16 above 512, kept at 1280 (as

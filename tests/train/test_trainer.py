@@ -218,6 +218,7 @@ def test_final_evaluation_writes_predictions_plots_and_report(tiny_data_dir, tfd
   assert "<tr><td>test</td><td class=n>8</td><td class=n>8</td><td class=n>16</td></tr>" in page
 
 
+@pytest.mark.slow
 def test_tools_restore_the_moving_average_the_run_evaluated(tiny_data_dir, tfds_dir, tmp_path):
   # Without early stopping the evaluated parameters are the EMA, kept in best_checkpoint;
   # predict, explain, export and from_workdir must restore those, not the raw weights.
