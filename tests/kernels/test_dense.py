@@ -1,7 +1,5 @@
 """medjax.kernels.Dense: nn.Dense's parameters and function, with its bfloat16 products on
 XLA:CPU's bfloat16 kernels."""
-import re
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,6 +7,7 @@ import numpy as np
 import pytest
 
 from medjax.kernels import REFERENCE, XLA_CPU, Dense, precision
+from tests.kernels.hlo import assert_bfloat16_dots
 
 
 def _x(shape, seed=0, dtype=jnp.float32):
@@ -72,8 +71,4 @@ def test_bfloat16_layer_compiles_every_product_to_a_bfloat16_dot():
     return y, vjp(y)
 
   text = jax.jit(step).lower(params, x).compile().as_text()
-  types = dict(re.findall(r"%([\w.]+) = (\w+)\[", text))
-  dots = re.findall(r"= (\w+)\[[^\]]*\]\{[^}]*\} dot\(%([\w.]+), %([\w.]+)\)", text)
-  assert len(dots) == 3, text
-  for result, lhs, rhs in dots:
-    assert (result, types[lhs], types[rhs]) == ("f32", "bf16", "bf16"), text
+  assert_bfloat16_dots(text, 3)

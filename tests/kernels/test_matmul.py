@@ -1,14 +1,13 @@
 """medjax.kernels.matmul: float32 products unchanged, narrow products accumulated in float32
 with their gradients, and (on XLA:CPU) every bfloat16 product in a form its bfloat16
 kernels take."""
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from medjax.kernels import matmul as mm
+from tests.kernels.hlo import assert_bfloat16_dots
 
 
 def _random(shape, seed, dtype=jnp.float32):
@@ -62,9 +61,5 @@ def test_every_bfloat16_product_reaches_the_bfloat16_kernels_on_cpu():
     return value, *vjp(value)
 
   text = jax.jit(step).lower(a, b).compile().as_text()
-  types = dict(re.findall(r"%([\w.]+) = (\w+)\[", text))
-  dots = re.findall(r"= (\w+)\[[^\]]*\]\{[^}]*\} dot\(%([\w.]+), %([\w.]+)\)", text)
-  assert len(dots) == 3, text
-  for result, lhs, rhs in dots:
-    assert (result, types[lhs], types[rhs]) == ("f32", "bf16", "bf16"), text
+  assert_bfloat16_dots(text, 3)
   assert text.count('"kind":"__ynn_fusion"') >= 3, text
