@@ -24,7 +24,9 @@ def read_jsonl(path):
 
 
 def metrics_of(results):
-  return {k: v for k, v in results.items() if k not in ("config", "command")}
+  """A run's measured results, without what describes how and where it ran (the source
+  commit changes if a commit lands while the two runs under comparison train)."""
+  return {k: v for k, v in results.items() if k not in ("config", "command", "environment")}
 
 
 def test_one_step_writes_the_three_outputs(tiny_data_dir, tfds_dir, tmp_path):
