@@ -16,7 +16,14 @@ import numpy as np
 import tensorflow as tf
 
 _OPS = {}
-_RANDOM = set()  # Ops that use their seed; everything before the first one is cacheable.
+_RANDOM = set()
+
+
+def traced(fn):
+  """``fn`` for ``tf.data`` to trace as written, without AutoGraph's source rewriting: every
+  op here is graph ops already (``tf.cond`` where a branch depends on a tensor), and the
+  rewriting of each mapped function and its callees cost seconds at every run's start."""
+  return tf.autograph.experimental.do_not_convert(fn)  # Ops that use their seed; everything before the first one is cacheable.
 
 
 def register(name, random: bool = False):
@@ -93,7 +100,7 @@ def compose(pp: str, context: dict | None = None, graph_only: bool = False):
     for i, fn in enumerate(fns):
       example = fn(example, seeds[i])
     return example
-  return apply
+  return traced(apply)
 
 
 def _image_op(fn):

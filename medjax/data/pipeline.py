@@ -60,7 +60,7 @@ def _encoded(builder, split: str) -> tf.data.Dataset:
 
 
 def _ids_and_labels(builder, split: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-  ds = _encoded(builder, split).map(lambda ex: (ex["id"], ex[label_key]))
+  ds = _encoded(builder, split).map(ops.traced(lambda ex: (ex["id"], ex[label_key])))
   ids, labels = [], []
   for i, y in ds.as_numpy_iterator():
     ids.append(i.decode())
@@ -92,7 +92,7 @@ def _filter_ids(ds: tf.data.Dataset, ids: set[str], keep: bool) -> tf.data.Datas
       tf.lookup.KeyValueTensorInitializer(tf.constant(sorted(ids) or [""], tf.string),
                                           tf.ones(max(len(ids), 1), tf.int32)), default_value=0)
   want = 1 if keep else 0
-  return ds.filter(lambda ex: tf.equal(table.lookup(ex["id"]), want))
+  return ds.filter(ops.traced(lambda ex: tf.equal(table.lookup(ex["id"]), want)))
 
 
 def _split_csv(rows) -> str:
@@ -210,10 +210,10 @@ class InputPipeline:
     if self.config.data.cache == "preprocessed":
       # The training stream caches the same prefix (see train_iterator): images are decoded
       # and equalised once for both.
-      ds = self._cached(self._split_ds["train"], prefix).map(lambda ex: ex["image"])
+      ds = self._cached(self._split_ds["train"], prefix).map(ops.traced(lambda ex: ex["image"]))
     else:
       fn = ops.compose(prefix)
-      ds = self._split_ds["train"].map(lambda ex: fn(ex, tf.zeros([2], tf.int64))["image"],
+      ds = self._split_ds["train"].map(ops.traced(lambda ex: fn(ex, tf.zeros([2], tf.int64))["image"]),
                                        num_parallel_calls=tf.data.AUTOTUNE)
     total, count = None, 0
     for batch in ds.batch(256).as_numpy_iterator():
@@ -243,7 +243,7 @@ class InputPipeline:
   def _own_rows(ds: tf.data.Dataset, global_batch: int, local: int) -> tf.data.Dataset:
     """Keeps this process's rows of every global batch of an enumerated ``(i, ex)`` stream."""
     me = jax.process_index()
-    return ds.filter(lambda i, ex: tf.equal(i % global_batch // local, me))
+    return ds.filter(ops.traced(lambda i, ex: tf.equal(i % global_batch // local, me)))
 
   def steps_per_epoch(self) -> int:
     return self.info.split_sizes["train"] // self.config.batch_size
@@ -269,7 +269,7 @@ class InputPipeline:
                     reshuffle_each_iteration=True).repeat().enumerate()
     ds = self._own_rows(ds.skip(start_step * cfg.batch_size), cfg.batch_size, local)
     seed = tf.constant(cfg.seed, tf.int64)
-    ds = ds.map(lambda i, ex: self._select(pp(ex, tf.stack([seed, i]))),
+    ds = ds.map(ops.traced(lambda i, ex: self._select(pp(ex, tf.stack([seed, i])))),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local, drop_remainder=True).prefetch(2)
     sharding = parallel.batch_sharding(self.mesh)
@@ -286,7 +286,7 @@ class InputPipeline:
     if key not in self._preprocessed:
       fn = self.preprocess_fn(pp)
       zero = tf.zeros([2], tf.int64)
-      self._preprocessed[key] = ds.map(lambda ex: fn(ex, zero), num_parallel_calls=tf.data.AUTOTUNE,
+      self._preprocessed[key] = ds.map(ops.traced(lambda ex: fn(ex, zero)), num_parallel_calls=tf.data.AUTOTUNE,
                                        deterministic=True).cache()
     return self._preprocessed[key]
 
@@ -321,10 +321,10 @@ class InputPipeline:
     fn = self.preprocess_fn(pp)
     zero = tf.zeros([2], tf.int64)
     ds = self._own_rows(ds, global_batch, local).map(
-        lambda i, ex: {**self._select(fn(ex, zero)), "mask": tf.cast(i < n, tf.float32)},
+        ops.traced(lambda i, ex: {**self._select(fn(ex, zero)), "mask": tf.cast(i < n, tf.float32)}),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local).prefetch(2)
-    ids = self._split_ds[role].map(lambda ex: ex["id"]).batch(global_batch)
+    ids = self._split_ds[role].map(ops.traced(lambda ex: ex["id"])).batch(global_batch)
     sharding = parallel.batch_sharding(self.mesh)
     for batch, batch_ids in zip(ds.as_numpy_iterator(), ids.as_numpy_iterator()):
       yield parallel.to_global(batch, sharding), [i.decode() for i in batch_ids]
@@ -332,7 +332,7 @@ class InputPipeline:
   # -- what reports need: labels, counts and pictures, without running the model ---------
   def ids_and_labels(self, role: str) -> tuple[np.ndarray, np.ndarray]:
     """Every example's id and label of split ``role``, in split order (nothing decoded)."""
-    ds = self._split_ds[role].map(lambda ex: (ex["id"], ex[self.label_key]))
+    ds = self._split_ds[role].map(ops.traced(lambda ex: (ex["id"], ex[self.label_key])))
     ids, labels = [], []
     for i, y in ds.as_numpy_iterator():
       ids.append(i.decode())
@@ -356,5 +356,5 @@ class InputPipeline:
     fn = ops.compose(f"decode(3)|resize_short({size})")
     zero = tf.zeros([2], tf.int64)
     ds = _filter_ids(self._split_ds[role], set(ids), keep=True).map(
-        lambda ex: (ex["id"], tf.cast(tf.round(fn(ex, zero)["image"] * 255), tf.uint8)))
+        ops.traced(lambda ex: (ex["id"], tf.cast(tf.round(fn(ex, zero)["image"] * 255), tf.uint8))))
     return {i.decode(): image for i, image in ds.as_numpy_iterator()}
