@@ -133,3 +133,34 @@ def test_split_at_context_cuts_before_the_first_op_needing_training_statistics()
   assert ops.split_at_context("decode(1)|resize(32)|clahe|subtract_mean|random_rot90") == (
       "decode(1)|resize(32)|clahe", "subtract_mean|random_rot90")
   assert ops.split_at_context("decode(1)|resize(32)") == ("decode(1)|resize(32)", "")
+
+
+# One spec per registered op, on a float image of unknown size (``decode`` on PNG bytes).
+EVERY_OP = {
+    "decode": "decode(1)", "pad_to_square": "pad_to_square", "resize": "resize(8)",
+    "resize_pack": "resize_pack((8, 4))", "resize_short": "resize_short(8)",
+    "take_channel": "take_channel(0)", "gray_to_rgb": "take_channel(0)|gray_to_rgb",
+    "clahe": "resize(8)|clahe", "subtract_mean": "resize(8)|subtract_mean",
+    "random_rot90": "resize(8)|random_rot90", "random_crop": "random_crop(4, pad=1)",
+    "central_crop": "central_crop(4)", "normalize": "normalize",
+    "random_resized_crop": "random_resized_crop(8)", "random_affine": "random_affine",
+    "random_brightness_contrast": "random_brightness_contrast", "random_flip": "random_flip",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_OP))
+def test_every_op_traces_in_tf_data_without_autograph(name):
+  """Pipelines trace their functions as written (``ops.traced``, no AutoGraph rewriting), so
+  an op must branch on tensors with ``tf.cond``: a Python ``if`` on a tensor fails here."""
+  assert sorted(EVERY_OP) == ops.names()
+  spec = EVERY_OP[name]
+  fn = ops.compose(spec, {"mean_image": np.zeros((8, 8, 3), np.float32)})
+  image = np.random.default_rng(0).uniform(size=(10, 12, 3)).astype(np.float32)
+  if name == "decode":
+    source = tf.data.Dataset.from_tensors(png_bytes((image[..., 0] * 255).astype(np.uint8)))
+  else:
+    source = tf.data.Dataset.from_generator(
+        lambda: iter([image]), output_signature=tf.TensorSpec([None, None, 3], tf.float32))
+  ds = source.map(ops.traced(lambda x: fn({"image": x}, SEED)["image"]))
+  (out,) = list(ds.as_numpy_iterator())
+  assert out.ndim == 3 and np.isfinite(out).all()
