@@ -62,6 +62,19 @@ def source(root: Path = LOCK_FILE.parent) -> dict | None:
     return None
 
 
+_SOURCE_AT_START: dict[str, dict | None] = {}
+
+
+def source_at_start(root: Path = LOCK_FILE.parent) -> dict | None:
+  """``source(root)`` as of this process's first call: the code a process runs is what it
+  imported when it started, so a commit made while a long run trains is not credited with
+  that run's results. Runs call it when they open their workdir."""
+  key = str(Path(root).resolve())
+  if key not in _SOURCE_AT_START:
+    _SOURCE_AT_START[key] = source(root)
+  return _SOURCE_AT_START[key]
+
+
 def environment() -> dict:
   """Python, platform, CPU, devices, the lock file's hash, the versions that matter and the
   source commit."""
@@ -76,6 +89,6 @@ def environment() -> dict:
   return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu(),
           "backend": jax.default_backend(), "devices": jax.device_count(),
           "processes": jax.process_count(), "lock_sha256": lock, "packages": packages,
-          "host_memory": host_memory.policy(), "source": source()}
+          "host_memory": host_memory.policy(), "source": source_at_start()}
 
 

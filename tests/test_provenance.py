@@ -54,3 +54,8 @@ def test_source_names_the_commit_and_whether_tracked_files_changed(tmp_path):
   assert provenance.source(tmp_path / "not_a_checkout") is None
   (tmp_path / "sub").mkdir()
   assert provenance.source(tmp_path / "sub") is None  # Inside another repository.
+  # A run records the commit its process started from, not one made while it trained.
+  assert provenance.source_at_start(tmp_path) == {"commit": head, "dirty": True}
+  git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "two")
+  assert provenance.source(tmp_path)["commit"] != head
+  assert provenance.source_at_start(tmp_path) == {"commit": head, "dirty": True}

@@ -27,6 +27,7 @@ from medjax.atomic import save_json
 
 def open_workdir(workdir: Path, config) -> tuple[dict, dict | None]:
   """Creates ``workdir``; returns ``(resolved config, stored results or None)``."""
+  provenance.source_at_start()  # The commit this run starts from, not the one at its end.
   workdir.mkdir(parents=True, exist_ok=True)
   resolved = json.loads(config.to_json_best_effort())
   path = workdir / "results.json"
