@@ -200,8 +200,8 @@ def predict_files(run: Run, paths: list[Path], batch_size: int = 64):
   fn = ops.compose(run.pp, run.context)
   zero = tf.zeros([2], tf.int64)
   ds = tf.data.Dataset.from_tensor_slices(tf.constant([encoded[i] for i in good]))
-  ds = ds.map(ops.traced(lambda x: fn({"image": x}, zero)["image"]), num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True).batch(batch_size).prefetch(2)
+  ds = ds.map(ops.traced(lambda x: fn({"image": x}, zero)["image"]),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size).prefetch(2)
   scores = kernels.jit(lambda v, x: run.scores(v, x))
   rows = []
   for batch in ds.as_numpy_iterator():

@@ -16,14 +16,14 @@ import numpy as np
 import tensorflow as tf
 
 _OPS = {}
-_RANDOM = set()
+_RANDOM = set()  # Ops that use their seed; everything before the first one is cacheable.
 
 
 def traced(fn):
   """``fn`` for ``tf.data`` to trace as written, without AutoGraph's source rewriting: every
   op here is graph ops already (``tf.cond`` where a branch depends on a tensor), and the
   rewriting of each mapped function and its callees cost seconds at every run's start."""
-  return tf.autograph.experimental.do_not_convert(fn)  # Ops that use their seed; everything before the first one is cacheable.
+  return tf.autograph.experimental.do_not_convert(fn)
 
 
 def register(name, random: bool = False):

@@ -210,11 +210,13 @@ class InputPipeline:
     if self.config.data.cache == "preprocessed":
       # The training stream caches the same prefix (see train_iterator): images are decoded
       # and equalised once for both.
-      ds = self._cached(self._split_ds["train"], prefix).map(ops.traced(lambda ex: ex["image"]))
+      ds = self._cached(self._split_ds["train"], prefix).map(
+          ops.traced(lambda ex: ex["image"]))
     else:
       fn = ops.compose(prefix)
-      ds = self._split_ds["train"].map(ops.traced(lambda ex: fn(ex, tf.zeros([2], tf.int64))["image"]),
-                                       num_parallel_calls=tf.data.AUTOTUNE)
+      ds = self._split_ds["train"].map(
+          ops.traced(lambda ex: fn(ex, tf.zeros([2], tf.int64))["image"]),
+          num_parallel_calls=tf.data.AUTOTUNE)
     total, count = None, 0
     for batch in ds.batch(256).as_numpy_iterator():
       s = batch.astype(np.float64).sum(0)
@@ -286,7 +288,8 @@ class InputPipeline:
     if key not in self._preprocessed:
       fn = self.preprocess_fn(pp)
       zero = tf.zeros([2], tf.int64)
-      self._preprocessed[key] = ds.map(ops.traced(lambda ex: fn(ex, zero)), num_parallel_calls=tf.data.AUTOTUNE,
+      self._preprocessed[key] = ds.map(ops.traced(lambda ex: fn(ex, zero)),
+                                       num_parallel_calls=tf.data.AUTOTUNE,
                                        deterministic=True).cache()
     return self._preprocessed[key]
 
@@ -321,7 +324,8 @@ class InputPipeline:
     fn = self.preprocess_fn(pp)
     zero = tf.zeros([2], tf.int64)
     ds = self._own_rows(ds, global_batch, local).map(
-        ops.traced(lambda i, ex: {**self._select(fn(ex, zero)), "mask": tf.cast(i < n, tf.float32)}),
+        ops.traced(lambda i, ex: {**self._select(fn(ex, zero)),
+                                  "mask": tf.cast(i < n, tf.float32)}),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local).prefetch(2)
     ids = self._split_ds[role].map(ops.traced(lambda ex: ex["id"])).batch(global_batch)
@@ -356,5 +360,6 @@ class InputPipeline:
     fn = ops.compose(f"decode(3)|resize_short({size})")
     zero = tf.zeros([2], tf.int64)
     ds = _filter_ids(self._split_ds[role], set(ids), keep=True).map(
-        ops.traced(lambda ex: (ex["id"], tf.cast(tf.round(fn(ex, zero)["image"] * 255), tf.uint8))))
+        ops.traced(lambda ex: (ex["id"],
+                               tf.cast(tf.round(fn(ex, zero)["image"] * 255), tf.uint8))))
     return {i.decode(): image for i, image in ds.as_numpy_iterator()}
