@@ -24,9 +24,7 @@ def read_jsonl(path):
 
 
 def metrics_of(results):
-  """A run's measured results, without what describes how and where it ran (the source
-  commit changes if a commit lands while the two runs under comparison train)."""
-  return {k: v for k, v in results.items() if k not in ("config", "command", "environment")}
+  return {k: v for k, v in results.items() if k not in ("config", "command")}
 
 
 def test_one_step_writes_the_three_outputs(tiny_data_dir, tfds_dir, tmp_path):
