@@ -17,11 +17,16 @@ import jax
 # convolutions and no element-wise fusions.
 CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
                "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+# A program that runs once per run (parameter initialisation) is compiled with LLVM's -O1:
+# its compile time is mostly LLVM optimising one unrolled threefry per parameter array,
+# -O1 halves it, and the values are the same bits (tests/kernels/test_compiler.py).
+ONCE_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
 @functools.cache
-def options() -> dict:
-  """``CPU_OPTIONS`` on the CPU backend if this jaxlib knows them, else no options.
+def options(once: bool = False) -> dict:
+  """``CPU_OPTIONS`` (with ``ONCE_OPTIONS`` if ``once``) on the CPU backend if this jaxlib
+  knows them, else no options.
 
   An XLA without the option rejects it at compile time ("No such compile option"); a
   one-off compilation of a scalar program finds out. Accelerators compile convolutions
@@ -29,11 +34,12 @@ def options() -> dict:
   """
   if jax.default_backend() != "cpu":
     return {}
+  wanted = {**CPU_OPTIONS, **(ONCE_OPTIONS if once else {})}
   try:
-    jax.jit(lambda x: x + 1, compiler_options=CPU_OPTIONS).lower(0.0).compile()
+    jax.jit(lambda x: x + 1, compiler_options=wanted).lower(0.0).compile()
   except (TypeError, jax.errors.JaxRuntimeError):
-    return {}
-  return dict(CPU_OPTIONS)
+    return options() if once else {}
+  return wanted
 
 
 def _nested_options_error(error: ValueError) -> bool:
@@ -41,8 +47,9 @@ def _nested_options_error(error: ValueError) -> bool:
   return "compiler_options" in str(error) and "top-level" in str(error)
 
 
-def jit(fun, **jit_kwargs):
-  """``jax.jit(fun, **jit_kwargs)`` compiled with :func:`options` when called at top level.
+def jit(fun, *, once: bool = False, **jit_kwargs):
+  """``jax.jit(fun, **jit_kwargs)`` compiled with :func:`options` when called at top level;
+  ``once=True`` for a program a run calls once (initialisation), see ``ONCE_OPTIONS``.
 
   Inside another trace (a jit, ``eval_shape``, ``grad``, a ``scan``) the call is staged into
   the outer program, which is compiled with the outer program's options, so the plain
@@ -60,7 +67,7 @@ def jit(fun, **jit_kwargs):
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
       return plain(*args, **kwargs)
     if with_options is None:
-      with_options = jax.jit(fun, compiler_options=options() or None, **jit_kwargs)
+      with_options = jax.jit(fun, compiler_options=options(once) or None, **jit_kwargs)
     try:
       return with_options(*args, **kwargs)
     except ValueError as error:

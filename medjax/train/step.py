@@ -50,7 +50,7 @@ def init_state(model, tx, config, image_shape, mesh) -> TrainState:
                       best_metric=jnp.array(-jnp.inf, jnp.float32),
                       best_epoch=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool))
   # A raw uint32 key (not a typed key) so that Orbax can store it.
-  init = kernels.jit(init, out_shardings=parallel.replicated(mesh))
+  init = kernels.jit(init, once=True, out_shardings=parallel.replicated(mesh))
   return init(jax.random.PRNGKey(config.seed))
 
 

@@ -94,7 +94,7 @@ def train_and_evaluate(config, workdir) -> dict:
     logging.info("Resuming from the checkpoint at step %d of %d.", start, total_steps)
   elif config.get("init") and config.init.pretrained:
     params, model_state = transfer.load_pretrained(state, config)
-    opt_state = kernels.jit(tx.init, out_shardings=parallel.replicated(mesh))(params)
+    opt_state = kernels.jit(tx.init, once=True, out_shardings=parallel.replicated(mesh))(params)
     state = state.replace(params=params, model_state=model_state, opt_state=opt_state)
   class_counts = _train_class_counts(data)
   loss = losses.make(config, class_counts)

@@ -27,6 +27,22 @@ def test_options_on_cpu_are_the_cpu_options(cpu_options):
   assert cpu_options == compiler.CPU_OPTIONS
 
 
+@pytest.mark.parametrize("name, kwargs, shape", [
+    ("lenet_ova", {}, (64, 64, 1)), ("irma_cnn", {"variant": "C"}, (32, 32, 1))])
+def test_once_compiles_initialisation_to_the_same_bits(cpu_options, name, kwargs, shape):
+  """``once=True`` (LLVM -O1) must change compile time only: every initial parameter is the
+  bit pattern the default options give."""
+  from medjax.models import registry
+  model = registry.get_model(name, num_classes=3, **kwargs)
+
+  def init(rng):
+    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, *shape)), train=False)
+  assert compiler.options(once=True) == {**cpu_options, **compiler.ONCE_OPTIONS}
+  fast, default = (compiler.jit(init, once=once)(jax.random.PRNGKey(3)) for once in (True, False))
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(fast), jax.tree.leaves(default)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
+
+
 def test_jit_is_jax_jit_with_its_arguments():
   @functools.partial(compiler.jit, static_argnames=("power",))
   def f(x, *, power):
