@@ -1,16 +1,18 @@
 """The frozen-feature pipeline end to end on the tiny image folder, one run per aggregation,
-plus the resumability of its two trained stages (k-means, CAE).
+plus the resumability of its two trained stages (k-means, CAE); each finished run also
+predicts its own test images through ``medjax.inference``.
 
 Runs share one features folder, so the backbone's maps are extracted once for the module
 (pooled features once more); the real EfficientNet-Lite0 runs at 64 px (2x2x1280 maps).
 """
+import csv
 import json
 
 import jax
 import numpy as np
 import pytest
 
-from medjax import parallel
+from medjax import inference, parallel
 from medjax.features import aggregations, pipeline
 from medjax.features.aggregations import cae as cae_aggregation
 from tests.features.test_extract import tiny_frozen_config
@@ -61,6 +63,23 @@ def test_each_aggregation_end_to_end(tiny_data_dir, tfds_dir, features_dir, tmp_
   # A rerun returns the finished results without redoing anything.
   assert run(tiny_data_dir, tfds_dir, features_dir, tmp_path, f"aggregation={aggregation}",
              **SMALL) == stored
+  if aggregation != "avgpool":  # Average pooling's: tests/features/test_predict_frozen.py.
+    assert_predict_gives_the_runs_own_test_predictions(tmp_path, tiny_data_dir)
+
+
+def assert_predict_gives_the_runs_own_test_predictions(workdir, tiny_data_dir):
+  """medjax.inference applies the finished run, with the aggregation's fitted state saved
+  to the workdir and loaded again, to the test image files."""
+  assert (workdir / aggregations.STATE_FILE).is_file()
+  with (workdir / "predictions" / "test.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  run_ = inference.load(workdir)
+  paths = [tiny_data_dir / "image_folder" / r["id"] for r in rows]
+  scores, errors = inference.predict_files(run_, paths, batch_size=8)
+  assert not any(errors)
+  want = np.array([[float(r[f"score/{c}"]) for c in run_.class_names] for r in rows])
+  np.testing.assert_allclose(scores, want, atol=1e-4)
+  assert inference.predicted(run_, scores) == [r["predicted"] for r in rows]
 
 
 def test_avgpool_separates_the_tiny_classes(tiny_data_dir, tfds_dir, features_dir, tmp_path):
