@@ -3,6 +3,7 @@
 Recorded in every ``results.json`` and benchmark record, so a figure in the docs can be
 rerun with what made it, and figures from different machines are not compared blindly.
 """
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -62,17 +63,16 @@ def source(root: Path = LOCK_FILE.parent) -> dict | None:
     return None
 
 
-_SOURCE_AT_START: dict[str, dict | None] = {}
-
-
 def source_at_start(root: Path = LOCK_FILE.parent) -> dict | None:
   """``source(root)`` as of this process's first call: the code a process runs is what it
   imported when it started, so a commit made while a long run trains is not credited with
   that run's results. Runs call it when they open their workdir."""
-  key = str(Path(root).resolve())
-  if key not in _SOURCE_AT_START:
-    _SOURCE_AT_START[key] = source(root)
-  return _SOURCE_AT_START[key]
+  return _source_once(Path(root).resolve())
+
+
+@functools.cache
+def _source_once(root: Path) -> dict | None:
+  return source(root)
 
 
 def environment() -> dict:
