@@ -96,5 +96,5 @@ def cases(quick: bool) -> list[timing.Case]:
   return [timing.Case(f"extraction/{name}", lambda name=name: extraction_case(name, 64, repeats))
           for name in PEERS] + [
       timing.Case("extraction/efficientnet_lite0_bf16",
-                  lambda: extraction_case("efficientnet_lite0", 64, repeats,
-                                          compute_dtype="bfloat16"))]
+                  timing.needs_bf16_units(lambda: extraction_case("efficientnet_lite0", 64, repeats,
+                                          compute_dtype="bfloat16")))]

@@ -121,6 +121,6 @@ def cases(quick: bool) -> list[timing.Case]:
   return [
       timing.Case("finetune/efficientnet_lite0_full", lambda: finetune_case(False, 32, 224, repeats)),
       timing.Case("finetune/efficientnet_lite0_full_bf16",
-                  lambda: finetune_case(False, 32, 224, repeats, "bfloat16")),
+                  timing.needs_bf16_units(lambda: finetune_case(False, 32, 224, repeats, "bfloat16"))),
       timing.Case("finetune/efficientnet_lite0_recipe", lambda: finetune_case(True, 32, 192, repeats)),
   ]

@@ -73,6 +73,25 @@ def autocast(compute_dtype: str):
   return torch.autocast(peer_device(), dtype=getattr(torch, compute_dtype))
 
 
+# CPU features with bfloat16 arithmetic (x86 AVX512-BF16 / AMX, ARM BF16); medjax.provenance
+# lists the ISA of the CPU a record was made on.
+BF16_UNITS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def needs_bf16_units(run: Callable[[], dict | list[dict]]) -> Callable[[], dict | list[dict]]:
+  """``run`` for a bfloat16 case, skipped on a CPU without bfloat16 arithmetic: there
+  medjax's bfloat16 convolutions run in float32 and PyTorch's autocast emulates bfloat16
+  (20x slower than its float32 on an AVX2 EPYC), so the case takes most of the run's time
+  and says only what docs/performance.md says, that bfloat16 does not pay there."""
+  def checked():
+    from medjax import provenance
+    if jax.default_backend() == "cpu" and not set(BF16_UNITS) & set(provenance.cpu()["isa"]):
+      raise SkipCase(f"this CPU ({provenance.cpu()['family']}, {'/'.join(provenance.cpu()['isa'])}) "
+                     f"has no bfloat16 arithmetic ({', '.join(BF16_UNITS)})")
+    return run()
+  return checked
+
+
 def suffix(compute_dtype: str) -> str:
   """What a case's name adds for its compute dtype: nothing for float32, ``_bf16`` else."""
   return "" if compute_dtype == "float32" else "_bf16"

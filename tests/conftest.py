@@ -19,6 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# The order test files run in (longest first): the hooks live in their own module.
+from tests.scheduling import (pytest_addoption, pytest_collection_modifyitems,  # noqa: F401
+                              pytest_configure)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

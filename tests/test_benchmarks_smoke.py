@@ -42,6 +42,26 @@ def test_records_name_the_device_and_versions():
   assert record["peer"] == "numpy" and timing.peer_name() == "pytorch"  # CPU here.
 
 
+@pytest.mark.parametrize("isa, runs", [(["avx2", "fma"], False), (["avx2", "avx512_bf16"], True),
+                                       (["amx_tile", "amx_bf16"], True), (["asimd", "bf16"], True)])
+def test_bf16_cases_run_only_where_the_cpu_has_bf16_arithmetic(monkeypatch, isa, runs):
+  from medjax import provenance
+  monkeypatch.setattr(provenance, "cpu", lambda: {"model": "x", "family": "v/1/2", "isa": isa,
+                                                  "cores": 2})
+  case = timing.needs_bf16_units(lambda: {"ran": True})
+  if runs:
+    assert case() == {"ran": True}
+  else:
+    with pytest.raises(timing.SkipCase, match="no bfloat16 arithmetic"):
+      case()
+  bf16_cases = [c for c in run.all_cases(quick=True) if c.name.endswith("_bf16")]
+  assert len(bf16_cases) == 5
+  if not runs:  # Every listed bfloat16 case goes through the check (skips before any work).
+    for c in bf16_cases:
+      with pytest.raises(timing.SkipCase):
+        c.run()
+
+
 def test_flops_and_fraction_of_peak_on_an_accelerator(monkeypatch):
   """The count is the model's (convolution + matmul as written); CPU records carry none."""
   x, w, v = jnp.ones((2, 16, 16, 3)), jnp.ones((3, 3, 3, 8)), jnp.ones((16 * 16 * 8, 10))
@@ -71,3 +91,20 @@ def test_accelerator_paths_import_without_tensorflow():
           "for m in ('tensorflow', 'tensorflow_datasets', 'clu'): sys.modules[m] = None\n"
           "import medjax.train.step, medjax.features.extract, benchmarks.run\n")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+@pytest.mark.slow
+def test_each_case_runs_in_its_own_process_and_an_unknown_case_is_one_line(tmp_path):
+  root = Path(__file__).parents[1]
+  out = tmp_path / "bench.json"
+  done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only=vlad",
+                         f"--out={out}"], cwd=root, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  (record,) = json.loads(out.read_text())
+  assert record["name"].startswith("vlad/") and record["quick"]
+  assert "| vlad/" in done.stdout  # The parent's table of the child's record.
+  assert done.stderr.count("running vlad") == 1  # Logged by the one child that ran it.
+  bad = subprocess.run([sys.executable, "-m", "benchmarks.run", "--case=vlad/none",
+                        f"--out={out}"], cwd=root, capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2 and "--case=vlad/none: no such case" in bad.stderr
+  assert "Traceback" not in bad.stderr
