@@ -8,8 +8,8 @@ of alternating repeats after warm-up; quality fields such as accuracy or inertia
 result has a quality; ``images_per_s`` where a case processes images). ``--only`` keeps the
 cases whose name starts with NAME (``--only train_step`` or ``--only train_step/lenet_ova``).
 ``--quick`` runs every case at the same sizes with fewer repeats. Each case runs in a
-process of its own (``--noisolate`` runs them all in this one): in one process a case ran
-up to 1.7x slower after the 4,096-filter CAE than alone (docs/performance.md, Zen 3).
+process of its own (``--noisolate`` runs them all in this one), so that no case is timed
+on the heap and threads an earlier case left behind (docs/performance.md, Zen 3).
 Each record also has the thread count, ``quick``, the device medjax ran on, the CPU
 (model, ISA features such as AVX-512 and AMX, cores), the JAX and PyTorch versions and the load average before and after it. On a GPU the PyTorch peers run
 there too and accelerator cases add ``fraction_of_peak`` (see ``timing.compare``).

@@ -80,14 +80,15 @@ BF16_UNITS = ("avx512_bf16", "amx_bf16", "bf16")
 
 def needs_bf16_units(run: Callable[[], dict | list[dict]]) -> Callable[[], dict | list[dict]]:
   """``run`` for a bfloat16 case, skipped on a CPU without bfloat16 arithmetic: there
-  medjax's bfloat16 convolutions run in float32 and PyTorch's autocast emulates bfloat16
-  (20x slower than its float32 on an AVX2 EPYC), so the case takes most of the run's time
-  and says only what docs/performance.md says, that bfloat16 does not pay there."""
+  medjax's bfloat16 products run in float32 and PyTorch's autocast emulates bfloat16, so
+  the case would take much of the run's time to show only that bfloat16 does not pay
+  (docs/performance.md, "bfloat16")."""
   def checked():
     from medjax import provenance
-    if jax.default_backend() == "cpu" and not set(BF16_UNITS) & set(provenance.cpu()["isa"]):
-      raise SkipCase(f"this CPU ({provenance.cpu()['family']}, {'/'.join(provenance.cpu()['isa'])}) "
-                     f"has no bfloat16 arithmetic ({', '.join(BF16_UNITS)})")
+    cpu = provenance.cpu()
+    if jax.default_backend() == "cpu" and not set(BF16_UNITS) & set(cpu["isa"]):
+      raise SkipCase(f"this CPU ({cpu['family']}, {'/'.join(cpu['isa'])}) has no bfloat16 "
+                     f"arithmetic ({', '.join(BF16_UNITS)})")
     return run()
   return checked
 
