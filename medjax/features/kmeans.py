@@ -16,6 +16,13 @@ it): one jitted Lloyd step per iteration, so that with a ``checkpoint`` file the
 centres and iteration count are saved after the seeding and after every iteration and a
 killed fit resumes where it stopped.
 
+By default each step is Hamerly's (2010) exact acceleration of Lloyd's: per row an upper
+bound on the distance to its centre and a lower bound on the distance to any other, moved
+by the centres' shifts, prove most rows' labels unchanged once the centres settle, so
+only the other rows are measured and the cluster sums are updated by the rows that change
+cluster. The labels, iterations and stopping point are Lloyd's; the centres differ only
+by the order the sums are added in.
+
 Distances are computed in that matmul form over row chunks of ``chunk_size`` examples, so
 memory stays at ``chunk_size * k`` distances whatever the number of descriptors. Chunks are
 taken with a stride (chunk ``i`` holds rows ``i, i + n_chunks, ...``) rather than as
@@ -195,9 +202,9 @@ def _prepare(x, *, chunk_size: int):
   on the device: the layout and squared norms are made once per fit, not once per pass,
   and nothing is copied to the host."""
   mean = jnp.mean(x, axis=0)
-  centred = x - mean
-  data = _strided(centred, jnp.ones(x.shape[:1], bool), chunk_size)
-  return data, mean, jnp.mean(jnp.var(centred, axis=0))
+  data = _strided(x - mean, jnp.ones(x.shape[:1], bool), chunk_size)
+  # The centred rows' mean is zero, so their variance is the mean square: no extra pass.
+  return data, mean, jnp.sum(data.sq_norms) / x.size
 
 
 def _rows(data: _Strided, n: int):
@@ -221,11 +228,138 @@ def _strided_inertia(centers, data: _Strided):
 
 
 @kernels.jit
+def _labelled_inertia(centers, data: _Strided, labels):
+  """The inertia of ``centers`` given every row's nearest centre (flat padded order, as
+  :class:`Bounds` keeps them): one pass of differences, no distance product."""
+  labels = labels.reshape(data.mask.shape)
+
+  def one_chunk(i):
+    rows, _, mask = data.chunk(i)
+    near = centers[jnp.minimum(labels[:, i], centers.shape[0] - 1)]
+    return jnp.sum(jnp.where(mask, jnp.sum(jnp.square(rows - near), axis=-1), 0.0))
+
+  return jnp.sum(jax.lax.map(one_chunk, jnp.arange(data.n_chunks)))
+
+
+@kernels.jit
 def _lloyd_step(centers, data: _Strided):
   """``(new centres, shift, inertia of the given centres)``: the inertia comes free with
   the pass, and when the shift is exactly 0 it is that of the new centres too."""
   stats = _iteration_stats(centers, data)
   return (*finalize(centers, stats), stats.inertia)
+
+
+class Bounds(NamedTuple):
+  """Hamerly's bounds per padded row of the strided data (in its flat, original order),
+  with the cluster sums of the labels they hold.
+
+  ``upper`` is at least the distance to the row's centre ``labels``, ``lower`` at most its
+  distance to any other centre; a row with ``upper <= max(lower, half the gap from its
+  centre to the nearest other one)`` keeps its centre (triangle inequality) and is not
+  measured again. Label ``k`` (no centre) with ``upper = inf`` marks a row not measured
+  yet. ``sums`` and ``counts`` are updated by the rows that change centre, so a step costs
+  what its measured rows cost.
+  """
+  labels: jax.Array
+  upper: jax.Array
+  lower: jax.Array
+  sums: jax.Array
+  counts: jax.Array
+
+
+def fresh_bounds(data: _Strided, k: int) -> Bounds:
+  """Bounds that make the next step measure every row (the first step, a resumed fit)."""
+  n, d = data.mask.size, data.rows.shape[-1]
+  dtype = data.rows.dtype
+  return Bounds(jnp.full((n,), k, jnp.int32), jnp.full((n,), jnp.inf, dtype),
+                jnp.zeros((n,), dtype), jnp.zeros((k, d), dtype), jnp.zeros((k,), jnp.int32))
+
+
+# Float32 round-off allowance of a squared distance in the matmul form, relative to the
+# squared norms involved: bounds are widened by it so that a row is skipped only when its
+# centre cannot have changed whatever the rounding.
+_ROUND_OFF = 1e-5
+
+
+def _half_gaps(centers):
+  """Half the distance from each centre to its nearest other centre, rounded down."""
+  c_sq = jnp.sum(centers * centers, axis=-1)
+  d2 = _sq_dist(centers, c_sq, centers) - _ROUND_OFF * 2.0 * jnp.max(c_sq)
+  d2 = jnp.where(jnp.eye(centers.shape[0], dtype=bool), jnp.inf, d2)
+  return 0.5 * jnp.sqrt(jnp.maximum(jnp.min(d2, axis=1), 0.0))
+
+
+def _measure(centers, x, x_sq, bounds: Bounds, need, chunk_size) -> Bounds:
+  """``bounds`` with the rows where ``need`` holds measured against every centre, in chunks
+  of ``chunk_size`` gathered rows (only as many chunks as there are such rows); the rows
+  that change centre move their sums and counts."""
+  n, k = need.shape[0], centers.shape[0]
+  index = jnp.nonzero(need, size=-(-n // chunk_size) * chunk_size, fill_value=n)[0]
+  c_sq_max = jnp.max(jnp.sum(centers * centers, axis=-1))
+
+  def measure_chunk(i, bounds):
+    rows = jax.lax.dynamic_slice_in_dim(index, i * chunk_size, chunk_size)
+    x_rows = jnp.take(x, rows, axis=0, mode="fill", fill_value=0)
+    sq = jnp.take(x_sq, rows, mode="fill", fill_value=0)
+    old = jnp.take(bounds.labels, rows, mode="fill", fill_value=k)
+    dist = _sq_dist(x_rows, sq, centers)
+    labels, first = _nearest(dist)
+    second = jnp.min(jnp.where(jnp.arange(k) == labels[:, None], jnp.inf, dist), axis=1)
+    slack = _ROUND_OFF * (sq + c_sq_max)
+    moved = (rows < n) & (labels != old)
+    gained, joined = cluster_sums(x_rows, labels, k, moved)
+    lost, left = cluster_sums(x_rows, old, k, moved)
+    return Bounds(bounds.labels.at[rows].set(labels, mode="drop"),
+                  bounds.upper.at[rows].set(jnp.sqrt(first + slack), mode="drop"),
+                  bounds.lower.at[rows].set(jnp.sqrt(jnp.maximum(second - slack, 0.0)),
+                                            mode="drop"),
+                  bounds.sums + gained - lost, bounds.counts + joined - left)
+
+  todo = -(-jnp.sum(need, dtype=jnp.int32) // chunk_size)
+  return jax.lax.fori_loop(0, todo, measure_chunk, bounds)
+
+
+def _moved_bounds(bounds: Bounds, old, new) -> Bounds:
+  """Bounds still valid after the centres move from ``old`` to ``new``: a row's upper
+  bound grows by its centre's move, its lower bound shrinks by the largest move of any
+  other centre."""
+  moves = jnp.sqrt(jnp.sum(jnp.square(new - old), axis=-1))
+  which = jnp.argmax(moves)
+  second = jnp.max(jnp.where(jnp.arange(moves.shape[0]) == which, 0.0, moves))
+  labels = jnp.minimum(bounds.labels, moves.shape[0] - 1)  # Unmeasured rows: upper is inf.
+  others = jnp.where(labels == which, second, moves[which])
+  return bounds._replace(upper=bounds.upper + moves[labels],
+                         lower=jnp.maximum(bounds.lower - others, 0.0))
+
+
+def _unsettled(centers, data: _Strided, bounds: Bounds):
+  """Per padded row, whether its bounds leave room for a centre other than its own to be
+  the nearest (always, for a row not measured yet)."""
+  gaps = _half_gaps(centers)[jnp.minimum(bounds.labels, centers.shape[0] - 1)]
+  return data.mask.reshape(-1) & (bounds.upper > jnp.maximum(bounds.lower, gaps))
+
+
+@functools.partial(kernels.jit, static_argnames=("chunk_size",))
+def _pruned_step(centers, data: _Strided, bounds: Bounds, *, chunk_size: int):
+  """``(new centres, shift, bounds for the new centres)``: the Lloyd step of
+  :func:`_lloyd_step` (the same labels, hence the same centres up to the order the sums
+  are added in) measuring only the rows whose bounds allow their centre to have changed
+  (Hamerly 2010). A step that leaves a cluster empty is redone as the full tracking pass,
+  whose relocations the bounds do not follow, so they start afresh."""
+  k, d = centers.shape
+  x, x_sq = data.rows.reshape(-1, d), data.sq_norms.reshape(-1)
+  bounds = _measure(centers, x, x_sq, bounds, _unsettled(centers, data, bounds), chunk_size)
+
+  def relocate():
+    stats = _lloyd_pass(centers, _empty_stats(k, d, x.dtype), data, track_far=True)
+    return (*finalize(centers, stats), fresh_bounds(data, k))
+
+  def keep():
+    stats = _empty_stats(k, d, x.dtype)._replace(sums=bounds.sums, counts=bounds.counts)
+    new, shift = finalize(centers, stats)
+    return new, shift, _moved_bounds(bounds, centers, new)
+
+  return jax.lax.cond(jnp.any(bounds.counts == 0), relocate, keep)
 
 
 @jax.jit
@@ -281,49 +415,75 @@ def init(x: jax.Array, k: int, *, key: jax.Array) -> jax.Array:
   return _kmeans_plusplus(x, jnp.sum(x * x, axis=-1), k, key)
 
 
-def _load_progress(path: Path, shape) -> tuple[jax.Array, int, bool]:
+def _load_progress(path: Path, shape, bounds_like: Bounds | None):
+  """``(centres, iteration, converged, bounds or None)`` saved by :func:`_one_run`; the
+  bounds come back only when they were saved for the same layout."""
   with np.load(path) as z:
     centers, iteration, converged = z["centers"], int(z["iteration"]), bool(z["converged"])
+    bounds = None
+    if bounds_like is not None and all(
+        f"bounds_{name}" in z and z[f"bounds_{name}"].shape == like.shape
+        for name, like in zip(Bounds._fields, bounds_like)):
+      bounds = Bounds(*(jnp.asarray(z[f"bounds_{name}"]) for name in Bounds._fields))
   if centers.shape != shape:
     raise ValueError(f"{path} holds k-means centres of shape {centers.shape}, not {shape}; "
                      f"delete it or use a new workdir")
   logging.info("Resuming k-means (k=%d) at iteration %d.", shape[0], iteration)
-  return jnp.asarray(centers), iteration, converged
+  return jnp.asarray(centers), iteration, converged, bounds
 
 
-def _one_run(data, n, k, key, init_centers, tol_abs, max_iter, checkpoint):
+def _one_run(data, n, k, key, init_centers, tol_abs, max_iter, checkpoint, algorithm):
   """Seeding (or ``init_centers``) then Lloyd iterations on the ``n`` centred rows laid out
   in ``data``; returns ``(centres, iterations, converged, inertia or None)``, saving
-  progress to ``checkpoint`` if given. The inertia is known only when the last pass left
-  the centres exactly where they were."""
-  def save(centers, iteration, converged):
-    if checkpoint is not None:
-      save_npz(checkpoint, centers=np.asarray(centers), iteration=iteration,
-               converged=converged)
+  progress to ``checkpoint`` if given. The inertia is known only when a full pass left
+  the centres exactly where they were.
 
+  The Hamerly bounds are saved with the centres, so that a resumed fit carries the same
+  cluster sums forward and ends bit for bit where an uninterrupted one does (summed
+  afresh, round-off alone would set a long fit on another path).
+  """
+  def save(centers, iteration, converged, bounds):
+    if checkpoint is not None:
+      saved = {} if bounds is None else {
+          f"bounds_{name}": np.asarray(a) for name, a in zip(Bounds._fields, bounds)}
+      save_npz(checkpoint, centers=np.asarray(centers), iteration=iteration,
+               converged=converged, **saved)
+
+  bounds = fresh_bounds(data, k) if algorithm == "hamerly" else None
   if checkpoint is not None and checkpoint.exists():
-    centers, iteration, converged = _load_progress(checkpoint, (k, data.rows.shape[-1]))
+    centers, iteration, converged, saved = _load_progress(
+        checkpoint, (k, data.rows.shape[-1]), bounds)
+    bounds = saved if saved is not None else bounds
   else:
     if checkpoint is not None:
       checkpoint.parent.mkdir(parents=True, exist_ok=True)
     centers = (_init_strided(data, k, n, key) if init_centers is None
                else jnp.asarray(init_centers))
     iteration, converged = 0, False
-    save(centers, iteration, converged)
+    save(centers, iteration, converged, None)
   known_inertia = None
   while not converged and iteration < max_iter:
-    centers, shift, before = _lloyd_step(centers, data)
+    if bounds is None:
+      centers, shift, before = _lloyd_step(centers, data)
+    else:
+      centers, shift, bounds = _pruned_step(centers, data, bounds,
+                                            chunk_size=data.rows.shape[0])
     iteration += 1
     shift = float(shift)
     converged = shift <= tol_abs
-    known_inertia = float(before) if shift == 0.0 else None
-    save(centers, iteration, converged)
+    known_inertia = None
+    if shift == 0.0 and bounds is None:
+      known_inertia = float(before)
+    elif shift == 0.0 and bool(jnp.all((bounds.labels < k) | ~data.mask.reshape(-1))):
+      # Unmoved centres: every row's label is its nearest centre's.
+      known_inertia = float(_labelled_inertia(centers, data, bounds.labels))
+    save(centers, iteration, converged, bounds)
   return centers, iteration, converged, known_inertia
 
 
 def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
         tol: float = 1e-4, init_centers=None, checkpoint: Path | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE) -> KMeansResult:
+        chunk_size: int = DEFAULT_CHUNK_SIZE, algorithm: str = "hamerly") -> KMeansResult:
   """k-means on ``x`` ``(N, D)`` (a NumPy array, or a jax.Array, sharded or not).
 
   Each run stops after ``max_iter`` Lloyd iterations or once the squared centre shift is
@@ -331,7 +491,14 @@ def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
   kept. ``init_centers`` ``(k, D)`` replaces the seeding (and, as in sklearn, implies a
   single run). ``checkpoint`` (a ``.npz`` path, single run only) holds the progress; a
   rerun continues from it. ``inertia`` is that of the returned centres.
+
+  ``algorithm`` is ``"hamerly"`` (the default: the same iterations, skipping the rows
+  whose distance bounds prove their centre unchanged) or ``"lloyd"`` (every row measured
+  every iteration). ``x`` sharded over several devices always runs ``"lloyd"``: the
+  pruned step gathers the rows it measures, which would pull them across devices.
   """
+  if algorithm not in ("hamerly", "lloyd"):
+    raise ValueError(f"k-means algorithm must be 'hamerly' or 'lloyd'; got {algorithm!r}")
   if len(x) < k:
     raise ValueError(f"k-means with k={k} needs at least {k} points; got {len(x)}")
   if init_centers is not None:
@@ -339,6 +506,8 @@ def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
   if checkpoint is not None and n_init != 1:
     raise ValueError("a checkpointed k-means fit runs one initialisation (n_init=1)")
   data, mean, spread = _prepare(jnp.asarray(x), chunk_size=chunk_size)
+  if len(data.rows.sharding.device_set) > 1:
+    algorithm = "lloyd"
   tol_abs = tol * float(spread)
   if init_centers is not None:
     init_centers = jnp.asarray(init_centers) - mean
@@ -347,7 +516,8 @@ def fit(x, k: int, *, key: jax.Array, n_init: int = 1, max_iter: int = 300,
   checkpoint = None if checkpoint is None else Path(checkpoint)
   for run_key in keys:
     centers, n_iter, converged, run_inertia = _one_run(data, len(x), k, run_key, init_centers,
-                                                       tol_abs, max_iter, checkpoint)
+                                                       tol_abs, max_iter, checkpoint,
+                                                       algorithm)
     if run_inertia is None:
       run_inertia = float(_strided_inertia(centers, data))
     if best is None or run_inertia < best.inertia:

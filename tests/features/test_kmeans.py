@@ -100,12 +100,18 @@ def test_fit_resumes_from_its_checkpoint(tmp_path):
     assert int(z["iteration"]) == 3
   resumed = kmeans.fit(sample, 6, max_iter=8, checkpoint=tmp_path / "b.npz", **kwargs)
   assert straight.n_iter == resumed.n_iter == 8
-  np.testing.assert_allclose(resumed.centers, straight.centers, rtol=1e-6)
+  np.testing.assert_array_equal(resumed.centers, straight.centers)
   # Without a checkpoint the same driver gives the same centres.
   np.testing.assert_allclose(kmeans.fit(sample, 6, max_iter=8, **kwargs).centers,
                              straight.centers, rtol=1e-6)
   with pytest.raises(ValueError, match="shape"):
     kmeans.fit(sample, 5, max_iter=8, checkpoint=tmp_path / "b.npz", **kwargs)
+  # A checkpoint without bounds (a Lloyd fit's, or another chunk layout's) resumes with
+  # every row measured again: the same labels, centres equal up to round-off.
+  kmeans.fit(sample, 6, max_iter=3, checkpoint=tmp_path / "c.npz", algorithm="lloyd", **kwargs)
+  resumed = kmeans.fit(sample, 6, max_iter=8, checkpoint=tmp_path / "c.npz", **kwargs)
+  assert resumed.n_iter == 8
+  np.testing.assert_allclose(resumed.centers, straight.centers, rtol=1e-5, atol=1e-6)
 
 
 def test_assign_is_chunk_size_invariant(blobs):
@@ -133,3 +139,49 @@ def test_sharded_examples_match_unsharded():
       print("ok")
   """
   run_on_devices(script)
+
+
+@pytest.mark.parametrize("k,init", [(1, None), (2, None), (24, None), (8, "duplicated")])
+def test_hamerly_runs_lloyds_iterations(blobs, k, init):
+  """The pruned fit takes Lloyd's path: the same number of iterations to the same fixed
+  point, including through empty-cluster repair (duplicated seeds come out empty)."""
+  x = blobs[:6000]
+  init_centers = np.concatenate([x[:6], x[:2]]) if init == "duplicated" else None
+  kwargs = {"key": jax.random.key(2), "tol": 0.0, "max_iter": 60, "chunk_size": 1000,
+            "init_centers": init_centers}
+  lloyd = kmeans.fit(x, k, algorithm="lloyd", **kwargs)
+  hamerly = kmeans.fit(x, k, **kwargs)
+  assert (hamerly.n_iter, hamerly.converged) == (lloyd.n_iter, lloyd.converged)
+  np.testing.assert_allclose(hamerly.centers, lloyd.centers, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(hamerly.inertia, lloyd.inertia, rtol=1e-5)
+  np.testing.assert_array_equal(kmeans.assign(hamerly.centers, x)[0],
+                                kmeans.assign(lloyd.centers, x)[0])
+
+
+def test_hamerly_bounds_hold_and_prune(blobs):
+  """After every step each measured row's upper bound is at least its distance to its
+  centre and its lower bound at most its distance to any other; and once the centres
+  settle most rows are no longer measured."""
+  x = blobs[:5000]
+  k = 12
+  data = kmeans._strided(jnp.asarray(x), jnp.ones(len(x), bool), 1000)
+  centers = kmeans.init(x, k, key=jax.random.key(1))
+  bounds = kmeans.fresh_bounds(data, k)
+  flat = np.asarray(data.rows).reshape(-1, x.shape[1])
+  real = np.asarray(data.mask).reshape(-1)
+  for _ in range(8):
+    centers, _, bounds = kmeans._pruned_step(centers, data, bounds, chunk_size=1000)
+    dist = np.sqrt(((flat[:, None] - np.asarray(centers)[None]) ** 2).sum(-1))
+    labels = np.asarray(bounds.labels)
+    assert np.all(labels[real] < k)
+    own = dist[real, labels[real]]
+    dist[np.arange(len(flat)), np.minimum(labels, k - 1)] = np.inf
+    assert np.all(np.asarray(bounds.upper)[real] >= own * (1 - 1e-6))
+    assert np.all(np.asarray(bounds.lower)[real] <= dist[real].min(1) * (1 + 1e-6) + 1e-6)
+  unsettled = np.asarray(kmeans._unsettled(centers, data, bounds))
+  assert unsettled.sum() < 0.2 * len(x)
+
+
+def test_unknown_algorithm_is_refused(blobs):
+  with pytest.raises(ValueError, match="hamerly"):
+    kmeans.fit(blobs[:100], 4, key=jax.random.key(0), algorithm="elkan")
