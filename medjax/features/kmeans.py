@@ -41,11 +41,9 @@ import numpy as np
 
 from medjax import kernels
 from medjax.atomic import save_npz
-from medjax.features.hamerly import (Bounds, _labelled_inertia, _pruned_step, _unsettled,  # noqa: F401
-                                     fresh_bounds)
-from medjax.features.lloyd import (LloydStats, _empty_stats, _iteration_stats,  # noqa: F401
-                                   _lloyd_pass, _lloyd_step, _nearest, _sq_dist, _Strided,
-                                   _strided, _unstride, cluster_sums, finalize)
+from medjax.features.hamerly import Bounds, _labelled_inertia, _pruned_step, fresh_bounds
+from medjax.features.lloyd import (_iteration_stats, _lloyd_step, _nearest, _sq_dist, _Strided,
+                                   _strided, _unstride, finalize)
 
 # Small enough that a chunk's (chunk, k) distances stay in the L2 cache.
 DEFAULT_CHUNK_SIZE = 2048

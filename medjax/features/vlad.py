@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from medjax.features import kmeans
+from medjax.features.lloyd import cluster_sums
 from medjax.features.norm import l2_normalize
 
 
@@ -40,7 +41,7 @@ def vlad(descriptors: jax.Array, centers: jax.Array, mask: jax.Array | None = No
   labels, _ = kmeans.assign(centers, flat)
   # Per image and centre: one scatter-add over the b * k (image, centre) slots.
   slots = jnp.arange(b, dtype=jnp.int32)[:, None] * k + labels.reshape(b, n)
-  sums, counts = kmeans.cluster_sums(flat, slots.reshape(b * n), b * k,
+  sums, counts = cluster_sums(flat, slots.reshape(b * n), b * k,
                                      None if mask is None else mask.reshape(b * n))
   v = sums.reshape(b, k, d) - counts.reshape(b, k, 1).astype(descriptors.dtype) * centers[None]
   if power_alpha is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 FEATURES = Path(__file__).resolve().parents[2] / "medjax" / "features"
-PURE = ("kmeans.py", "vlad.py", "pca.py", "svm.py", "cae.py", "sparse_autoencoder.py", "norm.py")
+PURE = ("kmeans.py", "lloyd.py", "hamerly.py", "vlad.py", "pca.py", "svm.py", "cae.py", "sparse_autoencoder.py", "norm.py")
 
 
 def _imports(path: Path) -> set[str]:

@@ -7,7 +7,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
-from medjax.features import kmeans
+from medjax.features import hamerly, kmeans, lloyd
 from tests.conftest import run_on_devices
 
 
@@ -20,8 +20,8 @@ def blobs():
 
 def _tracking_stats(centers, x, chunk_size=kmeans.DEFAULT_CHUNK_SIZE):
   """One Lloyd pass that always tracks the farthest points (what empty-cluster repair reads)."""
-  data = kmeans._strided(jnp.asarray(x), jnp.ones(len(x), bool), chunk_size)
-  return kmeans._lloyd_pass(jnp.asarray(centers), kmeans._empty_stats(*centers.shape, jnp.float32),
+  data = lloyd._strided(jnp.asarray(x), jnp.ones(len(x), bool), chunk_size)
+  return lloyd._lloyd_pass(jnp.asarray(centers), lloyd._empty_stats(*centers.shape, jnp.float32),
                             data, track_far=True)
 
 
@@ -61,7 +61,7 @@ def test_empty_cluster_relocation_like_sklearn(blobs):
   x = blobs[:3000]
   init = np.concatenate([x[:6], x[:2]])  # clusters 6 and 7 duplicate 0 and 1: empty
   stats = _tracking_stats(init, x)
-  ours, _ = kmeans.finalize(init, stats)
+  ours, _ = lloyd.finalize(init, stats)
   ref = KMeans(8, init=init, n_init=1, max_iter=1, algorithm="lloyd").fit(x).cluster_centers_
   # sklearn hands the farthest points to the empty clusters in no particular order.
   dist = ((np.asarray(ours)[:, None] - ref[None]) ** 2).sum(-1)
@@ -78,7 +78,7 @@ def test_lloyd_iteration_equals_the_always_tracking_pass(blobs, empty):
   x = blobs[:3000]
   init = np.concatenate([x[:6], x[:2]]) if empty else x[:8]  # duplicates come out empty
   centers, shift = kmeans.lloyd_iteration(init, x, chunk_size=1024)
-  want_centers, want_shift = kmeans.finalize(init, _tracking_stats(init, x, chunk_size=1024))
+  want_centers, want_shift = lloyd.finalize(init, _tracking_stats(init, x, chunk_size=1024))
   np.testing.assert_array_equal(centers, want_centers)
   assert float(shift) == float(want_shift)
 
@@ -127,7 +127,7 @@ def test_sharded_examples_match_unsharded():
   script = """
       import jax, numpy as np
       from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-      from medjax.features import kmeans
+      from medjax.features import hamerly, kmeans, lloyd
       x = np.random.default_rng(0).normal(size=(4000, 8)).astype(np.float32)
       data = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
       xs = jax.device_put(x, data)
@@ -164,13 +164,13 @@ def test_hamerly_bounds_hold_and_prune(blobs):
   settle most rows are no longer measured."""
   x = blobs[:5000]
   k = 12
-  data = kmeans._strided(jnp.asarray(x), jnp.ones(len(x), bool), 1000)
+  data = lloyd._strided(jnp.asarray(x), jnp.ones(len(x), bool), 1000)
   centers = kmeans.init(x, k, key=jax.random.key(1))
-  bounds = kmeans.fresh_bounds(data, k)
+  bounds = hamerly.fresh_bounds(data, k)
   flat = np.asarray(data.rows).reshape(-1, x.shape[1])
   real = np.asarray(data.mask).reshape(-1)
   for _ in range(8):
-    centers, _, bounds = kmeans._pruned_step(centers, data, bounds, chunk_size=1000)
+    centers, _, bounds = hamerly._pruned_step(centers, data, bounds, chunk_size=1000)
     dist = np.sqrt(((flat[:, None] - np.asarray(centers)[None]) ** 2).sum(-1))
     labels = np.asarray(bounds.labels)
     assert np.all(labels[real] < k)
@@ -178,7 +178,7 @@ def test_hamerly_bounds_hold_and_prune(blobs):
     dist[np.arange(len(flat)), np.minimum(labels, k - 1)] = np.inf
     assert np.all(np.asarray(bounds.upper)[real] >= own * (1 - 1e-6))
     assert np.all(np.asarray(bounds.lower)[real] <= dist[real].min(1) * (1 + 1e-6) + 1e-6)
-  unsettled = np.asarray(kmeans._unsettled(centers, data, bounds))
+  unsettled = np.asarray(hamerly._unsettled(centers, data, bounds))
   assert unsettled.sum() < 0.2 * len(x)
 
 
