@@ -14,6 +14,8 @@ from pathlib import Path
 
 import jax
 
+from medjax.kernels import isa
+
 # The packages whose versions decide a result; recorded so a number can be rerun as made.
 _RECORDED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "clu", "numpy",
                       "scipy", "scikit-learn", "scikit-image", "tensorflow-cpu", "tensorflow",
@@ -30,16 +32,16 @@ def cpu() -> dict:
   """The CPU's model name, family (vendor, ``cpu family``/``model``: a VM's model name may
   be as bare as "AMD EPYC", and the family tells Zen 4 from Zen 5), its ISA features of
   interest and the cores this process may use."""
-  first, flags = {}, set()
+  first, text = {}, ""
   try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      key, _, value = (part.strip() for part in line.partition(":"))
-      if key in ("model name", "vendor_id", "cpu family", "model") and key not in first:
-        first[key] = value
-      elif key in ("flags", "Features") and not flags:  # x86 and Arm spellings.
-        flags = set(value.split())
+    text = Path("/proc/cpuinfo").read_text()
   except OSError:  # Not Linux: the model from platform, no flags.
     pass
+  for line in text.splitlines():
+    key, _, value = (part.strip() for part in line.partition(":"))
+    if key in ("model name", "vendor_id", "cpu family", "model") and key not in first:
+      first[key] = value
+  flags = isa.parse_flags(text)  # x86 and Arm spellings.
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   family = ("/".join(first[k] for k in ("vendor_id", "cpu family", "model") if k in first)
             or None)

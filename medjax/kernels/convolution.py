@@ -2,7 +2,7 @@
 
 XLA:CPU's own convolution is good for small kernels and wide layers on large maps, but
 slow for large kernels, for the kernel gradient of few-channel layers, for depthwise and
-1 x 1 kernels, for wide layers on small maps, and in bfloat16; :func:`conv_algorithm`
+1 x 1 kernels, for one input channel, for wide layers on small maps, and in bfloat16; :func:`conv_algorithm`
 sends each of those to an equivalent form built from ops XLA:CPU does run well (FFTs,
 matmuls, fused elementwise slices). Every form is the same
 function as ``lax.conv_general_dilated`` up to float32 round-off, in value and gradients;
@@ -14,9 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.kernels import choice
+from medjax.kernels import choice, isa
 from medjax.kernels import matmul as mm
-from medjax.kernels.patches import patches_conv
+from medjax.kernels.patches import patches_conv, patches_kernel_grad
 from medjax.kernels.precision import accumulation_dtype, is_narrow
 from medjax.kernels.windows import batch_chunk, explicit_pads, window_views
 
@@ -40,8 +40,16 @@ DEPTHWISE_GRAD_CHUNK_FLOATS = 2 ** 19
 SPLIT_MAX_GROUPS = 8
 
 # Stride-1 kernels with at most this many input or output channels take tap_grad_conv's
-# kernel gradient; wider ones stay direct, where XLA's own kernel gradient is faster.
+# kernel gradient on CPUs with AVX-512; wider ones stay direct, where XLA's own kernel
+# gradient is faster. With AVX2 only, XLA's was faster at every such shape measured.
 TAP_GRAD_MAX_CHANNELS = 127
+
+# Stride-1 kernels on one input channel with at most this many taps are a sum of shifted
+# views (:func:`single_channel_conv`): at 3 x 3 twice as fast as XLA's convolution with its
+# kernel gradient; at 5 x 5 the 25 views cost more than they save.
+SINGLE_CHANNEL_MAX_TAPS = 9
+# Floats of patches and output gradient per batch chunk of its kernel gradient.
+SINGLE_CHANNEL_GRAD_CHUNK_FLOATS = 2 ** 20
 
 # Wider stride-1 kernels on maps of at most this many pixels are matrix products over
 # patches (:func:`patches_conv`): with gradients they beat XLA's direct convolution 1.5-1.8x
@@ -148,6 +156,35 @@ def _tap_grad_conv_bwd(pads, chunk_floats, residuals, g):
 tap_grad_conv.defvjp(_tap_grad_conv_fwd, _tap_grad_conv_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def single_channel_conv(x: jax.Array, kernel: jax.Array, pads) -> jax.Array:
+  """Stride-1 convolution of a one-channel ``x`` with an HWIO ``(kh, kw, 1, O)`` kernel as
+  the sum of ``kh * kw`` shifted views, each times its tap's ``O`` weights.
+
+  XLA:CPU convolves one input channel at a few GFLOP/s; the sum of views is one fused
+  pass writing the output once. The kernel gradient is one product of patches with the
+  output gradient per batch chunk (:func:`patches_kernel_grad`); the input gradient, which
+  a first layer does not need, is the sum's transpose.
+  """
+  return _depthwise_sum(x, kernel, (1, 1), pads)
+
+
+def _single_channel_fwd(x, kernel, pads):
+  return single_channel_conv(x, kernel, pads), (x, kernel)
+
+
+def _single_channel_bwd(pads, residuals, g):
+  x, kernel = residuals
+  x_wide = jax.ShapeDtypeStruct(x.shape, accumulation_dtype(x.dtype))
+  dx, = jax.linear_transpose(lambda v: _depthwise_sum(v, kernel, (1, 1), pads), x_wide)(
+      g.astype(x_wide.dtype))
+  dkernel = patches_kernel_grad(x, g, kernel.shape[:2], pads, SINGLE_CHANNEL_GRAD_CHUNK_FLOATS)
+  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+single_channel_conv.defvjp(_single_channel_fwd, _single_channel_bwd)
+
+
 def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME") -> jax.Array:
   """Depthwise convolution (``feature_group_count = C``, kernel ``(kh, kw, 1, C)``) as a sum
   of ``kh * kw`` shifted, strided slices of the padded input, each scaled per channel.
@@ -213,15 +250,17 @@ def _depthwise_kernel_grad(x, g, window, strides, pads,
     return total + jnp.stack(taps), None
 
   split = lambda a: a.reshape(batch // chunk, chunk, *a.shape[1:])
-  total = jnp.zeros((window[0] * window[1], x.shape[-1]), jnp.float32)
+  total = jnp.zeros((window[0] * window[1], g.shape[-1]), jnp.float32)
   total, _ = jax.lax.scan(add_chunk, total, (split(x), split(g)))
-  return total.reshape(*window, 1, x.shape[-1])
+  return total.reshape(*window, 1, g.shape[-1])
 
 
 def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
-                   kernels: str = choice.XLA_CPU, x_hw=None) -> str:
+                   kernels: str = choice.XLA_CPU, x_hw=None,
+                   wide_vectors: bool | None = None) -> str:
   """How :func:`conv` convolves an HWIO ``kernel_shape`` over maps of ``x_hw`` pixels:
-  "fft", "pointwise", "tap_grad", "patches", "depthwise", "split_groups" or "direct".
+  "fft", "pointwise", "single_channel", "tap_grad", "patches", "depthwise", "split_groups"
+  or "direct".
 
   With the reference ops, always "direct". Otherwise depthwise kernels (one input channel
   per group, as many outputs as groups) go by :func:`depthwise_conv` at any stride; other
@@ -230,12 +269,14 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
   slower than the groups done apart);
   stride-1 kernels with at least ``FFT_MIN_TAPS`` taps by FFT if they have more than one
   input channel (with one, the transforms cost more than they save), else directly;
-  stride-1 1 x 1 kernels as one ``x @ W`` over the channel axis; other small stride-1
-  kernels by :func:`tap_grad_conv` when either channel count is at most
-  ``TAP_GRAD_MAX_CHANNELS``; wider ones by :func:`patches_conv` on maps of at most
-  ``PATCHES_MAX_PIXELS`` pixels (``x_hw`` given), else directly. Other strided or grouped convolutions stay
-  direct: a full-resolution FFT or per-tap products would compute outputs the stride
-  discards.
+  stride-1 1 x 1 kernels as one ``x @ W`` over the channel axis; one-channel kernels of at
+  most ``SINGLE_CHANNEL_MAX_TAPS`` taps by :func:`single_channel_conv`; other small
+  stride-1 kernels by :func:`tap_grad_conv` when either channel count is at most
+  ``TAP_GRAD_MAX_CHANNELS`` and the CPU has ``wide_vectors`` (AVX-512; default: this
+  host's, :mod:`medjax.kernels.isa`), directly on other CPUs; wider ones by
+  :func:`patches_conv` on maps of at most ``PATCHES_MAX_PIXELS`` pixels (``x_hw`` given),
+  else directly. Other strided or grouped convolutions stay direct: a full-resolution FFT
+  or per-tap products would compute outputs the stride discards.
   """
   kh, kw, c, o = kernel_shape
   if not choice.fast(kernels):
@@ -250,8 +291,11 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
     return "fft" if c > 1 else "direct"
   if kh == kw == 1:
     return "pointwise"
+  if c == 1 and kh * kw <= SINGLE_CHANNEL_MAX_TAPS:
+    return "single_channel"
   if min(c, o) <= TAP_GRAD_MAX_CHANNELS:
-    return "tap_grad"
+    wide = isa.wide_vectors() if wide_vectors is None else wide_vectors
+    return "tap_grad" if wide else "direct"
   if x_hw is not None and x_hw[0] * x_hw[1] <= PATCHES_MAX_PIXELS:
     return "patches"
   return "direct"
@@ -285,6 +329,8 @@ def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
     return mm.matmul(x.reshape(-1, x.shape[-1]), kernel[0, 0]).reshape(*x.shape[:3], -1)
   if algorithm == "patches":
     return patches_conv(x, kernel, pads)
+  if algorithm == "single_channel":
+    return single_channel_conv(x, kernel, pads)
   return tap_grad_conv(x, kernel, pads)
 
 

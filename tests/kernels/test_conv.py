@@ -15,7 +15,7 @@ import pytest
 
 from medjax import kernels
 from medjax.kernels import convolution as conv_lib
-from medjax.kernels import patches
+from medjax.kernels import isa, patches
 from medjax.models.efficientnet_lite import EfficientNetLite0
 from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
@@ -175,6 +175,31 @@ def test_patches_conv_matches_direct_forward_and_gradients(shape, kernel_hw, out
   assert_conv_matches_direct(lambda x, k: patches.patches_conv(x, k, pads), x, kernel, padding)
 
 
+@pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
+    ((3, 9, 8, 1), (3, 3), 20, "SAME"),
+    ((2, 7, 9, 1), (1, 3), 4, "VALID"),
+    pytest.param((2, 8, 7, 1), (3, 2), 5, ((2, 0), (1, 3)), marks=SLOW),
+])
+def test_single_channel_conv_matches_direct_forward_and_gradients(shape, kernel_hw,
+                                                                  out_channels, padding):
+  x = random(shape, 0)
+  kernel = random((*kernel_hw, 1, out_channels), 1) * 0.1
+  pads = conv_lib.explicit_pads(shape[1:3], kernel_hw, padding)
+  assert_conv_matches_direct(lambda x, k: conv_lib.single_channel_conv(x, k, pads), x, kernel,
+                             padding)
+
+
+@pytest.mark.parametrize("chunk_floats", [1, 2 ** 20], ids=["one-image-chunks", "one-chunk"])
+def test_patches_kernel_gradient_is_the_same_over_batch_chunks(chunk_floats):
+  """``patches^T @ g`` summed over chunks of the batch equals XLA's kernel gradient."""
+  x, g = random((6, 9, 8, 2), 0), random((6, 9, 8, 5), 1)
+  pads = ((1, 1), (1, 1))
+  ours = patches.patches_kernel_grad(x, g, (3, 3), pads, chunk_floats)
+  expected, = jax.linear_transpose(lambda k: direct(x, k, (1, 1), pads),
+                                   jax.ShapeDtypeStruct((3, 3, 2, 5), jnp.float32))(g)
+  close(ours, expected)
+
+
 def assert_close_in_bfloat16(actual, expected):
   """bfloat16 inputs and outputs (8-bit significands) against float32 on the same rounded
   inputs: relative to the largest value, a few output roundings."""
@@ -188,14 +213,17 @@ def assert_close_in_bfloat16(actual, expected):
     ((2, 6, 6, 128), (3, 3), 160, 1, (1, 1)),     # patches, im2col.
     ((2, 5, 6, 160), (3, 3), 128, 1, (1, 1)),     # patches, shifted taps.
     ((2, 9, 9, 6), (3, 3), 6, 1, (1, 1)),         # tap_grad, run in float32.
+    ((2, 9, 9, 1), (3, 3), 6, 1, (1, 1)),         # single_channel, float32 accumulation.
     ((2, 12, 12, 3), (9, 9), 4, 1, (1, 1)),       # fft, run in float32.
     ((2, 9, 9, 5), (1, 1), 7, 1, (1, 1)),         # pointwise, bfloat16 products.
     ((2, 9, 10, 6), (3, 3), 6, 6, (2, 2)),        # depthwise, float32 accumulation.
-], ids=["patches-im2col", "patches-taps", "tap-grad", "fft", "pointwise", "depthwise"])
+], ids=["patches-im2col", "patches-taps", "tap-grad", "single-channel", "fft", "pointwise",
+        "depthwise"])
 def test_bfloat16_conv_matches_float32_on_the_same_values(shape, kernel_hw, out_channels,
-                                                         groups, strides):
+                                                         groups, strides, monkeypatch):
   """Every algorithm takes bfloat16 and returns bfloat16 values and gradients, equal to the
   float32 convolution of the same (rounded) values up to bfloat16 output rounding."""
+  monkeypatch.setattr(isa, "wide_vectors", lambda: True)  # tap_grad on any host.
   x = random(shape, 0).astype(jnp.bfloat16)
   kernel = (random((*kernel_hw, shape[-1] // groups, out_channels), 1) * 0.1).astype(
       jnp.bfloat16)
@@ -243,8 +271,15 @@ def test_selector_picks_fft_tap_grad_or_direct():
   assert kernels.conv_algorithm((15, 15, 1, 20), (1, 1)) == "direct"  # One input channel.
   assert kernels.conv_algorithm((15, 15, 2, 20), (1, 1)) == "fft"
   assert kernels.conv_algorithm((9, 9, 20, 50), (1, 1)) == "fft"
-  assert kernels.conv_algorithm((3, 3, 20, 20), (1, 1)) == "tap_grad"
-  assert kernels.conv_algorithm((5, 5, 1, 20), (1, 1)) == "tap_grad"
+  # Few channels: the per-row kernel gradient with AVX-512, XLA's own with AVX2 only.
+  for shape in ((3, 3, 20, 20), (5, 5, 1, 20), (3, 3, 96, 128)):
+    assert kernels.conv_algorithm(shape, (1, 1), wide_vectors=True) == "tap_grad"
+    assert kernels.conv_algorithm(shape, (1, 1), wide_vectors=False) == "direct"
+  # One input channel, at most 9 taps: a sum of views on any CPU.
+  for wide in (True, False):
+    assert kernels.conv_algorithm((3, 3, 1, 20), (1, 1), wide_vectors=wide) == "single_channel"
+  assert kernels.conv_algorithm((1, 3, 1, 20), (1, 1)) == "single_channel"
+  assert kernels.conv_algorithm((3, 3, 1, 20), (2, 2)) == "direct"
   assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1)) == "direct"
   assert kernels.conv_algorithm((3, 3, 4096, 256), (1, 1)) == "direct"
   # Wide layers on small maps (the CAE's 6 x 6 conv5 maps): one product over patches.
@@ -252,9 +287,10 @@ def test_selector_picks_fft_tap_grad_or_direct():
   assert kernels.conv_algorithm((3, 3, 4096, 256), (1, 1), x_hw=(6, 6)) == "patches"
   assert kernels.conv_algorithm((3, 3, 1280, 128), (1, 1), x_hw=(7, 7)) == "patches"
   assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1), x_hw=(13, 13)) == "direct"
-  assert kernels.conv_algorithm((3, 3, 120, 4096), (1, 1), x_hw=(6, 6)) == "tap_grad"
+  assert kernels.conv_algorithm((3, 3, 120, 4096), (1, 1), x_hw=(6, 6),
+                                wide_vectors=True) == "tap_grad"
   assert kernels.conv_algorithm((3, 3, 256, 384), (2, 2), x_hw=(6, 6)) == "direct"
-  assert kernels.conv_algorithm((3, 3, 127, 4096), (1, 1)) == "tap_grad"
+  assert kernels.conv_algorithm((3, 3, 127, 4096), (1, 1), wide_vectors=True) == "tap_grad"
   assert kernels.conv_algorithm((3, 3, 128, 128), (1, 1)) == "direct"
   assert kernels.conv_algorithm((11, 11, 3, 96), (4, 4)) == "direct"  # Strided: direct.
   assert kernels.conv_algorithm((3, 3, 256, 384), (2, 2)) == "direct"
