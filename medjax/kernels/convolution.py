@@ -1,10 +1,10 @@
 """2-D convolution (NHWC, HWIO) by the algorithm XLA:CPU runs fastest for each shape.
 
 XLA:CPU's own convolution is good for small kernels and wide layers on large maps, but
-slow for large kernels, for the kernel gradient of few-channel layers, for depthwise and
-1 x 1 kernels, for one input channel, for wide layers on small maps, and in bfloat16; :func:`conv_algorithm`
-sends each of those to an equivalent form built from ops XLA:CPU does run well (FFTs,
-matmuls, fused elementwise slices). Every form is the same
+slow for large kernels, for one input channel, for the kernel gradient of few-channel
+layers (on some CPUs), for depthwise and 1 x 1 kernels, for wide layers on small maps, and
+in bfloat16; :func:`conv_algorithm` sends each of those to an equivalent form built from
+ops XLA:CPU does run well (FFTs, matmuls, fused elementwise slices). Every form is the same
 function as ``lax.conv_general_dilated`` up to float32 round-off, in value and gradients;
 docs/performance.md has what each one bought.
 """
@@ -223,7 +223,8 @@ def _depthwise_bwd(strides, pads, residuals, g):
   x_wide = jax.ShapeDtypeStruct(x.shape, wide)
   dx, = jax.linear_transpose(lambda v: _depthwise_sum(v, kernel, strides, pads), x_wide)(
       g.astype(wide))
-  return dx.astype(x.dtype), _depthwise_kernel_grad(x, g, kernel.shape[:2], strides, pads).astype(kernel.dtype)
+  dkernel = _depthwise_kernel_grad(x, g, kernel.shape[:2], strides, pads)
+  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
 
 
 _depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)

@@ -3,7 +3,7 @@
 Some of :mod:`medjax.kernels`' forms win on one ISA and lose on another (the per-row kernel
 gradient beats XLA's own with AVX-512 and loses to it with AVX2 only: docs/performance.md),
 so :func:`medjax.kernels.conv_algorithm` asks here. The answer changes only which of two
-equal functions runs, never a result.
+forms of one function runs (equal up to float32 round-off).
 """
 import functools
 from pathlib import Path
