@@ -5,7 +5,6 @@ any other, moved by the centres' shifts, prove most rows' labels unchanged once 
 settle; only the other rows are measured, and the cluster sums are updated by the rows that
 change cluster. The labels are Lloyd's, so :func:`kmeans.fit` takes the same iterations.
 """
-import functools
 from typing import NamedTuple
 
 import jax
@@ -120,8 +119,8 @@ def _unsettled(centers, data: _Strided, bounds: Bounds):
   return data.mask.reshape(-1) & (bounds.upper > jnp.maximum(bounds.lower, gaps))
 
 
-@functools.partial(kernels.jit, static_argnames=("chunk_size",))
-def _pruned_step(centers, data: _Strided, bounds: Bounds, *, chunk_size: int):
+@kernels.jit
+def _pruned_step(centers, data: _Strided, bounds: Bounds):
   """``(new centres, shift, bounds for the new centres)``: the Lloyd step of
   :func:`_lloyd_step` (the same labels, hence the same centres up to the order the sums
   are added in) measuring only the rows whose bounds allow their centre to have changed
@@ -129,7 +128,9 @@ def _pruned_step(centers, data: _Strided, bounds: Bounds, *, chunk_size: int):
   whose relocations the bounds do not follow, so they start afresh."""
   k, d = centers.shape
   x, x_sq = data.rows.reshape(-1, d), data.sq_norms.reshape(-1)
-  bounds = _measure(centers, x, x_sq, bounds, _unsettled(centers, data, bounds), chunk_size)
+  # Measured rows are gathered in chunks as long as the layout's own.
+  bounds = _measure(centers, x, x_sq, bounds, _unsettled(centers, data, bounds),
+                    data.rows.shape[0])
 
   def relocate():
     stats = _lloyd_pass(centers, _empty_stats(k, d, x.dtype), data, track_far=True)

@@ -176,8 +176,7 @@ def _one_run(data, n, k, key, init_centers, tol_abs, max_iter, checkpoint, algor
     if bounds is None:
       centers, shift, before = _lloyd_step(centers, data)
     else:
-      centers, shift, bounds = _pruned_step(centers, data, bounds,
-                                            chunk_size=data.rows.shape[0])
+      centers, shift, bounds = _pruned_step(centers, data, bounds)
     iteration += 1
     shift = float(shift)
     converged = shift <= tol_abs

@@ -1,8 +1,8 @@
 """The Lloyd pass of :mod:`medjax.features.kmeans`: distances in the matmul form over
 strided row chunks, cluster sums and counts, and sklearn's empty-cluster repair.
 
-Package-private: :mod:`kmeans` (the driver users call) and :mod:`hamerly` (the pruned step)
-share these pieces, and :mod:`kmeans` re-exports them under the same names.
+Package-private: :mod:`kmeans` (the driver users call), :mod:`hamerly` (the pruned step) and
+:mod:`vlad` (``cluster_sums``) import these pieces from here.
 """
 import functools
 from typing import NamedTuple
@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from medjax import kernels
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+
 
 class LloydStats(NamedTuple):
   """Sufficient statistics of one Lloyd iteration, accumulated over row chunks.

@@ -18,7 +18,8 @@ from medjax.kernels import choice, isa
 from medjax.kernels import matmul as mm
 from medjax.kernels.patches import patches_conv, patches_kernel_grad
 from medjax.kernels.precision import accumulation_dtype, is_narrow
-from medjax.kernels.windows import batch_chunk, explicit_pads, window_views
+from medjax.kernels.windows import (batch_chunk, explicit_pads, sum_over_batch_chunks,
+                                    window_views)
 
 # Kernels with at least this many taps per channel pair are convolved by FFT: the direct
 # route's cost grows with the taps, the FFT's does not; 9 x 9 is a cut well clear of the
@@ -113,18 +114,15 @@ def _tap_kernel_grad(x, g, kernel_hw, pads, chunk_floats):
   channels = x.shape[-1]
   chunk = batch_chunk(batch, x[0].size + g[0].size, chunk_floats)
 
-  def add_chunk(total, chunk_xg):
-    x, g = chunk_xg
+  def chunk_rows(x, g):
     x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0),
                                                 (0, 0, 0)))
     columns = jnp.concatenate([view for _, view in window_views(x, (1, kw), (1, 1))], axis=-1)
-    rows = [jnp.einsum("bhwk,bhwo->ok", columns[:, i:i + out_h], g,
-                       preferred_element_type=jnp.float32) for i in range(kh)]
-    return total + jnp.stack(rows), None
+    return jnp.stack([jnp.einsum("bhwk,bhwo->ok", columns[:, i:i + out_h], g,
+                                 preferred_element_type=jnp.float32) for i in range(kh)])
 
-  split = lambda a: a.reshape(batch // chunk, chunk, *a.shape[1:])
-  total = jnp.zeros((kh, g.shape[-1], kw * channels), jnp.float32)
-  total, _ = jax.lax.scan(add_chunk, total, (split(x), split(g)))
+  total = sum_over_batch_chunks(
+      chunk_rows, jnp.zeros((kh, g.shape[-1], kw * channels), jnp.float32), x, g, chunk)
   return jnp.transpose(total.reshape(kh, g.shape[-1], kw, channels), (0, 2, 3, 1))
 
 
@@ -243,16 +241,13 @@ def _depthwise_kernel_grad(x, g, window, strides, pads,
   batch = x.shape[0]
   chunk = batch_chunk(batch, x[0].size + g[0].size, chunk_floats)
 
-  def add_chunk(total, chunk_xg):
-    x, g = chunk_xg
+  def chunk_taps(x, g):
     g = g.astype(jnp.float32)
-    taps = [jnp.sum(view.astype(jnp.float32) * g, axis=(0, 1, 2))
-            for _, view in window_views(x, window, strides)]
-    return total + jnp.stack(taps), None
+    return jnp.stack([jnp.sum(view.astype(jnp.float32) * g, axis=(0, 1, 2))
+                      for _, view in window_views(x, window, strides)])
 
-  split = lambda a: a.reshape(batch // chunk, chunk, *a.shape[1:])
-  total = jnp.zeros((window[0] * window[1], g.shape[-1]), jnp.float32)
-  total, _ = jax.lax.scan(add_chunk, total, (split(x), split(g)))
+  total = sum_over_batch_chunks(
+      chunk_taps, jnp.zeros((window[0] * window[1], g.shape[-1]), jnp.float32), x, g, chunk)
   return total.reshape(*window, 1, g.shape[-1])
 
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from medjax.kernels import matmul as mm
 from medjax.kernels.precision import accumulation_dtype
-from medjax.kernels.windows import batch_chunk, window_views
+from medjax.kernels.windows import batch_chunk, sum_over_batch_chunks, window_views
 
 
 def _patches(x, window, pads):
@@ -102,12 +102,10 @@ def patches_kernel_grad(x, g, window, pads, chunk_floats: int) -> jax.Array:
   batch = x.shape[0]
   chunk = batch_chunk(batch, g[0].size + g[0].size // out * taps * channels, chunk_floats)
 
-  def add_chunk(total, chunk_xg):
-    x, g = chunk_xg
-    return total + jnp.einsum("bhwk,bhwo->ko", _patches(x, window, pads), g,
-                              preferred_element_type=jnp.float32), None
+  def chunk_product(x, g):
+    return jnp.einsum("bhwk,bhwo->ko", _patches(x, window, pads), g,
+                      preferred_element_type=jnp.float32)
 
-  split = lambda a: a.reshape(batch // chunk, chunk, *a.shape[1:])
-  total = jnp.zeros((taps * channels, out), jnp.float32)
-  total, _ = jax.lax.scan(add_chunk, total, (split(x), split(g)))
+  total = sum_over_batch_chunks(chunk_product, jnp.zeros((taps * channels, out), jnp.float32),
+                                x, g, chunk)
   return total.reshape(*window, channels, out)

@@ -40,6 +40,17 @@ def batch_chunk(batch: int, size_per_example: int, budget: int) -> int:
   return chunk
 
 
+def sum_over_batch_chunks(term, total: jax.Array, x: jax.Array, g: jax.Array,
+                          chunk: int) -> jax.Array:
+  """``total + sum_j term(x_j, g_j)`` over consecutive batch chunks ``x_j``, ``g_j`` of
+  ``chunk`` examples (``chunk`` divides the batch), by a ``scan``: each chunk's temporaries
+  are made and reduced while in cache, the way every chunked kernel gradient here sums."""
+  split = lambda a: a.reshape(a.shape[0] // chunk, chunk, *a.shape[1:])
+  total, _ = jax.lax.scan(lambda total, xg: (total + term(*xg), None), total,
+                          (split(x), split(g)))
+  return total
+
+
 def image_chunk(shape, fast: bool) -> int:
   """How many images of an NHWC batch ``shape`` a forward pass takes at a time: chunks of
   at most ``CPU_CHUNK_PIXELS`` input pixels with the XLA:CPU kernels, the whole batch with

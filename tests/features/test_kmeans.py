@@ -170,7 +170,7 @@ def test_hamerly_bounds_hold_and_prune(blobs):
   flat = np.asarray(data.rows).reshape(-1, x.shape[1])
   real = np.asarray(data.mask).reshape(-1)
   for _ in range(8):
-    centers, _, bounds = hamerly._pruned_step(centers, data, bounds, chunk_size=1000)
+    centers, _, bounds = hamerly._pruned_step(centers, data, bounds)
     dist = np.sqrt(((flat[:, None] - np.asarray(centers)[None]) ** 2).sum(-1))
     labels = np.asarray(bounds.labels)
     assert np.all(labels[real] < k)
