@@ -1,9 +1,10 @@
 """What the host CPU's vector units are, read once from ``/proc/cpuinfo``.
 
 Some of :mod:`medjax.kernels`' forms win on one ISA and lose on another (the per-row kernel
-gradient beats XLA's own with AVX-512 and loses to it with AVX2 only: docs/performance.md),
-so :func:`medjax.kernels.conv_algorithm` asks here. The answer changes only which of two
-forms of one function runs (equal up to float32 round-off).
+gradient beats XLA's own with AVX-512 and loses to it with AVX2 only; channel padding was
+measured to pay with AVX2: docs/performance.md), so :func:`medjax.kernels.conv_algorithm`
+asks here. The answer changes only which of two forms of one function runs (equal up to
+float32 round-off).
 """
 import functools
 from pathlib import Path
@@ -28,6 +29,10 @@ def flags() -> frozenset[str]:
     return frozenset()
 
 
-def wide_vectors() -> bool:
-  """Whether the CPU has 512-bit vectors (AVX-512F)."""
-  return "avx512f" in flags()
+def vector_floats(cpu_flags: frozenset[str] | None = None) -> int:
+  """float32 lanes of the widest vectors in ``cpu_flags`` (default: this host's): 16 with
+  AVX-512F, 8 with AVX2, else 4 (SSE, NEON, or unknown)."""
+  cpu_flags = flags() if cpu_flags is None else cpu_flags
+  if "avx512f" in cpu_flags:
+    return 16
+  return 8 if "avx2" in cpu_flags else 4

@@ -96,6 +96,25 @@ def test_tap_grad_conv_matches_direct_forward_and_gradients(shape, kernel_hw, ou
   assert_conv_matches_direct(lambda x, k: kernels.conv(x, k, padding=padding), x, kernel, padding)
 
 
+@pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
+    ((2, 9, 10, 20), (3, 3), 20, "SAME"),
+    ((1, 8, 7, 21), (3, 2), 5, ((2, 0), (1, 3))),
+    pytest.param((2, 11, 9, 44), (5, 5), 20, "VALID", marks=SLOW),
+])
+def test_padded_channels_conv_matches_direct_forward_and_gradients(shape, kernel_hw,
+                                                                   out_channels, padding,
+                                                                   monkeypatch):
+  """Zero input channels up to a multiple of 8 change no value and no gradient, and the
+  padding is cut off the input gradient again."""
+  monkeypatch.setattr(isa, "vector_floats", lambda: 8)  # The AVX2 route on any host.
+  x = random(shape, 0)
+  kernel = random((*kernel_hw, shape[-1], out_channels), 1) * 0.1
+  assert kernels.conv_algorithm(kernel.shape, (1, 1)) == "padded_channels"
+  assert_conv_matches_direct(lambda x, k: kernels.conv(x, k, padding=padding), x, kernel, padding)
+  dx, dk = jax.grad(lambda x, k: jnp.sum(kernels.conv(x, k, padding=padding)), (0, 1))(x, kernel)
+  assert dx.shape == x.shape and dk.shape == kernel.shape
+
+
 def test_batch_chunks_divide_the_batch():
   # IRMA's layers at batch 256: x and g of one example are H * W * (C + 20) floats.
   budget = conv_lib.TAP_GRAD_CHUNK_FLOATS
@@ -213,17 +232,19 @@ def assert_close_in_bfloat16(actual, expected):
     ((2, 6, 6, 128), (3, 3), 160, 1, (1, 1)),     # patches, im2col.
     ((2, 5, 6, 160), (3, 3), 128, 1, (1, 1)),     # patches, shifted taps.
     ((2, 9, 9, 6), (3, 3), 6, 1, (1, 1)),         # tap_grad, run in float32.
+    ((2, 9, 8, 20), (3, 3), 6, 1, (1, 1)),        # padded_channels with AVX2, in float32.
     ((2, 9, 9, 1), (3, 3), 6, 1, (1, 1)),         # single_channel, float32 accumulation.
     ((2, 12, 12, 3), (9, 9), 4, 1, (1, 1)),       # fft, run in float32.
     ((2, 9, 9, 5), (1, 1), 7, 1, (1, 1)),         # pointwise, bfloat16 products.
     ((2, 9, 10, 6), (3, 3), 6, 6, (2, 2)),        # depthwise, float32 accumulation.
-], ids=["patches-im2col", "patches-taps", "tap-grad", "single-channel", "fft", "pointwise",
-        "depthwise"])
+], ids=["patches-im2col", "patches-taps", "tap-grad", "padded-channels", "single-channel",
+        "fft", "pointwise", "depthwise"])
 def test_bfloat16_conv_matches_float32_on_the_same_values(shape, kernel_hw, out_channels,
                                                          groups, strides, monkeypatch):
   """Every algorithm takes bfloat16 and returns bfloat16 values and gradients, equal to the
   float32 convolution of the same (rounded) values up to bfloat16 output rounding."""
-  monkeypatch.setattr(isa, "wide_vectors", lambda: True)  # tap_grad on any host.
+  # tap_grad for 6 channels, padded_channels for 20, on any host.
+  monkeypatch.setattr(isa, "vector_floats", lambda: 16 if shape[-1] < 20 else 8)
   x = random(shape, 0).astype(jnp.bfloat16)
   kernel = (random((*kernel_hw, shape[-1] // groups, out_channels), 1) * 0.1).astype(
       jnp.bfloat16)
@@ -257,6 +278,13 @@ def test_pointwise_conv_matches_direct_forward_and_gradients(padding):
   assert_conv_matches_direct(lambda x, k: kernels.conv(x, k, padding=padding), x, kernel, padding)
 
 
+def test_vector_floats_reads_the_widest_vector_unit():
+  assert isa.vector_floats(frozenset({"sse4_2", "avx", "avx2", "fma", "avx512f"})) == 16
+  assert isa.vector_floats(frozenset({"sse4_2", "avx", "avx2", "fma"})) == 8
+  assert isa.vector_floats(frozenset({"sse4_2", "avx"})) == 4
+  assert isa.vector_floats(isa.parse_flags("Features\t: fp asimd evtstrm crc32\n")) == 4
+
+
 def test_selector_picks_fft_tap_grad_or_direct():
   assert kernels.conv_algorithm((3, 3, 1, 32), (2, 2), feature_group_count=32) == "depthwise"
   assert kernels.conv_algorithm((5, 5, 1, 672), (1, 1), feature_group_count=672) == "depthwise"
@@ -271,13 +299,19 @@ def test_selector_picks_fft_tap_grad_or_direct():
   assert kernels.conv_algorithm((15, 15, 1, 20), (1, 1)) == "direct"  # One input channel.
   assert kernels.conv_algorithm((15, 15, 2, 20), (1, 1)) == "fft"
   assert kernels.conv_algorithm((9, 9, 20, 50), (1, 1)) == "fft"
-  # Few channels: the per-row kernel gradient with AVX-512, XLA's own with AVX2 only.
-  for shape in ((3, 3, 20, 20), (5, 5, 1, 20), (3, 3, 96, 128)):
-    assert kernels.conv_algorithm(shape, (1, 1), wide_vectors=True) == "tap_grad"
-    assert kernels.conv_algorithm(shape, (1, 1), wide_vectors=False) == "direct"
+  # Few channels: the per-row kernel gradient with AVX-512; with AVX2 XLA's own, on input
+  # channels zero-padded to a multiple of 8 from 20 channels on; elsewhere XLA's own.
+  for shape in ((3, 3, 20, 20), (5, 5, 1, 20), (3, 3, 96, 128), (5, 5, 44, 20)):
+    assert kernels.conv_algorithm(shape, (1, 1), vector_floats=16) == "tap_grad"
+    assert kernels.conv_algorithm(shape, (1, 1), vector_floats=8) == (
+        "padded_channels" if shape[2] in (20, 44) else "direct")
+    assert kernels.conv_algorithm(shape, (1, 1), vector_floats=4) == "direct"
+  for too_few_or_aligned in ((3, 3, 12, 20), (3, 3, 24, 20)):
+    assert kernels.conv_algorithm(too_few_or_aligned, (1, 1), vector_floats=8) == "direct"
+  assert kernels.conv_algorithm((3, 3, 20, 20), (2, 2), vector_floats=8) == "direct"
   # One input channel, at most 9 taps: a sum of views on any CPU.
-  for wide in (True, False):
-    assert kernels.conv_algorithm((3, 3, 1, 20), (1, 1), wide_vectors=wide) == "single_channel"
+  for lanes in (16, 8, 4):
+    assert kernels.conv_algorithm((3, 3, 1, 20), (1, 1), vector_floats=lanes) == "single_channel"
   assert kernels.conv_algorithm((1, 3, 1, 20), (1, 1)) == "single_channel"
   assert kernels.conv_algorithm((3, 3, 1, 20), (2, 2)) == "direct"
   assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1)) == "direct"
@@ -288,9 +322,9 @@ def test_selector_picks_fft_tap_grad_or_direct():
   assert kernels.conv_algorithm((3, 3, 1280, 128), (1, 1), x_hw=(7, 7)) == "patches"
   assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1), x_hw=(13, 13)) == "direct"
   assert kernels.conv_algorithm((3, 3, 120, 4096), (1, 1), x_hw=(6, 6),
-                                wide_vectors=True) == "tap_grad"
+                                vector_floats=16) == "tap_grad"
   assert kernels.conv_algorithm((3, 3, 256, 384), (2, 2), x_hw=(6, 6)) == "direct"
-  assert kernels.conv_algorithm((3, 3, 127, 4096), (1, 1), wide_vectors=True) == "tap_grad"
+  assert kernels.conv_algorithm((3, 3, 127, 4096), (1, 1), vector_floats=16) == "tap_grad"
   assert kernels.conv_algorithm((3, 3, 128, 128), (1, 1)) == "direct"
   assert kernels.conv_algorithm((11, 11, 3, 96), (4, 4)) == "direct"  # Strided: direct.
   assert kernels.conv_algorithm((3, 3, 256, 384), (2, 2)) == "direct"
@@ -342,10 +376,11 @@ def test_lenet_fast_path_matches_reference_path():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["C", "E"])
-def test_irma_fast_path_matches_reference_path(variant):
-  # Variant C's 3x3 and E's 5x5 convolutions take the tap-gradient route; 37 x 37 leaves
-  # odd rows and columns to every pool.
+@pytest.mark.parametrize("variant,lanes", [("C", 16), ("E", 16), ("C", 8), ("E", 8)])
+def test_irma_fast_path_matches_reference_path(variant, lanes, monkeypatch):
+  # Variant C's 3x3 and E's 5x5 convolutions take the tap-gradient route with AVX-512 and
+  # padded input channels with AVX2; 37 x 37 leaves odd rows and columns to every pool.
+  monkeypatch.setattr(isa, "vector_floats", lambda: lanes)
   model = IrmaCNN(num_classes=3, variant=variant, fc_units=(16, 8), use_dropout=False)
   assert_fast_path_matches_reference_path(model, random((3, 37, 37, 1), 9))
 

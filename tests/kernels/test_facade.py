@@ -50,7 +50,7 @@ CONVS = {  # algorithm -> (input shape, kernel shape, strides, padding, groups)
 
 @pytest.mark.parametrize("algorithm", sorted(CONVS))
 def test_conv_fast_path_is_the_reference_op(algorithm, monkeypatch):
-  monkeypatch.setattr(isa, "wide_vectors", lambda: True)  # tap_grad on any host.
+  monkeypatch.setattr(isa, "vector_floats", lambda: 16)  # tap_grad on any host.
   x_shape, k_shape, strides, padding, groups = CONVS[algorithm]
   assert kernels.conv_algorithm(k_shape, strides, groups, kernels=kernels.XLA_CPU) == algorithm
   assert kernels.conv_algorithm(k_shape, strides, groups, kernels=kernels.REFERENCE) == "direct"
