@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from medjax.kernels import choice, isa
+from medjax.kernels.fft import fft_conv
 from medjax.kernels import matmul as mm
 from medjax.kernels.patches import patches_conv, patches_kernel_grad
 from medjax.kernels.precision import accumulation_dtype, is_narrow
@@ -64,18 +65,6 @@ SINGLE_CHANNEL_GRAD_CHUNK_FLOATS = 2 ** 20
 PATCHES_MAX_PIXELS = 49
 
 
-def _fast_fft_size(n: int) -> int:
-  """The smallest 2^a 3^b 5^c 7^d 11^e >= n: FFTs of such sizes run at full speed."""
-  while True:
-    m = n
-    for p in (2, 3, 5, 7, 11):
-      while m % p == 0:
-        m //= p
-    if m == 1:
-      return n
-    n += 1
-
-
 def direct(x, kernel, strides=(1, 1), padding="SAME", feature_group_count=1):
   """The reference: ``lax.conv_general_dilated`` in NHWC/HWIO, as ``nn.Conv`` calls it."""
   if isinstance(padding, int):
@@ -83,25 +72,6 @@ def direct(x, kernel, strides=(1, 1), padding="SAME", feature_group_count=1):
   return jax.lax.conv_general_dilated(x, kernel, tuple(strides), padding,
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                       feature_group_count=feature_group_count)
-
-
-def fft_conv(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
-  """Stride-1 cross-correlation of NHWC ``x`` with an HWIO ``kernel`` through 2-D real FFTs.
-
-  After explicit padding the input is transformed at a size ``n`` no smaller than itself,
-  so the circular correlation never wraps onto the outputs kept; the channel contraction
-  becomes, per frequency, a complex matrix product over channels.
-  """
-  kh, kw = kernel.shape[:2]
-  x = jnp.pad(x, ((0, 0), *explicit_pads(x.shape[1:3], (kh, kw), padding), (0, 0)))
-  height, width = x.shape[1:3]
-  out_h, out_w = height - kh + 1, width - kw + 1
-  size = (_fast_fft_size(height), _fast_fft_size(width))
-  x_f = jnp.fft.rfft2(jnp.moveaxis(x, 3, 1), s=size)              # (B, C, n, n // 2 + 1)
-  k_f = jnp.fft.rfft2(jnp.transpose(kernel, (2, 3, 0, 1)), s=size)  # (C, O, n, n // 2 + 1)
-  y_f = jnp.einsum("bcuv,couv->bouv", x_f, jnp.conj(k_f))
-  y = jnp.fft.irfft2(y_f, s=size)[:, :, :out_h, :out_w]
-  return jnp.moveaxis(y, 1, 3).astype(x.dtype)
 
 
 def _tap_kernel_grad(x, g, kernel_hw, pads, chunk_floats):

@@ -15,7 +15,7 @@ import pytest
 
 from medjax import kernels
 from medjax.kernels import convolution as conv_lib
-from medjax.kernels import isa, patches
+from medjax.kernels import fft, isa, patches
 from medjax.models.efficientnet_lite import EfficientNetLite0
 from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
@@ -52,14 +52,14 @@ def random(shape, seed):
 def test_fft_conv_matches_direct_forward_and_gradients(shape, kernel_hw, padding):
   x = random(shape, 0)
   kernel = random((*kernel_hw, shape[-1], 5), 1) * 0.1
-  close(conv_lib.fft_conv(x, kernel, padding), direct(x, kernel, padding=padding))
+  close(fft.fft_conv(x, kernel, padding), direct(x, kernel, padding=padding))
   out_shape = direct(x, kernel, padding=padding).shape
   cotangent = random(out_shape, 2)
 
   def loss(conv):
     return lambda x, k: jnp.sum(conv(x, k) * cotangent)
 
-  fast = jax.grad(loss(lambda x, k: conv_lib.fft_conv(x, k, padding)), argnums=(0, 1))(x, kernel)
+  fast = jax.grad(loss(lambda x, k: fft.fft_conv(x, k, padding)), argnums=(0, 1))(x, kernel)
   slow = jax.grad(loss(lambda x, k: direct(x, k, padding=padding)), argnums=(0, 1))(x, kernel)
   for a, b in zip(fast, slow):
     close(a, b)
@@ -301,7 +301,7 @@ def test_selector_picks_fft_tap_grad_or_direct():
   assert kernels.conv_algorithm((9, 9, 20, 50), (1, 1)) == "fft"
   # Few channels: the per-row kernel gradient with AVX-512; with AVX2 XLA's own, on input
   # channels zero-padded to a multiple of 8 from 20 channels on; elsewhere XLA's own.
-  for shape in ((3, 3, 20, 20), (5, 5, 1, 20), (3, 3, 96, 128), (5, 5, 44, 20)):
+  for shape in ((3, 3, 20, 20), (5, 5, 2, 20), (3, 3, 96, 128), (5, 5, 44, 20)):
     assert kernels.conv_algorithm(shape, (1, 1), vector_floats=16) == "tap_grad"
     assert kernels.conv_algorithm(shape, (1, 1), vector_floats=8) == (
         "padded_channels" if shape[2] in (20, 44) else "direct")
@@ -312,6 +312,7 @@ def test_selector_picks_fft_tap_grad_or_direct():
   # One input channel, at most 9 taps: a sum of views on any CPU.
   for lanes in (16, 8, 4):
     assert kernels.conv_algorithm((3, 3, 1, 20), (1, 1), vector_floats=lanes) == "single_channel"
+  assert kernels.conv_algorithm((5, 5, 1, 20), (1, 1), vector_floats=8) == "direct"
   assert kernels.conv_algorithm((1, 3, 1, 20), (1, 1)) == "single_channel"
   assert kernels.conv_algorithm((3, 3, 1, 20), (2, 2)) == "direct"
   assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1)) == "direct"
