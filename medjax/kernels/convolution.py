@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from medjax.kernels import choice, isa
-from medjax.kernels.fft import fft_conv
 from medjax.kernels import matmul as mm
+from medjax.kernels.fft import fft_conv
 from medjax.kernels.patches import patches_conv, patches_kernel_grad
 from medjax.kernels.precision import accumulation_dtype, is_narrow
 from medjax.kernels.windows import (batch_chunk, explicit_pads, sum_over_batch_chunks,

@@ -41,6 +41,7 @@ def assert_same_function(op, *args):
 CONVS = {  # algorithm -> (input shape, kernel shape, strides, padding, groups)
     "fft": ((2, 21, 19, 3), (9, 9, 3, 4), (1, 1), "SAME", 1),
     "tap_grad": ((2, 13, 11, 2), (3, 3, 2, 5), (1, 1), 1, 1),
+    "padded_channels": ((2, 9, 8, 20), (3, 3, 20, 6), (1, 1), "SAME", 1),
     "single_channel": ((2, 13, 11, 1), (3, 3, 1, 5), (1, 1), "SAME", 1),
     "pointwise": ((2, 7, 6, 5), (1, 1, 5, 9), (1, 1), "VALID", 1),
     "depthwise": ((2, 10, 9, 4), (3, 3, 1, 4), (2, 2), "SAME", 4),
@@ -50,7 +51,9 @@ CONVS = {  # algorithm -> (input shape, kernel shape, strides, padding, groups)
 
 @pytest.mark.parametrize("algorithm", sorted(CONVS))
 def test_conv_fast_path_is_the_reference_op(algorithm, monkeypatch):
-  monkeypatch.setattr(isa, "vector_floats", lambda: 16)  # tap_grad on any host.
+  # tap_grad (AVX-512) and padded_channels (AVX2) on any host.
+  lanes = 8 if algorithm == "padded_channels" else 16
+  monkeypatch.setattr(isa, "vector_floats", lambda: lanes)
   x_shape, k_shape, strides, padding, groups = CONVS[algorithm]
   assert kernels.conv_algorithm(k_shape, strides, groups, kernels=kernels.XLA_CPU) == algorithm
   assert kernels.conv_algorithm(k_shape, strides, groups, kernels=kernels.REFERENCE) == "direct"
