@@ -28,8 +28,8 @@ def close(actual, expected):
 
 def assert_same_function(op, *args):
   """``op(*args, kernels=...)`` agrees between the two choices in value and every gradient."""
-  fast = lambda *a: op(*a, kernels=kernels.XLA_CPU)
-  reference = lambda *a: op(*a, kernels=kernels.REFERENCE)
+  fast = jax.jit(lambda *a: op(*a, kernels=kernels.XLA_CPU))  # Jitted: one compilation.
+  reference = jax.jit(lambda *a: op(*a, kernels=kernels.REFERENCE))
   y_fast, vjp_fast = jax.vjp(fast, *args)
   y_ref, vjp_ref = jax.vjp(reference, *args)
   close(y_fast, y_ref)
