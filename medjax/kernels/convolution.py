@@ -271,7 +271,8 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
     lanes = isa.vector_floats() if vector_floats is None else vector_floats
     if lanes >= 16:
       return "tap_grad"
-    padded = lanes == PAD_CHANNELS_MULTIPLE and c >= PAD_CHANNELS_MIN and c % lanes != 0
+    padded = (lanes == PAD_CHANNELS_MULTIPLE and c >= PAD_CHANNELS_MIN
+              and c % PAD_CHANNELS_MULTIPLE != 0)
     return "padded_channels" if padded else "direct"
   if x_hw is not None and x_hw[0] * x_hw[1] <= PATCHES_MAX_PIXELS:
     return "patches"

@@ -36,13 +36,19 @@ def small(**kwargs):
   return LeNet(kernel_size=5, filters=(4, 6), hidden=8, **kwargs)
 
 
+@jax.jit  # One compilation, not one per leaf.
+def perturbed(variables):
+  """``variables`` moved off the zero-initialised head, so that the outputs differ."""
+  return jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape),
+                      variables)
+
+
 def test_two_way_head_returns_the_log_odds_of_a_two_output_layer():
   x = jax.random.normal(jax.random.key(1), (3, 20, 20, 1))
   model = small()
   variables = jax.jit(model.init)(jax.random.key(0), x)
   assert variables["params"]["logistic"]["kernel"].shape == (8, 2)
-  variables = jax.jit(lambda v: jax.tree.map(  # Jitted: one compilation, not one per leaf.
-      lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), v))(variables)
+  variables = perturbed(variables)
   logits, features = jax.jit(model.apply)(variables, x)
   z = features["two_way_logits"]
   np.testing.assert_allclose(logits[:, 0], z[:, 1] - z[:, 0], rtol=1e-6)
@@ -77,8 +83,7 @@ def test_one_vs_all_loss_is_the_sum_of_the_heads_two_way_nll():
   x = jax.random.normal(jax.random.key(1), (5, 20, 20, 1))
   model = LeNetOneVsAll(num_classes=3, kernel_size=5, filters=(4, 6), hidden=8)
   variables = jax.jit(model.init)(jax.random.key(0), x)
-  variables = jax.jit(lambda v: jax.tree.map(  # Jitted: one compilation, not one per leaf.
-      lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), v))(variables)
+  variables = perturbed(variables)
   logits, features = jax.jit(model.apply)(variables, x)
   assert logits.shape == (5, 3) and features["two_way_logits"].shape == (5, 2, 3)
   targets = jnp.array([[1, 0, 0], [0, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]])
