@@ -49,6 +49,17 @@ def assert_tree_close(got, want, rel: float = 1e-6, abs_: float = 1e-12) -> None
   assert not problems, "results differ:\n  " + "\n  ".join(problems[:30])
 
 
+def numpy_uniform(seed: int, shape: tuple, low: float = 0.0, high: float = 1.0) -> jax.Array:
+  """A float32 test input drawn by NumPy: an eager ``jax.random`` draw compiles a threefry
+  program per shape, 1-3 s for small four-dimensional shapes at XLA:CPU's default level."""
+  return jax.numpy.asarray(np.random.default_rng(seed).uniform(low, high, shape), np.float32)
+
+
+def numpy_normal(seed: int, shape: tuple) -> jax.Array:
+  """A float32 standard-normal test input drawn by NumPy (see :func:`numpy_uniform`)."""
+  return jax.numpy.asarray(np.random.default_rng(seed).standard_normal(shape), np.float32)
+
+
 def random_variables(model, *args, seed: int = 0, **kwargs):
   """Variables with ``model.init``'s tree, drawn by NumPy: weights scaled by fan-in,
   positive batch-norm variances. ``init`` traces, compiles and runs the forward pass and

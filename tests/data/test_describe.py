@@ -32,7 +32,18 @@ def test_chest_xray_counts(shared_data, tmp_path):
   assert out["skipped"] == 0
 
 
-def test_multi_label_counts_and_skipped_files(tmp_path):
+def describe_in_process(dataset: str, data_dir: Path, tfds_dir: Path, on_bad_file: str) -> dict:
+  """What the command prints, from the same two calls its ``main`` makes, without a Python
+  start-up and TensorFlow import of its own (the fast tier; the slow tier runs the CLI)."""
+  from medjax.data import builders
+  from medjax.data.describe import describe as describe_builder
+  builder = builders.get_builder(dataset, manual_dir=str(data_dir), tfds_dir=str(tfds_dir),
+                                 on_bad_file=on_bad_file)
+  return json.loads(json.dumps(describe_builder(builder)))
+
+
+@pytest.mark.parametrize("how", ["in_process", pytest.param("cli", marks=pytest.mark.slow)])
+def test_multi_label_counts_and_skipped_files(tmp_path, how):
   root = tmp_path / "data" / "imageclef2015"
   for name in ("a.png", "b.png", "c.png"):
     write_image(root / "train" / name, size=32)
@@ -40,8 +51,11 @@ def test_multi_label_counts_and_skipped_files(tmp_path):
   write_truncated(root / "train" / "bad.png")
   (root / "train.txt").write_text("a.png Body Head-Neck\nb.png Body\nc.png\nbad.png Body\n")
   (root / "test.txt").write_text("t.png TrueNegative\n")
-  out = describe("--dataset=imageclef2015", f"--data_dir={tmp_path / 'data'}",
-                 f"--tfds_dir={tmp_path / 'tfds'}", "--on_bad_file=skip")
+  if how == "cli":
+    out = describe("--dataset=imageclef2015", f"--data_dir={tmp_path / 'data'}",
+                   f"--tfds_dir={tmp_path / 'tfds'}", "--on_bad_file=skip")
+  else:
+    out = describe_in_process("imageclef2015", tmp_path / "data", tmp_path / "tfds", "skip")
   assert out["splits"]["train"] == {
       "examples": 3,
       "per_class": {"Body": 2, "Head-Neck": 1, "Upper-Limb": 0, "Lower-Limb": 0, "(none)": 1}}

@@ -6,6 +6,7 @@ import optax
 import pytest
 
 from medjax.features import cae
+from tests.compare import numpy_normal, numpy_uniform
 
 
 def _encoder_conv(params, x):
@@ -20,6 +21,14 @@ def _params(in_channels=3, num_filters=4, seed=0):
   return params
 
 
+def test_init_draws_the_glorot_uniform_kernel_of_its_shape():
+  """The flat draw ``init`` makes is ``jax.random.uniform`` at the kernel's own shape."""
+  key = jax.random.key(5)
+  limit = (6.0 / (9 * 20 + 9 * 24)) ** 0.5
+  want = jax.random.uniform(key, (3, 3, 20, 24), jnp.float32, -limit, limit)
+  np.testing.assert_array_equal(cae.init(key, 20, 24)["w"], want)
+
+
 def test_decoder_kernel_is_flipped_transposed_encoder_kernel():
   params = _params()
   w, w_dec = np.asarray(params["w"]), np.asarray(cae.decoder_kernel(params))
@@ -32,22 +41,28 @@ def test_decoder_kernel_is_flipped_transposed_encoder_kernel():
 def test_decoder_convolution_is_transposed_encoder_convolution():
   params = _params()
   params["b_dec"] = jnp.zeros(3)
-  h = jax.nn.relu(jax.random.normal(jax.random.key(1), (2, 5, 6, 4)))
-  ref = jax.lax.conv_transpose(h, params["w"], strides=(1, 1), padding="SAME",
-                               dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
-  np.testing.assert_allclose(cae.decode(params, h), jax.nn.relu(ref), rtol=1e-5, atol=1e-5)
+  h = jax.nn.relu(numpy_normal(1, (2, 5, 6, 4)))
+  x = numpy_normal(2, (2, 5, 6, 3))
+
+  @jax.jit  # One compilation for every quantity compared below.
+  def quantities(params, h, x):
+    ref = jax.lax.conv_transpose(h, params["w"], strides=(1, 1), padding="SAME",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                 transpose_kernel=True)
+    linear_dec = jax.linear_transpose(lambda v: _encoder_conv(params, v), x)(h)[0]
+    return (cae.decode(params, h), jax.nn.relu(ref), linear_dec,
+            jnp.vdot(_encoder_conv(params, x), h), jnp.vdot(x, linear_dec))
+
+  decoded, ref, linear_dec, forward_dot, adjoint_dot = quantities(params, h, x)
+  np.testing.assert_allclose(decoded, ref, rtol=1e-5, atol=1e-5)
   # Adjoint identity <conv(x), h> == <x, conv~(h)> of the linear (bias-free) parts.
-  x = jax.random.normal(jax.random.key(2), (2, 5, 6, 3))
-  linear_dec = jax.linear_transpose(lambda v: _encoder_conv(params, v), x)(h)[0]
-  np.testing.assert_allclose(jnp.vdot(_encoder_conv(params, x), h), jnp.vdot(x, linear_dec),
-                             rtol=1e-4)
-  np.testing.assert_allclose(jax.nn.relu(linear_dec), cae.decode(params, h), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(forward_dot, adjoint_dot, rtol=1e-4)
+  np.testing.assert_allclose(jax.nn.relu(linear_dec), decoded, rtol=1e-5, atol=1e-5)
 
 
 def test_zero_bias_encoding():
   params = _params()
-  x = jax.random.uniform(jax.random.key(3), (2, 6, 6, 3))
+  x = numpy_uniform(3, (2, 6, 6, 3))
   zero_bias = cae.encode(params, x)
   biased = cae.encode(params, x, zero_bias=False)
   assert not np.allclose(zero_bias, biased)
@@ -75,17 +90,16 @@ def test_max_unpool_keeps_window_maxima_at_argmax():
 
 def test_loss_is_half_sum_squared_error_per_example():
   params = _params()
-  x = jax.random.uniform(jax.random.key(4), (3, 6, 6, 3))
-  y = cae.reconstruct(params, x)
+  x = numpy_uniform(4, (3, 6, 6, 3))
+  y, loss = jax.jit(lambda p, v: (cae.reconstruct(p, v), cae.loss(p, v)))(params, x)
   assert y.shape == x.shape
-  np.testing.assert_allclose(cae.loss(params, x), 0.5 * np.sum((np.asarray(y) - x) ** 2) / 3,
-                             rtol=1e-6)
+  np.testing.assert_allclose(loss, 0.5 * np.sum((np.asarray(y) - x) ** 2) / 3, rtol=1e-6)
 
 
 @pytest.mark.slow
 def test_sgd_decreases_loss():
   params = cae.init(jax.random.key(0), 8, 16)
-  x = jax.random.uniform(jax.random.key(1), (32, 6, 6, 8))
+  x = numpy_uniform(1, (32, 6, 6, 8))
   optimizer = optax.sgd(2e-3)
   opt_state = optimizer.init(params)
   params, opt_state, losses = cae.train_steps(params, opt_state, (x,) * 8, optimizer)
@@ -100,7 +114,7 @@ def test_summed_loss_steps_batch_size_times_further():
   """``reduction="sum"`` is eq. 3 summed over the batch: with plain SGD, one step moves the
   parameters batch-size times as far as the mean's step does."""
   init = cae.init(jax.random.key(0), 8, 16)
-  x = jax.random.uniform(jax.random.key(1), (12, 6, 6, 8))
+  x = numpy_uniform(1, (12, 6, 6, 8))
   optimizer = optax.sgd(1e-4)
   moved = {}
   for reduction in cae.REDUCTIONS:
@@ -120,7 +134,7 @@ def test_bfloat16_steps_keep_float32_state_and_track_float32():
   """``compute_dtype="bfloat16"``: parameters, optimiser state, loss values and features stay
   float32 and follow the float32 run to bfloat16 accuracy (the 8-bit significand)."""
   init = cae.init(jax.random.key(0), 8, 16)
-  batches = tuple(jax.random.uniform(jax.random.key(i), (16, 6, 6, 8)) for i in range(3))
+  batches = tuple(numpy_uniform(i, (16, 6, 6, 8)) for i in range(3))
   optimizer = optax.sgd(1e-3, momentum=0.9)
   runs = {}
   for dtype in ("float32", "bfloat16"):
@@ -142,7 +156,7 @@ def test_bfloat16_steps_keep_float32_state_and_track_float32():
 def test_steps_in_one_call_equal_steps_in_separate_calls():
   """Four steps per call (the config's default) give what four calls of one step give."""
   init = cae.init(jax.random.key(0), 8, 16)
-  batches = tuple(jax.random.uniform(jax.random.key(i), (16, 6, 6, 8)) for i in range(4))
+  batches = tuple(numpy_uniform(i, (16, 6, 6, 8)) for i in range(4))
   optimizer = optax.sgd(1e-3, momentum=0.9)
   params = jax.tree.map(jnp.copy, init)  # train_steps donates its inputs.
   together = cae.train_steps(init, optimizer.init(init), batches, optimizer)
@@ -173,9 +187,9 @@ def test_loss_gradient_is_autodiffs(channels, filters, side):
   leaves a row and column outside every pooling window, and non-zero biases make some
   hidden units and outputs inactive."""
   params = cae.init(jax.random.key(0), channels, filters)
-  params["b_enc"] = 0.3 * jax.random.normal(jax.random.key(2), (filters,))
-  params["b_dec"] = 0.3 * jax.random.normal(jax.random.key(3), (channels,))
-  x = jax.random.uniform(jax.random.key(1), (4, side, side, channels))
+  params["b_enc"] = 0.3 * numpy_normal(2, (filters,))
+  params["b_dec"] = 0.3 * numpy_normal(3, (channels,))
+  x = numpy_uniform(1, (4, side, side, channels))
 
   def plain_loss(p, v):
     residual = cae.reconstruct(p, v) - v

@@ -218,7 +218,7 @@ def test_cpu_chunks_give_the_whole_batch_features(setup, monkeypatch):
   forward pass over the whole batch."""
   _, _, _, _, module = setup
   images = np.random.default_rng(0).random((6, SCALE, SCALE, 3), np.float32)
-  variables = jax.jit(module.init)(jax.random.PRNGKey(0), images[:1])
+  variables = kernels.jit(module.init, once=True)(jax.random.PRNGKey(0), images[:1])
   whole = extract.make_feature_fn(module, "head", pool=True, l2=False)(variables, images)
   assert module.kernels == kernels.XLA_CPU  # Built on the CPU backend: chunked.
   assert kernels.image_chunk((64, 224, 224, 3), fast=True) == 4  # 5 fit, 4 divides 64.

@@ -357,7 +357,7 @@ def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw, strides, groups, channe
 
 
 def assert_fast_path_matches_reference_path(model, x, **apply_kwargs):
-  variables = jax.jit(model.init)(jax.random.PRNGKey(1), x)
+  variables = kernels.jit(model.init, once=True)(jax.random.PRNGKey(1), x)
 
   def loss(model):
     def value(params):

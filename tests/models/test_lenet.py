@@ -1,4 +1,5 @@
 """The two LeNets: the deeplearning.net tutorial's (system 1) and Caffe's (system 2's arm)."""
+import functools
 import math
 
 import jax
@@ -7,8 +8,10 @@ import numpy as np
 import optax
 import pytest
 
+from medjax import kernels
 from medjax.models.lenet import LeNet, LeNetOneVsAll
 from medjax.train import losses
+from tests.compare import numpy_normal
 
 
 def test_tutorial_init_bounds_at_the_papers_shapes():
@@ -21,7 +24,8 @@ def test_tutorial_init_bounds_at_the_papers_shapes():
   }
   assert expected["conv0"] == pytest.approx(0.0667, abs=1e-4)
   assert expected["conv1"] == pytest.approx(0.0286, abs=1e-4)
-  params = jax.jit(LeNet().init)(jax.random.key(0), jnp.zeros((1, 256, 256, 1)))["params"]
+  init = kernels.jit(LeNet().init, once=True)  # As the trainer compiles it.
+  params = init(jax.random.key(0), jnp.zeros((1, 256, 256, 1)))["params"]
   for name, bound in expected.items():
     w = np.asarray(params[name]["kernel"])
     # Thousands of uniform draws: the extremes lie within 1 % of the bound.
@@ -36,7 +40,7 @@ def small(**kwargs):
   return LeNet(kernel_size=5, filters=(4, 6), hidden=8, **kwargs)
 
 
-@jax.jit  # One compilation, not one per leaf.
+@functools.partial(kernels.jit, once=True)  # One compilation, not one per leaf.
 def perturbed(variables):
   """``variables`` moved off the zero-initialised head, so that the outputs differ."""
   return jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape),
@@ -44,9 +48,9 @@ def perturbed(variables):
 
 
 def test_two_way_head_returns_the_log_odds_of_a_two_output_layer():
-  x = jax.random.normal(jax.random.key(1), (3, 20, 20, 1))
+  x = numpy_normal(1, (3, 20, 20, 1))
   model = small()
-  variables = jax.jit(model.init)(jax.random.key(0), x)
+  variables = kernels.jit(model.init, once=True)(jax.random.key(0), x)
   assert variables["params"]["logistic"]["kernel"].shape == (8, 2)
   variables = perturbed(variables)
   logits, features = jax.jit(model.apply)(variables, x)
@@ -62,12 +66,12 @@ def test_two_way_head_returns_the_log_odds_of_a_two_output_layer():
 def test_two_way_head_moves_twice_as_fast_as_one_logit_under_sgd():
   """Why the single logit is not the tutorial: from the zero start, one SGD step on the
   same loss changes the two-way log-odds by twice what it changes one logit by."""
-  x = jax.random.normal(jax.random.key(1), (4, 20, 20, 1))
+  x = numpy_normal(1, (4, 20, 20, 1))
   labels = jnp.array([[1.0], [0.0], [1.0], [1.0]])
 
   def logits_after_a_step(head):
     model = small(head=head)
-    params = jax.jit(model.init)(jax.random.key(0), x)["params"]
+    params = kernels.jit(model.init, once=True)(jax.random.key(0), x)["params"]
     loss = lambda p: losses.loss_fn("sigmoid_xent", model.apply({"params": p}, x)[0],
                                     labels).mean()
     params = jax.tree.map(lambda p, g: p - 0.005 * g, params, jax.jit(jax.grad(loss))(params))
@@ -80,9 +84,9 @@ def test_two_way_head_moves_twice_as_fast_as_one_logit_under_sgd():
 
 @pytest.mark.slow
 def test_one_vs_all_loss_is_the_sum_of_the_heads_two_way_nll():
-  x = jax.random.normal(jax.random.key(1), (5, 20, 20, 1))
+  x = numpy_normal(1, (5, 20, 20, 1))
   model = LeNetOneVsAll(num_classes=3, kernel_size=5, filters=(4, 6), hidden=8)
-  variables = jax.jit(model.init)(jax.random.key(0), x)
+  variables = kernels.jit(model.init, once=True)(jax.random.key(0), x)
   variables = perturbed(variables)
   logits, features = jax.jit(model.apply)(variables, x)
   assert logits.shape == (5, 3) and features["two_way_logits"].shape == (5, 2, 3)
@@ -95,9 +99,9 @@ def test_one_vs_all_loss_is_the_sum_of_the_heads_two_way_nll():
 
 
 def test_caffe_lenet_has_no_relu_after_its_conv_pools():
-  x = jax.random.normal(jax.random.key(1), (2, 28, 28, 1))
+  x = numpy_normal(1, (2, 28, 28, 1))
   model = LeNet(num_classes=10, kernel_size=5, variant="caffe")
-  variables = jax.jit(model.init)(jax.random.key(0), x)
+  variables = kernels.jit(model.init, once=True)(jax.random.key(0), x)
   logits, features = jax.jit(model.apply)(variables, x)
   assert logits.shape == (2, 10)
   # Linear conv-pools take negative values; the ReLU is on ip1 only.

@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from medjax import kernels
 from medjax.models.registry import get_model
 
 
@@ -56,8 +57,8 @@ def test_irma_variants(variant):
 def test_models_return_logits_and_pre_logits():
   model = get_model("irma_cnn", num_classes=3, variant="G")
   x = jnp.zeros((2, 128, 128, 1))
-  variables = model.init(jax.random.key(0), x)
-  logits, features = model.apply(variables, x)
+  variables = kernels.jit(model.init, once=True)(jax.random.key(0), x)
+  logits, features = jax.jit(model.apply)(variables, x)
   assert logits.shape == (2, 3)
   assert features["pre_logits"].shape == (2, 800)
 

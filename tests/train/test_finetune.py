@@ -15,6 +15,7 @@ from medjax.weights import load
 from medjax import optim
 from medjax.train import losses, transfer, trainer
 from medjax.train.step import build_model, init_state, make_train_steps
+from tests.compare import numpy_uniform
 from tests.conftest import tiny_config
 
 SIZE = 64  # Small inputs: EfficientNet-Lite0's weights do not depend on the input size.
@@ -44,7 +45,7 @@ def probe():
 def test_starts_from_the_imported_imagenet_weights(probe):
   model, _, state = probe
   frozen, variables, _ = load.load_backbone("efficientnet_lite0", include_top=False)
-  images = jax.random.uniform(jax.random.PRNGKey(0), (2, SIZE, SIZE, 3), minval=-1, maxval=1)
+  images = numpy_uniform(0, (2, SIZE, SIZE, 3), -1.0, 1.0)
   _, ours = jax.jit(functools.partial(model.apply, train=False))(
       {"params": state.params, **state.model_state}, images)
   _, theirs = jax.jit(functools.partial(frozen.apply, train=False))(variables, images)
@@ -160,7 +161,7 @@ def test_a_run_that_cannot_learn_is_flagged(tiny_data_dir, tfds_dir, tmp_path, c
 
 
 def test_tta_views_start_with_the_image_and_keep_its_shape():
-  images = jax.random.uniform(jax.random.PRNGKey(1), (2, 16, 16, 3))
+  images = numpy_uniform(1, (2, 16, 16, 3))
   views = transfer.tta_views(images, 3)
   assert len(views) == 3 and all(v.shape == images.shape for v in views)
   np.testing.assert_array_equal(views[0], images)
