@@ -6,8 +6,9 @@ when the product is plain ``(M, K) @ (K, N)`` or ``(M, K) @ (N, K)^T``: a bfloat
 or a left operand contracted over its first axis (as every weight gradient is), is
 converted to float32 first and runs at the float32 rate. :func:`matmul` keeps all three
 products of a layer (value, input gradient, weight gradient) in the fast forms and
-accumulates in float32; in float32 it is the plain product. docs/performance.md has the
-measurements.
+accumulates in float32; in float32 it is the plain product. A float32 weight gradient with
+a wide result runs faster with its left operand written out transposed as well (:func:`tn`).
+docs/performance.md has the measurements.
 """
 import jax
 import jax.numpy as jnp
@@ -32,10 +33,26 @@ def transposed(a: jax.Array) -> jax.Array:
   return jnp.transpose(a.reshape(rows, cols, 1), (1, 0, 2)).reshape(cols, rows)
 
 
+# float32 ``a.T @ b`` with ``a`` written out transposed first when the product is wide: at
+# least WIDE_ROWS rows contracted into a result of at least WIDE_COLUMNS columns, no more
+# rows than columns and no fewer than NARROWEST_ROWS (docs/performance.md, "Wide weight
+# gradients"). Elsewhere XLA:CPU's first-axis contraction is as fast or faster.
+WIDE_ROWS, WIDE_COLUMNS, NARROWEST_ROWS = 1024, 2048, 128
+
+
+def _transpose_first(a: jax.Array, b: jax.Array) -> bool:
+  """Whether float32 ``a.T @ b`` runs faster as ``transposed(a) @ b`` than as one
+  first-axis contraction: true for the CAE's ``(18432, 2304)^T (18432, 4096)`` weight
+  gradients (1.7x), false for fully connected and pointwise ones."""
+  m, k = a.shape
+  n = b.shape[1]
+  return m >= WIDE_ROWS and n >= WIDE_COLUMNS and NARROWEST_ROWS <= k <= n
+
+
 def tn(a: jax.Array, b: jax.Array) -> jax.Array:
   """``a.T @ b`` in the accumulation dtype (float32 for bfloat16), the form of every weight
   gradient."""
-  if not is_narrow(a.dtype):
+  if not is_narrow(a.dtype) and not _transpose_first(a, b):
     return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())))
   return _nn(transposed(a), b)
 

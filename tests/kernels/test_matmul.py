@@ -29,6 +29,25 @@ def test_float32_is_the_plain_product_with_its_gradients():
   np.testing.assert_array_equal(mm.transposed(a), a.T)
 
 
+def test_wide_float32_weight_gradients_are_transposed_first():
+  """The rule: transposed first only for a wide result (the CAE's weight gradients), the
+  first-axis contraction for fully connected and pointwise shapes; both forms give the
+  product."""
+  shape = lambda m, k, n: (jax.ShapeDtypeStruct((m, k), jnp.float32),
+                           jax.ShapeDtypeStruct((m, n), jnp.float32))
+  assert mm._transpose_first(*shape(18432, 2304, 4096))  # CAE encoder and decoder kernels
+  assert mm._transpose_first(*shape(1024, 512, 2048))
+  assert not mm._transpose_first(*shape(64, 4096, 4096))  # AlexNet fc6: few rows
+  assert not mm._transpose_first(*shape(256, 20480, 800))  # IRMA C fc1: narrow result
+  assert not mm._transpose_first(*shape(18432, 4096, 2304))  # more contracted rows than columns
+  assert not mm._transpose_first(*shape(100352, 24, 144))  # EfficientNet pointwise
+  assert not mm._transpose_first(*shape(1024, 64, 4096))  # too few rows of a
+  a, g = _random((1024, 160), 4), _random((1024, 2048), 5)
+  assert mm._transpose_first(a, g)
+  want = jax.jit(lambda a, g: jax.lax.dot_general(a, g, (((0,), (0,)), ((), ()))))(a, g)
+  np.testing.assert_allclose(jax.jit(mm.tn)(a, g), want, rtol=1e-5, atol=1e-4)
+
+
 def test_bfloat16_product_and_gradients_are_float32_accumulated():
   """Against the float32 product of the same bfloat16 values: only the final rounding to
   bfloat16 differs (half an ulp, 2^-9 relative), not a bfloat16 accumulation over K."""
