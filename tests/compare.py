@@ -51,7 +51,8 @@ def assert_tree_close(got, want, rel: float = 1e-6, abs_: float = 1e-12) -> None
 
 def numpy_uniform(seed: int, shape: tuple, low: float = 0.0, high: float = 1.0) -> jax.Array:
   """A float32 test input drawn by NumPy: an eager ``jax.random`` draw compiles a threefry
-  program per shape, 1-3 s for small four-dimensional shapes at XLA:CPU's default level."""
+  program per shape, slowly for small four-dimensional shapes at XLA:CPU's default level
+  (docs/performance.md, "The README's test command, timed")."""
   return jax.numpy.asarray(np.random.default_rng(seed).uniform(low, high, shape), np.float32)
 
 

@@ -33,20 +33,20 @@ def transposed(a: jax.Array) -> jax.Array:
   return jnp.transpose(a.reshape(rows, cols, 1), (1, 0, 2)).reshape(cols, rows)
 
 
-# float32 ``a.T @ b`` with ``a`` written out transposed first when the product is wide: at
-# least WIDE_ROWS rows contracted into a result of at least WIDE_COLUMNS columns, no more
-# rows than columns and no fewer than NARROWEST_ROWS (docs/performance.md, "Wide weight
-# gradients"). Elsewhere XLA:CPU's first-axis contraction is as fast or faster.
-WIDE_ROWS, WIDE_COLUMNS, NARROWEST_ROWS = 1024, 2048, 128
+# float32 ``a.T @ b`` ((m, k)^T (m, n)) with ``a`` written out transposed first when its
+# result is wide: m >= MIN_CONTRACTED, n >= MIN_RESULT_COLUMNS and MIN_RESULT_ROWS <= k <= n
+# (docs/performance.md, "Wide weight gradients transposed first"). Elsewhere XLA:CPU's
+# first-axis contraction is as fast or faster.
+MIN_CONTRACTED, MIN_RESULT_COLUMNS, MIN_RESULT_ROWS = 1024, 2048, 128
 
 
 def _transpose_first(a: jax.Array, b: jax.Array) -> bool:
   """Whether float32 ``a.T @ b`` runs faster as ``transposed(a) @ b`` than as one
   first-axis contraction: true for the CAE's ``(18432, 2304)^T (18432, 4096)`` weight
-  gradients (1.7x), false for fully connected and pointwise ones."""
+  gradients, false for fully connected and pointwise ones."""
   m, k = a.shape
   n = b.shape[1]
-  return m >= WIDE_ROWS and n >= WIDE_COLUMNS and NARROWEST_ROWS <= k <= n
+  return m >= MIN_CONTRACTED and n >= MIN_RESULT_COLUMNS and MIN_RESULT_ROWS <= k <= n
 
 
 def tn(a: jax.Array, b: jax.Array) -> jax.Array:

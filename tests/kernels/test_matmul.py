@@ -37,11 +37,11 @@ def test_wide_float32_weight_gradients_are_transposed_first():
                            jax.ShapeDtypeStruct((m, n), jnp.float32))
   assert mm._transpose_first(*shape(18432, 2304, 4096))  # CAE encoder and decoder kernels
   assert mm._transpose_first(*shape(1024, 512, 2048))
-  assert not mm._transpose_first(*shape(64, 4096, 4096))  # AlexNet fc6: few rows
+  assert not mm._transpose_first(*shape(64, 4096, 4096))  # AlexNet fc6: batch 64 contracted
   assert not mm._transpose_first(*shape(256, 20480, 800))  # IRMA C fc1: narrow result
-  assert not mm._transpose_first(*shape(18432, 4096, 2304))  # more contracted rows than columns
+  assert not mm._transpose_first(*shape(18432, 4096, 2304))  # more result rows than columns
   assert not mm._transpose_first(*shape(100352, 24, 144))  # EfficientNet pointwise
-  assert not mm._transpose_first(*shape(1024, 64, 4096))  # too few rows of a
+  assert not mm._transpose_first(*shape(1024, 64, 4096))  # too few result rows
   a, g = _random((1024, 160), 4), _random((1024, 2048), 5)
   assert mm._transpose_first(a, g)
   want = jax.jit(lambda a, g: jax.lax.dot_general(a, g, (((0,), (0,)), ((), ()))))(a, g)
