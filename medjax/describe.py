@@ -32,16 +32,24 @@ def define_flags(fv: flags.FlagValues) -> None:
                     "Fail naming every bad file, or skip and count them.", flag_values=fv)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments {argv[1:]}; name the dataset with --dataset")
+def describe_dataset(dataset: str, data_dir: str | None, tfds_dir: str | None,
+                     on_bad_file: str) -> dict:
+  """What the command prints: the dataset prepared (as training prepares it), then
+  described."""
   from medjax.data import builders
   from medjax.data.describe import describe
   # TFDS reports preparation on stdout; keep stdout for the JSON alone.
   with contextlib.redirect_stdout(sys.stderr):
-    builder = builders.get_builder(FLAGS.dataset, manual_dir=FLAGS.data_dir,
-                                   tfds_dir=FLAGS.tfds_dir, on_bad_file=FLAGS.on_bad_file)
-  json.dump(describe(builder), sys.stdout, indent=2)
+    builder = builders.get_builder(dataset, manual_dir=data_dir, tfds_dir=tfds_dir,
+                                   on_bad_file=on_bad_file)
+  return describe(builder)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; name the dataset with --dataset")
+  json.dump(describe_dataset(FLAGS.dataset, FLAGS.data_dir, FLAGS.tfds_dir, FLAGS.on_bad_file),
+            sys.stdout, indent=2)
   sys.stdout.write("\n")
 
 

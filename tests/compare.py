@@ -56,9 +56,10 @@ def numpy_uniform(seed: int, shape: tuple, low: float = 0.0, high: float = 1.0) 
   return jax.numpy.asarray(np.random.default_rng(seed).uniform(low, high, shape), np.float32)
 
 
-def numpy_normal(seed: int, shape: tuple) -> jax.Array:
-  """A float32 standard-normal test input drawn by NumPy (see :func:`numpy_uniform`)."""
-  return jax.numpy.asarray(np.random.default_rng(seed).standard_normal(shape), np.float32)
+def numpy_normal(seed: int, shape: tuple, dtype=np.float32) -> jax.Array:
+  """A standard-normal test input drawn by NumPy (see :func:`numpy_uniform`), rounded once
+  from float64 to ``dtype``."""
+  return jax.numpy.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
 
 
 def random_variables(model, *args, seed: int = 0, **kwargs):

@@ -33,7 +33,6 @@ optax optimiser and checkpointer applies; ``jax.grad(loss)`` is all a trainer ne
 ``train_step`` packages one SGD step and ``train_steps`` jits several to a call.
 """
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -43,16 +42,17 @@ from medjax import kernels
 from medjax.kernels import precision
 
 
+@functools.partial(kernels.jit, once=True,
+                   static_argnames=("in_channels", "num_filters", "kernel_size"))
 def init(key: jax.Array, in_channels: int, num_filters: int = 4096, *,
          kernel_size: int = 3) -> dict:
-  """Glorot-uniform tied kernel, zero biases."""
+  """Glorot-uniform tied kernel, zero biases; compiled as every initialisation is
+  (``kernels.jit(..., once=True)``)."""
   fan_in = kernel_size * kernel_size * in_channels
   fan_out = kernel_size * kernel_size * num_filters
   limit = (6.0 / (fan_in + fan_out)) ** 0.5
-  shape = (kernel_size, kernel_size, in_channels, num_filters)
-  # Drawn flat and reshaped: the same values (threefry counts elements in row-major order),
-  # and XLA:CPU compiles a flat draw in a fraction of a four-dimensional one's time.
-  w = jax.random.uniform(key, (math.prod(shape),), jnp.float32, -limit, limit).reshape(shape)
+  w = jax.random.uniform(key, (kernel_size, kernel_size, in_channels, num_filters),
+                         jnp.float32, -limit, limit)
   return {"w": w, "b_enc": jnp.zeros((num_filters,), jnp.float32),
           "b_dec": jnp.zeros((in_channels,), jnp.float32)}
 

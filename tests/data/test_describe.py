@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from standins import write_image, write_truncated
 
+from medjax.describe import describe_dataset
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -32,16 +34,6 @@ def test_chest_xray_counts(shared_data, tmp_path):
   assert out["skipped"] == 0
 
 
-def describe_in_process(dataset: str, data_dir: Path, tfds_dir: Path, on_bad_file: str) -> dict:
-  """What the command prints, from the same two calls its ``main`` makes, without a Python
-  start-up and TensorFlow import of its own (the fast tier; the slow tier runs the CLI)."""
-  from medjax.data import builders
-  from medjax.data.describe import describe as describe_builder
-  builder = builders.get_builder(dataset, manual_dir=str(data_dir), tfds_dir=str(tfds_dir),
-                                 on_bad_file=on_bad_file)
-  return json.loads(json.dumps(describe_builder(builder)))
-
-
 @pytest.mark.parametrize("how", ["in_process", pytest.param("cli", marks=pytest.mark.slow)])
 def test_multi_label_counts_and_skipped_files(tmp_path, how):
   root = tmp_path / "data" / "imageclef2015"
@@ -55,7 +47,10 @@ def test_multi_label_counts_and_skipped_files(tmp_path, how):
     out = describe("--dataset=imageclef2015", f"--data_dir={tmp_path / 'data'}",
                    f"--tfds_dir={tmp_path / 'tfds'}", "--on_bad_file=skip")
   else:
-    out = describe_in_process("imageclef2015", tmp_path / "data", tmp_path / "tfds", "skip")
+    # The function the command's main prints, in this process (no interpreter start-up and
+    # TensorFlow import of its own); the JSON round trip is the CLI's stdout.
+    out = json.loads(json.dumps(describe_dataset(
+        "imageclef2015", str(tmp_path / "data"), str(tmp_path / "tfds"), "skip")))
   assert out["splits"]["train"] == {
       "examples": 3,
       "per_class": {"Body": 2, "Head-Neck": 1, "Upper-Limb": 0, "Lower-Limb": 0, "(none)": 1}}

@@ -22,7 +22,8 @@ def _params(in_channels=3, num_filters=4, seed=0):
 
 
 def test_init_draws_the_glorot_uniform_kernel_of_its_shape():
-  """The flat draw ``init`` makes is ``jax.random.uniform`` at the kernel's own shape."""
+  """``init``, compiled at initialisation's optimisation level, draws the bits an eager
+  ``jax.random.uniform`` of the kernel's shape draws."""
   key = jax.random.key(5)
   limit = (6.0 / (9 * 20 + 9 * 24)) ** 0.5
   want = jax.random.uniform(key, (3, 3, 20, 24), jnp.float32, -limit, limit)

@@ -19,7 +19,7 @@ from medjax.kernels import fft, isa, patches
 from medjax.models.efficientnet_lite import EfficientNetLite0
 from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
-from tests.compare import random_variables
+from tests.compare import numpy_normal, random_variables
 
 # Each algorithm's test keeps two or three of its shapes (one per padding form) in the fast
 # tier; the others run with the slow tests.
@@ -38,10 +38,6 @@ def close(actual, expected):
   np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=2e-5 * np.abs(expected).max())
 
 
-def random(shape, seed):
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
-
-
 @pytest.mark.parametrize("shape,kernel_hw,padding", [
     ((2, 23, 19, 3), (9, 9), "VALID"),
     pytest.param((1, 17, 17, 2), (15, 15), "VALID", marks=SLOW),
@@ -50,11 +46,11 @@ def random(shape, seed):
     ((2, 16, 11, 2), (9, 9), ((3, 1), (0, 4))),
 ])
 def test_fft_conv_matches_direct_forward_and_gradients(shape, kernel_hw, padding):
-  x = random(shape, 0)
-  kernel = random((*kernel_hw, shape[-1], 5), 1) * 0.1
+  x = numpy_normal(0, shape)
+  kernel = numpy_normal(1, (*kernel_hw, shape[-1], 5)) * 0.1
   close(fft.fft_conv(x, kernel, padding), direct(x, kernel, padding=padding))
   out_shape = direct(x, kernel, padding=padding).shape
-  cotangent = random(out_shape, 2)
+  cotangent = numpy_normal(2, out_shape)
 
   def loss(conv):
     return lambda x, k: jnp.sum(conv(x, k) * cotangent)
@@ -71,7 +67,7 @@ def assert_conv_matches_direct(conv, x, kernel, padding):
   expected = direct(x, kernel, padding=padding)
   y, pullback = jax.vjp(jax.jit(conv), x, kernel)
   close(y, expected)
-  cotangent = random(expected.shape, 2)
+  cotangent = numpy_normal(2, expected.shape)
   fast = pullback(cotangent)
   slow = jax.vjp(jax.jit(lambda x, k: direct(x, k, padding=padding)), x, kernel)[1](cotangent)
   for a, b in zip(fast, slow):
@@ -90,8 +86,8 @@ def test_tap_grad_conv_matches_direct_forward_and_gradients(shape, kernel_hw, ou
                                                             padding, chunk_floats):
   # 100 floats per chunk splits the batch into single examples, exercising the scan over
   # chunks; 2 ** 20 takes the whole batch at once.
-  x = random(shape, 0)
-  kernel = random((*kernel_hw, shape[-1], out_channels), 1) * 0.1
+  x = numpy_normal(0, shape)
+  kernel = numpy_normal(1, (*kernel_hw, shape[-1], out_channels)) * 0.1
   pads = conv_lib.explicit_pads(shape[1:3], kernel_hw, padding)
   assert_conv_matches_direct(lambda x, k: conv_lib.tap_grad_conv(x, k, pads, chunk_floats), x,
                              kernel, padding)
@@ -109,8 +105,8 @@ def test_padded_channels_conv_matches_direct_forward_and_gradients(shape, kernel
   """Zero input channels up to a multiple of 8 change no value and no gradient, and the
   padding is cut off the input gradient again."""
   monkeypatch.setattr(isa, "vector_floats", lambda: 8)  # The AVX2 route on any host.
-  x = random(shape, 0)
-  kernel = random((*kernel_hw, shape[-1], out_channels), 1) * 0.1
+  x = numpy_normal(0, shape)
+  kernel = numpy_normal(1, (*kernel_hw, shape[-1], out_channels)) * 0.1
   assert kernels.conv_algorithm(kernel.shape, (1, 1)) == "padded_channels"
   assert_conv_matches_direct(lambda x, k: kernels.conv(x, k, padding=padding), x, kernel, padding)
   dx, dk = jax.grad(lambda x, k: jnp.sum(kernels.conv(x, k, padding=padding)), (0, 1))(x, kernel)
@@ -139,12 +135,12 @@ def test_batch_chunks_divide_the_batch():
 def test_depthwise_conv_matches_grouped_direct_forward_and_gradients(shape, kernel_hw, strides,
                                                                      padding):
   channels = shape[-1]
-  x, kernel = random(shape, 0), random((*kernel_hw, 1, channels), 1)
+  x, kernel = numpy_normal(0, shape), numpy_normal(1, (*kernel_hw, 1, channels))
   reference = lambda x, k: direct(x, k, strides, padding, feature_group_count=channels)
   expected = reference(x, kernel)
   close(conv_lib.depthwise_conv(x, kernel, strides, padding), expected)
   close(kernels.conv(x, kernel, strides, padding, feature_group_count=channels), expected)
-  cotangent = random(expected.shape, 2)
+  cotangent = numpy_normal(2, expected.shape)
   fast = jax.vjp(lambda x, k: conv_lib.depthwise_conv(x, k, strides, padding), x, kernel)[1]
   slow = jax.vjp(reference, x, kernel)[1]
   for a, b in zip(fast(cotangent), slow(cotangent)):
@@ -153,11 +149,11 @@ def test_depthwise_conv_matches_grouped_direct_forward_and_gradients(shape, kern
 
 @pytest.mark.parametrize("chunk_floats", [1, 2 ** 19], ids=["one-image-chunks", "one-chunk"])
 def test_depthwise_kernel_gradient_is_the_same_over_batch_chunks(chunk_floats):
-  x, kernel = random((3, 10, 9, 5), 0), random((3, 3, 1, 5), 1)
+  x, kernel = numpy_normal(0, (3, 10, 9, 5)), numpy_normal(1, (3, 3, 1, 5))
   strides, padding = (2, 2), "SAME"
   pads = conv_lib.explicit_pads(x.shape[1:3], (3, 3), padding, strides)
   reference = lambda k: direct(x, k, strides, padding, feature_group_count=5)
-  g = random(reference(kernel).shape, 2)
+  g = numpy_normal(2, reference(kernel).shape)
   expected, = jax.vjp(reference, kernel)[1](g)
   close(conv_lib._depthwise_kernel_grad(x, g, (3, 3), strides, pads, chunk_floats), expected)
 
@@ -170,13 +166,14 @@ def test_depthwise_kernel_gradient_is_the_same_over_batch_chunks(chunk_floats):
 def test_split_groups_matches_grouped_direct_forward_and_gradients(shape, kernel_hw,
                                                                    out_channels, groups,
                                                                    strides, padding):
-  x, kernel = random(shape, 0), random((*kernel_hw, shape[-1] // groups, out_channels), 1)
+  x = numpy_normal(0, shape)
+  kernel = numpy_normal(1, (*kernel_hw, shape[-1] // groups, out_channels))
   assert kernels.conv_algorithm(kernel.shape, strides, groups) == "split_groups"
   ours = lambda x, k: kernels.conv(x, k, strides, padding, feature_group_count=groups)
   reference = lambda x, k: direct(x, k, strides, padding, feature_group_count=groups)
   expected = reference(x, kernel)
   close(ours(x, kernel), expected)
-  cotangent = random(expected.shape, 2)
+  cotangent = numpy_normal(2, expected.shape)
   for a, b in zip(jax.vjp(ours, x, kernel)[1](cotangent),
                   jax.vjp(reference, x, kernel)[1](cotangent)):
     close(a, b)
@@ -190,8 +187,8 @@ def test_split_groups_matches_grouped_direct_forward_and_gradients(shape, kernel
 ])
 def test_patches_conv_matches_direct_forward_and_gradients(shape, kernel_hw, out_channels,
                                                            padding):
-  x = random(shape, 0)
-  kernel = random((*kernel_hw, shape[-1], out_channels), 1) * 0.1
+  x = numpy_normal(0, shape)
+  kernel = numpy_normal(1, (*kernel_hw, shape[-1], out_channels)) * 0.1
   pads = conv_lib.explicit_pads(shape[1:3], kernel_hw, padding)
   assert_conv_matches_direct(lambda x, k: patches.patches_conv(x, k, pads), x, kernel, padding)
 
@@ -203,8 +200,8 @@ def test_patches_conv_matches_direct_forward_and_gradients(shape, kernel_hw, out
 ])
 def test_single_channel_conv_matches_direct_forward_and_gradients(shape, kernel_hw,
                                                                   out_channels, padding):
-  x = random(shape, 0)
-  kernel = random((*kernel_hw, 1, out_channels), 1) * 0.1
+  x = numpy_normal(0, shape)
+  kernel = numpy_normal(1, (*kernel_hw, 1, out_channels)) * 0.1
   pads = conv_lib.explicit_pads(shape[1:3], kernel_hw, padding)
   assert_conv_matches_direct(lambda x, k: conv_lib.single_channel_conv(x, k, pads), x, kernel,
                              padding)
@@ -213,7 +210,7 @@ def test_single_channel_conv_matches_direct_forward_and_gradients(shape, kernel_
 @pytest.mark.parametrize("chunk_floats", [1, 2 ** 20], ids=["one-image-chunks", "one-chunk"])
 def test_patches_kernel_gradient_is_the_same_over_batch_chunks(chunk_floats):
   """``patches^T @ g`` summed over chunks of the batch equals XLA's kernel gradient."""
-  x, g = random((6, 9, 8, 2), 0), random((6, 9, 8, 5), 1)
+  x, g = numpy_normal(0, (6, 9, 8, 2)), numpy_normal(1, (6, 9, 8, 5))
   pads = ((1, 1), (1, 1))
   ours = patches.patches_kernel_grad(x, g, (3, 3), pads, chunk_floats)
   expected, = jax.linear_transpose(lambda k: direct(x, k, (1, 1), pads),
@@ -247,15 +244,15 @@ def test_bfloat16_conv_matches_float32_on_the_same_values(shape, kernel_hw, out_
   float32 convolution of the same (rounded) values up to bfloat16 output rounding."""
   # tap_grad for 6 channels, padded_channels for 20, on any host.
   monkeypatch.setattr(isa, "vector_floats", lambda: 16 if shape[-1] < 20 else 8)
-  x = random(shape, 0).astype(jnp.bfloat16)
-  kernel = (random((*kernel_hw, shape[-1] // groups, out_channels), 1) * 0.1).astype(
+  x = numpy_normal(0, shape).astype(jnp.bfloat16)
+  kernel = (numpy_normal(1, (*kernel_hw, shape[-1] // groups, out_channels)) * 0.1).astype(
       jnp.bfloat16)
   ours = jax.jit(lambda x, k: kernels.conv(x, k, strides, "SAME", feature_group_count=groups))
   reference = jax.jit(lambda x, k: direct(x, k, strides, "SAME", feature_group_count=groups))
   wide = (x.astype(jnp.float32), kernel.astype(jnp.float32))
   expected = reference(*wide)
   assert_close_in_bfloat16(ours(x, kernel), expected)
-  cotangent = random(expected.shape, 2)
+  cotangent = numpy_normal(2, expected.shape)
   for a, b in zip(jax.vjp(ours, x, kernel)[1](cotangent.astype(jnp.bfloat16)),
                   jax.vjp(reference, *wide)[1](cotangent)):
     assert_close_in_bfloat16(a, b)
@@ -268,14 +265,14 @@ def test_bias_gradient_is_summed_in_float32():
   grad = jax.grad(lambda b: jnp.sum(conv_lib.add_bias(y, b).astype(jnp.float32)))(bias)
   assert grad.dtype == jnp.bfloat16
   np.testing.assert_array_equal(np.asarray(grad, np.float32), [96 * 96] * 3)
-  g = random((4, 5, 3), 1)
+  g = numpy_normal(1, (4, 5, 3))
   np.testing.assert_allclose(jax.grad(lambda b: jnp.sum(conv_lib.add_bias(g * 0, b) * g))(
       jnp.zeros(3)), g.sum((0, 1)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID", ((1, 0), (2, 1))])
 def test_pointwise_conv_matches_direct_forward_and_gradients(padding):
-  x, kernel = random((2, 7, 6, 5), 0), random((1, 1, 5, 9), 1)
+  x, kernel = numpy_normal(0, (2, 7, 6, 5)), numpy_normal(1, (1, 1, 5, 9))
   assert kernels.conv_algorithm(kernel.shape, (1, 1)) == "pointwise"
   assert_conv_matches_direct(lambda x, k: kernels.conv(x, k, padding=padding), x, kernel, padding)
 
@@ -334,7 +331,7 @@ def test_selector_picks_fft_tap_grad_or_direct():
   assert kernels.conv_algorithm((15, 15, 3, 1), (1, 1)) == "fft"
   assert kernels.conv_algorithm((3, 3, 3, 1), (1, 1)) != "fft"
   # Strided large kernels go the direct way and still give the direct result.
-  x, kernel = random((1, 31, 29, 2), 3), random((11, 11, 2, 4), 4)
+  x, kernel = numpy_normal(3, (1, 31, 29, 2)), numpy_normal(4, (11, 11, 2, 4))
   np.testing.assert_array_equal(kernels.conv(x, kernel, (4, 4), "VALID"),
                                 direct(x, kernel, (4, 4), "VALID"))
 
@@ -343,7 +340,7 @@ def test_selector_picks_fft_tap_grad_or_direct():
     ((9, 9), 1, 1, 3), ((3, 3), 1, 1, 3), ((1, 1), 1, 1, 3), ((3, 3), 2, 3, 3),
     ((3, 3), 1, 2, 4)], ids=["fft", "tap-grad", "pointwise", "depthwise", "split-groups"])
 def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw, strides, groups, channels):
-  x = random((2, 21, 21, channels), 5)
+  x = numpy_normal(5, (2, 21, 21, channels))
   features = 3 if groups == channels else 4
   ours = kernels.Conv(features, kernel_hw, strides, padding="SAME", feature_group_count=groups)
   theirs = nn.Conv(features, kernel_hw, strides, padding="SAME", feature_group_count=groups)
@@ -376,7 +373,7 @@ def assert_fast_path_matches_reference_path(model, x, **apply_kwargs):
 def test_lenet_fast_path_matches_reference_path():
   # 9x9 kernels: 81 taps, on the FFT side of the threshold (the second layer; the first,
   # with one input channel, is direct).
-  assert_fast_path_matches_reference_path(LeNet(kernel_size=9), random((2, 36, 36, 1), 8))
+  assert_fast_path_matches_reference_path(LeNet(kernel_size=9), numpy_normal(8, (2, 36, 36, 1)))
 
 
 @pytest.mark.slow
@@ -386,7 +383,7 @@ def test_irma_fast_path_matches_reference_path(variant, lanes, monkeypatch):
   # padded input channels with AVX2; 37 x 37 leaves odd rows and columns to every pool.
   monkeypatch.setattr(isa, "vector_floats", lambda: lanes)
   model = IrmaCNN(num_classes=3, variant=variant, fc_units=(16, 8), use_dropout=False)
-  assert_fast_path_matches_reference_path(model, random((3, 37, 37, 1), 9))
+  assert_fast_path_matches_reference_path(model, numpy_normal(9, (3, 37, 37, 1)))
 
 
 @pytest.mark.slow
@@ -394,7 +391,7 @@ def test_efficientnet_fast_path_matches_reference_path():
   # Depthwise 3x3/5x5 at strides 1 and 2 and every 1x1 conv, with batch statistics as at
   # extraction time; 67 x 67 gives odd maps to the stride-2 "SAME" pads.
   model = EfficientNetLite0(num_classes=5)
-  x = random((2, 67, 67, 3), 10)
+  x = numpy_normal(10, (2, 67, 67, 3))
   variables = random_variables(model, x, seed=2)
   fast = jax.jit(model.apply)(variables, x)[1]
   slow = jax.jit(model.clone(kernels=kernels.REFERENCE).apply)(variables, x)[1]

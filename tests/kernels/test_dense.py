@@ -7,18 +7,15 @@ import numpy as np
 import pytest
 
 from medjax.kernels import REFERENCE, XLA_CPU, Dense, precision
+from tests.compare import numpy_normal
 from tests.kernels.hlo import assert_bfloat16_dots
-
-
-def _x(shape, seed=0, dtype=jnp.float32):
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
 
 
 @pytest.mark.parametrize("kernels", [XLA_CPU, REFERENCE])
 @pytest.mark.parametrize("shape", [(6, 40), (2, 3, 40)])
 def test_float32_is_nn_dense_in_parameters_value_and_gradients(kernels, shape):
   ours, theirs = Dense(24, kernels=kernels), nn.Dense(24)
-  x = _x(shape)
+  x = numpy_normal(0, shape)
   params = ours.init(jax.random.PRNGKey(0), x)
   want_params = theirs.init(jax.random.PRNGKey(0), x)
   assert jax.tree.structure(params) == jax.tree.structure(want_params)
@@ -33,7 +30,7 @@ def test_float32_is_nn_dense_in_parameters_value_and_gradients(kernels, shape):
 
 
 def test_without_bias_and_with_float32_bias_the_dtype_is_the_promotion():
-  x = _x((4, 8), dtype=jnp.bfloat16)
+  x = numpy_normal(0, (4, 8), dtype=jnp.bfloat16)
   no_bias = Dense(3, use_bias=False)
   params = precision.cast(no_bias.init(jax.random.PRNGKey(0), x), jnp.bfloat16)
   assert "bias" not in params["params"]
@@ -46,7 +43,7 @@ def test_without_bias_and_with_float32_bias_the_dtype_is_the_promotion():
 
 def test_bfloat16_value_and_gradients_track_float32():
   layer = Dense(64)
-  x = _x((32, 300), dtype=jnp.bfloat16)
+  x = numpy_normal(0, (32, 300), dtype=jnp.bfloat16)
   params = precision.cast(layer.init(jax.random.PRNGKey(0), x), jnp.bfloat16)
   params = jax.tree.map(lambda p: p + jnp.asarray(0.05, p.dtype), params)
   loss = lambda p, v: jnp.sum(layer.apply(p, v).astype(jnp.float32) ** 2)

@@ -14,11 +14,7 @@ from medjax.models.alexnet import AlexNet
 from medjax.models.googlenet import GoogLeNet
 from medjax.models.squeezenet import SqueezeNet11
 from medjax.models.vgg import VGG19
-from tests.compare import random_variables
-
-
-def random(shape, seed):
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+from tests.compare import numpy_normal, random_variables
 
 
 def close(actual, expected):
@@ -33,7 +29,7 @@ def assert_same_function(op, *args):
   y_fast, vjp_fast = jax.vjp(fast, *args)
   y_ref, vjp_ref = jax.vjp(reference, *args)
   close(y_fast, y_ref)
-  cotangent = random(y_ref.shape, 7)
+  cotangent = numpy_normal(7, y_ref.shape)
   for a, b in zip(vjp_fast(cotangent), vjp_ref(cotangent)):
     close(a, b)
 
@@ -59,7 +55,7 @@ def test_conv_fast_path_is_the_reference_op(algorithm, monkeypatch):
   assert kernels.conv_algorithm(k_shape, strides, groups, kernels=kernels.REFERENCE) == "direct"
   assert_same_function(
       lambda x, k, kernels: kernels_conv(x, k, strides, padding, groups, kernels),
-      random(x_shape, 0), random(k_shape, 1) * 0.1)
+      numpy_normal(0, x_shape), numpy_normal(1, k_shape) * 0.1)
 
 
 def kernels_conv(x, k, strides, padding, groups, choice):
@@ -76,7 +72,7 @@ def test_pool_fast_path_is_the_reference_op(op):
       "avg_pool": lambda x, kernels: kernels_avg(x, kernels),
       "adaptive_avg_pool": lambda x, kernels: kernels_adaptive(x, kernels),
   }
-  assert_same_function(ops[op], random((2, 13, 12, 3), 3))
+  assert_same_function(ops[op], numpy_normal(3, (2, 13, 12, 3)))
 
 
 def kernels_max_pool(x, window, strides, padding, choice):
@@ -96,7 +92,7 @@ def kernels_adaptive(x, choice):
 
 
 def test_reference_max_pool_is_flax():
-  x = random((1, 9, 9, 2), 4)
+  x = numpy_normal(4, (1, 9, 9, 2))
   np.testing.assert_array_equal(
       kernels.max_pool(x, (3, 3), (2, 2), kernels=kernels.REFERENCE),
       nn.max_pool(x, (3, 3), (2, 2)))
@@ -109,7 +105,7 @@ def test_the_choice_is_explicit():
   with pytest.raises(ValueError, match="kernels='fast'"):
     kernels.resolve("fast")
   with pytest.raises(ValueError, match="resolve 'auto'"):  # No op decides by itself.
-    kernels.conv(random((1, 5, 5, 1), 0), random((3, 3, 1, 2), 1), kernels=kernels.AUTO)
+    kernels.conv(numpy_normal(0, (1, 5, 5, 1)), numpy_normal(1, (3, 3, 1, 2)), kernels=kernels.AUTO)
 
 
 def test_registry_resolves_the_choice_when_building():
@@ -126,7 +122,7 @@ def test_registry_resolves_the_choice_when_building():
 def test_backbones_use_the_facade_with_the_same_parameters(model, size):
   """Backbones through the façade: one parameter tree for both choices (and ``Conv``'s are
   ``nn.Conv``'s, test_conv), so imported weights and checkpoints fit; the same features."""
-  x = random((1, size, size, 3), 5)
+  x = numpy_normal(5, (1, size, size, 3))
   reference = model.clone(kernels=kernels.REFERENCE)
   shapes = lambda m: jax.tree.map(jnp.shape, jax.eval_shape(m.init, jax.random.PRNGKey(0), x))
   assert shapes(model) == shapes(reference)

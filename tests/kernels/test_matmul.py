@@ -7,11 +7,8 @@ import numpy as np
 import pytest
 
 from medjax.kernels import matmul as mm
+from tests.compare import numpy_normal
 from tests.kernels.hlo import assert_bfloat16_dots
-
-
-def _random(shape, seed, dtype=jnp.float32):
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
 
 
 def _value_and_grads(fn, a, b, g):
@@ -20,11 +17,12 @@ def _value_and_grads(fn, a, b, g):
 
 
 def test_float32_is_the_plain_product_with_its_gradients():
-  a, b, g = _random((7, 5), 0), _random((5, 3), 1), _random((7, 3), 2)
+  a, b, g = numpy_normal(0, (7, 5)), numpy_normal(1, (5, 3)), numpy_normal(2, (7, 3))
   for got, want in zip(_value_and_grads(mm.matmul, a, b, g),
                        _value_and_grads(jnp.matmul, a, b, g)):
     np.testing.assert_array_equal(got, want)
-  np.testing.assert_allclose(mm.nt(a, _random((4, 5), 3)), a @ _random((4, 5), 3).T, rtol=1e-6)
+  c = numpy_normal(3, (4, 5))
+  np.testing.assert_allclose(mm.nt(a, c), a @ c.T, rtol=1e-6)
   np.testing.assert_allclose(mm.tn(a, g), a.T @ g, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(mm.transposed(a), a.T)
 
@@ -42,7 +40,7 @@ def test_wide_float32_weight_gradients_are_transposed_first():
   assert not mm._transpose_first(*shape(18432, 4096, 2304))  # more result rows than columns
   assert not mm._transpose_first(*shape(100352, 24, 144))  # EfficientNet pointwise
   assert not mm._transpose_first(*shape(1024, 64, 4096))  # too few result rows
-  a, g = _random((1024, 160), 4), _random((1024, 2048), 5)
+  a, g = numpy_normal(4, (1024, 160)), numpy_normal(5, (1024, 2048))
   assert mm._transpose_first(a, g)
   want = jax.jit(lambda a, g: jax.lax.dot_general(a, g, (((0,), (0,)), ((), ()))))(a, g)
   np.testing.assert_allclose(jax.jit(mm.tn)(a, g), want, rtol=1e-5, atol=1e-4)
@@ -51,8 +49,8 @@ def test_wide_float32_weight_gradients_are_transposed_first():
 def test_bfloat16_product_and_gradients_are_float32_accumulated():
   """Against the float32 product of the same bfloat16 values: only the final rounding to
   bfloat16 differs (half an ulp, 2^-9 relative), not a bfloat16 accumulation over K."""
-  a, b, g = (_random(s, i, jnp.bfloat16) for i, s in enumerate([(33, 300), (300, 17),
-                                                                  (33, 17)]))
+  a, b, g = (numpy_normal(i, s, jnp.bfloat16)
+             for i, s in enumerate([(33, 300), (300, 17), (33, 17)]))
   got = _value_and_grads(mm.matmul, a, b, g)
   want = _value_and_grads(jnp.matmul, *(v.astype(jnp.float32) for v in (a, b, g)))
   for x, y in zip(got, want):
