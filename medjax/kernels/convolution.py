@@ -193,15 +193,28 @@ def _depthwise_fwd(x, kernel, strides, pads):
 
 def _depthwise_bwd(strides, pads, residuals, g):
   x, kernel = residuals
-  wide = accumulation_dtype(x.dtype)
-  x_wide = jax.ShapeDtypeStruct(x.shape, wide)
-  dx, = jax.linear_transpose(lambda v: _depthwise_sum(v, kernel, strides, pads), x_wide)(
-      g.astype(wide))
+  dx = _depthwise_input_grad(g.astype(accumulation_dtype(x.dtype)), kernel, strides, pads,
+                             x.shape)
   dkernel = _depthwise_kernel_grad(x, g, kernel.shape[:2], strides, pads)
   return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
 
 
 _depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def _depthwise_input_grad(g, kernel, strides, pads, x_shape):
+  """``dL/dx`` of :func:`_depthwise_sum`. At stride 1 it is the same sum over ``g`` padded
+  to "full" with the kernel flipped, the forward pass's fast form; the transpose of the
+  slices that autodiff gives instead is one pass with a bounds test per tap and element,
+  2-4x slower. Strided kernels keep the transpose (a polyphase split of the flipped form
+  measured no faster)."""
+  (kh, kw), ((top, bottom), (left, right)) = kernel.shape[:2], pads
+  full = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
+  if tuple(strides) == (1, 1) and min(min(pair) for pair in full) >= 0:
+    return _depthwise_sum(g, kernel[::-1, ::-1], (1, 1), full)
+  x_wide = jax.ShapeDtypeStruct(x_shape, g.dtype)
+  dx, = jax.linear_transpose(lambda v: _depthwise_sum(v, kernel, strides, pads), x_wide)(g)
+  return dx
 
 
 def _depthwise_kernel_grad(x, g, window, strides, pads,
@@ -217,14 +230,21 @@ def _depthwise_kernel_grad(x, g, window, strides, pads,
   batch = x.shape[0]
   chunk = batch_chunk(batch, x[0].size + g[0].size, chunk_floats)
 
-  def chunk_taps(x, g):
-    g = g.astype(jnp.float32)
-    return jnp.stack([jnp.sum(view.astype(jnp.float32) * g, axis=(0, 1, 2))
-                      for _, view in window_views(x, window, strides)])
-
   total = sum_over_batch_chunks(
-      chunk_taps, jnp.zeros((window[0] * window[1], g.shape[-1]), jnp.float32), x, g, chunk)
+      lambda x, g: _depthwise_taps(x, g, window, strides),
+      jnp.zeros((window[0] * window[1], g.shape[-1]), jnp.float32), x, g, chunk)
   return total.reshape(*window, 1, g.shape[-1])
+
+
+def _depthwise_taps(x, g, window, strides):
+  """Per tap, ``sum_{b,h,w} view * g`` over one batch chunk, all taps in one variadic reduce:
+  XLA:CPU then reads each chunk once, where one reduction per tap (which it hands to
+  YNNPACK) writes every tap's product out first."""
+  g = g.astype(jnp.float32)
+  products = [view.astype(jnp.float32) * g for _, view in window_views(x, window, strides)]
+  sums = jax.lax.reduce(products, [jnp.float32(0)] * len(products),
+                        lambda a, b: [p + q for p, q in zip(a, b)], (0, 1, 2))
+  return jnp.stack(sums)
 
 
 def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,

@@ -43,12 +43,18 @@ def batch_chunk(batch: int, size_per_example: int, budget: int) -> int:
 def sum_over_batch_chunks(term, total: jax.Array, x: jax.Array, g: jax.Array,
                           chunk: int) -> jax.Array:
   """``total + sum_j term(x_j, g_j)`` over consecutive batch chunks ``x_j``, ``g_j`` of
-  ``chunk`` examples (``chunk`` divides the batch), by a ``scan``: each chunk's temporaries
-  are made and reduced while in cache, the way every chunked kernel gradient here sums."""
-  split = lambda a: a.reshape(a.shape[0] // chunk, chunk, *a.shape[1:])
-  total, _ = jax.lax.scan(lambda total, xg: (total + term(*xg), None), total,
-                          (split(x), split(g)))
-  return total
+  ``chunk`` examples (``chunk`` divides the batch), by a loop: each chunk's temporaries
+  are made and reduced while in cache, the way every chunked kernel gradient here sums.
+
+  Each chunk is a dynamic slice of the arrays as they are: splitting them into
+  ``(batches, chunk, ...)`` for a ``scan`` instead made XLA:CPU lay the split copy out
+  anew, two more passes over the whole activation per layer.
+  """
+  def add_chunk(j, total):
+    start = j * chunk
+    return total + term(jax.lax.dynamic_slice_in_dim(x, start, chunk),
+                        jax.lax.dynamic_slice_in_dim(g, start, chunk))
+  return jax.lax.fori_loop(0, x.shape[0] // chunk, add_chunk, total)
 
 
 def image_chunk(shape, fast: bool) -> int:

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from medjax.kernels import XLA_CPU, Conv, Dense
+from medjax.models.layers import BatchNorm
 
 # (kernel, stride, expand ratio, output filters, repeats) per stage, EfficientNet-B0 /
 # Lite0 (width and depth multipliers 1.0).
@@ -33,8 +34,8 @@ _STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3
            (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
 
 
-def _bn(train: bool, name: str) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3, name=name)
+def _bn(train: bool, name: str) -> BatchNorm:
+  return BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3, name=name)
 
 
 class MBConv(nn.Module):

@@ -68,7 +68,7 @@ class BasicConv(nn.Module):
                           bias_init=nn.initializers.constant(0.2), name="conv")(x))
     x = Conv(self.filters, (self.kernel, self.kernel), strides=self.stride,
              padding=self.padding, use_bias=False, kernels=self.kernels, name="conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, name="bn")(x)
+    x = layers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, name="bn")(x)
     return nn.relu(x)
 
 

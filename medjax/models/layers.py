@@ -58,3 +58,60 @@ class LocalResponseNorm(nn.Module):
   @nn.compact
   def __call__(self, x):
     return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+
+@jax.custom_vjp
+def normalize(x: jax.Array, mean: jax.Array, mul: jax.Array, bias: jax.Array) -> jax.Array:
+  """``(x - mean) * mul + bias`` over the last axis, Flax's batch-norm arithmetic, whose
+  backward pass keeps ``x`` rather than ``x - mean``: autodiff would write ``x - mean`` out
+  as the residual of ``mul``'s gradient, one more pass over every normalised activation,
+  while ``x`` (the convolution's output) exists anyway."""
+  return (x - mean) * mul + bias
+
+
+def _normalize_fwd(x, mean, mul, bias):
+  return normalize(x, mean, mul, bias), (x, mean, mul)
+
+
+def _normalize_bwd(residuals, g):
+  # The barrier keeps XLA from merging this ``x - mean`` with the forward pass's into one
+  # array written out for both, the residual this function exists to avoid.
+  x, mean, mul = jax.lax.optimization_barrier(residuals)
+  axes = tuple(range(g.ndim - 1))
+  dbias = jnp.sum(g, axes)
+  dmul = jnp.sum(g * (x - mean), axes)
+  return (g * mul).astype(x.dtype), -dbias * mul, dmul, dbias
+
+
+normalize.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+class BatchNorm(nn.Module):
+  """``nn.BatchNorm`` over the last axis (float32 statistics, ``E[x^2] - E[x]^2`` variance,
+  running averages not updated while initialising): the same variables, values and updates,
+  normalising by :func:`normalize` so that training keeps no extra activation-sized
+  residual."""
+  use_running_average: bool | None = None
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, use_running_average: bool | None = None):
+    running = nn.merge_param("use_running_average", self.use_running_average,
+                             use_running_average)
+    features = (x.shape[-1],)
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+    if running:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      axes = tuple(range(x.ndim - 1))
+      wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+      mean, mean2 = wide.mean(axes), jnp.square(wide).mean(axes)
+      var = jnp.maximum(0.0, mean2 - jnp.square(mean))
+      if not self.is_initializing():
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
+    return normalize(x, mean, jax.lax.rsqrt(var + self.epsilon) * scale, bias)

@@ -158,6 +158,30 @@ def test_depthwise_kernel_gradient_is_the_same_over_batch_chunks(chunk_floats):
   close(conv_lib._depthwise_kernel_grad(x, g, (3, 3), strides, pads, chunk_floats), expected)
 
 
+@pytest.mark.parametrize("kernel_hw,strides,padding", [
+    ((3, 3), (1, 1), "SAME"), ((5, 5), (1, 1), "SAME"), ((3, 5), (1, 1), ((2, 0), (1, 3))),
+    ((3, 3), (1, 1), "VALID"), ((3, 3), (1, 1), ((3, 0), (0, 0))), ((5, 5), (2, 2), "SAME")],
+    ids=["3x3", "5x5", "asymmetric", "valid", "pad-beyond-the-kernel", "stride-2"])
+def test_depthwise_input_gradient_is_the_transpose_of_the_sum(kernel_hw, strides, padding):
+  x, kernel = numpy_normal(0, (2, 9, 8, 5)), numpy_normal(1, (*kernel_hw, 1, 5))
+  pads = conv_lib.explicit_pads(x.shape[1:3], kernel_hw, padding, strides)
+  forward = lambda v: conv_lib._depthwise_sum(v, kernel, strides, pads)
+  g = numpy_normal(2, forward(x).shape)
+  expected, = jax.linear_transpose(forward, x)(g)
+  grad = lambda g: conv_lib._depthwise_input_grad(g, kernel, strides, pads, x.shape)
+  close(grad(g), expected)
+  # Stride 1 with pads the kernel can cover takes the flipped sum (its kernel reversed).
+  flipped = "rev" in str(jax.make_jaxpr(grad)(g))
+  assert flipped == (strides == (1, 1) and padding != ((3, 0), (0, 0)))
+
+
+def test_depthwise_kernel_gradient_reduces_every_tap_of_a_chunk_at_once():
+  x, g = numpy_normal(0, (2, 9, 8, 5)), numpy_normal(1, (2, 9, 8, 5))
+  jaxpr = str(jax.make_jaxpr(lambda x, g: conv_lib._depthwise_kernel_grad(
+      x, g, (3, 3), (1, 1), ((1, 1), (1, 1))))(x, g))
+  assert jaxpr.count("reduce_sum") == 0 and jaxpr.count(" reduce[") == 1, jaxpr
+
+
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,groups,strides,padding", [
     ((2, 9, 9, 8), (5, 5), 6, 2, (1, 1), ((2, 2), (2, 2))),  # AlexNet conv2, small.
     ((2, 10, 11, 6), (3, 3), 9, 3, (2, 2), "SAME"),

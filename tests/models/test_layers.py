@@ -3,7 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medjax.models.layers import local_response_norm
+import flax.linen as nn
+
+from medjax.models.layers import BatchNorm, local_response_norm
 
 
 def test_lrn_matches_caffe_formula():
@@ -36,3 +38,54 @@ def test_lrn_gradient_equals_autodiff_of_the_formula(size):
   expected = jax.vjp(lambda v: _lrn_by_autodiff(v, *args), x)[1](g)[0]
   scale = float(jnp.max(jnp.abs(expected)))
   np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6 * scale)
+
+
+def _bn_inputs():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(4, 5, 3, 6)) * 3 + 2, jnp.float32)
+  return rng, x
+
+
+@pytest.mark.parametrize("running", [True, False], ids=["running-statistics", "batch-statistics"])
+def test_batch_norm_is_flax_batch_norm_in_variables_values_updates_and_gradients(running):
+  rng, x = _bn_inputs()
+  ours = BatchNorm(use_running_average=running, momentum=0.9, epsilon=1e-3)
+  flax_bn = nn.BatchNorm(use_running_average=running, momentum=0.9, epsilon=1e-3)
+  variables = flax_bn.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(0), x)) == jax.tree.map(
+      jnp.shape, variables)
+  # Statistics and affine away from their initial values, so every term matters.
+  variables = jax.tree.map(
+      lambda v: v + jnp.asarray(rng.uniform(0.5, 1.5, v.shape), jnp.float32), variables)
+  (y, stats), (y_flax, stats_flax) = (
+      m.apply(variables, x, mutable=["batch_stats"]) for m in (ours, flax_bn))
+  np.testing.assert_array_equal(y, y_flax)
+  for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(stats_flax)):
+    np.testing.assert_array_equal(a, b)
+  r = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+
+  def loss(module):
+    def f(params, x):
+      y, _ = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+      return jnp.vdot(jnp.tanh(y), r)
+    return f
+  grads, grads_flax = (jax.grad(loss(m), (0, 1))(variables["params"], x) for m in (ours, flax_bn))
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_flax)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(b))))
+
+
+def test_batch_norm_keeps_its_input_not_a_centred_copy_for_the_backward_pass():
+  # Flax's autodiff keeps x - mean, an activation-sized array written only for the backward
+  # pass; ours keeps x, which the layer before has written anyway.
+  _, x = _bn_inputs()
+
+  def activation_residuals(module):
+    variables = module.init(jax.random.PRNGKey(0), x)
+    variables = {**variables, "batch_stats": jax.tree.map(lambda v: v + 0.5,
+                                                            variables["batch_stats"])}
+    _, backward = jax.vjp(lambda x: module.apply(variables, x), x)
+    return [leaf for leaf in jax.tree.leaves(backward) if jnp.shape(leaf) == x.shape]
+  ours = activation_residuals(BatchNorm(use_running_average=True))
+  assert len(ours) == 1 and (ours[0] == x).all()
+  flax_residuals = activation_residuals(nn.BatchNorm(use_running_average=True))
+  assert not any(bool((leaf == x).all()) for leaf in flax_residuals)
