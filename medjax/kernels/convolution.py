@@ -205,9 +205,9 @@ _depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
 def _depthwise_input_grad(g, kernel, strides, pads, x_shape):
   """``dL/dx`` of :func:`_depthwise_sum`. At stride 1 it is the same sum over ``g`` padded
   to "full" with the kernel flipped, the forward pass's fast form; the transpose of the
-  slices that autodiff gives instead is one pass with a bounds test per tap and element,
-  2-4x slower. Strided kernels keep the transpose (a polyphase split of the flipped form
-  measured no faster)."""
+  slices that autodiff gives instead is one slower pass with a bounds test per tap and
+  element. Strided kernels keep the transpose (a polyphase split of the flipped form was
+  no faster, docs/performance.md)."""
   (kh, kw), ((top, bottom), (left, right)) = kernel.shape[:2], pads
   full = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
   if tuple(strides) == (1, 1) and min(min(pair) for pair in full) >= 0:

@@ -48,9 +48,12 @@ def _bn_inputs():
   return rng, x
 
 
-@pytest.mark.parametrize("running", [True, False], ids=["running-statistics", "batch-statistics"])
-def test_batch_norm_is_flax_batch_norm_in_variables_values_updates_and_gradients(running):
+@pytest.mark.parametrize("running,dtype", [(True, jnp.float32), (False, jnp.float32),
+                                           (True, jnp.bfloat16)],
+                         ids=["running-statistics", "batch-statistics", "bfloat16-input"])
+def test_batch_norm_is_flax_batch_norm_in_variables_values_updates_and_gradients(running, dtype):
   rng, x = _bn_inputs()
+  x = x.astype(dtype)
   ours = BatchNorm(use_running_average=running, momentum=0.9, epsilon=1e-3)
   flax_bn = nn.BatchNorm(use_running_average=running, momentum=0.9, epsilon=1e-3)
   variables = flax_bn.init(jax.random.PRNGKey(0), x)
@@ -75,7 +78,9 @@ def test_batch_norm_is_flax_batch_norm_in_variables_values_updates_and_gradients
   grads, grads_flax = (jax.jit(jax.grad(loss(m), (0, 1)))(variables["params"], x)
                        for m in (ours, flax_bn))
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_flax)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(b))))
+    assert a.dtype == b.dtype
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(b))))
 
 
 def test_batch_norm_keeps_its_input_not_a_centred_copy_for_the_backward_pass():
