@@ -78,7 +78,7 @@ def _tap_kernel_grad(x, g, kernel_hw, pads, chunk_floats):
   """``dL/dkernel`` of a stride-1 convolution, one kernel row at a time.
 
   ``dW[i, j] = sum_{b,h,w} x_pad[b, h + i, w + j, :]^T g[b, h, w, :]``, accumulated over
-  batch chunks by a ``scan`` so that each chunk is read from cache. Per chunk, the ``kw``
+  batch chunks (``sum_over_batch_chunks``) so that each chunk is read from cache. Per chunk, the ``kw``
   column shifts of the padded ``x`` are put side by side (``kw * C`` channels), and each
   kernel row ``i`` is then one ``(O x pixels) @ (pixels x kw * C)`` matmul against that
   array's rows ``i .. i + H``: ``x`` is copied ``kw`` times instead of ``kh * kw`` and the
@@ -220,7 +220,7 @@ def _depthwise_input_grad(g, kernel, strides, pads, x_shape):
 def _depthwise_kernel_grad(x, g, window, strides, pads,
                            chunk_floats: int = DEPTHWISE_GRAD_CHUNK_FLOATS):
   """``dL/dkernel[i, j, 0, c] = sum_{b,h,w} x_pad[b, h*sh + i, w*sw + j, c] g[b, h, w, c]``,
-  accumulated over batch chunks by a ``scan``.
+  accumulated over batch chunks by ``sum_over_batch_chunks``.
 
   Differentiating the sum of slices directly makes XLA keep every tap's shifted copy of the
   whole batch for the backward pass (``kh * kw`` activation-sized copies written, then
