@@ -86,3 +86,24 @@ def test_sharded_batch_matches_unsharded():
       print("ok")
   """
   run_on_devices(script)
+
+
+@pytest.mark.parametrize("batch, per", [(7, 3), (12, 4), (10, 8), (5, 16)])
+def test_encoding_in_image_chunks_matches_one_chunk(batch, per):
+  # (7, 3) pads the batch to 9; (10, 8) takes the divisor 5; (5, 16) is one chunk.
+  rng = np.random.default_rng(batch)
+  desc = rng.normal(size=(batch, 20, 6)).astype(np.float32)
+  centers = rng.normal(size=(4, 6)).astype(np.float32)
+  mask = rng.random((batch, 20)) < 0.7
+  whole = vlad.vlad(desc, centers, mask, images_per_chunk=batch, l2_norm=False)
+  chunked = vlad.vlad(desc, centers, mask, images_per_chunk=per, l2_norm=False)
+  np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6)
+  # Padded images leave no trace: an image's code depends on its own descriptors only.
+  alone = vlad.vlad(desc[-1:], centers, mask[-1:], l2_norm=False)
+  np.testing.assert_allclose(chunked[-1], alone[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch, wanted, expected", [(512, 16, 16), (500, 16, 10), (509, 16, 16),
+                                                     (7, 16, 7), (36, 16, 12), (34, 16, 16)])
+def test_images_per_chunk_prefers_a_divisor(batch, wanted, expected):
+  assert vlad._images_per_chunk(batch, wanted) == expected
