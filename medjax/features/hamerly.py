@@ -69,17 +69,17 @@ def _half_gaps(centers):
   return 0.5 * jnp.sqrt(jnp.maximum(jnp.min(d2, axis=1), 0.0))
 
 
-def _measure(centers, x, x_sq, bounds: Bounds, need, chunk_size) -> Bounds:
-  """``bounds`` with the rows where ``need`` holds measured against every centre, in chunks
-  of ``chunk_size`` gathered rows (only as many chunks as there are such rows); the rows
-  that change centre move their sums and counts."""
+def _measure(centers, x, offset, x_sq, bounds: Bounds, need, chunk_size) -> Bounds:
+  """``bounds`` with the rows of ``x - offset`` where ``need`` holds measured against every
+  centre, in chunks of ``chunk_size`` gathered rows (only as many chunks as there are such
+  rows); the rows that change centre move their sums and counts."""
   n, k = need.shape[0], centers.shape[0]
   index = jnp.nonzero(need, size=-(-n // chunk_size) * chunk_size, fill_value=n)[0]
   c_sq_max = jnp.max(jnp.sum(centers * centers, axis=-1))
 
   def measure_chunk(i, bounds):
     rows = jax.lax.dynamic_slice_in_dim(index, i * chunk_size, chunk_size)
-    x_rows = jnp.take(x, rows, axis=0, mode="fill", fill_value=0)
+    x_rows = jnp.take(x, rows, axis=0, mode="fill", fill_value=0) - offset
     sq = jnp.take(x_sq, rows, mode="fill", fill_value=0)
     old = jnp.take(bounds.labels, rows, mode="fill", fill_value=k)
     dist = _sq_dist(x_rows, sq, centers)
@@ -127,10 +127,10 @@ def _pruned_step(centers, data: _Strided, bounds: Bounds):
   (Hamerly 2010). A step that leaves a cluster empty is redone as the full tracking pass,
   whose relocations the bounds do not follow, so they start afresh."""
   k, d = centers.shape
-  x, x_sq = data.rows.reshape(-1, d), data.sq_norms.reshape(-1)
+  x, x_sq = data.rows, data.sq_norms.reshape(-1)
   # Measured rows are gathered in chunks as long as the layout's own.
-  bounds = _measure(centers, x, x_sq, bounds, _unsettled(centers, data, bounds),
-                    data.rows.shape[0])
+  bounds = _measure(centers, x, data.offset, x_sq, bounds, _unsettled(centers, data, bounds),
+                    data.sq_norms.shape[0])
 
   def relocate():
     stats = _lloyd_pass(centers, _empty_stats(k, d, x.dtype), data, track_far=True)

@@ -65,13 +65,12 @@ def lloyd_iteration(centers: jax.Array, x: jax.Array, *,
   return finalize(centers, _iteration_stats(centers, data))
 
 
-@functools.partial(kernels.jit, static_argnames=("chunk_size",))
 def _prepare(x, *, chunk_size: int):
-  """``(strided layout of the centred x, mean, mean per-feature variance)`` in one program
-  on the device: the layout and squared norms are made once per fit, not once per pass,
-  and nothing is copied to the host."""
-  mean = jnp.mean(x, axis=0)
-  data = _strided(x - mean, jnp.ones(x.shape[:1], bool), chunk_size)
+  """``(strided layout of x centred on its mean, mean, mean per-feature variance)``: the
+  layout and squared norms are made once per fit, not once per pass, on the device, and
+  the rows are ``x`` itself, centred chunk by chunk as the passes read them."""
+  mean = jax.jit(functools.partial(jnp.mean, axis=0))(x)
+  data = _strided(x, jnp.ones(x.shape[:1], bool), chunk_size, offset=mean)
   # The centred rows' mean is zero, so their variance is the mean square: no extra pass.
   return data, mean, jnp.sum(data.sq_norms) / x.size
 
@@ -79,7 +78,7 @@ def _prepare(x, *, chunk_size: int):
 def _rows(data: _Strided, n: int):
   """The first ``n`` rows and squared norms of ``data`` in their original order: the
   strided view is a reshape of the padded rows, so this is one too."""
-  return data.rows.reshape((-1, data.rows.shape[-1]))[:n], data.sq_norms.reshape(-1)[:n]
+  return data.rows[:n] - data.offset, data.sq_norms.reshape(-1)[:n]
 
 
 @functools.partial(kernels.jit, static_argnames=("k", "n"))

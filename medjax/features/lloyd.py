@@ -49,24 +49,32 @@ def _nearest(dist):
 
 
 class _Strided(NamedTuple):
-  """Rows ``(N, D)``, their squared norms and mask, padded and viewed as ``(chunk, n_chunks,
-  ...)``, so that chunk ``i`` is ``[:, i]`` (rows ``i, i + n_chunks, ...``).
+  """Rows ``(N, D)`` as given (zero-padded to a whole number of chunks only when the chunk
+  length does not divide ``N``), with their squared norms and mask viewed as ``(chunk,
+  n_chunks)``, so that chunk ``i`` is rows ``i, i + n_chunks, ...``, and the ``offset``
+  ``(D,)`` every row is taken relative to (k-means centres its data).
 
-  The view is a reshape, not a copy: each loop iteration slices its chunk, where stacking
-  the chunks up front would copy every row. The squared norms are computed once here, not
-  in every Lloyd pass.
+  Each chunk is sliced from a reshape of the rows made inside the program that loops, and
+  offset as it is sliced: nothing is copied. A centred or re-laid copy of every row, made
+  up front, costs more than the pass that reads it (at 200,000 x 512 one fresh 400 MB
+  buffer, faulted in page by page; docs/performance.md). The squared norms (of the offset
+  rows) are computed once, not in every Lloyd pass.
   """
   rows: jax.Array
   sq_norms: jax.Array
   mask: jax.Array
+  offset: jax.Array
 
   @property
   def n_chunks(self) -> int:
-    return self.rows.shape[1]
+    return self.sq_norms.shape[1]
 
   def chunk(self, i):
-    """``(rows, squared norms, mask)`` of chunk ``i``."""
-    return tuple(jax.lax.dynamic_index_in_dim(a, i, axis=1, keepdims=False) for a in self)
+    """``(offset rows, squared norms, mask)`` of chunk ``i``."""
+    rows = self.rows.reshape(*self.sq_norms.shape, self.rows.shape[-1])
+    rows, sq_norms, mask = (jax.lax.dynamic_index_in_dim(a, i, axis=1, keepdims=False)
+                            for a in (rows, self.sq_norms, self.mask))
+    return rows - self.offset, sq_norms, mask
 
 
 def cluster_sums(x: jax.Array, labels: jax.Array, num_segments: int,
@@ -85,17 +93,41 @@ def cluster_sums(x: jax.Array, labels: jax.Array, num_segments: int,
   return sums, counts
 
 
-def _strided(x, mask, chunk_size) -> _Strided:
+def chunk_length(n: int, wanted: int) -> int:
+  """A divisor of ``n`` between ``wanted / 2`` and ``wanted`` if there is one (so that
+  chunks of it cover ``n`` with no padding, which would copy every row), else ``wanted``;
+  at most ``n``."""
+  wanted = min(wanted, n)
+  return next((p for p in range(wanted, (wanted + 1) // 2 - 1, -1) if n % p == 0), wanted)
+
+
+def _strided(x, mask, chunk_size, offset=None) -> _Strided:
+  """The layout of ``x`` (a NumPy or jax array) with ``mask`` in chunks of about
+  ``chunk_size`` rows. Called outside a jit, as :func:`strided` does, so that ``x`` itself
+  (not a copy a program returns) is what the layout holds."""
   n = x.shape[0]
-  n_chunks = max(1, -(-n // chunk_size))
+  n_chunks = max(1, -(-n // chunk_length(n, chunk_size)))
   chunk = -(-n // n_chunks)
-  pad = n_chunks * chunk - n
+  offset = jnp.zeros(x.shape[1:], x.dtype) if offset is None else offset
+  return _Strided(_pad_rows(x, n_chunks * chunk - n), *_strided_norms(x, mask, offset, chunk),
+                  offset)
+
+
+def _pad_rows(x, pad):
+  # Padding rows (mask False) count nowhere, whatever their values.
+  return jnp.pad(x, [(0, pad), (0, 0)]) if pad else jnp.asarray(x)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def _strided_norms(x, mask, offset, chunk):
+  """Squared norms of the offset rows and the mask, padded and viewed as ``(chunk,
+  n_chunks)``."""
+  pad = -x.shape[0] % chunk
 
   def view(a):
-    a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
-    return a.reshape((chunk, n_chunks) + a.shape[1:])
+    return jnp.pad(a, (0, pad)).reshape(chunk, -1)
 
-  return _Strided(view(x), view(jnp.sum(x * x, axis=-1)), view(mask))
+  return view(jnp.sum(jnp.square(x - offset), axis=-1)), view(mask)
 
 
 def _unstride(a, n):

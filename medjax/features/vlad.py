@@ -22,18 +22,11 @@ import jax
 import jax.numpy as jnp
 
 from medjax import kernels
-from medjax.features.lloyd import _nearest, _sq_dist, cluster_sums
+from medjax.features.lloyd import _nearest, _sq_dist, chunk_length, cluster_sums
 from medjax.features.norm import l2_normalize
 
 # Measured on Zen 3 at VGG19's 196 descriptors per image (docs/performance.md).
 IMAGES_PER_CHUNK = 16
-
-
-def _images_per_chunk(batch: int, wanted: int) -> int:
-  """A divisor of ``batch`` between ``wanted / 2`` and ``wanted`` if there is one (padding the
-  batch up to a multiple copies every descriptor once more), else ``wanted``."""
-  wanted = min(wanted, batch)
-  return next((p for p in range(wanted, (wanted + 1) // 2 - 1, -1) if batch % p == 0), wanted)
 
 
 @functools.partial(kernels.jit, static_argnames=("power_alpha", "intra_norm", "l2_norm",
@@ -45,14 +38,15 @@ def vlad(descriptors: jax.Array, centers: jax.Array, mask: jax.Array | None = No
 
   ``mask`` ``(B, N)`` is True for real descriptors. The output is laid out centre-major:
   entries ``[j * D:(j + 1) * D]`` belong to centre ``j``. Images are assigned and summed
-  ``images_per_chunk`` at a time, so each chunk's descriptors are still in cache when they
+  ``images_per_chunk`` at a time (a divisor of ``B`` near it if there is one: padding the
+  batch copies every descriptor), so each chunk's descriptors are still in cache when they
   are summed and the scatter-add writes a small block, where assigning the whole batch first
   reads every descriptor twice from memory (docs/performance.md).
   """
   b, n, d = descriptors.shape
   k = centers.shape[0]
   mask = jnp.ones((b, n), bool) if mask is None else mask
-  per = _images_per_chunk(b, images_per_chunk)
+  per = chunk_length(b, images_per_chunk)
   n_chunks = -(-b // per)
   pad = n_chunks * per - b
   # Chunk i holds images i, i + n_chunks, ...: a reshape, not a copy, whose leading axis a

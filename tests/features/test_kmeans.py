@@ -185,3 +185,30 @@ def test_hamerly_bounds_hold_and_prune(blobs):
 def test_unknown_algorithm_is_refused(blobs):
   with pytest.raises(ValueError, match="hamerly"):
     kmeans.fit(blobs[:100], 4, key=jax.random.key(0), algorithm="elkan")
+
+
+@pytest.mark.parametrize("n, wanted, expected", [(200_000, 2048, 2000), (4096, 2048, 2048),
+                                                 (1031, 2048, 1031), (3 * 1031, 2048, 1031),
+                                                 (2 * 2053, 2048, 2048)])
+def test_chunk_length_prefers_a_divisor(n, wanted, expected):
+  assert lloyd.chunk_length(n, wanted) == expected
+
+
+@pytest.mark.parametrize("n", [600, 601])
+def test_layout_holds_the_rows_themselves_and_centres_each_chunk(n):
+  # 600 rows split into chunks of 200 with no padding: the layout keeps x's own buffer (a
+  # centred or padded copy of every row cost more than a Lloyd pass); 601 is padded.
+  x = jax.device_put(np.random.default_rng(0).normal(3.0, 1.0, (n, 8)).astype(np.float32))
+  data, mean, _ = kmeans._prepare(x, chunk_size=256)
+  if n == 600:
+    assert data.rows.unsafe_buffer_pointer() == x.unsafe_buffer_pointer()
+  centred = np.asarray(x) - np.asarray(mean)
+  chunk, n_chunks = data.sq_norms.shape
+  for i in (0, n_chunks - 1):
+    rows, sq_norms, mask = jax.jit(data.chunk)(i)
+    index = np.arange(chunk) * n_chunks + i
+    real = index < n
+    np.testing.assert_array_equal(np.asarray(mask), real)
+    np.testing.assert_allclose(np.asarray(rows)[real], centred[index[real]], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sq_norms)[real], (centred[index[real]] ** 2).sum(1),
+                               rtol=1e-5)

@@ -102,8 +102,3 @@ def test_encoding_in_image_chunks_matches_one_chunk(batch, per):
   alone = vlad.vlad(desc[-1:], centers, mask[-1:], l2_norm=False)
   np.testing.assert_allclose(chunked[-1], alone[0], rtol=1e-6, atol=1e-6)
 
-
-@pytest.mark.parametrize("batch, wanted, expected", [(512, 16, 16), (500, 16, 10), (509, 16, 16),
-                                                     (7, 16, 7), (36, 16, 12), (34, 16, 16)])
-def test_images_per_chunk_prefers_a_divisor(batch, wanted, expected):
-  assert vlad._images_per_chunk(batch, wanted) == expected
