@@ -65,19 +65,24 @@ def lloyd_iteration(centers: jax.Array, x: jax.Array, *,
   return finalize(centers, _iteration_stats(centers, data))
 
 
+@kernels.jit
+def _column_mean(x):
+  return jnp.mean(x, axis=0)
+
+
 def _prepare(x, *, chunk_size: int):
   """``(strided layout of x centred on its mean, mean, mean per-feature variance)``: the
   layout and squared norms are made once per fit, not once per pass, on the device, and
   the rows are ``x`` itself, centred chunk by chunk as the passes read them."""
-  mean = jax.jit(functools.partial(jnp.mean, axis=0))(x)
+  mean = _column_mean(x)
   data = _strided(x, jnp.ones(x.shape[:1], bool), chunk_size, offset=mean)
   # The centred rows' mean is zero, so their variance is the mean square: no extra pass.
   return data, mean, jnp.sum(data.sq_norms) / x.size
 
 
 def _rows(data: _Strided, n: int):
-  """The first ``n`` rows and squared norms of ``data`` in their original order: the
-  strided view is a reshape of the padded rows, so this is one too."""
+  """The first ``n`` centred rows and squared norms of ``data`` in their original order (a
+  centred copy, inside the seeding program that runs once per fit)."""
   return data.rows[:n] - data.offset, data.sq_norms.reshape(-1)[:n]
 
 

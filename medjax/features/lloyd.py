@@ -102,9 +102,9 @@ def chunk_length(n: int, wanted: int) -> int:
 
 
 def _strided(x, mask, chunk_size, offset=None) -> _Strided:
-  """The layout of ``x`` (a NumPy or jax array) with ``mask`` in chunks of about
-  ``chunk_size`` rows. Called outside a jit, as :func:`strided` does, so that ``x`` itself
-  (not a copy a program returns) is what the layout holds."""
+  """The layout of ``x`` with ``mask`` in chunks of about ``chunk_size`` rows. Called outside
+  a jit (as ``kmeans._prepare`` does), ``x`` itself is what the layout holds; a jitted
+  program returning the layout would return a copy of it."""
   n = x.shape[0]
   n_chunks = max(1, -(-n // chunk_length(n, chunk_size)))
   chunk = -(-n // n_chunks)
