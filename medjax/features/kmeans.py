@@ -43,7 +43,7 @@ from medjax import kernels
 from medjax.atomic import save_npz
 from medjax.features.hamerly import Bounds, _labelled_inertia, _pruned_step, fresh_bounds
 from medjax.features.lloyd import (_iteration_stats, _lloyd_step, _nearest, _sq_dist, _Strided,
-                                   _strided, _unstride, finalize)
+                                   _strided, finalize, unstride)
 
 # Small enough that a chunk's (chunk, k) distances stay in the L2 cache.
 DEFAULT_CHUNK_SIZE = 2048
@@ -249,7 +249,7 @@ def assign(centers: jax.Array, x: jax.Array, *,
     return _nearest(_sq_dist(chunk, sq_norms, centers))
 
   labels, sq_dist = jax.lax.map(one_chunk, jnp.arange(data.n_chunks))
-  return _unstride(labels, x.shape[0]), _unstride(sq_dist, x.shape[0])
+  return unstride(labels, x.shape[0]), unstride(sq_dist, x.shape[0])
 
 
 def inertia(centers: jax.Array, x: jax.Array, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> jax.Array:

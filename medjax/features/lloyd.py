@@ -71,9 +71,8 @@ class _Strided(NamedTuple):
 
   def chunk(self, i):
     """``(offset rows, squared norms, mask)`` of chunk ``i``."""
-    rows = self.rows.reshape(*self.sq_norms.shape, self.rows.shape[-1])
-    rows, sq_norms, mask = (jax.lax.dynamic_index_in_dim(a, i, axis=1, keepdims=False)
-                            for a in (rows, self.sq_norms, self.mask))
+    rows = strided_view(self.rows, *self.sq_norms.shape)
+    rows, sq_norms, mask = (chunk_of(a, i) for a in (rows, self.sq_norms, self.mask))
     return rows - self.offset, sq_norms, mask
 
 
@@ -101,38 +100,51 @@ def chunk_length(n: int, wanted: int) -> int:
   return next((p for p in range(wanted, (wanted + 1) // 2 - 1, -1) if n % p == 0), wanted)
 
 
+def strided_shape(n: int, wanted: int) -> tuple[int, int]:
+  """``(chunk, n_chunks)`` of the strided layout of ``n`` rows in chunks of about ``wanted``:
+  the fewest chunks :func:`chunk_length` allows, each as short as that count allows."""
+  n_chunks = max(1, -(-n // chunk_length(n, wanted)))
+  return -(-n // n_chunks), n_chunks
+
+
+def strided_view(a, chunk: int, n_chunks: int):
+  """``a`` ``(N, ...)`` padded to ``chunk * n_chunks`` rows and viewed as ``(chunk, n_chunks,
+  ...)``, so chunk ``i`` (:func:`chunk_of`) is rows ``i, i + n_chunks, ...``: a reshape, not a
+  copy, unless it pads, and its leading axis is what a batch sharding splits."""
+  return jnp.reshape(_pad_rows(a, chunk * n_chunks), (chunk, n_chunks) + a.shape[1:])
+
+
+def _pad_rows(a, rows: int):
+  pad = rows - a.shape[0]  # Padding rows (mask False) count nowhere, whatever their values.
+  return jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) if pad else a
+
+
+def chunk_of(view, i):
+  """Chunk ``i`` ``(chunk, ...)`` of a :func:`strided_view`."""
+  return jax.lax.dynamic_index_in_dim(view, i, axis=1, keepdims=False)
+
+
+def unstride(a, n):
+  """The inverse of the strided layout for per-chunk outputs stacked as ``(n_chunks, chunk,
+  ...)``: the first ``n`` rows in their original order."""
+  return jnp.swapaxes(a, 0, 1).reshape((-1,) + a.shape[2:])[:n]
+
+
 def _strided(x, mask, chunk_size, offset=None) -> _Strided:
   """The layout of ``x`` with ``mask`` in chunks of about ``chunk_size`` rows. Called outside
   a jit (as ``kmeans._prepare`` does), ``x`` itself is what the layout holds; a jitted
   program returning the layout would return a copy of it."""
-  n = x.shape[0]
-  n_chunks = max(1, -(-n // chunk_length(n, chunk_size)))
-  chunk = -(-n // n_chunks)
+  chunk, n_chunks = strided_shape(x.shape[0], chunk_size)
   offset = jnp.zeros(x.shape[1:], x.dtype) if offset is None else offset
-  return _Strided(_pad_rows(x, n_chunks * chunk - n), *_strided_norms(x, mask, offset, chunk),
-                  offset)
+  rows = _pad_rows(jnp.asarray(x), chunk * n_chunks)
+  return _Strided(rows, *_strided_norms(x, mask, offset, chunk, n_chunks), offset)
 
 
-def _pad_rows(x, pad):
-  # Padding rows (mask False) count nowhere, whatever their values.
-  return jnp.pad(x, [(0, pad), (0, 0)]) if pad else jnp.asarray(x)
-
-
-@functools.partial(jax.jit, static_argnames=("chunk",))
-def _strided_norms(x, mask, offset, chunk):
-  """Squared norms of the offset rows and the mask, padded and viewed as ``(chunk,
-  n_chunks)``."""
-  pad = -x.shape[0] % chunk
-
-  def view(a):
-    return jnp.pad(a, (0, pad)).reshape(chunk, -1)
-
-  return view(jnp.sum(jnp.square(x - offset), axis=-1)), view(mask)
-
-
-def _unstride(a, n):
-  """The inverse of the strided layout for per-chunk outputs stacked as ``(n_chunks, chunk)``."""
-  return jnp.swapaxes(a, 0, 1).reshape((-1,) + a.shape[2:])[:n]
+@functools.partial(jax.jit, static_argnames=("chunk", "n_chunks"))
+def _strided_norms(x, mask, offset, chunk, n_chunks):
+  """Squared norms of the offset rows and the mask, in the strided layout."""
+  return (strided_view(jnp.sum(jnp.square(x - offset), axis=-1), chunk, n_chunks),
+          strided_view(mask, chunk, n_chunks))
 
 
 def _empty_stats(k, d, dtype):

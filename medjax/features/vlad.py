@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from medjax import kernels
-from medjax.features.lloyd import _nearest, _sq_dist, chunk_length, cluster_sums
+from medjax.features.lloyd import (_nearest, _sq_dist, chunk_of, cluster_sums, strided_shape,
+                                   strided_view, unstride)
 from medjax.features.norm import l2_normalize
 
 # Measured on Zen 3 at VGG19's 196 descriptors per image (docs/performance.md).
@@ -46,24 +47,20 @@ def vlad(descriptors: jax.Array, centers: jax.Array, mask: jax.Array | None = No
   b, n, d = descriptors.shape
   k = centers.shape[0]
   mask = jnp.ones((b, n), bool) if mask is None else mask
-  per = chunk_length(b, images_per_chunk)
-  n_chunks = -(-b // per)
-  pad = n_chunks * per - b
-  # Chunk i holds images i, i + n_chunks, ...: a reshape, not a copy, whose leading axis a
-  # batch sharding can split (as lloyd's strided row chunks).
-  strided = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape(per, n_chunks, *a.shape[1:])
-             for a in (descriptors, mask)]
+  per, n_chunks = strided_shape(b, images_per_chunk)
+  # Chunk i holds images i, i + n_chunks, ... (lloyd's strided layout, as k-means' rows).
+  strided = [strided_view(a, per, n_chunks) for a in (descriptors, mask)]
   slots = jnp.arange(per, dtype=jnp.int32)[:, None] * k
 
   def one_chunk(i):
-    x, m = (jax.lax.dynamic_index_in_dim(a, i, axis=1, keepdims=False) for a in strided)
+    x, m = (chunk_of(a, i) for a in strided)
     flat = x.reshape(per * n, d)
     labels, _ = _nearest(_sq_dist(flat, jnp.sum(flat * flat, axis=-1), centers))
     sums, counts = cluster_sums(flat, (slots + labels.reshape(per, n)).reshape(-1), per * k,
                                 m.reshape(-1))
     return sums.reshape(per, k, d) - counts.reshape(per, k, 1).astype(x.dtype) * centers
 
-  v = jnp.swapaxes(jax.lax.map(one_chunk, jnp.arange(n_chunks)), 0, 1).reshape(-1, k, d)[:b]
+  v = unstride(jax.lax.map(one_chunk, jnp.arange(n_chunks)), b)
   if power_alpha is not None:
     v = jnp.sign(v) * jnp.abs(v) ** power_alpha
   if intra_norm:

@@ -78,12 +78,12 @@ def _tap_kernel_grad(x, g, kernel_hw, pads, chunk_floats):
   """``dL/dkernel`` of a stride-1 convolution, one kernel row at a time.
 
   ``dW[i, j] = sum_{b,h,w} x_pad[b, h + i, w + j, :]^T g[b, h, w, :]``, accumulated over
-  batch chunks (``sum_over_batch_chunks``) so that each chunk is read from cache. Per chunk, the ``kw``
-  column shifts of the padded ``x`` are put side by side (``kw * C`` channels), and each
-  kernel row ``i`` is then one ``(O x pixels) @ (pixels x kw * C)`` matmul against that
-  array's rows ``i .. i + H``: ``x`` is copied ``kw`` times instead of ``kh * kw`` and the
-  matrices are wider than one matmul per tap would make them. ``(O x pixels)`` is the
-  orientation XLA:CPU runs faster.
+  batch chunks (``sum_over_batch_chunks``) so that each chunk is read from cache. Per
+  chunk, the ``kw`` column shifts of the padded ``x`` are put side by side (``kw * C``
+  channels), and each kernel row ``i`` is then one ``(O x pixels) @ (pixels x kw * C)``
+  matmul against that array's rows ``i .. i + H``: ``x`` is copied ``kw`` times instead of
+  ``kh * kw`` and the matrices are wider than one matmul per tap would make them.
+  ``(O x pixels)`` is the orientation XLA:CPU runs faster.
   """
   kh, kw = kernel_hw
   batch, out_h, out_w, _ = g.shape

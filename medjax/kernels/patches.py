@@ -91,7 +91,8 @@ patches_conv.defvjp(_patches_fwd, _patches_bwd)
 
 def patches_kernel_grad(x, g, window, pads, chunk_floats: int) -> jax.Array:
   """``dL/dkernel`` of a stride-1 convolution as ``patches^T @ g``, summed over batch chunks
-  (``sum_over_batch_chunks``) so that each chunk's patch array is made and contracted while in cache.
+  (``sum_over_batch_chunks``) so that each chunk's patch array is made and contracted while
+  in cache.
 
   For one input channel the patch array is only ``kh * kw`` floats per pixel, and this one
   product per chunk beats both XLA's kernel gradient and the per-row form (the kernel
