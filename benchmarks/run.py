@@ -26,7 +26,7 @@ from pathlib import Path
 from absl import flags
 
 from medjax import cli
-from medjax.kernels import host_memory
+from medjax import host_memory
 
 FLAGS = flags.FLAGS
 
@@ -95,7 +95,7 @@ def define_flags(fv: flags.FlagValues) -> None:
                       flag_values=fv)
   flags.DEFINE_enum("allocator", "default", ["default", "retain", "huge_pages"],
                     "default: glibc as it comes, under which both sides page-fault their "
-                    "large temporaries anew every call; retain: medjax.kernels.host_memory's policy "
+                    "large temporaries anew every call; retain: medjax.host_memory's policy "
                     "(medjax.main --retain_host_memory); huge_pages: transparent huge pages "
                     "(medjax.main's default, --huge_pages). The PyTorch peers share the policy, "
                     "being in the same process.", flag_values=fv)

@@ -9,7 +9,7 @@ what was observed and whether the premise still ``holds``:
 
 - ``compiler_options/convolutions_leave_ynnpack``: with ``medjax.kernels``' compile options a
   convolution compiles to no YNNPACK fusion, while a matrix product still does.
-- ``host_memory/plain_faults_every_run``: without ``medjax.kernels.host_memory``'s policy each run
+- ``host_memory/plain_faults_every_run``: without ``medjax.host_memory``'s policy each run
   of a program with a 144 MB temporary page-faults it in anew (the cost the policy removes).
 - ``host_memory/retained_runs_fault_nothing``: with the policy, later runs reuse the block.
 """
@@ -32,7 +32,7 @@ from medjax.kernels import compiler
 # glibc's mmap threshold, so without the policy each run maps and faults it in anew.
 _FAULTS_PROGRAM = textwrap.dedent("""
     import json, resource, sys
-    from medjax.kernels import host_memory
+    from medjax import host_memory
     applied = host_memory.retain_freed_blocks() if sys.argv[1] == "retain" else None
     import jax, jax.numpy as jnp
     f = jax.jit(lambda x: jnp.tanh(x @ x.T) @ x)

@@ -37,11 +37,11 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_bool("huge_pages", True,
                     "Back the large host-memory blocks of XLA:CPU's steps with transparent huge "
                     "pages (glibc's glibc.malloc.hugetlb=1, set by re-executing the command; "
-                    "see medjax/kernels/host_memory.py): far fewer page faults, same results. "
+                    "see medjax/host_memory.py): far fewer page faults, same results. "
                     "No effect where glibc is older than 2.35 or the kernel's THP is 'never'.",
                     flag_values=fv)
   flags.DEFINE_bool("retain_host_memory", False,
-                    "Keep freed host memory for reuse (glibc; see medjax/kernels/host_memory.py), so "
+                    "Keep freed host memory for reuse (glibc; see medjax/host_memory.py), so "
                     "XLA:CPU's per-step temporaries stop page-faulting; the process then keeps "
                     "its peak heap, which programs alternating large, different temporaries "
                     "can fragment without bound.", flag_values=fv)
@@ -91,7 +91,7 @@ def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments {argv[1:]}; every setting is a flag "
                         f"(--config.KEY=VALUE for config keys)")
-  from medjax.kernels import host_memory
+  from medjax import host_memory
   if FLAGS.huge_pages and cli.started_as("medjax.main"):  # Re-executing is safe.
     host_memory.use_huge_pages()
   if FLAGS.retain_host_memory:  # Before JAX starts its threads.

@@ -87,7 +87,7 @@ def environment() -> dict:
     except importlib.metadata.PackageNotFoundError:
       continue
   lock = (hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest() if LOCK_FILE.is_file() else None)
-  from medjax.kernels import host_memory
+  from medjax import host_memory
   return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu(),
           "backend": jax.default_backend(), "devices": jax.device_count(),
           "processes": jax.process_count(), "lock_sha256": lock, "packages": packages,

@@ -4,9 +4,9 @@ through here.
 XLA:CPU runs some of the papers' layers far slower than equivalent forms built from ops it
 does run well (large kernels by FFT, few-channel kernel gradients by matmuls, depthwise
 and 1 x 1 kernels as fused elementwise ops and matmuls, max-pool gradients without
-select-and-scatter), compiles convolutions better with one option set, and page-faults
-its temporaries anew every step under glibc's default policy. Those fixes live in this
-package, so models stay plain Flax:
+select-and-scatter) and compiles convolutions better with one option set. Those fixes live
+in this package, so models stay plain Flax (the host memory policy that stops XLA:CPU's
+temporaries page-faulting is process set-up, :mod:`medjax.host_memory`):
 
 * :class:`Conv`, :class:`Dense`, :func:`max_pool`, :func:`max_pool_ceil`, :func:`avg_pool`,
   :func:`adaptive_avg_pool` take ``kernels``: ``"xla_cpu"`` (the fast forms, chosen per
@@ -18,7 +18,6 @@ package, so models stay plain Flax:
   several train steps in one compiled call; :func:`global_norm` is optax's as a product.
 * :func:`image_chunk` is how many images a CPU forward pass takes at a time.
 * :mod:`medjax.kernels.precision` is the mixed-precision policy (``config.compute_dtype``).
-* :mod:`medjax.kernels.host_memory` is the opt-in glibc policy that keeps freed blocks.
 
 Only JAX, Flax and the standard library are imported here, so models may depend on it.
 """

@@ -74,7 +74,7 @@ def test_smoke_run_killed_and_resumed_matches_uninterrupted(shared_data, tfds_di
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "Resuming from the checkpoint at step" in resumed.stderr
   assert_tree_close(metrics(killed_dir), metrics(tmp_path / "full"), rel=1e-6, abs_=1e-12)
-  from medjax.kernels import host_memory
+  from medjax import host_memory
   if host_memory.huge_pages_possible():  # The default re-executed the command on huge pages.
     environment = json.loads((killed_dir / "results.json").read_text())["environment"]
     assert environment["host_memory"] == "huge_pages"
