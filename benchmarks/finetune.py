@@ -24,7 +24,7 @@ from torch import nn
 from benchmarks import extraction, timing
 from benchmarks.train_step import _labels, _nchw
 from configs import finetune
-from medjax import kernels, optim, parallel
+from medjax import optim, parallel
 from medjax.kernels import precision
 from medjax.models import efficientnet_lite
 from medjax.train import losses, step as step_lib, transfer
@@ -35,10 +35,7 @@ def _medjax_step(config, images: np.ndarray, labels: np.ndarray):
   mesh = parallel.make_mesh()
   model = step_lib.build_model(config, 2)
   tx = optim.make(config.optimizer, steps_per_epoch=100)
-  state = step_lib.init_state(model, tx, config, images.shape[1:], mesh)
-  params, model_state = transfer.load_pretrained(state, config)
-  opt_state = kernels.jit(tx.init, out_shardings=parallel.replicated(mesh))(params)
-  state = state.replace(params=params, model_state=model_state, opt_state=opt_state)
+  state = transfer.pretrained_state(model, tx, config, images.shape[1:], mesh)
   steps = step_lib.make_train_steps(model, tx, losses.make(config, [1, 3]),
                                     precision.name_of(config))
   batch = parallel.to_global({"image": images, "label": labels}, parallel.batch_sharding(mesh))

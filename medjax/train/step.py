@@ -38,8 +38,7 @@ def build_model(config, num_classes: int):
   return registry.get_model(config.model.name, num_classes=num_classes, **model_kwargs(config))
 
 
-def init_state(model, tx, config, image_shape, mesh) -> TrainState:
-  """Initialises parameters from ``config.seed``, replicated over the mesh."""
+def _initializer(model, tx, image_shape):
   def init(rng):
     params_rng, rng = jax.random.split(rng)
     variables = model.init({"params": params_rng, "dropout": params_rng},
@@ -49,9 +48,32 @@ def init_state(model, tx, config, image_shape, mesh) -> TrainState:
                       opt_state=tx.init(params), rng=rng,
                       best_metric=jnp.array(-jnp.inf, jnp.float32),
                       best_epoch=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool))
+  return init
+
+
+def _key(config) -> jax.Array:
   # A raw uint32 key (not a typed key) so that Orbax can store it.
-  init = kernels.jit(init, once=True, out_shardings=parallel.replicated(mesh))
-  return init(jax.random.PRNGKey(config.seed))
+  return jax.random.PRNGKey(config.seed)
+
+
+def init_state(model, tx, config, image_shape, mesh, select=None):
+  """Initialises the state from ``config.seed``, replicated over the mesh.
+
+  With ``select`` (``TrainState -> pytree``) only what it picks is returned, and only that
+  is computed: XLA drops the rest, so a run that imports most of its weights does not
+  compile and draw random values for them (EfficientNet-Lite0's 117 draws: 11 s of
+  compilation, against 0.3 s for its classifier's).
+  """
+  init = _initializer(model, tx, image_shape)
+  fn = init if select is None else (lambda rng: select(init(rng)))
+  return kernels.jit(fn, once=True, out_shardings=parallel.replicated(mesh))(_key(config))
+
+
+def abstract_state(model, tx, config, image_shape, mesh) -> TrainState:
+  """The state's shapes, dtypes and shardings without computing it: what a restore from a
+  checkpoint, or an import of pretrained weights, is laid out on."""
+  init = _initializer(model, tx, image_shape)
+  return jax.jit(init, out_shardings=parallel.replicated(mesh)).eval_shape(_key(config))
 
 
 def make_train_step(model, tx, loss_name: str, compute_dtype: str = "float32"):

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from clu import periodic_actions
 
-from medjax import kernels, optim, parallel
+from medjax import optim, parallel
 from medjax.kernels import precision
 from medjax.data.pipeline import InputPipeline
 from medjax.eval import calibration, evaluation, report
@@ -26,7 +26,7 @@ from medjax.eval import writers
 from medjax.retrieval import runs as retrieval_runs
 from medjax.runloop import Checkpoints, check_finite
 from medjax.train import config_checks, losses, transfer
-from medjax.train.step import (TrainState, build_model, init_state, make_predict,
+from medjax.train.step import (TrainState, abstract_state, build_model, init_state, make_predict,
                                make_train_steps)
 
 
@@ -86,16 +86,18 @@ def train_and_evaluate(config, workdir) -> dict:
   tx = optim.make(config.optimizer, steps_per_epoch)
   first = next(data.eval_batches("train" if not data.has_split("test") else "test", batch_size=mesh.size))
   image_shape = first[0]["image"].shape[1:]
-  state = init_state(model, tx, config, image_shape, mesh)
   ckpts = Checkpoints(workdir, keep=config.keep_checkpoints)
-  state = ckpts.restore_latest(state)
+  # A resumed run is laid out on the state's shapes; nothing is initialised just to be
+  # overwritten (nor, with pretrained weights, the tensors imported).
+  if ckpts.latest_step() is not None:
+    state = ckpts.restore_latest(abstract_state(model, tx, config, image_shape, mesh))
+  elif config.get("init") and config.init.pretrained:
+    state = transfer.pretrained_state(model, tx, config, image_shape, mesh)
+  else:
+    state = init_state(model, tx, config, image_shape, mesh)
   start = int(state.step)
   if start:
     logging.info("Resuming from the checkpoint at step %d of %d.", start, total_steps)
-  elif config.get("init") and config.init.pretrained:
-    params, model_state = transfer.load_pretrained(state, config)
-    opt_state = kernels.jit(tx.init, once=True, out_shardings=parallel.replicated(mesh))(params)
-    state = state.replace(params=params, model_state=model_state, opt_state=opt_state)
   class_counts = _train_class_counts(data)
   loss = losses.make(config, class_counts)
   dead_run = None if info.multi_label else transfer.DeadRunMonitor(loss, class_counts)

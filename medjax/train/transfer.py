@@ -12,49 +12,59 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax import kernels
+from medjax import kernels, parallel
 from medjax.kernels import precision
 from medjax.train import losses
 
 
-def load_pretrained(state, config):
-  """``state`` with every imported ImageNet tensor in place of its random initialisation.
+def pretrained_state(model, tx, config, image_shape, mesh):
+  """A fresh state with every imported ImageNet tensor in place of its random initialisation.
 
   The backbone named by ``config.model.name`` is read from its installed weight file
   (``config.init.weights``, else the backbone's default); parameters and batch-norm
   statistics whose path exists in both trees and has the same shape are taken, so the
-  new classifier (another number of classes) keeps its fresh initialisation. Values are
-  placed as the ones they replace (replicated over the mesh).
+  new classifier (another number of classes) keeps its fresh initialisation, the values
+  ``step.init_state`` gives it. Only those fresh tensors are drawn; the optimiser state
+  (momentum, EMA) is initialised around the imported weights.
   """
+  from medjax.train import step as step_lib
   from medjax.weights import load
-  init = config.init
-  _, variables, _ = load.load_backbone(config.model.name, init.get("weights") or None)
-  source = {"params": variables["params"], **{k: v for k, v in variables.items() if k != "params"}}
-  taken, kept = [], []
-
-  def merge(target, imported, path=""):
-    out = {}
-    for key, value in target.items():
-      name = f"{path}/{key}"
-      if isinstance(value, dict):
-        out[key] = merge(value, imported.get(key, {}) if isinstance(imported, dict) else {}, name)
-      elif key in imported and getattr(imported[key], "shape", None) == value.shape:
-        out[key] = jax.device_put(np.asarray(imported[key], value.dtype), value.sharding)
-        taken.append(name)
-      else:
-        out[key] = value
-        kept.append(name)
-    return out
-
-  params = merge(jax.tree.map(lambda x: x, dict(state.params)), source["params"], "params")
-  model_state = {k: merge(dict(v), source.get(k, {}), k) for k, v in state.model_state.items()}
+  _, variables, _ = load.load_backbone(config.model.name, config.init.get("weights") or None)
+  abstract = step_lib.abstract_state(model, tx, config, image_shape, mesh)
+  # Parameters and the other collections (batch_stats) in one tree, as the weight loaders
+  # lay them out.
+  target = {"params": abstract.params, **abstract.model_state}
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
+  values, taken, kept = [], [], []
+  for path, leaf in leaves:
+    name = "/".join(str(k.key) for k in path)
+    imported = variables
+    for k in path:
+      imported = imported.get(k.key) if isinstance(imported, dict) else None
+    if getattr(imported, "shape", None) == leaf.shape:
+      values.append(jax.device_put(np.asarray(imported, leaf.dtype), leaf.sharding))
+      taken.append(name)
+    else:
+      values.append(None)
+      kept.append(name)
   if not taken:
     raise ValueError(f"config.init.pretrained: no tensor of {config.model.name}'s ImageNet "
                      f"weights matches the model's parameters")
   logging.info("ImageNet initialisation: %d tensors imported; %d newly initialised (%s).",
                len(taken), len(kept), ", ".join(kept[:6]))
-  # The optimiser state (momentum, EMA) is re-initialised around the imported weights.
-  return params, model_state
+  fresh_at = [i for i, v in enumerate(values) if v is None]
+
+  def select(state):
+    flat = jax.tree.leaves({"params": state.params, **state.model_state})
+    return [flat[i] for i in fresh_at], state.replace(params={}, model_state={}, opt_state=())
+
+  fresh, rest = step_lib.init_state(model, tx, config, image_shape, mesh, select=select)
+  for i, value in zip(fresh_at, fresh):
+    values[i] = value
+  merged = jax.tree_util.tree_unflatten(treedef, values)
+  params = merged.pop("params")
+  opt_state = kernels.jit(tx.init, once=True, out_shardings=parallel.replicated(mesh))(params)
+  return rest.replace(params=params, model_state=merged, opt_state=opt_state)
 
 
 def tta_views(images: jax.Array, n: int) -> list[jax.Array]:

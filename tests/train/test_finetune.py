@@ -30,10 +30,7 @@ def _state_with_imagenet(config, num_classes=2):
   mesh = parallel.make_mesh()
   model = build_model(config, num_classes)
   tx = optim.make(config.optimizer, steps_per_epoch=10)
-  state = init_state(model, tx, config, (SIZE, SIZE, 3), mesh)
-  params, model_state = transfer.load_pretrained(state, config)
-  state = state.replace(params=params, model_state=model_state, opt_state=tx.init(params))
-  return model, tx, state
+  return model, tx, transfer.pretrained_state(model, tx, config, (SIZE, SIZE, 3), mesh)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +47,15 @@ def test_starts_from_the_imported_imagenet_weights(probe):
       {"params": state.params, **state.model_state}, images)
   _, theirs = jax.jit(functools.partial(frozen.apply, train=False))(variables, images)
   np.testing.assert_array_equal(np.asarray(ours["pre_logits"]), np.asarray(theirs["pre_logits"]))
-  # The classifier is new: two classes, freshly initialised.
+  # The classifier is new: two classes, freshly initialised, and only it was drawn: its
+  # values are the ones the whole initialisation gives it.
   assert state.params["fc"]["kernel"].shape == (1280, 2)
+  config = _lite0_config("linear_probe")
+  fc = init_state(model, probe[1], config, (SIZE, SIZE, 3), parallel.make_mesh(),
+                  select=lambda s: s.params["fc"])
+  jax.tree.map(np.testing.assert_array_equal, state.params["fc"], fc)
+  # The optimiser state is initialised around the imported weights.
+  jax.tree.map(np.testing.assert_array_equal, state.opt_state, probe[1].init(state.params))
 
 
 @pytest.mark.slow

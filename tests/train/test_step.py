@@ -47,3 +47,22 @@ def test_global_norm_is_optax_global_norm():
           "head": [numpy_normal(2, (7, 1)), jnp.zeros((2, 2))]}
   np.testing.assert_allclose(step.global_norm(tree), optax.global_norm(tree), rtol=1e-6)
   assert float(step.global_norm({"w": jnp.array([3.0, 4.0])})) == 5.0
+
+
+def test_selected_initialisation_is_that_part_of_the_whole_and_abstract_state_its_layout():
+  """What a pretrained run draws (only the tensors it does not import) has the values the
+  whole initialisation gives them; the abstract state is what a resume restores into."""
+  from tests.conftest import tiny_config
+  config = tiny_config("unused", "unused")
+  mesh = parallel.make_mesh()
+  model = step.build_model(config, 2)
+  tx = optim.make(config.optimizer, 10)
+  whole = step.init_state(model, tx, config, (32, 32, 1), mesh)
+  last = sorted(whole.params)[-1]
+  part = step.init_state(model, tx, config, (32, 32, 1), mesh,
+                         select=lambda s: (s.params[last], s.rng))
+  jax.tree.map(np.testing.assert_array_equal, part, (whole.params[last], whole.rng))
+  abstract = step.abstract_state(model, tx, config, (32, 32, 1), mesh)
+  assert jax.tree.structure(abstract) == jax.tree.structure(whole)
+  for a, w in zip(jax.tree.leaves(abstract), jax.tree.leaves(whole)):
+    assert (a.shape, a.dtype, a.sharding) == (w.shape, w.dtype, w.sharding)
