@@ -11,6 +11,7 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from medjax import kernels, parallel
 from medjax.kernels import precision
@@ -30,38 +31,28 @@ def pretrained_state(model, tx, config, image_shape, mesh):
   from medjax.train import step as step_lib
   from medjax.weights import load
   _, variables, _ = load.load_backbone(config.model.name, config.init.get("weights") or None)
+  imported = traverse_util.flatten_dict(variables)
   abstract = step_lib.abstract_state(model, tx, config, image_shape, mesh)
   # Parameters and the other collections (batch_stats) in one tree, as the weight loaders
-  # lay them out.
-  target = {"params": abstract.params, **abstract.model_state}
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
-  values, taken, kept = [], [], []
-  for path, leaf in leaves:
-    name = "/".join(str(k.key) for k in path)
-    imported = variables
-    for k in path:
-      imported = imported.get(k.key) if isinstance(imported, dict) else None
-    if getattr(imported, "shape", None) == leaf.shape:
-      values.append(jax.device_put(np.asarray(imported, leaf.dtype), leaf.sharding))
-      taken.append(name)
-    else:
-      values.append(None)
-      kept.append(name)
+  # lay them out, keyed by path.
+  wanted = traverse_util.flatten_dict({"params": abstract.params, **abstract.model_state})
+  taken = {path: jax.device_put(np.asarray(imported[path], leaf.dtype), leaf.sharding)
+           for path, leaf in wanted.items()
+           if getattr(imported.get(path), "shape", None) == leaf.shape}
   if not taken:
     raise ValueError(f"config.init.pretrained: no tensor of {config.model.name}'s ImageNet "
                      f"weights matches the model's parameters")
+  fresh_paths = [path for path in wanted if path not in taken]
   logging.info("ImageNet initialisation: %d tensors imported; %d newly initialised (%s).",
-               len(taken), len(kept), ", ".join(kept[:6]))
-  fresh_at = [i for i, v in enumerate(values) if v is None]
+               len(taken), len(fresh_paths), ", ".join("/".join(p) for p in fresh_paths[:6]))
 
   def select(state):
-    flat = jax.tree.leaves({"params": state.params, **state.model_state})
-    return [flat[i] for i in fresh_at], state.replace(params={}, model_state={}, opt_state=())
+    flat = traverse_util.flatten_dict({"params": state.params, **state.model_state})
+    return ({path: flat[path] for path in fresh_paths},
+            state.replace(params={}, model_state={}, opt_state=()))
 
   fresh, rest = step_lib.init_state(model, tx, config, image_shape, mesh, select=select)
-  for i, value in zip(fresh_at, fresh):
-    values[i] = value
-  merged = jax.tree_util.tree_unflatten(treedef, values)
+  merged = traverse_util.unflatten_dict({**taken, **fresh})
   params = merged.pop("params")
   opt_state = kernels.jit(tx.init, once=True, out_shardings=parallel.replicated(mesh))(params)
   return rest.replace(params=params, model_state=merged, opt_state=opt_state)
