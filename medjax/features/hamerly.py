@@ -17,8 +17,11 @@ from medjax.features.lloyd import (_Strided, _empty_stats, _lloyd_pass, _nearest
 
 @kernels.jit
 def _labelled_inertia(centers, data: _Strided, labels):
-  """The inertia of ``centers`` given every row's nearest centre (flat padded order, as
-  :class:`Bounds` keeps them): one pass of differences, no distance product."""
+  """``(whether every row has a label, the inertia of ``centers`` given those labels)``,
+  the labels being each row's nearest centre (flat padded order, as :class:`Bounds` keeps
+  them): one pass of differences, no distance product. The check is in the same program so
+  that the driver compiles nothing else for it."""
+  labelled = jnp.all((labels < centers.shape[0]) | ~data.mask.reshape(-1))
   labels = labels.reshape(data.mask.shape)
 
   def one_chunk(i):
@@ -26,7 +29,7 @@ def _labelled_inertia(centers, data: _Strided, labels):
     near = centers[jnp.minimum(labels[:, i], centers.shape[0] - 1)]
     return jnp.sum(jnp.where(mask, jnp.sum(jnp.square(rows - near), axis=-1), 0.0))
 
-  return jnp.sum(jax.lax.map(one_chunk, jnp.arange(data.n_chunks)))
+  return labelled, jnp.sum(jax.lax.map(one_chunk, jnp.arange(data.n_chunks)))
 
 
 class Bounds(NamedTuple):

@@ -187,9 +187,10 @@ def _one_run(data, n, k, key, init_centers, tol_abs, max_iter, checkpoint, algor
     known_inertia = None
     if shift == 0.0 and bounds is None:
       known_inertia = float(before)
-    elif shift == 0.0 and bool(jnp.all((bounds.labels < k) | ~data.mask.reshape(-1))):
-      # Unmoved centres: every row's label is its nearest centre's.
-      known_inertia = float(_labelled_inertia(centers, data, bounds.labels))
+    elif shift == 0.0:
+      # Unmoved centres: every labelled row's label is its nearest centre's.
+      labelled, inertia = _labelled_inertia(centers, data, bounds.labels)
+      known_inertia = float(inertia) if bool(labelled) else None
     save(centers, iteration, converged, bounds)
   return centers, iteration, converged, known_inertia
 
