@@ -1,7 +1,7 @@
 """The retrieval index at scale: build time, memory, query latency and approximate recall.
 
-  python -m benchmarks.retrieval_scale --out docs/benchmarks/retrieval_scale_<date>.json
-      [--sizes 1000000 100000] [--queries 200]
+  python -m benchmarks.retrieval_scale --out=docs/benchmarks/retrieval_scale_<date>.json
+      [--sizes=1000000,100000] [--queries=200]
 
 Two data sets, both CLUSTERED rather than uniform noise (uniform noise in 512 dimensions
 has no neighbourhood structure, so no index could find neighbours faster than a scan):
@@ -17,7 +17,6 @@ recall@10 >= 0.95), then one query at a time is timed for exact search (the jitt
 matmul + top-k) and approximate search; recall@10 of approximate against exact answers.
 The record's ``medjax_seconds`` is the approximate p50, its peer the exact search.
 """
-import argparse
 import json
 import os
 import resource
@@ -26,7 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from absl import flags
+
+from medjax import cli
+
+import numpy as np  # noqa: I001 -- after cli, as in every command.
 
 from benchmarks import timing
 from medjax.retrieval import index as index_lib
@@ -125,23 +128,32 @@ def cases(quick: bool) -> list[timing.Case]:
           for n, data in ((100_000, "real_shaped"), (1_000_000, "gaussian"))]
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", type=Path, required=True)
-  parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-  parser.add_argument("--queries", type=int, default=200)
-  args = parser.parse_args(argv)
+FLAGS = flags.FLAGS
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("out", None, "JSON file for the records.", required=True, flag_values=fv)
+  flags.DEFINE_list("sizes", ["100000", "1000000"], "Index sizes (vectors).", flag_values=fv)
+  flags.DEFINE_integer("queries", 200, "Queries timed per size.", lower_bound=1, flag_values=fv)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}")
+  try:
+    sizes = [int(n) for n in FLAGS.sizes]
+  except ValueError:
+    raise cli.UserError(f"--sizes={','.join(FLAGS.sizes)}: expected whole numbers") from None
   threads = timing.configure_peers()
   records = []
-  for n in args.sizes:
+  for n in sizes:
     data = "gaussian" if n >= 1_000_000 else "real_shaped"
     print(f"retrieval_scale: {n} x {DIMS} {data}", file=sys.stderr, flush=True)
-    records.append({**scale_case(n, data, queries=args.queries), "threads": threads,
+    records.append({**scale_case(n, data, queries=FLAGS.queries), "threads": threads,
                     "cpu_count": os.cpu_count()})
-    args.out.write_text(json.dumps(records, indent=1))
+    Path(FLAGS.out).write_text(json.dumps(records, indent=1))
     print(json.dumps(records[-1], indent=1), flush=True)
-  return records
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main, "benchmarks.retrieval_scale", define_flags)

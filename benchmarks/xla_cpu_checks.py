@@ -1,6 +1,6 @@
 """Checks of XLA:CPU's and glibc's behaviour that medjax's CPU choices rest on.
 
-  python -m benchmarks.xla_cpu_checks [--out FILE.json]
+  python -m benchmarks.xla_cpu_checks [--out=FILE.json]
 
 These are facts about the installed jaxlib and C library, not about medjax, so they are
 measured here and not asserted in the test suite (a newer jaxlib that changes them must
@@ -13,7 +13,6 @@ what was observed and whether the premise still ``holds``:
   of a program with a 144 MB temporary page-faults it in anew (the cost the policy removes).
 - ``host_memory/retained_runs_fault_nothing``: with the policy, later runs reuse the block.
 """
-import argparse
 import importlib.metadata
 import json
 import os
@@ -23,10 +22,16 @@ import sys
 import textwrap
 from pathlib import Path
 
-import jax
+from absl import flags
+
+from medjax import cli
+
+import jax  # noqa: I001 -- after cli, as in every command.
 import jax.numpy as jnp
 
 from medjax.kernels import compiler
+
+FLAGS = flags.FLAGS
 
 # A product whose 6000 x 6000 float32 intermediate (144 MB) is an XLA temporary: far above
 # glibc's mmap threshold, so without the policy each run maps and faults it in anew.
@@ -96,17 +101,19 @@ def run_checks() -> list[dict]:
   return [{**record, **context} for record in compiler_option_checks() + host_memory_checks()]
 
 
-def main(argv=None) -> list[dict]:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", type=Path, help="JSON file for the records")
-  args = parser.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("out", None, "JSON file for the records.", flag_values=fv)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}")
   records = run_checks()
   for record in records:
     print(f"{record['name']}\tholds={record['holds']}\t{json.dumps(record['observed'])}")
-  if args.out:
-    args.out.write_text(json.dumps(records, indent=1))
-  return records
+  if FLAGS.out:
+    Path(FLAGS.out).write_text(json.dumps(records, indent=1))
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main, "benchmarks.xla_cpu_checks", define_flags)

@@ -38,22 +38,6 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("label", None, "Class of the --add images that have no label column.", flag_values=fv)
 
 
-def open_index(workdir):
-  """The run's index; an index of an older run (``index.npz``) is converted once."""
-  from medjax.retrieval import index as index_lib
-  from medjax.retrieval import runs
-  folder = runs.folder(workdir)
-  if (folder / index_lib.META).is_file():
-    return index_lib.load(folder)
-  if (folder / "index.npz").is_file():
-    with np.load(folder / "index.npz", allow_pickle=False) as f:
-      return index_lib.create(folder, f["embeddings"], f["labels"], f["ids"])
-  if not (Path(workdir) / "results.json").is_file():
-    raise cli.UserError(f"--workdir={workdir} holds no finished run (no results.json)")
-  raise cli.UserError(f"{folder / index_lib.META} not found: the run wrote no retrieval index "
-                      f"(supervised runs need config.retrieval=True)")
-
-
 def label_name(label, names) -> str:
   label = np.asarray(label)
   if label.ndim == 0:
@@ -115,7 +99,8 @@ def main(argv):
   from medjax import inference
   if not FLAGS.query and not FLAGS.split and not FLAGS.add:
     raise cli.UserError("give --query=IMAGE (repeatable), --split=test or --add=IMAGES")
-  index = open_index(FLAGS.workdir)
+  from medjax.retrieval import runs
+  index = runs.open_index(FLAGS.workdir)
   names = tuple(index.meta.get("class_names") or ())
   if FLAGS.add:
     before = len(index)
@@ -131,7 +116,6 @@ def main(argv):
         print(f"{rank}\t{index.ids[i]}\t{label_name(index.labels[i], names)}\t{d:.4f}")
   if FLAGS.split:
     from medjax.eval import retrieval
-    from medjax.retrieval import runs
     path = runs.folder(FLAGS.workdir) / f"queries_{FLAGS.split}.npz"
     if not path.is_file():
       raise cli.UserError(f"{path} not found: the run saved no {FLAGS.split!r} queries")

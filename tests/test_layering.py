@@ -1,6 +1,7 @@
 """The map's arrows (docs/architecture.md), read from the import statements themselves: a
 module that imports across a forbidden arrow fails here, whatever its tests do."""
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -62,3 +63,59 @@ def test_no_module_under_medjax_is_over_400_lines():
   long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
           if (n := len(p.read_text().splitlines())) > 400}
   assert not long
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def rooms() -> list[list[str]]:
+  """The ``medjax/`` paths of each row of architecture.md's first Rooms table, top first."""
+  table = ARCHITECTURE.read_text().split("## Rooms", 1)[1].split("\n\n|", 1)[1]
+  table = table.split("\n\n", 1)[0]
+  found = []
+  for line in table.splitlines()[2:]:  # After the header and its rule.
+    cell = line.split("|")[1]
+    found.append([p.rstrip("/") for p in re.findall(r"`(medjax/[^`]*)`", cell)])
+  return found
+
+
+def room_of(path: str, table) -> int | None:
+  """The row whose path holds ``path`` most narrowly (a file's own row before its folder's)."""
+  best = None
+  for row, paths in enumerate(table):
+    for p in paths:
+      if (path == p or path.startswith(p + "/")) and (best is None or len(p) > best[1]):
+        best = (row, len(p))
+  return None if best is None else best[0]
+
+
+def module_file(name: str) -> str | None:
+  """``medjax/...py`` defining ``name`` (a module, or a name inside one), if any."""
+  parts = name.split(".")
+  for n in range(len(parts), 0, -1):
+    for candidate in ("/".join(parts[:n]) + ".py", "/".join(parts[:n]) + "/__init__.py"):
+      if (PACKAGE.parent / candidate).is_file():
+        return candidate
+  return None
+
+
+def test_every_import_points_down_the_architecture_map():
+  """The map says each row imports only rows below it; a module the map does not place, or
+  an import up the table (a library room importing a command, eval importing search), fails."""
+  table = rooms()
+  assert len(table) > 10 and all(table), table
+  unplaced, upward = [], []
+  for path, names in imports("").items():
+    if path.endswith("__init__.py") and not (PACKAGE.parent / path).read_text().strip():
+      continue  # An empty package marker.
+    source = room_of(path, table)
+    if source is None:
+      unplaced.append(path)
+      continue
+    for name in names:
+      target_file = module_file(name) if name.startswith("medjax.") else None
+      target = None if target_file is None else room_of(target_file, table)
+      if target is not None and target < source:
+        upward.append(f"{path} imports {name} ({table[target][0]}, above {table[source][0]})")
+  assert not unplaced, f"modules in no row of docs/architecture.md: {unplaced}"
+  assert not upward, "\n".join(upward)

@@ -2,7 +2,7 @@
 
 Relevance is label-based, as in the IRMA CBIR paper: an indexed image is relevant to a
 query when it has the query's class (multi-label: shares at least one label). Ranking is
-by cosine similarity over the whole index (exact, :mod:`medjax.retrieval.search`).
+by cosine similarity over the whole index (exact: the index's ``similarity_blocks``).
 Per-query average precision and precision-recall come from scikit-learn; the curve is the
 11-point interpolated precision averaged over queries (the standard CBIR plot).
 
@@ -16,7 +16,6 @@ import numpy as np
 from sklearn import metrics as skm
 
 from medjax.eval import bootstrap
-from medjax.retrieval import search
 
 RECALL_LEVELS = np.linspace(0.0, 1.0, 11)
 
@@ -31,13 +30,15 @@ def relevance(query_labels: np.ndarray, index_labels: np.ndarray) -> np.ndarray:
 
 def per_query(query_embeddings, query_labels, index, ks=(1, 5, 10)) -> dict:
   """Per-query ``P@k`` ``(Q,)``, ``ap`` and ``curve`` ``(Q, 11)`` (NaN for a query with no
-  relevant item) and ``base`` (its fraction of relevant items: a random ranking's AP)."""
+  relevant item) and ``base`` (its fraction of relevant items: a random ranking's AP).
+  ``index`` is a :class:`medjax.retrieval.index.Index` or anything with its ``labels`` and
+  ``similarity_blocks``: the metrics rank what the index scores and know nothing of search."""
   q = len(query_embeddings)
   out = {f"P@{k}": np.zeros(q) for k in ks}
   out.update(ap=np.full(q, np.nan), curve=np.full((q, len(RECALL_LEVELS)), np.nan),
              base=np.zeros(q))
   index_labels = np.asarray(index.labels)
-  for start, sims in search.similarity_blocks(query_embeddings, index.device_embeddings):
+  for start, sims in index.similarity_blocks(query_embeddings):
     rel = relevance(np.asarray(query_labels)[start:start + len(sims)], index_labels)
     order = np.argsort(-sims, axis=1, kind="stable")
     for k in ks:

@@ -49,6 +49,11 @@ class Index:
     """The embeddings on the default device, once, for exact search."""
     return jax.device_put(np.asarray(self.embeddings, np.float32))
 
+  def similarity_blocks(self, queries):
+    """Yields ``(start, (block, N) cosine similarities)`` of the queries against every
+    indexed item (exact), block by block: what the retrieval metrics rank."""
+    return search.similarity_blocks(queries, self.device_embeddings)
+
   @functools.cached_property
   def faiss_index(self):
     if not self.meta.get("approximate"):

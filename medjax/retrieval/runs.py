@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medjax import cli
 from medjax.atomic import save_npz
 from medjax.eval import retrieval as metrics
 from medjax.retrieval import index as index_lib
@@ -24,6 +25,21 @@ QUERIES = "queries_test.npz"
 
 def folder(workdir) -> Path:
   return Path(workdir) / "retrieval"
+
+
+def open_index(workdir) -> index_lib.Index:
+  """The index a finished run wrote, for the tools that query it (an older run's
+  ``index.npz`` is converted once); ``cli.UserError`` naming what is missing otherwise."""
+  where = folder(workdir)
+  if (where / index_lib.META).is_file():
+    return index_lib.load(where)
+  if (where / "index.npz").is_file():
+    with np.load(where / "index.npz", allow_pickle=False) as f:
+      return index_lib.create(where, f["embeddings"], f["labels"], f["ids"])
+  if not (Path(workdir) / "results.json").is_file():
+    raise cli.UserError(f"--workdir={workdir} holds no finished run (no results.json)")
+  raise cli.UserError(f"{where / index_lib.META} not found: the run wrote no retrieval index "
+                      f"(supervised runs need config.retrieval=True)")
 
 
 def index_and_score(workdir, data, train: dict, test: dict, prefix: str = "") -> dict:

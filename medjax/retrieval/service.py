@@ -129,10 +129,9 @@ def from_run(workdir) -> Service:
   from medjax import inference
   from medjax.explain import methods, overlay
   from medjax.retrieval import runs
-  from medjax.retrieve import open_index
   workdir = Path(workdir)
   run = inference.load(workdir)
-  index = open_index(workdir)
+  index = runs.open_index(workdir)
   try:
     embed_fn = jax.jit(runs.embedder(run))
   except ValueError as e:

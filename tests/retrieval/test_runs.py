@@ -131,8 +131,9 @@ def test_retrieve_add_appends_images_in_place_and_finds_them(runs, tiny_data_dir
   assert result.stdout.splitlines()[2].split("\t")[1] == str((new / "blob_003.png").resolve())
   # Refusals (the CLI turns a UserError into one line and exit 2: tests/test_cli.py).
   from medjax import cli, inference, retrieve as retrieve_cli
+  from medjax.retrieval.runs import open_index
   run = inference.load(workdir)
   with pytest.raises(cli.UserError, match="already indexed"):
-    retrieve_cli.add_images(run, retrieve_cli.open_index(workdir), [str(new)], "blob")
+    retrieve_cli.add_images(run, open_index(workdir), [str(new)], "blob")
   with pytest.raises(cli.UserError, match="'cat'"):
-    retrieve_cli.add_images(run, retrieve_cli.open_index(workdir), [str(new)], "cat")
+    retrieve_cli.add_images(run, open_index(workdir), [str(new)], "cat")
