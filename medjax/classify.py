@@ -2,7 +2,7 @@
 
     python -m medjax.classify --backbone=efficientnet_lite0 [--weights=FILE] IMAGE...
 
-Prints, per image, ``--top_k`` lines (default 5, best first), each
+Prints, per image, ``--k`` lines (default 5, best first), each
 ``IMAGE<TAB>LABEL<TAB>PROBABILITY`` with the probability to 4 decimals -- one line per
 prediction so the output stays greppable and ``cut``-able. Images are resized and
 normalised as the backbone's :class:`~medjax.models.backbones.BackboneSpec` says (``prepare``,
@@ -12,11 +12,13 @@ pipelines use). Class names are the standard 1000 ImageNet classes, shipped as
 """
 from __future__ import annotations
 
+import io
+import pickle
 from pathlib import Path
 
 import numpy as np
 from absl import flags
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from medjax import cli
 
@@ -31,7 +33,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                       "Backbone name (a key of medjax.models.backbones.SPECS).", flag_values=fv)
   flags.DEFINE_string("weights", None, "Weights file; default: the backbone's default weights.",
                       flag_values=fv)
-  flags.DEFINE_integer("top_k", 5, "Predictions printed per image.", flag_values=fv)
+  flags.DEFINE_integer("k", 5, "Predictions printed per image (as retrieve's --k).",
+                       lower_bound=1, upper_bound=1000, flag_values=fv)  # ImageNet's classes.
 
 
 def imagenet_classes() -> list[str]:
@@ -58,12 +61,18 @@ def prepare(spec: backbones.BackboneSpec, image: Image.Image) -> np.ndarray:
 
 
 def _open(path) -> Image.Image:
-  try:
-    return Image.open(path)
-  except FileNotFoundError:
-    raise cli.UserError(f"{path} does not exist; give image files") from None
-  except UnidentifiedImageError:
-    raise cli.UserError(f"{path} is not an image Pillow can read") from None
+  """The image, fully decoded by the check predict and explain use (DICOM converted);
+  ``UserError`` saying why not."""
+  from medjax import inference
+  path = Path(path)
+  if path.is_dir():
+    raise cli.UserError(f"{path} is a folder; give image files")
+  if not path.exists():
+    raise cli.UserError(f"{path} does not exist; give image files")
+  encoded, why = inference.read_image(path)
+  if encoded is None:
+    raise cli.UserError(f"{path} is not an image classify can read: it {why}")
+  return Image.open(io.BytesIO(encoded))
 
 
 def classify(backbone: str, weights: str | None, images: list[str], top_k: int = 5):
@@ -72,9 +81,15 @@ def classify(backbone: str, weights: str | None, images: list[str], top_k: int =
 
   from medjax import kernels
   from medjax.weights import load
-  module, variables, spec = load.load_backbone(backbone, weights, include_top=True)
+  opened = [_open(p) for p in images]  # Before the weights load: a bad image fails at once.
+  try:
+    module, variables, spec = load.load_backbone(backbone, weights, include_top=True)
+  except (OSError, ValueError, pickle.UnpicklingError) as e:
+    if weights is None:
+      raise
+    raise cli.UserError(f"--weights={weights}: {e}") from None
   classes = imagenet_classes()
-  batch = np.stack([prepare(spec, _open(p)) for p in images])
+  batch = np.stack([prepare(spec, image) for image in opened])
   logits, _ = kernels.jit(module.apply)(variables, batch)
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
   if probs.shape[-1] != len(classes):
@@ -91,7 +106,7 @@ def main(argv):
   if FLAGS.backbone not in backbones.SPECS:
     raise cli.UserError(f"--backbone={FLAGS.backbone!r} is unknown; known: "
                         f"{sorted(backbones.SPECS)}")
-  for image, preds in zip(images, classify(FLAGS.backbone, FLAGS.weights, images, FLAGS.top_k)):
+  for image, preds in zip(images, classify(FLAGS.backbone, FLAGS.weights, images, FLAGS.k)):
     for label, prob in preds:
       print(f"{image}\t{label}\t{prob:.4f}")
 

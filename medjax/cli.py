@@ -17,6 +17,7 @@ CUDA/TensorRT, absl's pre-init warning), so it must come before anything that im
 TensorFlow; ``MEDJAX_TF_STARTUP_LOG=1`` shows them again.
 """
 import contextlib
+import difflib
 import importlib.abc
 import importlib.machinery
 import logging
@@ -24,13 +25,14 @@ import os
 import re
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 from typing import Callable
 
 from absl import app, flags
 from absl import logging as absl_logging
 
-HELP_ARGS = ("--help", "-h", "--helpshort", "-?")
+HELP_ARGS = ("--help", "-h", "--helpshort", "--helpfull", "-?")
 
 
 class UserError(Exception):
@@ -87,6 +89,19 @@ if "tensorflow" not in sys.modules and os.environ.get("MEDJAX_TF_STARTUP_LOG") !
   sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
+def writable(flag: str, path, *, folder: bool) -> Path:
+  """``--flag``'s output path, refused before any work when it cannot be written: a folder
+  where a file is wanted (or the reverse), or a file where a parent folder should be."""
+  path = Path(path)
+  if path.exists() and path.is_dir() != folder:
+    raise UserError(f"--{flag}={path} is a {'file' if folder else 'folder'}; give "
+                    f"{'a folder' if folder else 'a file name'}")
+  parent = next(p for p in path.absolute().parents if p.exists())
+  if not parent.is_dir():
+    raise UserError(f"--{flag}={path}: {parent} is a file, not a folder")
+  return path
+
+
 def started_as(module: str) -> bool:
   """Whether this process is ``python -m module`` itself (``sys.argv[0]`` is its file), not
   a test or a tool calling into it."""
@@ -116,7 +131,8 @@ def usage(doc: str | None, define_flags: Callable | None) -> str:
 def _flag_help(flag) -> str:
   default = "" if flag.default is None else f" (default: {flag.default!r})"
   required = " (required)" if flag.default is None and flag.name in _required(flag) else ""
-  line = f"--{flag.name}: {flag.help}{default}{required}"
+  text = flag.help.partition(";\n")[0]  # Without absl's "repeat this option" of multi flags.
+  line = f"--{flag.name}: {text}{default}{required}"
   return textwrap.fill(line, 92, initial_indent="  ", subsequent_indent="      ")
 
 
@@ -165,20 +181,74 @@ def parse(argv: list[str], name: str, fv: flags.FlagValues = flags.FLAGS) -> lis
   try:
     args = fv(argv)
   except flags.Error as e:
-    fail(name, _flags_error(e, name))
-  except (KeyError, AttributeError) as e:
+    fail(name, _flags_error(e, name, argv, fv))
+  except Exception as e:
+    not_a_config = _unloadable_config_file(e, argv)
+    if not_a_config:
+      fail(name, not_a_config)
     override = [a for a in argv[1:] if a.startswith("--config.")]
-    if not override:
+    if not override or not isinstance(e, (KeyError, AttributeError)):
       raise
-    key = str(e.args[0] if e.args else e).strip("'\"")
-    fail(name, f"{', '.join(override)}: the config has no key {key!r}; see the config "
-               f"file for its keys")
+    # ml_collections' message (quoted, sometimes twice): the key and, on a near miss,
+    # 'Did you mean "name" instead of ...'.
+    message = str(e.args[0] if e.args else e)
+    key = re.search(r"[\w.]+", message)
+    near = re.search(r'Did you mean "([\w.]+)"', message)
+    fail(name, _no_such_key(override, key.group(0) if key else message,
+                            near.group(1) if near else None))
   _check_config_files(name, fv)
   return args
 
 
-def _flags_error(error: Exception, name: str) -> str:
+def _unloadable_config_file(error: Exception, argv: list[str]) -> str | None:
+  """The one-line reason when ``error`` came from loading a ``--config`` file that is not
+  a config file (its code fails on import, or it defines no ``get_config``); None for
+  anything else, such as a bug inside a config's ``get_config``, which keeps its traceback."""
+  frames = traceback.extract_tb(error.__traceback__)
+  loading = [i for i, f in enumerate(frames) if f.name == "_LoadConfigModule"
+             and "ml_collections" in f.filename]
+  if loading:
+    where = frames[-1] if len(frames) > loading[0] + 1 else None
+    if isinstance(error, SyntaxError):
+      return f"{error.filename}: not a Python config file (line {error.lineno}: {error.msg})"
+    if where is not None:
+      return (f"{where.filename}: not a config file (line {where.lineno}: "
+              f"{type(error).__name__}: {error})")
+  if (isinstance(error, AttributeError) and "get_config" in str(error) and frames
+      and frames[-1].name == "parse" and "ml_collections" in frames[-1].filename):
+    flag = str(error).split("'")[1].removesuffix("_config")  # Module "<flag>_config".
+    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{flag}=")]
+    path = given[-1].partition(":")[0] if given else f"--{flag}"
+    return f"{path}: not a config file (it defines no get_config function)"
+  return None
+
+
+def _dotted_keys(config, prefix: str = "") -> list[str]:
+  """Every key of a loaded config, nested ones dotted (``data.name``)."""
+  if not hasattr(config, "items"):
+    return []
+  keys = []
+  for key, value in config.items():
+    keys += [prefix + key] + _dotted_keys(value, f"{prefix}{key}.")
+  return keys
+
+
+def _no_such_key(override: list[str], key: str, near: str | None) -> str:
+  hint = f" (did you mean {near!r}?)" if near else ""
+  return (f"{', '.join(override)}: the config has no key {key!r}{hint}; see the config file "
+          f"for its keys")
+
+
+def _flags_error(error: Exception, name: str, argv: list[str], fv: flags.FlagValues) -> str:
   message = str(error)
+  unknown = re.search(r"Unknown command line flag '(\w+)\.([\w.]+)'", message)
+  if unknown and unknown.group(1) in fv:  # A --config.KEY override of a key it lacks.
+    prefix = unknown.group(1) + "."
+    override = [a for a in argv[1:] if a.startswith(f"--{prefix}{unknown.group(2)}")]
+    near = difflib.get_close_matches(unknown.group(2), _dotted_keys(fv[unknown.group(1)].value),
+                                     n=1)
+    return _no_such_key(override or [f"--{prefix}{unknown.group(2)}"], unknown.group(2),
+                        near[0] if near else None)
   if "Error whilst parsing config file" in message:
     # ml_collections wraps what get_config(arg) raised with its traceback; a ValueError
     # there is a bad config argument (configs.common.parse_arg), which its last line says.

@@ -24,16 +24,27 @@ def define_flags(fv: flags.FlagValues) -> None:
                       "(default: comparison/ beside the first workdir).", flag_values=fv)
 
 
+def check_split(workdirs, split: str) -> None:
+  """A --split a run has no predictions for is named with the splits it has (a typo)."""
+  for workdir in workdirs:
+    have = sorted(p.stem for p in (workdir / "predictions").glob("*.csv"))
+    if have and split not in have:
+      raise cli.UserError(f"--split={split}: {workdir} holds no predictions/{split}.csv; its "
+                          f"splits are {have}")
+
+
 def main(argv):
   from medjax.eval import comparison
   workdirs = [Path(a) for a in argv[1:]]
   if len(workdirs) < 2:
     raise cli.UserError("give at least two workdirs of finished runs")
+  out = Path(FLAGS.out) if FLAGS.out else workdirs[0].resolve().parent / "comparison"
+  cli.writable("out", out, folder=True)
+  check_split(workdirs, FLAGS.split)
   try:
     rows, tests = comparison.compare(workdirs, FLAGS.split)
   except ValueError as e:
     raise cli.UserError(str(e)) from None
-  out = Path(FLAGS.out) if FLAGS.out else workdirs[0].resolve().parent / "comparison"
   text = comparison.markdown(rows, tests)
   out.mkdir(parents=True, exist_ok=True)
   save_text(out / "comparison.md", text)

@@ -6,7 +6,8 @@ r"""Prints what a dataset holds, as JSON, before a long run is started on it.
 Prepares the dataset if needed (the same builder and folders as training uses), then
 prints the examples per split and per class, the image kinds found (grayscale, 16-bit,
 RGB, ...) and how many bad files were skipped (:mod:`medjax.data.describe`). ``--dataset``
-takes what ``config.data.name`` takes: a dataset name, or a folder or CSV by path.
+takes what ``config.data.name`` takes: a dataset name, or a folder or CSV by path. Errors
+name this command's flags.
 """
 import contextlib
 import json
@@ -17,6 +18,10 @@ from absl import flags
 from medjax import cli
 
 FLAGS = flags.FLAGS
+# The data library's words for its settings -> this command's flags.
+FLAG_NAMES = {"config.data.name=": "--dataset=", "config.data.on_bad_file='skip'":
+              "--on_bad_file=skip", "config.data.manual_dir": "--data_dir",
+              "config.data.tfds_dir": "--tfds_dir"}
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -45,11 +50,22 @@ def describe_dataset(dataset: str, data_dir: str | None, tfds_dir: str | None,
   return describe(builder)
 
 
+def in_flags(message: str) -> str:
+  """A data library error as this command says it, with its flag names."""
+  for key, flag in FLAG_NAMES.items():
+    message = message.replace(key, flag)
+  return message
+
+
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments {argv[1:]}; name the dataset with --dataset")
-  json.dump(describe_dataset(FLAGS.dataset, FLAGS.data_dir, FLAGS.tfds_dir, FLAGS.on_bad_file),
-            sys.stdout, indent=2)
+  try:
+    described = describe_dataset(FLAGS.dataset, FLAGS.data_dir, FLAGS.tfds_dir,
+                                 FLAGS.on_bad_file)
+  except cli.UserError as e:
+    raise cli.UserError(in_flags(str(e))) from None
+  json.dump(described, sys.stdout, indent=2)
   sys.stdout.write("\n")
 
 

@@ -27,6 +27,11 @@ def define_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
   flags.DEFINE_string("workdir", None, "Where the ensemble's predictions, results.json and "
                       "report.html go.", flag_values=fv)
+  flags.mark_flags_as_required(["workdirs", "workdir"], flag_values=fv)
+
+
+# All an ensemble writes: a folder holding anything else is another run's, never overwritten.
+OUTPUTS = {"predictions", "plots", "results.json", "report.html"}
 
 
 def average(workdirs, split: str):
@@ -47,6 +52,13 @@ def ensemble(workdirs, out: Path) -> dict:
   out = Path(out)
   members = [str(Path(w).resolve()) for w in workdirs]
   config = {"pipeline": "ensemble", "members": members}
+  if out.exists() and not out.is_dir():
+    raise ValueError(f"--workdir={out} is a file; give a new folder for the ensemble")
+  others = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS) if out.is_dir() else []
+  if others:
+    listed = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
+    raise ValueError(f"--workdir={out} holds files an ensemble does not write ({listed}): "
+                     f"another run's folder; use a new one")
   out.mkdir(parents=True, exist_ok=True)
   if (out / "results.json").exists():
     stored = json.loads((out / "results.json").read_text())

@@ -82,7 +82,8 @@ def load(workdir) -> Run:
   """The finished run in ``workdir``; :class:`RunError` naming what is missing otherwise."""
   workdir = Path(workdir)
   if not workdir.is_dir():
-    raise RunError(f"--workdir={workdir} does not exist; give the workdir of a finished run")
+    raise RunError(f"--workdir={workdir} {'is a file' if workdir.exists() else 'does not exist'}"
+                   f"; give the workdir of a finished run")
   path = workdir / "results.json"
   if not path.is_file():
     raise RunError(f"{path} not found: {workdir} holds no finished run; finish it with "

@@ -9,7 +9,8 @@ preprocessing and model (:mod:`medjax.inference`); the CSV (stdout without ``--o
 one row per image: ``path``, [``label``,] ``predicted``, ``score/<class>`` per class
 (probabilities summing to 1, calibrated where the run calibrated its SVM; one-vs-all
 sigmoids for multi-label runs) and ``error``, which says why an unreadable image has no
-prediction while the others still get theirs.
+prediction while the others still get theirs. If no image could be read at all, the CSV is
+still written but the command ends with one error line and exit status 2.
 """
 import csv
 import io
@@ -27,7 +28,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   """The command's flags, defined only when it runs: tests import several commands."""
   flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True, flag_values=fv)
   flags.DEFINE_string("out", None, "Output CSV (default: stdout).", flag_values=fv)
-  flags.DEFINE_integer("batch_size", 64, "Images per jitted call.", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 64, "Images per jitted call.", lower_bound=1, flag_values=fv)
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -82,6 +83,8 @@ def main(argv):
   from medjax.atomic import save_text
   if len(argv) < 2:
     raise cli.UserError("give at least one INPUT (image, folder or CSV)")
+  if FLAGS.out:  # Before the images are read, not after.
+    cli.writable("out", FLAGS.out, folder=False)
   paths, labels = expand_inputs(argv[1:])
   run = inference.load(FLAGS.workdir)
   scores, errors = inference.predict_files(run, paths, FLAGS.batch_size)
@@ -92,6 +95,10 @@ def main(argv):
   else:
     sys.stdout.write(text)
   failed = sum(bool(e) for e in errors)
+  if failed == len(paths):  # Nothing predicted: a mistake (wrong files), not a partial result.
+    why = errors[0].removeprefix(f"{paths[0]} ")
+    raise cli.UserError(f"none of the {failed} input image(s) could be read ({paths[0]} "
+                        f"{why}); see the error column")
   if failed:
     print(f"medjax.predict: {failed} of {len(paths)} image(s) could not be read; see the "
           f"error column", file=sys.stderr)

@@ -30,11 +30,12 @@ FLAGS = flags.FLAGS
 
 def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True, flag_values=fv)
-  flags.DEFINE_multi_string("query", [], "Image file(s) to query with.", flag_values=fv)
+  flags.DEFINE_multi_string("query", [], "Image file to query with (repeatable).", flag_values=fv)
   flags.DEFINE_string("split", None, "Score the run's saved queries of this split (test).", flag_values=fv)
-  flags.DEFINE_integer("k", 10, "Number of neighbours to print.", flag_values=fv)
+  flags.DEFINE_integer("k", 10, "Number of neighbours to print.", lower_bound=1, flag_values=fv)
   flags.DEFINE_bool("exact", False, "Exact search even where the index is approximate.", flag_values=fv)
-  flags.DEFINE_multi_string("add", [], "Images, folders or CSVs to append to the index.", flag_values=fv)
+  flags.DEFINE_multi_string("add", [], "Image, folder or CSV to append to the index "
+                            "(repeatable).", flag_values=fv)
   flags.DEFINE_string("label", None, "Class of the --add images that have no label column.", flag_values=fv)
 
 
@@ -93,7 +94,9 @@ def add_images(run, index, inputs, default_label):
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments {argv[1:]}; give images with --query= (or "
+                        f"--add=)")
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
   from medjax import inference

@@ -63,7 +63,14 @@ class Checkpoints:
     step = self.latest.latest_step()
     if step is None:
       return state
-    return self.latest.restore(step, args=ocp.args.StandardRestore(self._abstract(state)))
+    try:
+      return self.latest.restore(step, args=ocp.args.StandardRestore(self._abstract(state)))
+    except ValueError as e:  # Orbax: the stored tree's structure or shapes differ.
+      why = str(e).splitlines()[0].split(". ")[0].rstrip(":.")
+      raise cli.UserError(
+          f"{self.latest.directory}: its checkpoint at step {step} holds another model than "
+          f"this config builds ({why}); rerun with the config the run was started with, or "
+          f"use a new --workdir") from None
 
   def latest_step(self):
     return self.latest.latest_step()

@@ -18,7 +18,9 @@ It binds to 127.0.0.1 unless told otherwise. Uploads over the limit get 413 (che
 ``Content-Length`` and on the bytes actually received), anything that does not decode as
 an image 400; each request is logged with its status and time.
 """
+import errno
 import logging
+import socket
 import time
 from pathlib import Path
 
@@ -45,7 +47,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                       flag_values=fv)
   flags.DEFINE_string("host", "127.0.0.1", "Address to bind (0.0.0.0 exposes the server).",
                       flag_values=fv)
-  flags.DEFINE_integer("port", 8080, "Port to listen on.", flag_values=fv)
+  flags.DEFINE_integer("port", 8080, "Port to listen on (0: any free one).", lower_bound=0,
+                       upper_bound=65535, flag_values=fv)
   flags.DEFINE_float("max_upload_mb", MAX_UPLOAD_BYTES / (1 << 20), "Largest upload accepted.",
                      flag_values=fv)
 
@@ -160,6 +163,21 @@ def create_app(service, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Starlette:
                    middleware=[Middleware(LimitAndLog, max_bytes=max_upload_bytes)])
 
 
+def listen(host: str, port: int) -> socket.socket:
+  """A socket bound to ``host:port``, so that a port in use is one line before any URL is
+  announced (uvicorn would report it after)."""
+  sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # As uvicorn binds.
+  try:
+    sock.bind((host, port))
+  except OSError as e:
+    sock.close()
+    if e.errno == errno.EADDRINUSE:
+      raise cli.UserError(f"--port={port}: port {port} is in use on {host}; give another") from None
+    raise cli.UserError(f"--host={host} --port={port}: cannot listen there ({e})") from None
+  return sock
+
+
 def main(argv):
   del argv
   import tensorflow as tf
@@ -171,9 +189,11 @@ def main(argv):
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
   log.setLevel(logging.INFO)
   app = create_app(service.from_run(FLAGS.workdir), int(FLAGS.max_upload_mb * (1 << 20)))
-  log.info("serving %s on http://%s:%d/", FLAGS.workdir, FLAGS.host, FLAGS.port)
-  print(f"medjax.serve: http://{FLAGS.host}:{FLAGS.port}/", flush=True)
-  uvicorn.run(app, host=FLAGS.host, port=FLAGS.port, log_level="warning")
+  sock = listen(FLAGS.host, FLAGS.port)
+  port = sock.getsockname()[1]
+  log.info("serving %s on http://%s:%d/", FLAGS.workdir, FLAGS.host, port)
+  print(f"medjax.serve: http://{FLAGS.host}:{port}/", flush=True)
+  uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
 if __name__ == "__main__":

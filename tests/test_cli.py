@@ -87,6 +87,38 @@ def test_unknown_config_argument(capsys):
                    "'bogus' is unknown")
 
 
+def test_a_file_that_is_not_a_config_is_named_in_one_line(capsys, tmp_path):
+  text = tmp_path / "notes.txt"
+  text.write_text("hello\n")
+  _one_line_exit_2(capsys, ["x", "--workdir=w", f"--config={text}"],
+                   f"{text}: not a config file", "line 1", "NameError")
+  broken = tmp_path / "broken.py"
+  broken.write_text("def get_config(:\n")
+  _one_line_exit_2(capsys, ["x", "--workdir=w", f"--config={broken}"],
+                   f"{broken}: not a Python config file", "line 1")
+  typo = tmp_path / "typo.py"
+  typo.write_text("def get_confg():\n  return None\n")
+  # ml_collections loads every config as module "config_config", reusing a loaded one's
+  # namespace; a command loads one config per process.
+  sys.modules.pop("config_config", None)
+  _one_line_exit_2(capsys, ["x", "--workdir=w", f"--config={typo}:smoke"],
+                   f"{typo}: not a config file", "no get_config")
+
+
+def test_a_bug_inside_get_config_keeps_its_traceback(tmp_path):
+  buggy = tmp_path / "buggy.py"
+  buggy.write_text("def get_config():\n  return 1 / 0\n")
+  with pytest.raises(ZeroDivisionError):
+    cli.parse(["x", "--workdir=w", f"--config={buggy}"], "medjax.x", _flag_values())
+
+
+def test_a_mistyped_config_key_is_named_with_its_near_miss(capsys):
+  err = _one_line_exit_2(capsys, ["x", "--workdir=w",
+                                  f"--config={REPO_ROOT}/configs/irma_cnn.py:smoke",
+                                  "--config.batch_sise=4"], "--config.batch_sise=4")
+  assert "no key 'batch_sise' (did you mean 'batch_size'?)" in err and "\\" not in err
+
+
 def test_good_flags_parse():
   fv = _flag_values()
   rest = cli.parse(["x", "--workdir=w", f"--config={REPO_ROOT}/configs/irma_cnn.py:smoke",

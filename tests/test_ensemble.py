@@ -52,3 +52,20 @@ def test_help_and_runs_on_other_examples_refused_in_one_line(tmp_path):
   assert proc.returncode == 2, proc.stderr
   assert proc.stderr.strip().startswith("medjax.ensemble: error:") and "different examples" in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_folder_of_another_run_or_a_file_is_refused_and_left_as_it_was(tmp_path):
+  a = _run(tmp_path / "a", [[0.9, 0.1], [0.2, 0.8]], [0, 1])
+  b = _run(tmp_path / "b", [[0.8, 0.2], [0.3, 0.7]], [0, 1])
+  unfinished = tmp_path / "training"  # A training run killed before its results.json.
+  (unfinished / "checkpoints" / "12").mkdir(parents=True)
+  (unfinished / "predictions").mkdir()
+  (unfinished / "predictions" / "val.csv").write_text("kept")
+  with pytest.raises(ValueError, match="holds files an ensemble does not write .*checkpoints"):
+    ensemble.ensemble([a, b], unfinished)
+  assert sorted(p.name for p in unfinished.rglob("*")) == ["12", "checkpoints", "predictions",
+                                                             "val.csv"]
+  assert (unfinished / "predictions" / "val.csv").read_text() == "kept"
+  (tmp_path / "notes.txt").write_text("x")
+  with pytest.raises(ValueError, match="is a file"):
+    ensemble.ensemble([a, b], tmp_path / "notes.txt")

@@ -17,6 +17,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 # Smaller than this on either side cannot be a radiograph or photograph worth training on.
 MIN_SIDE = 16
 
+# Bad files an error names one by one; the rest are counted.
+LISTED = 10
 
 class BadDataError(cli.UserError, ValueError):
   """Raised with every problem found in a dataset, one per line."""
@@ -73,11 +75,14 @@ class Report:
       self.modes[mode] = self.modes.get(mode, 0) + 1
 
   def raise_or_skip(self, on_bad_file: str, what: str) -> set[str]:
-    """Raises one error naming every problem, or returns the set of paths to skip."""
+    """Raises one error counting the problems and naming the first ``LISTED`` (a missing
+    archive of 13,000 images is not 13,000 lines), or returns the set of paths to skip."""
     if on_bad_file not in ("fail", "skip"):
       raise ValueError(f"config.data.on_bad_file={on_bad_file!r}; expected 'fail' or 'skip'")
     if self.problems and on_bad_file == "fail":
-      lines = "\n".join(f"  {p}" for p in self.problems)
+      rest = len(self.problems) - LISTED
+      lines = "\n".join([f"  {p}" for p in self.problems[:LISTED]] +
+                        ([f"  ... and {rest} more"] if rest > 0 else []))
       raise BadDataError(
           f"{len(self.problems)} bad file(s) in {what}; fix or remove them, or set "
           f"config.data.on_bad_file='skip' to skip and count them:\n{lines}")

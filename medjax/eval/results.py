@@ -28,6 +28,8 @@ from medjax.atomic import save_json
 def open_workdir(workdir: Path, config) -> tuple[dict, dict | None]:
   """Creates ``workdir``; returns ``(resolved config, stored results or None)``."""
   provenance.source_at_start()  # The commit this run starts from, not the one at its end.
+  if workdir.exists() and not workdir.is_dir():
+    raise cli.UserError(f"--workdir={workdir} is a file; give a folder (new or a run's)")
   workdir.mkdir(parents=True, exist_ok=True)
   resolved = json.loads(config.to_json_best_effort())
   path = workdir / "results.json"
@@ -37,8 +39,8 @@ def open_workdir(workdir: Path, config) -> tuple[dict, dict | None]:
   if results.get("config") != resolved:
     old = results.get("config", {})
     keys = sorted(k for k in set(old) | set(resolved) if old.get(k) != resolved.get(k))
-    raise ValueError(f"{path} holds a finished run with a different config (differs in "
-                     f"{keys}); use a new --workdir or remove that file")
+    raise cli.UserError(f"{path} holds a finished run with a different config (differs in "
+                        f"{keys}); use a new --workdir or remove that file")
   logging.info("%s already holds the finished run; not redoing it.", workdir)
   return resolved, results
 

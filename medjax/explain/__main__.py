@@ -7,6 +7,8 @@ For each image, ``DIR/<name>.<method>.png`` is the heat map over the image at th
 own size, with the predicted class and its score in the corner, and
 ``DIR/<name>.<method>.npy`` the raw map at the network's input resolution. The map explains
 the predicted class unless ``--target`` names another. Methods: :mod:`medjax.explain.methods`.
+Two different images with the same ``<name>`` (``a/x.png b/x.png``) are refused before any
+work, since the second's files would overwrite the first's.
 """
 from pathlib import Path
 
@@ -57,12 +59,27 @@ def explain_files(run, paths, out: Path, method: str, layer=None, target=None) -
   return written
 
 
+def check_inputs(paths, out: Path) -> None:
+  """Inputs that are folders, an --out that is a file, or two images whose outputs would
+  share a name fail before the run loads, so no map is overwritten."""
+  cli.writable("out", out, folder=True)
+  seen = {}
+  for path in map(Path, paths):
+    if path.is_dir():
+      raise cli.UserError(f"{path} is a folder; medjax.explain takes image files")
+    first = seen.setdefault(path.stem, path)
+    if first.resolve() != path.resolve():
+      raise cli.UserError(f"{first} and {path} would both be written as {out / path.stem}"
+                          f".<method>.png; rename one or explain them into separate --out folders")
+
+
 def main(argv):
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
   from medjax import inference
   if len(argv) < 2:
     raise cli.UserError("give at least one IMAGE")
+  check_inputs(argv[1:], Path(FLAGS.out))
   run = inference.load(FLAGS.workdir)
   for path in explain_files(run, argv[1:], Path(FLAGS.out), FLAGS.method, FLAGS.layer,
                             FLAGS.target):

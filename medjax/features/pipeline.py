@@ -44,8 +44,9 @@ class Backbone:
 
 
 def load_backbone(cfg) -> Backbone:
-  """``cfg.name`` with its weights, or ``cfg.fallback`` when they cannot be found; or the
-  network fine-tuned in ``cfg.from_workdir``."""
+  """``cfg.name`` with its weights, or ``cfg.fallback`` when none are found where weights
+  are looked for; or the network fine-tuned in ``cfg.from_workdir``. A weights file the
+  config names is never replaced: a missing one is the user's mistake, not a fallback."""
   if cfg.get("from_workdir"):
     from medjax.features import finetuned
     return Backbone(*finetuned.load(cfg), "")
@@ -53,6 +54,8 @@ def load_backbone(cfg) -> Backbone:
     module, variables, spec = load.load_backbone(cfg.name, cfg.weights, include_top=False)
     return Backbone(module, variables, spec, cfg.layer, "")
   except FileNotFoundError as e:
+    if cfg.get("weights"):
+      raise cli.UserError(f"config.backbone.weights={cfg.weights}: {e}") from None
     if not cfg.fallback:
       raise
     logging.warning("Backbone %s is not available (%s). FALLING BACK to the offline default %s, "

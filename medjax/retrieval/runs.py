@@ -31,6 +31,8 @@ def open_index(workdir) -> index_lib.Index:
   """The index a finished run wrote, for the tools that query it (an older run's
   ``index.npz`` is converted once); ``cli.UserError`` naming what is missing otherwise."""
   where = folder(workdir)
+  if Path(workdir).is_file():
+    raise cli.UserError(f"--workdir={workdir} is a file; give the workdir of a finished run")
   if (where / index_lib.META).is_file():
     return index_lib.load(where)
   if (where / "index.npz").is_file():

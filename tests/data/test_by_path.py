@@ -163,3 +163,12 @@ def test_named_dataset_from_another_copy_is_prepared_and_checked(shared_data, tm
   shutil.rmtree(salted)
   again = builders.get_builder("chest_xray", manual_dir=str(clean), tfds_dir=tfds_dir)
   assert again.data_dir == builder.data_dir
+
+
+def test_a_file_that_is_not_a_csv_is_named_as_such(tmp_path):
+  notes = tmp_path / "notes.txt"
+  notes.write_text("not a dataset")
+  with pytest.raises(by_path.DatasetError, match="notes.txt is a file but not a .csv"):
+    builders.get_builder(str(notes), tfds_dir=str(tmp_path / "tfds"))
+  with pytest.raises(by_path.DatasetError, match="does not exist"):
+    builders.get_builder(str(tmp_path / "nothing"), tfds_dir=str(tmp_path / "tfds"))

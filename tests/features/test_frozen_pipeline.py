@@ -145,3 +145,12 @@ def test_cae_training_stops_once_its_loss_has_converged(tmp_path):
   stage.writer.close()
   # Two steps an epoch; at lr 1e-5 no two epochs improve the loss by half: stop at epoch 3.
   assert steps == 3 * 2
+
+
+def test_a_named_weights_file_that_is_missing_is_an_error_not_a_fallback(tmp_path):
+  from configs import vlad
+  from medjax import cli
+  backbone = vlad.get_config("dataset=chest_xray").backbone
+  backbone.weights = str(tmp_path / "nosuch.h5")
+  with pytest.raises(cli.UserError, match=r"config.backbone.weights=.*nosuch.h5"):
+    pipeline.load_backbone(backbone)

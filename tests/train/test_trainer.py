@@ -13,7 +13,7 @@ import optax
 import pytest
 from ml_collections import ConfigDict
 
-from medjax import optim
+from medjax import cli, optim
 from medjax.train import trainer
 from tests.compare import assert_tree_close
 from tests.conftest import REPO_ROOT, TINY_TASK, tiny_config
@@ -72,7 +72,7 @@ def test_learns_the_tiny_task_and_finished_run_is_not_redone(tiny_data_dir, tfds
   assert again == json.loads((tmp_path / "results.json").read_text())
   assert (tmp_path / "metrics.jsonl").read_text() == before
   config.seed = 1  # A different config in a finished workdir is refused, naming the key.
-  with pytest.raises(ValueError, match="seed"):
+  with pytest.raises(cli.UserError, match="seed"):
     trainer.train_and_evaluate(config, tmp_path)
 
 

@@ -62,8 +62,9 @@ def get_builder(name: str, *, manual_dir: str | None = None, tfds_dir: str | Non
     builder_cls, kwargs = by_path.ByPath, {"source": name, "split_fractions": tuple(split_fractions),
                                            "split_seed": split_seed}
     raw = Path(name).expanduser()
-    if not raw.exists():
-      raise by_path.DatasetError(f"config.data.name={name!r}: {raw} does not exist; give a "
+    if not raw.exists() or (raw.is_file() and not by_path.is_csv(raw)):
+      what = "is a file but not a .csv" if raw.exists() else "does not exist"
+      raise by_path.DatasetError(f"config.data.name={name!r}: {raw} {what}; give a "
                                  f"folder <split>/<class>/<image>, <class>/<image> or a CSV")
     recipe = f"by_path {by_path.ByPath.VERSION} {tuple(split_fractions)} {split_seed}"
     listed = by_path.listed_files(raw) if by_path.is_csv(raw) else None
@@ -96,7 +97,7 @@ def get_builder(name: str, *, manual_dir: str | None = None, tfds_dir: str | Non
       # TFDS would fail on this with an AssertionError and a traceback.
       raise validate.MissingSource(
           f"config.data.name={name!r}: {source} does not exist or is empty (config.data."
-          f"manual_dir, --data_dir or $MEDJAX_DATA_DIR names the folder holding {base}/). "
+          f"manual_dir, else $MEDJAX_DATA_DIR, names the folder holding {base}/). "
           + " ".join(builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS.split()))
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(source)))
