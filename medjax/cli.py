@@ -205,21 +205,21 @@ def _unloadable_config_file(error: Exception, argv: list[str]) -> str | None:
   a config file (its code fails on import, or it defines no ``get_config``); None for
   anything else, such as a bug inside a config's ``get_config``, which keeps its traceback."""
   frames = traceback.extract_tb(error.__traceback__)
-  loading = [i for i, f in enumerate(frames) if f.name == "_LoadConfigModule"
-             and "ml_collections" in f.filename]
-  if loading:
-    where = frames[-1] if len(frames) > loading[0] + 1 else None
-    if isinstance(error, SyntaxError):
-      return f"{error.filename}: not a Python config file (line {error.lineno}: {error.msg})"
-    if where is not None:
-      return (f"{where.filename}: not a config file (line {where.lineno}: "
-              f"{type(error).__name__}: {error})")
-  if (isinstance(error, AttributeError) and "get_config" in str(error) and frames
-      and frames[-1].name == "parse" and "ml_collections" in frames[-1].filename):
-    flag = str(error).split("'")[1].removesuffix("_config")  # Module "<flag>_config".
-    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{flag}=")]
-    path = given[-1].partition(":")[0] if given else f"--{flag}"
+  ml_collections = [f for f in frames if "ml_collections" in f.filename]
+  if not ml_collections:
+    return None
+  module = re.search(r"module '(\w+)_config'", str(error))  # ml_collections' "<flag>_config".
+  flag = module.group(1) if module else "config"
+  given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{flag}=")]
+  path = given[-1].partition(":")[0] if given else f"--{flag}"
+  if isinstance(error, AttributeError) and "get_config" in str(error) and module:
     return f"{path}: not a config file (it defines no get_config function)"
+  if any(f.name == "_LoadConfigModule" for f in ml_collections):  # Its code failed on import.
+    where = (f"line {error.lineno}" if isinstance(error, SyntaxError) and
+             error.filename == os.path.abspath(path) else
+             f"{frames[-1].filename}:{frames[-1].lineno}")
+    why = error.msg if isinstance(error, SyntaxError) else f"{type(error).__name__}: {error}"
+    return f"{path}: not a loadable config file ({where}: {why})"
   return None
 
 

@@ -173,7 +173,8 @@ def listen(host: str, port: int) -> socket.socket:
   except OSError as e:
     sock.close()
     if e.errno == errno.EADDRINUSE:
-      raise cli.UserError(f"--port={port}: port {port} is in use on {host}; give another") from None
+      raise cli.UserError(f"--port={port}: port {port} is in use on {host}; give another"
+                          ) from None
     raise cli.UserError(f"--host={host} --port={port}: cannot listen there ({e})") from None
   return sock
 

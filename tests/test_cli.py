@@ -91,11 +91,11 @@ def test_a_file_that_is_not_a_config_is_named_in_one_line(capsys, tmp_path):
   text = tmp_path / "notes.txt"
   text.write_text("hello\n")
   _one_line_exit_2(capsys, ["x", "--workdir=w", f"--config={text}"],
-                   f"{text}: not a config file", "line 1", "NameError")
+                   f"{text}: not a loadable config file", f"{text}:1", "NameError")
   broken = tmp_path / "broken.py"
   broken.write_text("def get_config(:\n")
   _one_line_exit_2(capsys, ["x", "--workdir=w", f"--config={broken}"],
-                   f"{broken}: not a Python config file", "line 1")
+                   f"{broken}: not a loadable config file (line 1: invalid syntax)")
   typo = tmp_path / "typo.py"
   typo.write_text("def get_confg():\n  return None\n")
   # ml_collections loads every config as module "config_config", reusing a loaded one's
