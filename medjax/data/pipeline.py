@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import functools
 import io
+import re
 from pathlib import Path
 
 import jax
@@ -52,6 +53,13 @@ class DataInfo:
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
+
+
+def _whole_if_shorter(part: str, have: dict[str, int]) -> str:
+  """``"train[:n]"`` as ``"train"`` when the split holds at most ``n`` examples (TFDS
+  refuses a slice longer than its split); any other part as it is."""
+  m = re.fullmatch(r"(\w+)\[:(\d+)\]", part)
+  return m[1] if m and int(m[2]) >= have.get(m[1], 0) else part
 
 
 def _encoded(builder, split: str) -> tf.data.Dataset:
@@ -183,7 +191,10 @@ class InputPipeline:
     val_fraction = d.val_fraction
     if not splits["val"] and have.get("val"):
       splits["val"], val_fraction = "val", 0.0
-    for role, split in splits.items():
+    for role, split in list(splits.items()):
+      # A smoke config's "train[:768]" on a smaller dataset of the user's: all of train.
+      split = splits[role] = "+".join(_whole_if_shorter(p, have) for p in split.split("+")
+                                      ) if split else split
       parts = {p.split("[")[0] for p in (split or "").split("+") if p}
       if parts - set(have):
         if role == "train":

@@ -172,3 +172,57 @@ def test_a_file_that_is_not_a_csv_is_named_as_such(tmp_path):
     builders.get_builder(str(notes), tfds_dir=str(tmp_path / "tfds"))
   with pytest.raises(by_path.DatasetError, match="does not exist"):
     builders.get_builder(str(tmp_path / "nothing"), tfds_dir=str(tmp_path / "tfds"))
+
+
+def _png(path: Path, value: int = 90) -> Path:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(np.full((24, 24), value, np.uint8)).save(path)
+  return path
+
+
+def test_class_folders_holding_patient_folders_keep_their_class_and_every_image(tmp_path):
+  """<class>/<patient>/<image> once read the classes as splits and the patients as classes."""
+  for name in ("healthy", "sick"):
+    for patient in range(3):
+      for i in range(2):
+        _png(tmp_path / name / f"patient{patient}" / f"x{i}.png")
+  _png(tmp_path / "sick" / "y.png")
+  (tmp_path / "sick" / "._y.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS.
+  (tmp_path / "sick" / ".DS_Store").write_bytes(b"\x00")
+  builder = by_path.ByPath(source=str(tmp_path), data_dir=str(tmp_path / "tfds"))
+  assert builder.class_names() == ("healthy", "sick") and builder.assigned_splits
+  ids = {r["id"]: r["labels"] for r in builder._rows}
+  assert len(ids) == 13 and ids["sick/patient2/x1.png"] == ("sick",) and "sick/._y.png" not in ids
+
+
+def test_split_folders_are_recognised_by_name_and_loose_images_refused(tmp_path):
+  for split in ("train", "validation", "test"):
+    for name in ("a", "b"):
+      _png(tmp_path / "study" / split / name / "x.png")
+  builder = by_path.ByPath(source=str(tmp_path / "study"), data_dir=str(tmp_path / "tfds"))
+  assert {r["split"] for r in builder._rows} == {"train", "val", "test"}
+  assert builder.class_names() == ("a", "b") and not builder.assigned_splits
+  _png(tmp_path / "study" / "train" / "preview.png")
+  with pytest.raises(by_path.DatasetError, match="1 image.* outside any class folder .*preview"):
+    by_path.ByPath(source=str(tmp_path / "study"), data_dir=str(tmp_path / "tfds"))
+  _png(tmp_path / "mixed" / "train" / "a" / "x.png")
+  _png(tmp_path / "mixed" / "extra" / "x.png")
+  with pytest.raises(by_path.DatasetError, match=r"train folder beside \['extra'\]"):
+    by_path.ByPath(source=str(tmp_path / "mixed"), data_dir=str(tmp_path / "tfds"))
+
+
+def test_multi_label_names_are_stripped_of_spaces(tmp_path):
+  for i in range(4):
+    _png(tmp_path / f"x{i}.png")
+  write_csv(tmp_path / "labels.csv", [("x0.png", "a | b", "train"), ("x1.png", "a", "train"),
+                                      ("x2.png", " b", "test"), ("x3.png", "a|b ", "val")])
+  builder = by_path.ByPath(source=str(tmp_path / "labels.csv"), data_dir=str(tmp_path / "tfds"))
+  assert builder.class_names() == ("a", "b") and builder.MULTI_LABEL
+
+
+def test_a_smoke_slice_longer_than_a_users_split_takes_the_whole_split():
+  from medjax.data import pipeline
+  have = {"train": 27, "test": 9}
+  assert pipeline._whole_if_shorter("train[:768]", have) == "train"
+  assert pipeline._whole_if_shorter("train[:20]", have) == "train[:20]"
+  assert pipeline._whole_if_shorter("test", have) == "test"

@@ -2,22 +2,27 @@
 
 Three layouts are recognised, so that no folder needs renaming:
 
-* ``PATH/<split>/<class>/<image>``: the splits are taken as they are (``val`` is used as
-  the validation split by :mod:`medjax.data.pipeline`);
-* ``PATH/<class>/<image>``: no splits; a stratified train/val/test split is drawn from
+* ``PATH/<split>/<class>/<image>`` when the top folders are ``train`` and some of ``val``
+  and ``test``: the splits are taken as they are (``val`` is used as the validation split
+  by :mod:`medjax.data.pipeline`);
+* ``PATH/<class>/<image>``, images at any depth below their class folder (a folder per
+  patient or study inside each class is common): no splits; a stratified train/val/test
+  split is drawn from
   ``split_seed`` with ``split_fractions`` (per class, rounded; by sorted id, so it does not
   depend on listing order) and written to the workdir as a CSV a later run can be given;
 * ``PATH.csv`` with columns ``path`` (relative to the CSV), ``label`` (several labels
   separated by ``|`` make the task multi-label) and an optional ``split``; without it the
   stratified split above is drawn.
 
-Images may be DICOM (``.dcm``, converted as :mod:`dicom_folder` does) or any image format
+Hidden files (``.DS_Store``, macOS's ``._*`` companions) are not images. Images may be
+DICOM (``.dcm``, converted as :mod:`dicom_folder` does) or any image format
 of :mod:`medjax.data.validate`, grey or colour, 8 or 16 bit. Classes are the sorted class
 names found, so their order depends only on the names; it is stored in the prepared copy.
 Example ids are paths relative to the folder (or the CSV's folder): the same images as a
 folder or as a CSV are the same examples.
 """
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,9 @@ from medjax.data.builders.labelled_files import Entry, LabelledFilesBuilder, Lis
 
 SUFFIXES = validate.IMAGE_SUFFIXES + (".dcm",)
 SPLITS = ("train", "val", "test")
+# Split folder names as they are found in the wild -> the split they are.
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test"}
 MULTI_LABEL_SEPARATOR = "|"
 
 
@@ -41,8 +49,11 @@ def is_csv(source: Path) -> bool:
   return source.suffix.lower() == ".csv"
 
 
-def _images(folder: Path) -> list[Path]:
-  return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+def _images(folder: Path, deep: bool = False) -> list[Path]:
+  """Image files in ``folder`` (``deep``: at any depth), hidden files and folders left out."""
+  found = folder.rglob("*") if deep else folder.iterdir()
+  return sorted(p for p in found if p.is_file() and p.suffix.lower() in SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def stratified_split(ids: list[str], keys: list[str], fractions, seed: int) -> dict[str, str]:
@@ -116,7 +127,8 @@ path,label[,split]."""
     if is_csv(self.source):
       rows = []
       for r in read_table(self.source):
-        labels = tuple(sorted(filter(None, r["label"].split(MULTI_LABEL_SEPARATOR))))
+        labels = tuple(sorted({label.strip() for label in r["label"].split(MULTI_LABEL_SEPARATOR)}
+                              - {""}))
         split = r.get("split", "")
         if split and split not in SPLITS:
           raise DatasetError(f"{self.source} ({r['where']}): split {split!r} is not one of "
@@ -135,6 +147,11 @@ path,label[,split]."""
                          f"row a split (train, val or test) or none")
     chosen = stratified_split([r["id"] for r in rows], ["|".join(r["labels"]) for r in rows],
                               fractions, seed)
+    for key in sorted({"|".join(r["labels"]) for r in rows}):
+      drawn = {chosen[r["id"]] for r in rows if "|".join(r["labels"]) == key}
+      if fractions[2] and "test" not in drawn:
+        logging.warning("class %r has too few images for a test example (%s only): its test "
+                        "measures will be missing", key, ", ".join(sorted(drawn)))
     return [{**r, "split": chosen[r["id"]]} for r in rows], True
 
   def _read_folder(self) -> list[dict]:
@@ -142,17 +159,29 @@ path,label[,split]."""
     if not top:
       raise DatasetError(f"{self.root} has no sub-folders; expected <split>/<class>/<image> "
                          f"or <class>/<image>")
-    with_images = [d for d in top if _images(self.root / d)]
     rows = []
-    if with_images:  # <class>/<image>
+    if "train" in top and not set(top) <= set(SPLIT_FOLDERS):
+      others = sorted(set(top) - set(SPLIT_FOLDERS))
+      raise DatasetError(f"{self.root} has a train folder beside {others}: expected split "
+                         f"folders {sorted(SPLIT_FOLDERS)} or class folders")
+    if "train" not in top:  # <class>/.../<image>
       for name in top:
+        found = _images(self.root / name, deep=True)
+        if not found:
+          logging.warning("%s holds no images: no class %r", self.root / name, name)
         rows += [{"path": p, "id": str(p.relative_to(self.root)), "labels": (name,),
-                  "split": "", "where": ""} for p in _images(self.root / name)]
+                  "split": "", "where": ""} for p in found]
       return rows
     for split in top:  # <split>/<class>/<image>
+      loose = _images(self.root / split)
+      if loose:
+        raise DatasetError(f"{self.root / split} holds {len(loose)} image(s) outside any class "
+                           f"folder (e.g. {loose[0].name}); move them into "
+                           f"{split}/<class>/ or out of the dataset")
       for name in list_class_folders(self.root / split):
         rows += [{"path": p, "id": str(p.relative_to(self.root)), "labels": (name,),
-                  "split": split, "where": ""} for p in _images(self.root / split / name)]
+                  "split": SPLIT_FOLDERS[split], "where": ""}
+                 for p in _images(self.root / split / name)]
     return rows
 
   def _root(self, dl_manager) -> Path:
