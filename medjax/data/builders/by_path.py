@@ -95,7 +95,9 @@ def listed_files(source: Path) -> list[Path]:
 
 
 class ByPath(LabelledFilesBuilder):
-  VERSION = "1.0.0"
+  # 1.1.0: images at any depth below a class, split folders by name, labels stripped, hidden
+  # files left out; copies prepared by 1.0.0 may hold other examples, so are not reused.
+  VERSION = "1.1.0"
   DESCRIPTION = "A user's images given by path: a folder with or without splits, or a CSV."
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Pass the folder or CSV itself as config.data.name (or dataset=PATH in the config
