@@ -199,8 +199,9 @@ def test_split_folders_are_recognised_by_name_and_loose_images_refused(tmp_path)
   for split in ("train", "validation", "test"):
     for name in ("a", "b"):
       _png(tmp_path / "study" / split / name / "x.png")
+  _png(tmp_path / "study" / "test" / "b" / "patient7" / "y.png")
   builder = by_path.ByPath(source=str(tmp_path / "study"), data_dir=str(tmp_path / "tfds"))
-  assert {r["split"] for r in builder._rows} == {"train", "val", "test"}
+  assert {r["split"] for r in builder._rows} == {"train", "val", "test"} and len(builder._rows) == 7
   assert builder.class_names() == ("a", "b") and not builder.assigned_splits
   _png(tmp_path / "study" / "train" / "preview.png")
   with pytest.raises(by_path.DatasetError, match="1 image.* outside any class folder .*preview"):

@@ -2,14 +2,14 @@
 
 Three layouts are recognised, so that no folder needs renaming:
 
-* ``PATH/<split>/<class>/<image>`` when the top folders are ``train`` and some of ``val``
-  and ``test``: the splits are taken as they are (``val`` is used as the validation split
-  by :mod:`medjax.data.pipeline`);
+* ``PATH/<split>/<class>/<image>`` (images at any depth below their class, as below) when
+  the top folders are ``train`` and some of ``val`` and ``test``: the splits are taken as
+  they are (``val`` is used as the validation split by :mod:`medjax.data.pipeline`);
 * ``PATH/<class>/<image>``, images at any depth below their class folder (a folder per
   patient or study inside each class is common): no splits; a stratified train/val/test
-  split is drawn from
-  ``split_seed`` with ``split_fractions`` (per class, rounded; by sorted id, so it does not
-  depend on listing order) and written to the workdir as a CSV a later run can be given;
+  split is drawn from ``split_seed`` with ``split_fractions`` (per class, rounded; by
+  sorted id, so it does not depend on listing order) and written to the workdir as a CSV
+  a later run can be given;
 * ``PATH.csv`` with columns ``path`` (relative to the CSV), ``label`` (several labels
   separated by ``|`` make the task multi-label) and an optional ``split``; without it the
   stratified split above is drawn.
@@ -183,7 +183,7 @@ path,label[,split]."""
       for name in list_class_folders(self.root / split):
         rows += [{"path": p, "id": str(p.relative_to(self.root)), "labels": (name,),
                   "split": SPLIT_FOLDERS[split], "where": ""}
-                 for p in _images(self.root / split / name)]
+                 for p in _images(self.root / split / name, deep=True)]
     return rows
 
   def _root(self, dl_manager) -> Path:
