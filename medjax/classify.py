@@ -65,10 +65,6 @@ def _open(path) -> Image.Image:
   ``UserError`` saying why not."""
   from medjax import inference
   path = Path(path)
-  if path.is_dir():
-    raise cli.UserError(f"{path} is a folder; give image files")
-  if not path.exists():
-    raise cli.UserError(f"{path} does not exist; give image files")
   encoded, why = inference.read_image(path)
   if encoded is None:
     raise cli.UserError(f"{path} is not an image classify can read: it {why}")

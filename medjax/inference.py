@@ -175,9 +175,10 @@ def _frozen(workdir, config, results, data, context) -> Run:
 
 
 def read_image(path: Path) -> tuple[bytes | None, str]:
-  """``(encoded bytes, "")`` of an image file (DICOM converted), or ``(None, why not)``."""
+  """``(encoded bytes, "")`` of an image file (DICOM converted), or ``(None, why not)``,
+  the reason a phrase after the path (``"does not exist"``), as every check gives it."""
   if not path.is_file():
-    return None, f"{path} {'is a folder; give image files' if path.is_dir() else 'does not exist'}"
+    return None, "is a folder; give image files" if path.is_dir() else "does not exist"
   if path.suffix.lower() == ".dcm":
     problem, _ = dicom_folder.check_dicom(path, 1)
     return (None, problem.reason) if problem else (dicom_folder.dicom_to_png(path), "")

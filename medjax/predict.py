@@ -96,9 +96,8 @@ def main(argv):
     sys.stdout.write(text)
   failed = sum(bool(e) for e in errors)
   if failed == len(paths):  # Nothing predicted: a mistake (wrong files), not a partial result.
-    why = errors[0].removeprefix(f"{paths[0]} ")
     raise cli.UserError(f"none of the {failed} input image(s) could be read ({paths[0]} "
-                        f"{why}); see the error column")
+                        f"{errors[0]}); see the error column")
   if failed:
     print(f"medjax.predict: {failed} of {len(paths)} image(s) could not be read; see the "
           f"error column", file=sys.stderr)

@@ -61,7 +61,7 @@ def embed_files(run, paths) -> np.ndarray:
     for path in map(Path, paths[start:start + 32]):
       encoded, why = inference.read_image(path)
       if encoded is None:
-        raise cli.UserError(f"{path}: {why}")
+        raise cli.UserError(f"{path} {why}")
       images.append(run.preprocess(encoded))
     out.append(np.asarray(embed(run.variables, np.stack(images))))
   return np.concatenate(out)

@@ -43,7 +43,7 @@ def explain_files(run, paths, out: Path, method: str, layer=None, target=None) -
   for path in map(Path, paths):
     encoded, why = inference.read_image(path)
     if encoded is None:
-      raise cli.UserError(f"{path}: {why}")
+      raise cli.UserError(f"{path} {why}")
     image = run.preprocess(encoded)
     scores = np.asarray(run.scores(run.variables, image[None]))[0]
     k = run.class_names.index(target) if target else int(np.argmax(scores))
