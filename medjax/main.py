@@ -72,11 +72,15 @@ def run(config, workdir: str) -> dict:
     raise cli.UserError(f"config.pipeline={config.pipeline!r}; expected one of {sorted(PIPELINES)}")
   from medjax.eval import results as results_lib
   module = importlib.import_module(PIPELINES[config.pipeline])
+  from medjax.data import pipeline as data_pipeline
   num_seeds = config.get("num_seeds", 1)
+  seeds = range(config.seed, config.seed + num_seeds)
+  data_pipeline.check_same_source(config, [Path(workdir)] + [Path(workdir) / f"seed_{s}"
+                                                              for s in seeds])
   if num_seeds <= 1:
     return module.train_and_evaluate(config, workdir)
   per_seed = []
-  for seed in range(config.seed, config.seed + num_seeds):
+  for seed in seeds:
     seed_config = config.copy_and_resolve_references()
     with seed_config.unlocked():
       seed_config.seed, seed_config.num_seeds = seed, 1

@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import functools
 import io
+import json
 import re
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from medjax import parallel
+from medjax import cli, parallel
 from medjax.atomic import save_json, save_npy, save_text
 from medjax.data import builders, ops
 from medjax.data.builders import class_folders
@@ -104,10 +105,10 @@ def _filter_ids(ds: tf.data.Dataset, ids: set[str], keep: bool) -> tf.data.Datas
 
 
 def _split_csv(rows) -> str:
-  """The ``path,label,split`` CSV of a drawn split: ``dataset=<that file>`` reuses it."""
+  """The ``path,label,split,id`` CSV of a drawn split: ``dataset=<that file>`` reuses it."""
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(["path", "label", "split"])
+  writer.writerow(["path", "label", "split", "id"])
   writer.writerows(rows)
   return buffer.getvalue()
 
@@ -117,6 +118,27 @@ def _chain(first, second):
   def fn(example, seed):
     return second(first(example, tf.zeros([2], tf.int64)), seed)
   return fn
+
+
+def check_same_source(config, workdirs) -> None:
+  """Refuses a workdir whose run read ``config.data`` when its source held other files:
+  its results or checkpoint are not of the data as it is now (an absent source passes)."""
+  records = [Path(w) / DATA_RECORD for w in workdirs if (Path(w) / DATA_RECORD).is_file()]
+  if not records:
+    return
+  d = config.data
+  now = builders.source_key(d.name, manual_dir=d.manual_dir, tfds_dir=d.tfds_dir,
+                            split_fractions=d.get("split_fractions", (0.7, 0.1, 0.2)),
+                            split_seed=d.get("split_seed", 0))
+  for record in records:
+    then = json.loads(record.read_text()).get("source_key")
+    if then and now and then != now:
+      finished = (record.parent / "results.json").is_file()
+      raise cli.UserError(
+          f"{record.parent} holds a run {'finished' if finished else 'started'} on {d.name} "
+          f"when it held other files (source key {then}, now {now}: files added, removed or "
+          f"changed since), so {'its results are not of' if finished else 'resuming would mix it with'}"
+          f" the data as it is now; use a new --workdir, or restore the data as it was")
 
 
 class InputPipeline:

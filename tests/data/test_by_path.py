@@ -102,10 +102,12 @@ def test_folder_without_splits_is_split_stratified_and_written(tmp_path):
   per_class_test = {c: sum(r["split"] == "test" and r["label"] == c for r in table)
                     for c in CLASSES}
   assert per_class_test == {c: 2 for c in CLASSES}
-  # The written file is itself a dataset with the same split.
+  # The written file is itself a dataset with the same split and the same example ids
+  # (a run on it pairs with the folder's run in compare).
   again = builders.get_builder(str(tmp_path / "work" / "data_split.csv"),
                                tfds_dir=str(tmp_path / "tfds"))
   assert again.info.splits["test"].num_examples == 6
+  assert examples(again, "test") == examples(data.builder, "test")
   other_seed = by_path.stratified_split([r["path"] for r in table],
                                         [r["label"] for r in table], (0.7, 0.1, 0.2), 1)
   assert other_seed != {r["path"]: r["split"] for r in table}
@@ -227,3 +229,40 @@ def test_a_smoke_slice_longer_than_a_users_split_takes_the_whole_split():
   assert pipeline._whole_if_shorter("train[:768]", have) == "train"
   assert pipeline._whole_if_shorter("train[:20]", have) == "train[:20]"
   assert pipeline._whole_if_shorter("test", have) == "test"
+
+
+def test_written_split_leaves_out_files_skipped_as_bad(tmp_path):
+  """A run that skipped a bad file writes a split CSV that prepares cleanly as it is."""
+  write_study(tmp_path / "study", {"all": 10}, splits=False)
+  (tmp_path / "study" / "cyst" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png")
+  config = tiny_config(tmp_path, tmp_path / "tfds", **{"data.name": str(tmp_path / "study"),
+                                                       "data.val_fraction": 0.0,
+                                                       "data.on_bad_file": "skip"})
+  InputPipeline(config, tmp_path / "work", parallel.make_mesh())
+  with (tmp_path / "work" / "data_split.csv").open() as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == 30 and not any("broken" in r["path"] for r in table)
+  again = builders.get_builder(str(tmp_path / "work" / "data_split.csv"),
+                               tfds_dir=str(tmp_path / "tfds"))  # on_bad_file='fail'.
+  assert sum(s.num_examples for s in again.info.splits.values()) == 30
+
+
+def test_a_run_on_data_that_changed_since_is_refused(tmp_path):
+  """Rerunning a finished run (or resuming one) after the dataset was edited would give the
+  old results, or mix two datasets, under the new data's name: one line instead."""
+  from medjax import main
+  write_study(tmp_path / "study", {"train": 3, "test": 2})
+  config = tiny_config(tmp_path, tmp_path / "tfds", **{"data.name": str(tmp_path / "study")})
+  work = tmp_path / "work"
+  InputPipeline(config, work, parallel.make_mesh())
+  from medjax.data.pipeline import check_same_source
+  check_same_source(config, [work])  # Unchanged: passes.
+  shutil.copy(tmp_path / "study" / "train" / "cyst" / "train_cyst_02.png",
+              tmp_path / "study" / "train" / "cyst" / "added.png")
+  with pytest.raises(cli.UserError, match="started on .* resuming would mix"):
+    main.run(config, str(work))
+  (work / "results.json").write_text("{}")
+  with pytest.raises(cli.UserError, match="finished on .*files added, removed or changed"):
+    main.run(config, str(work))
+  shutil.rmtree(tmp_path / "study")
+  check_same_source(config, [work])  # The data gone: the run's outputs stand as they are.

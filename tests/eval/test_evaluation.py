@@ -71,6 +71,18 @@ def test_temperature_scaling_recovers_a_known_temperature():
   assert calibration.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
 
 
+def test_temperature_stays_finite_on_separable_held_out_scores():
+  """Ten held-out SVM margins that separate the classes: plain log loss falls all the way
+  to T -> 0, where float64 probabilities saturate to 0/1 and tie."""
+  scores = np.array([[-m, m] for m in (0.3, 0.5, 0.8, 1.1, 2.0)]
+                    + [[m, -m] for m in (0.2, 0.6, 0.9, 1.5, 2.5)])
+  labels = np.array([1] * 5 + [0] * 5)
+  temperature = calibration.fit_temperature(scores, labels)
+  assert 0.1 < temperature < 10  # Plain log loss: the lower bound, e^-7.
+  probs = calibration.softmax(scores / temperature)[:, 1]
+  assert probs.max() < 0.999 and len(set(probs.round(12))) == 10  # No ties: ranks intact.
+
+
 def test_report_is_one_self_contained_page(tmp_path):
   ids, labels, probs = _binary(60)
   results = {f"test/{k}": v for k, v in evaluation.final(

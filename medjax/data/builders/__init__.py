@@ -58,6 +58,35 @@ def get_builder(name: str, *, manual_dir: str | None = None, tfds_dir: str | Non
   given by path that has none.
   """
   data_dir = paths.tfds_dir(tfds_dir)
+  builder_cls, kwargs, raw, recipe, listed, base = _locate(name, manual_dir, split_fractions,
+                                                           split_seed)
+  key = paths.source_key(raw, recipe, listed, skip=data_dir) if raw.exists() else "missing"
+  data_dir = data_dir / base / key
+  builder = builder_cls(data_dir=str(data_dir), on_bad_file=on_bad_file, **kwargs)
+  builder.source_key = key
+  if prepare:
+    source = raw.parent if by_path.is_csv(raw) else raw
+    if not is_path(name) and not (source.is_dir() and any(source.iterdir())):
+      # TFDS would fail on this with an AssertionError and a traceback.
+      raise validate.MissingSource(
+          f"config.data.name={name!r}: {source} does not exist or is empty (config.data."
+          f"manual_dir, else $MEDJAX_DATA_DIR, names the folder holding {base}/). "
+          + " ".join(builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS.split()))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(source)))
+    skipped = builder.info.metadata.get("skipped", []) if builder.info.metadata else []
+    if skipped and on_bad_file == "fail":
+      # Prepared earlier with on_bad_file='skip': reusing it must not hide the bad files.
+      lines = "\n".join(f"  {source / p}" for p in skipped)
+      raise validate.BadDataError(
+          f"{len(skipped)} bad file(s) in {source} were skipped when {data_dir} was prepared; "
+          f"set config.data.on_bad_file='skip' to accept that, or fix them and remove the "
+          f"prepared copy:\n{lines}")
+  return builder
+
+
+def _locate(name: str, manual_dir, split_fractions, split_seed):
+  """``(builder class, its kwargs, raw source, recipe, listed files, base name)`` of ``name``."""
   if is_path(name):
     builder_cls, kwargs = by_path.ByPath, {"source": name, "split_fractions": tuple(split_fractions),
                                            "split_seed": split_seed}
@@ -87,26 +116,15 @@ def get_builder(name: str, *, manual_dir: str | None = None, tfds_dir: str | Non
       kwargs["root"] = str(raw)
     recipe = f"{module}:{cls} {builder_cls.VERSION} {config}"
     listed = None
-  key = paths.source_key(raw, recipe, listed, skip=data_dir) if raw.exists() else "missing"
-  data_dir = data_dir / base / key
-  builder = builder_cls(data_dir=str(data_dir), on_bad_file=on_bad_file, **kwargs)
-  builder.source_key = key
-  if prepare:
-    source = raw.parent if by_path.is_csv(raw) else raw
-    if not is_path(name) and not (source.is_dir() and any(source.iterdir())):
-      # TFDS would fail on this with an AssertionError and a traceback.
-      raise validate.MissingSource(
-          f"config.data.name={name!r}: {source} does not exist or is empty (config.data."
-          f"manual_dir, else $MEDJAX_DATA_DIR, names the folder holding {base}/). "
-          + " ".join(builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS.split()))
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(source)))
-    skipped = builder.info.metadata.get("skipped", []) if builder.info.metadata else []
-    if skipped and on_bad_file == "fail":
-      # Prepared earlier with on_bad_file='skip': reusing it must not hide the bad files.
-      lines = "\n".join(f"  {source / p}" for p in skipped)
-      raise validate.BadDataError(
-          f"{len(skipped)} bad file(s) in {source} were skipped when {data_dir} was prepared; "
-          f"set config.data.on_bad_file='skip' to accept that, or fix them and remove the "
-          f"prepared copy:\n{lines}")
-  return builder
+  return builder_cls, kwargs, raw, recipe, listed, base
+
+
+def source_key(name: str, *, manual_dir: str | None = None, tfds_dir: str | None = None,
+               split_fractions=(0.7, 0.1, 0.2), split_seed: int = 0) -> str | None:
+  """The key a prepared copy of ``name`` would have now; None where its source is absent."""
+  if is_path(name) and not Path(name).expanduser().exists():
+    return None
+  _, _, raw, recipe, listed, _ = _locate(name, manual_dir, split_fractions, split_seed)
+  if not raw.exists():
+    return None
+  return paths.source_key(raw, recipe, listed, skip=paths.tfds_dir(tfds_dir))

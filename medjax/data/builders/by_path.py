@@ -10,17 +10,20 @@ Three layouts are recognised, so that no folder needs renaming:
   split is drawn from ``split_seed`` with ``split_fractions`` (per class, rounded; by
   sorted id, so it does not depend on listing order) and written to the workdir as a CSV
   a later run can be given;
-* ``PATH.csv`` with columns ``path`` (relative to the CSV), ``label`` (several labels
-  separated by ``|`` make the task multi-label) and an optional ``split``; without it the
-  stratified split above is drawn.
+* ``PATH.csv`` with columns ``path`` (relative to the CSV, or absolute), ``label`` (several
+  labels separated by ``|`` make the task multi-label) and optional ``split`` and ``id``;
+  without a split the stratified split above is drawn.
 
 Hidden files (``.DS_Store``, macOS's ``._*`` companions) are not images. Images may be
 DICOM (``.dcm``, converted as :mod:`dicom_folder` does) or any image format
 of :mod:`medjax.data.validate`, grey or colour, 8 or 16 bit. Classes are the sorted class
 names found, so their order depends only on the names; it is stored in the prepared copy.
-Example ids are paths relative to the folder (or the CSV's folder): the same images as a
-folder or as a CSV are the same examples.
+Example ids are paths relative to the folder (or as the CSV writes them, unless its ``id``
+column names them): the same images as a folder or as a CSV are the same examples, and the
+``data_split.csv`` a run writes keeps its ids, so runs on it pair with that run in
+``medjax.compare``.
 """
+import collections
 import csv
 import logging
 from pathlib import Path
@@ -29,9 +32,9 @@ import numpy as np
 
 from medjax import cli
 from medjax.data import validate
-from medjax.data.builders import dicom_folder
+from medjax.data.builders import class_folders, dicom_folder
 from medjax.data.builders.class_folders import list_class_folders
-from medjax.data.builders.labelled_files import Entry, LabelledFilesBuilder, Listing
+from medjax.data.builders.labelled_files import Entry, LabelledFilesBuilder, Listing, relative
 
 SUFFIXES = validate.IMAGE_SUFFIXES + (".dcm",)
 SPLITS = ("train", "val", "test")
@@ -78,7 +81,7 @@ def read_table(source: Path) -> list[dict]:
     missing = [c for c in ("path", "label") if c not in columns]
     if missing:
       raise DatasetError(f"{source} lacks the column(s) {missing}; expected a header "
-                         f"'path,label[,split]' (path relative to the CSV)")
+                         f"'path,label[,split][,id]' (path relative to the CSV)")
     rows = []
     for number, row in enumerate(reader, start=2):
       row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
@@ -96,13 +99,14 @@ def listed_files(source: Path) -> list[Path]:
 
 class ByPath(LabelledFilesBuilder):
   # 1.1.0: images at any depth below a class, split folders by name, labels stripped, hidden
-  # files left out; copies prepared by 1.0.0 may hold other examples, so are not reused.
-  VERSION = "1.1.0"
+  # files left out; 1.2.0: a CSV's id column names its examples. Copies prepared by an
+  # older version may hold other examples or ids, so are not reused.
+  VERSION = "1.2.0"
   DESCRIPTION = "A user's images given by path: a folder with or without splits, or a CSV."
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Pass the folder or CSV itself as config.data.name (or dataset=PATH in the config
 arguments): PATH/<split>/<class>/<image>, PATH/<class>/<image>, or PATH.csv with columns
-path,label[,split]."""
+path,label[,split][,id]."""
 
   def __init__(self, *, source: str, split_fractions=(0.7, 0.1, 0.2), split_seed: int = 0,
                **kwargs):
@@ -135,8 +139,8 @@ path,label[,split]."""
         if split and split not in SPLITS:
           raise DatasetError(f"{self.source} ({r['where']}): split {split!r} is not one of "
                              f"{list(SPLITS)}")
-        rows.append({"path": self.root / r["path"], "id": r["path"], "labels": labels,
-                     "split": split, "where": r["where"]})
+        rows.append({"path": self.root / r["path"], "id": r.get("id") or r["path"],
+                     "labels": labels, "split": split, "where": r["where"]})
     else:
       rows = self._read_folder()
     if not rows:
@@ -206,10 +210,16 @@ path,label[,split]."""
       listing.add(r["split"], Entry(r["path"], r["id"], label, where=r["where"]))
     return listing
 
-  def split_table(self) -> list[tuple[str, str, str]]:
-    """``(path, label, split)`` of every row, the CSV that reproduces this dataset."""
-    return [(str(r["path"].resolve()), MULTI_LABEL_SEPARATOR.join(r["labels"]), r["split"])
-            for r in sorted(self._rows, key=lambda r: r["id"])]
+  def split_table(self) -> list[tuple[str, str, str, str]]:
+    """``(path, label, split, id)`` of every example prepared: the CSV that reproduces
+    this dataset wherever it is read from (absolute paths, the same ids), without the
+    files left out as bad, unlabelled or listed twice."""
+    skipped = set(class_folders.skipped_files(self))
+    counts = collections.Counter(r["id"] for r in self._rows)
+    return [(str(r["path"].resolve()), MULTI_LABEL_SEPARATOR.join(r["labels"]), r["split"],
+             r["id"]) for r in sorted(self._rows, key=lambda r: r["id"])
+            if r["labels"] and counts[r["id"]] == 1
+            and relative(str(r["path"]), self.root) not in skipped]
 
   def _check_file(self, path: Path):
     if path.suffix.lower() == ".dcm":

@@ -206,7 +206,7 @@ class LabelledFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         else:
           report.add(*self._check_file(entry.path))
     skipped = report.raise_or_skip(self._on_bad_file, str(root))
-    self.info.metadata["skipped"] = sorted(_relative(p, root) for p in skipped)
+    self.info.metadata["skipped"] = sorted(relative(p, root) for p in skipped)
     self.info.metadata["image_kinds"] = validate.mode_histogram(report.modes)
     return {split: self._generate_examples([e for e in items if str(e.path) not in skipped])
             for split, items in entries.items()}
@@ -219,7 +219,8 @@ class LabelledFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
                        **dict(entry.extra)}
 
 
-def _relative(path: str, root: Path) -> str:
+def relative(path: str, root: Path) -> str:
+  """``path`` relative to ``root`` where it lies below it, else as given."""
   try:
     return str(Path(path).relative_to(root))
   except ValueError:
