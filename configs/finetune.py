@@ -17,7 +17,8 @@ and 45 minutes on Kermany's 5,232 training images:
   larger matches them (Touvron et al. 2019). No flips: laterality matters in radiographs;
 * AdamW, warmup then cosine decay, the head at 10x the backbone's rate; label smoothing
   0.1; class-balanced loss (Kermany's train is 26 % NORMAL); an exponential moving
-  average of the weights, which is what is evaluated;
+  average of the weights, which is what is evaluated; ``loss='auto'``: softmax, or on
+  multi-label data (a CSV with ``a|b`` labels) one-vs-all sigmoids weighted per label;
 * honest selection: Kermany's own val split has 16 images, so a stratified 10 % of
   train+val (the ids are listed in ``predictions/val.csv``) is the validation set: the
   best epoch (validation loss) and the softmax temperature are chosen there; the test
@@ -60,7 +61,7 @@ def get_config(arg=None):
     config.model.update({"frozen_stages": frozen, "bn_frozen": True, "dropout_rate": 0.2,
                          "drop_connect_rate": 0.1})
   config.init = {"pretrained": True, "weights": ""}  # "": the backbone's installed default.
-  config.loss = "softmax_xent"
+  config.loss = "auto"             # softmax; one-vs-all sigmoids on multi-label data.
   config.label_smoothing = 0.1
   config.class_balance = "loss"   # "loss": weights n / (K n_c); "": none.
   config.batch_size = arg.batch_size

@@ -9,7 +9,7 @@ from medjax.data import builders, ops
 from medjax.kernels import precision
 from medjax.models import registry
 
-LOSSES = ("softmax_xent", "sigmoid_xent")
+LOSSES = ("softmax_xent", "sigmoid_xent", "auto")  # auto: by the data, losses.resolve.
 SCHEDULES = ("constant", "step", "plateau", "warmup_cosine")
 OPTIMIZERS = ("sgd", "adamw")
 SINGLE_LABEL_METRICS = ("accuracy", "balanced_accuracy", "loss")
@@ -75,10 +75,13 @@ def check(config) -> None:
         raise ValueError(f"config.{key}: {e}") from None
   metric = config.early_stopping.metric
   if metric:
-    allowed = MULTI_LABEL_METRICS if config.loss == "sigmoid_xent" else SINGLE_LABEL_METRICS
+    allowed = {"sigmoid_xent": MULTI_LABEL_METRICS, "softmax_xent": SINGLE_LABEL_METRICS
+               }.get(config.loss, ("loss",))
     _require(metric in allowed,
              f"config.early_stopping.metric={metric!r} is not a {config.loss} metric; "
-             f"expected one of {allowed}")
+             f"expected one of {allowed}" if config.loss in LOSSES[:2] else
+             f"config.early_stopping.metric={metric!r} with config.loss='auto': only 'loss' "
+             f"is defined for both label kinds; name the loss to stop on {metric!r}")
     _require(config.early_stopping.mode in ("max", "min"),
              f"config.early_stopping.mode={config.early_stopping.mode!r}; expected 'max' or 'min'")
 
@@ -87,7 +90,7 @@ def check_against_data(config, info) -> None:
   """Checks that need the dataset: label kind vs loss and metrics, batch vs split size."""
   _require(not (config.loss == "softmax_xent" and info.multi_label),
            f"config.loss='softmax_xent' cannot train the multi-label dataset {info.name!r}; "
-           f"use 'sigmoid_xent'")
+           f"use 'sigmoid_xent' (or 'auto', which follows the data)")
   metric = config.early_stopping.metric
   _require(not (metric in ("exact_match", "any_match", "hamming_similarity")
                 and not info.multi_label and config.loss != "sigmoid_xent"),

@@ -57,26 +57,80 @@ class WeightedSoftmax:
     return loss
 
 
-def make(config, class_counts=None):
-  """``config.loss`` as the step's loss: its name, or a :class:`WeightedSoftmax` when
-  ``config.label_smoothing`` or ``config.class_balance == "loss"`` ask for more."""
+class WeightedSigmoid:
+  """One-vs-all cross-entropy with label smoothing (targets pulled toward 1/2) and per-label
+  weights ``n / (2 n_pos)`` on positives, ``n / (2 n_neg)`` on negatives.
+
+  A rare finding (a label positive in 2 % of images) is otherwise learnt as "never": the
+  weights give its positives as much say as its negatives, as CheXNet's weighted loss does
+  (Rajpurkar et al. 2017), scaled as :class:`WeightedSoftmax`'s so a balanced label keeps 1.
+  """
+  name = "sigmoid_xent"
+
+  def __init__(self, label_smoothing: float = 0.0, positives=None, num_examples: int = 0):
+    self.label_smoothing = float(label_smoothing)
+    self.weights = None
+    if positives is not None:
+      pos = np.asarray(positives, np.float64)
+      neg = num_examples - pos
+      self.weights = (tuple(num_examples / (2 * np.maximum(pos, 1))),
+                      tuple(num_examples / (2 * np.maximum(neg, 1))))
+
+  def __call__(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    targets = targets_for(self.name, labels, logits.shape[-1])
+    smoothed = targets * (1 - self.label_smoothing) + self.label_smoothing / 2
+    loss = optax.sigmoid_binary_cross_entropy(logits, smoothed.astype(logits.dtype))
+    if self.weights is not None:
+      pos, neg = (jnp.asarray(w, loss.dtype) for w in self.weights)
+      loss = loss * jnp.where(targets > 0.5, pos, neg)
+    return loss.sum(-1)
+
+
+def resolve(name: str, multi_label: bool) -> str:
+  """``config.loss`` for the data: ``"auto"`` is one-vs-all sigmoids for multi-label data,
+  softmax otherwise, so one config serves a researcher's single- and multi-label studies."""
+  if name == "auto":
+    return "sigmoid_xent" if multi_label else "softmax_xent"
+  return name
+
+
+def make(config, class_counts=None, num_examples: int | None = None):
+  """``config.loss`` as the step's loss: its name, or a weighted loss when
+  ``config.label_smoothing`` or ``config.class_balance == "loss"`` ask for more.
+
+  ``class_counts``: training examples per class, or for multi-label data positives per
+  label (then with ``num_examples``).
+  """
   smoothing = config.get("label_smoothing", 0.0)
   balance = config.get("class_balance", "")
-  if config.loss != "softmax_xent" or not (smoothing or balance == "loss"):
+  if not (smoothing or balance == "loss"):
     return config.loss
+  counts = None if class_counts is None else np.asarray(class_counts, np.float64)
+  if config.loss == "sigmoid_xent":
+    n = int(num_examples if num_examples is not None else counts.sum())
+    return WeightedSigmoid(smoothing, counts if balance == "loss" else None, n)
   weights = None
   if balance == "loss":
-    counts = np.asarray(class_counts, np.float64)
     weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
   return WeightedSoftmax(smoothing, weights)
 
 
-def constant_predictor_loss(loss, class_counts) -> float:
+def constant_predictor_loss(loss, class_counts, num_examples: int | None = None) -> float:
   """The training loss of the best prediction that ignores the image: the entropy of the
   class prior (plain cross-entropy), log K under class weights (the weights make the
-  prior uniform), raised by label smoothing's floor. A run at this loss has learnt nothing."""
+  prior uniform), raised by label smoothing's floor; for one-vs-all sigmoids the sum of
+  each label's binary entropy (log 2 each under weights). A run at this loss has learnt
+  nothing."""
   counts = np.asarray(class_counts, np.float64)
   k = len(counts)
+  if getattr(loss, "name", loss) == "sigmoid_xent":
+    p = counts / (num_examples if num_examples is not None else counts.sum())
+    if isinstance(loss, WeightedSigmoid):
+      if loss.weights is not None:
+        return float(k * np.log(2))
+      p = p * (1 - loss.label_smoothing) + loss.label_smoothing / 2
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-(p * np.log(p) + (1 - p) * np.log(1 - p)).sum())
   prior = counts / counts.sum()
   if isinstance(loss, WeightedSoftmax):
     if loss.class_weights is not None:

@@ -79,6 +79,10 @@ def train_and_evaluate(config, workdir) -> dict:
   mesh = parallel.make_mesh()
   data = InputPipeline(config, workdir, mesh)
   info = data.info
+  if config.loss == "auto":  # Decided by the data's labels; results.json keeps "auto".
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.loss = losses.resolve("auto", info.multi_label)
   config_checks.check_against_data(config, info)
   steps_per_epoch = data.steps_per_epoch()
   total_steps = config.total_steps or config.num_epochs * steps_per_epoch
@@ -98,9 +102,9 @@ def train_and_evaluate(config, workdir) -> dict:
   start = int(state.step)
   if start:
     logging.info("Resuming from the checkpoint at step %d of %d.", start, total_steps)
-  class_counts = _train_class_counts(data)
-  loss = losses.make(config, class_counts)
-  dead_run = None if info.multi_label else transfer.DeadRunMonitor(loss, class_counts)
+  class_counts, num_train = _train_class_counts(data)
+  loss = losses.make(config, class_counts, num_train)
+  dead_run = transfer.DeadRunMonitor(loss, class_counts, num_examples=num_train)
   writer = writers.create(workdir, start)
   if start == 0:
     writer.write_hparams({k: v for k, v in _flatten(resolved).items()})
@@ -177,7 +181,7 @@ def train_and_evaluate(config, workdir) -> dict:
     # from_workdir look (Checkpoints.trained_variables), not only inside the optimiser state.
     ckpts.save_best(step, final_params)
     ckpts.wait()
-  results = {"train/steps": step, "train/epochs": step / steps_per_epoch,
+  results = {"train/steps": step, "train/epochs": step / steps_per_epoch, "train/loss_name": config.loss,
              "data/skipped": len(info.skipped), "data/source_key": info.source_key}
   if dead_run and dead_run.warned:
     results["train/dead_run_warning"] = True
@@ -196,7 +200,8 @@ def train_and_evaluate(config, workdir) -> dict:
       results.update(_flat(role, final_evaluation(outputs[role], config, info,
                                                   workdir if leader else None, role,
                                                   temperature)))
-  if config.get("val_threshold") and "val" in outputs and info.num_classes == 2:
+  if (config.get("val_threshold") and "val" in outputs and info.num_classes == 2
+      and config.loss == "softmax_xent"):
     probs = {r: calibration.softmax(o["logits"] / temperature) for r, o in outputs.items()}
     for role in outputs:
       results.update(_flat(f"{role}/val_threshold", transfer.operating_point(
@@ -252,12 +257,13 @@ def index_and_evaluate_retrieval(predict, params, model_state, data: InputPipeli
                                         train, test_outputs)
 
 
-def _train_class_counts(data: InputPipeline):
-  """Training examples per class (single-label data; None otherwise), read from the records."""
-  if data.info.multi_label:
-    return None
+def _train_class_counts(data: InputPipeline) -> tuple[np.ndarray, int]:
+  """Training examples per class (multi-label data: positives per label), and how many
+  examples, read from the records."""
   _, labels = data.ids_and_labels("train")
-  return np.bincount(labels.astype(int), minlength=data.info.num_classes)
+  if data.info.multi_label:
+    return labels.sum(0), len(labels)
+  return np.bincount(labels.astype(int), minlength=data.info.num_classes), len(labels)
 
 
 def _early_stopping(state: TrainState, params, scores: dict, es, epoch: int,

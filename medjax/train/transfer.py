@@ -98,8 +98,9 @@ class DeadRunMonitor:
   above what a constant prediction of the class prior scores, or every validation image
   gets the same prediction."""
 
-  def __init__(self, loss, class_counts, tolerance: float = 0.03):
-    self.floor = losses.constant_predictor_loss(loss, class_counts)
+  def __init__(self, loss, class_counts, tolerance: float = 0.03,
+               num_examples: int | None = None):
+    self.floor = losses.constant_predictor_loss(loss, class_counts, num_examples)
     self.tolerance = tolerance
     self.warned = False
     self.sum, self.count = 0.0, 0

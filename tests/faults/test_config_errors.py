@@ -40,6 +40,7 @@ def test_config_arguments_are_checked():
     ("data.val_fraction", 1.5, "config.data.val_fraction=1.5"),
     ("batch_size", 0, "config.batch_size=0"),
     ("early_stopping.metric", "exact_match", "not a softmax_xent metric"),
+    ("loss", "auto", "with config.loss='auto': only 'loss'"),  # irma_cnn stops on accuracy.
 ])
 def test_impossible_values_are_named(key, value, message):
   config = set_dotted(irma_cnn.get_config(), {key: value})

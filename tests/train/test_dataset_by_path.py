@@ -85,3 +85,26 @@ def test_cli_dataset_errors_are_one_line_exit_2(tmp_path, name, message):
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith("medjax.main: error:") and message in last
   assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_loss_auto_trains_a_multi_label_csv_with_weighted_sigmoids(study, tmp_path):
+  """The transfer config's ``loss='auto'`` on a CSV with ``a|b`` labels: one-vs-all
+  sigmoids, smoothed and weighted per label, scored as multi-label; no override needed."""
+  rows = write_study(tmp_path / "ml", {"train": 6, "test": 3}, size=32)
+  rows = [(p, f"{label}|tumour" if label == "cyst" and i % 2 else label, split)
+          for i, (p, label, split) in enumerate(rows)]
+  write_csv(tmp_path / "ml" / "labels.csv", rows)
+  config = _irma(str(tmp_path / "ml" / "labels.csv"), tmp_path / "tfds")
+  set_dotted(config, {"loss": "auto", "label_smoothing": 0.1, "class_balance": "loss",
+                      "early_stopping.metric": "loss", "early_stopping.mode": "min",
+                      "data.val_fraction": 0.2})
+  results = trainer.train_and_evaluate(config, tmp_path / "w")
+  assert results["train/loss_name"] == "sigmoid_xent" and results["config"]["loss"] == "auto"
+  assert "test/exact_match" in results and "test/accuracy" not in results
+  header = (tmp_path / "w" / "predictions" / "test.csv").read_text().splitlines()[0]
+  assert "label/tumour" in header and "score/cyst" in header
+  single = trainer.train_and_evaluate(set_dotted(_irma(str(study), tmp_path / "tfds"), {
+      "loss": "auto", "early_stopping.metric": "loss", "early_stopping.mode": "min"}),
+      tmp_path / "s")
+  assert single["train/loss_name"] == "softmax_xent" and "test/accuracy" in single

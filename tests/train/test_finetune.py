@@ -136,6 +136,34 @@ def test_smoothed_class_balanced_loss_and_its_constant_predictor_floor():
   assert losses.make(plain, [1, 3]) == "softmax_xent"
 
 
+def test_one_vs_all_loss_smoothed_and_weighted_per_label_and_its_floor():
+  """Positives of a label in 1 of 4 examples weigh n / (2 n_pos) = 2, its negatives 2/3;
+  smoothing pulls targets toward 1/2; a constant predictor scores each label's entropy."""
+  config = ConfigDict({"loss": "sigmoid_xent", "label_smoothing": 0.2, "class_balance": "loss"})
+  loss = losses.make(config, [1, 2], num_examples=4)
+  assert isinstance(loss, losses.WeightedSigmoid)
+  np.testing.assert_allclose(loss.weights, [[2.0, 1.0], [2 / 3, 1.0]])
+  labels = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+  per = losses.loss_fn(loss, jnp.zeros((2, 2)), labels)
+  np.testing.assert_allclose(per, np.log(2) * np.array([2.0 + 1.0, 2 / 3 + 1.0]), rtol=1e-6)
+  logits = jnp.array([[3.0, -3.0]])
+  smoothed = losses.loss_fn(losses.make(ConfigDict({**config, "class_balance": ""}), [1, 2], 4),
+                            logits, labels[:1])
+  t = np.array([0.9, 0.1])
+  want = -(t * np.log(jax.nn.sigmoid(np.array([3.0, -3.0])))
+           + (1 - t) * np.log(1 - jax.nn.sigmoid(np.array([3.0, -3.0])))).sum()
+  np.testing.assert_allclose(smoothed, [want], rtol=1e-5)
+  assert losses.constant_predictor_loss(loss, [1, 2], 4) == pytest.approx(2 * np.log(2))
+  h = lambda p: -(p * np.log(p) + (1 - p) * np.log(1 - p))
+  assert losses.constant_predictor_loss("sigmoid_xent", [1, 2], 4) == pytest.approx(
+      h(0.25) + h(0.5))
+  # Single-label data under one-vs-all heads: each class is a label, counts of all examples.
+  assert losses.constant_predictor_loss("sigmoid_xent", [1, 3]) == pytest.approx(
+      2 * h(0.25))
+  assert losses.resolve("auto", True) == "sigmoid_xent"
+  assert losses.resolve("auto", False) == losses.resolve("softmax_xent", True) == "softmax_xent"
+
+
 def test_dead_run_monitor_warns_once_on_a_flat_loss_or_collapsed_predictions(caplog):
   monitor = transfer.DeadRunMonitor("softmax_xent", [50, 50])
   monitor.add([0.3, 0.2])
