@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import irma_cnn, vlad
-from medjax import inference
+from medjax import cli, inference
 from medjax.explain import methods
 from medjax.features import pipeline as frozen
 from medjax.train import trainer
@@ -108,3 +108,8 @@ def test_loss_auto_trains_a_multi_label_csv_with_weighted_sigmoids(study, tmp_pa
       "loss": "auto", "early_stopping.metric": "loss", "early_stopping.mode": "min"}),
       tmp_path / "s")
   assert single["train/loss_name"] == "softmax_xent" and "test/accuracy" in single
+  frozen_config = set_dotted(vlad.get_config(f"dataset={tmp_path / 'ml' / 'labels.csv'},"
+                                             f"aggregation=avgpool,scale=64"),
+                             {"data.tfds_dir": str(tmp_path / "tfds")})
+  with pytest.raises(cli.UserError, match="is multi-label .* configs/finetune.py"):
+    frozen.train_and_evaluate(frozen_config, tmp_path / "f")
