@@ -13,7 +13,8 @@ jitted, differentiated and converted by ``jax2tf``), whose ``scores`` are:
   fit (``aggregation.npz``: PCA, k-means centres, CAE or baseline weights), the SVM saved
   by the run (``svm.npz``), softmax of its decision values divided by the run's
   calibration temperature (``calibration/temperature`` in results.json; 1 when the run
-  has none, so the scores are then uncalibrated). Several scales travel as one image
+  has none, so the scores are then uncalibrated), or for multi-label data one sigmoid per
+  label, each divided by its own temperature. Several scales travel as one image
   laid out by ``resize_pack``.
 
 Everything comes from the workdir (``results.json``, ``data.json``, checkpoints), so the
@@ -152,7 +153,8 @@ def _frozen(workdir, config, results, data, context) -> Run:
   scales = [s or spec.input_size[0] for s in config.features.scales]
   with np.load(workdir / SVM_FILE) as z:
     w, b = jnp.asarray(z["w"]), jnp.asarray(z["b"])
-  temperature = float(results.get("calibration/temperature", 1.0))
+  # One T (softmax), or one per label (multi-label sigmoids).
+  temperature = jnp.asarray(results.get("calibration/temperature", 1.0), jnp.float32)
   offsets = np.cumsum([0, *scales])
 
   def embed(variables, images):
@@ -169,7 +171,8 @@ def _frozen(workdir, config, results, data, context) -> Run:
   pp = extract.input_pp(spec, scales[0])
   if len(scales) > 1:
     pp = pp.replace(f"|resize({scales[0]})|", f"|resize_pack({tuple(scales)})|")
-  return Run(workdir, config, results, tuple(data["class_names"]), False, pp, context, logits,
+  return Run(workdir, config, results, tuple(data["class_names"]), bool(data["multi_label"]),
+             pp, context, logits,
              {"backbone": backbone, "aggregation": aggregations.load_state(workdir),
               "w": w, "b": b}, embed)
 

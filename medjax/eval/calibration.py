@@ -36,6 +36,25 @@ def _nll(scores: np.ndarray, targets: np.ndarray, temperature: float) -> float:
   return float(-(targets * logp).sum(-1).mean())
 
 
+def fit_label_temperatures(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+  """One ``T`` per label for ``sigmoid(scores / T)`` of one-vs-all margins ``(N, K)`` and
+  multi-hot ``targets``: each label's binary log loss against Platt's targets, minimised;
+  the threshold 0 (probability 1/2) and so every predicted label set is unchanged."""
+  scores, targets = np.asarray(scores, np.float64), np.asarray(targets, np.float64)
+  out = np.ones(scores.shape[1])
+  for j in range(scores.shape[1]):
+    s, y = scores[:, j], targets[:, j]
+    positives = y.sum()
+    t = np.where(y > 0.5, (positives + 1) / (positives + 2), 1 / (len(y) - positives + 2))
+
+    def nll(log_t, s=s, t=t):
+      z = s / np.exp(log_t)
+      return float((np.logaddexp(0, -z) * t + np.logaddexp(0, z) * (1 - t)).mean())
+    out[j] = np.exp(optimize.minimize_scalar(nll, bounds=(-7.0, 7.0), method="bounded",
+                                             options={"xatol": 1e-6}).x)
+  return out
+
+
 def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
   """The ``T`` minimising the log loss of ``softmax(scores / T)`` on held-out ``scores``
   against :func:`platt_targets` of their ``labels``."""

@@ -119,10 +119,6 @@ def train_and_evaluate(config, workdir) -> dict:
   mesh = parallel.make_mesh()
   leader = jax.process_index() == 0
   data = InputPipeline(config, workdir, mesh)
-  if data.info.multi_label:
-    raise cli.UserError(f"config.data.name={data.info.name!r} is multi-label (images with "
-                        f"several labels); the frozen-feature SVM gives one class per image: "
-                        f"train on it with configs/finetune.py (loss='auto')")
   eval_role = "test" if data.has_split("test") else "val"
   backbone = load_backbone(config.backbone)
   folders = extract_roles(config, data, backbone, ("train", eval_role), workdir, pool=pool, l2=l2)

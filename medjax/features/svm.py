@@ -91,7 +91,9 @@ def _num_columns(num_classes: int) -> int:
 
 def _targets(y: jax.Array, columns: int) -> jax.Array:
   """``+1/-1`` per example and classifier; a single classifier is the binary problem, class 1
-  positive."""
+  positive; multi-hot ``(N, K)`` labels give each label its own binary problem."""
+  if y.ndim == 2:
+    return 2.0 * y.astype(jnp.float32) - 1.0
   if columns == 1:
     return (2.0 * y.astype(jnp.float32) - 1.0)[:, None]
   return 2.0 * jax.nn.one_hot(y, columns, dtype=jnp.float32) - 1.0
@@ -126,11 +128,12 @@ def init(x: jax.Array, y: jax.Array, num_classes: int,
          config: SVMConfig = SVMConfig()) -> SVMState:
   """Starts from ``W = 0`` (liblinear's start), where the gradient norm for ``tol`` is taken.
 
-  ``num_classes`` must be at least 2; two classes train the single binary column.
+  ``num_classes`` must be at least 2; two classes train the single binary column (two
+  labels of multi-hot ``y`` train two).
   """
   if num_classes < 2:
     raise ValueError(f"an SVM needs at least 2 classes, got num_classes={num_classes}")
-  columns = _num_columns(num_classes)
+  columns = num_classes if y.ndim == 2 else _num_columns(num_classes)
   weights = jnp.zeros((columns, x.shape[1] + 1), jnp.float32)
   value, grad = jax.value_and_grad(_loss)(weights, x, _targets(y, columns), config.C,
                                           config.intercept_scaling)
@@ -187,6 +190,7 @@ def binary_params(w: jax.Array, b: jax.Array) -> SVMParams:
 
 
 def params_from_state(state: SVMState, config: SVMConfig = SVMConfig()) -> SVMParams:
+  """The ``(D, K)`` weights and ``(K,)`` biases of the state (binary: mirrored, K = 2)."""
   w, b = state.weights[:, :-1].T, config.intercept_scaling * state.weights[:, -1]
   return binary_params(w, b) if w.shape[1] == 1 else SVMParams(w=w, b=b)
 
@@ -195,7 +199,7 @@ def fit(x: jax.Array, y: jax.Array, num_classes: int, *, C: float = 1.0,
         learning_rate: float | None = None, max_iter: int = 1000, tol: float = 1e-5,
         memory_size: int = 10, intercept_scaling: float = 1.0) -> SVMParams:
   """Trains the one-vs-rest classifiers (one binary one for two classes); ``y`` holds integer
-  labels in ``[0, num_classes)``."""
+  labels in ``[0, num_classes)``, or ``(N, num_classes)`` multi-hot rows (one per label)."""
   config = SVMConfig(C=float(C), learning_rate=learning_rate, memory_size=memory_size,
                      intercept_scaling=float(intercept_scaling), tol=float(tol))
   state = run(init(x, y, num_classes, config), x, y, max_iter, config)

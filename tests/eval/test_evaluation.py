@@ -71,6 +71,17 @@ def test_temperature_scaling_recovers_a_known_temperature():
   assert calibration.fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
 
 
+def test_per_label_temperatures_recover_known_ones_and_keep_the_threshold():
+  rng = np.random.default_rng(1)
+  scores = rng.normal(size=(20000, 2)) * 3
+  targets = (rng.random((20000, 2)) < calibration.sigmoid(scores / np.array([0.5, 3.0])))
+  temperatures = calibration.fit_label_temperatures(scores, targets)
+  np.testing.assert_allclose(temperatures, [0.5, 3.0], rtol=0.05)
+  separable = calibration.fit_label_temperatures(np.array([[-2.0], [-1.0], [1.0], [3.0]]),
+                                                 np.array([[0], [0], [1], [1]]))
+  assert 0.1 < separable[0] < 10  # Finite: Platt's targets, as for the softmax.
+
+
 def test_temperature_stays_finite_on_separable_held_out_scores():
   """Ten held-out SVM margins that separate the classes: plain log loss falls all the way
   to T -> 0, where float64 probabilities saturate to 0/1 and tie."""

@@ -115,3 +115,20 @@ def test_sharded_examples_match_unsharded():
       print("ok")
   """
   run_on_devices(script)
+
+
+def test_multi_hot_labels_train_one_binary_svm_per_label():
+  """Each label's column is the binary SVM of that label alone (and liblinear's), also for
+  two labels, which single-label data would fold into one mirrored classifier."""
+  x, y = make_classification(n_samples=300, n_features=12, n_informative=6, n_classes=3,
+                             random_state=0)
+  rng = np.random.default_rng(0)
+  multi = np.stack([y == 0, (y == 1) | (rng.random(300) < 0.3)], 1).astype(np.float32)
+  params = svm.fit(jnp.asarray(x, jnp.float32), jnp.asarray(multi), 2, tol=1e-7)
+  for j in range(2):
+    alone = svm.fit(jnp.asarray(x, jnp.float32), jnp.asarray(multi[:, j].astype(int)), 2,
+                    tol=1e-7)
+    np.testing.assert_allclose(params.w[:, j], alone.w[:, 1], atol=2e-4)
+    np.testing.assert_allclose(params.b[j], alone.b[1], atol=2e-4)
+    ref = LinearSVC(C=1.0, loss="squared_hinge", tol=1e-8, max_iter=100000).fit(x, multi[:, j])
+    np.testing.assert_allclose(params.w[:, j], ref.coef_[0], atol=2e-3)
