@@ -20,7 +20,8 @@ and 45 minutes on Kermany's 5,232 training images:
   average of the weights, which is what is evaluated; ``loss='auto'``: softmax, or on
   multi-label data (a CSV with ``a|b`` labels) one-vs-all sigmoids weighted per label;
 * honest selection: Kermany's own val split has 16 images, so a stratified 10 % of
-  train+val (the ids are listed in ``predictions/val.csv``) is the validation set: the
+  train+val's patients (whole patients, read from the file names; the ids are listed in
+  ``predictions/val.csv``) is the validation set: the
   best epoch (validation loss) and the softmax temperature are chosen there; the test
   split is evaluated once, at the end. Binary tasks also report the operating point
   (Youden's J) chosen there (``val_threshold``), beside the argmax measures.
@@ -48,7 +49,7 @@ def get_config(arg=None):
   config = common.supervised(seed=arg.seed)
   config.num_seeds = arg.seeds
   config.data = common.data_for(arg.dataset, val_fraction=0.1, cache="encoded")
-  # Kermany's 16-image val is folded into train+val and a stratified 10 % held out.
+  # Kermany's 16-image val is folded into train+val and 10 % of its patients held out.
   norm = "normalize('efficientnet_lite')"
   config.pp_eval = f"decode(3)|resize({arg.image_size})|{norm}"
   config.pp_train = (f"decode(3)|resize({arg.image_size})"

@@ -34,6 +34,7 @@ import tensorflow_datasets as tfds
 from medjax import cli, parallel
 from medjax.atomic import save_json, save_npy, save_text
 from medjax.data import builders, ops
+from medjax.data.splits import stratified_holdout
 from medjax.data.builders import class_folders
 
 
@@ -77,25 +78,6 @@ def _ids_and_labels(builder, split: str, label_key: str) -> tuple[np.ndarray, np
   return np.asarray(ids, dtype=object), np.asarray(labels)
 
 
-def stratified_holdout(ids: np.ndarray, labels: np.ndarray, fraction: float,
-                       seed: int) -> set[str]:
-  """Ids of a ``fraction`` holdout taken per class (rounded), reproducible from ``seed``.
-
-  Multi-label rows are stratified by their label pattern. Ids are sorted first so the
-  result does not depend on the order records were written in.
-  """
-  order = np.argsort(ids)
-  ids, labels = ids[order], labels[order]
-  keys = labels if labels.ndim == 1 else np.array(["".join(map(str, r.astype(int))) for r in labels])
-  rng = np.random.default_rng(seed)
-  held = []
-  for key in sorted(set(keys.tolist())):
-    members = np.flatnonzero(keys == key)
-    n = int(round(fraction * len(members)))
-    held.extend(ids[rng.permutation(members)[:n]].tolist())
-  return set(held)
-
-
 def _filter_ids(ds: tf.data.Dataset, ids: set[str], keep: bool) -> tf.data.Dataset:
   table = tf.lookup.StaticHashTable(
       tf.lookup.KeyValueTensorInitializer(tf.constant(sorted(ids) or [""], tf.string),
@@ -105,10 +87,10 @@ def _filter_ids(ds: tf.data.Dataset, ids: set[str], keep: bool) -> tf.data.Datas
 
 
 def _split_csv(rows) -> str:
-  """The ``path,label,split,id`` CSV of a drawn split: ``dataset=<that file>`` reuses it."""
+  """The ``path,label,split,id,group`` CSV of a drawn split: ``dataset=<that file>`` reuses it."""
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(["path", "label", "split", "id"])
+  writer.writerow(["path", "label", "split", "id", "group"])
   writer.writerows(rows)
   return buffer.getvalue()
 
@@ -172,7 +154,9 @@ class InputPipeline:
         self._split_ds[role] = _encoded(self.builder, split)
     if val_fraction:
       ids, labels = _ids_and_labels(self.builder, self.splits["train"], self.label_key)
-      held = stratified_holdout(ids, labels, val_fraction, config.seed)
+      group_of = getattr(self.builder, "group_of", None)
+      groups = {i: g for i in ids if (g := group_of(i))} if group_of else None
+      held = stratified_holdout(ids, labels, val_fraction, config.seed, groups)
       base = self._split_ds["train"]
       self._split_ds["train"] = _filter_ids(base, held, keep=False)
       self._split_ds["val"] = _filter_ids(base, held, keep=True)

@@ -266,3 +266,63 @@ def test_a_run_on_data_that_changed_since_is_refused(tmp_path):
     main.run(config, str(work))
   shutil.rmtree(tmp_path / "study")
   check_same_source(config, [work])  # The data gone: the run's outputs stand as they are.
+
+
+def test_a_drawn_split_keeps_each_patients_images_together(tmp_path, caplog):
+  """<class>/<patient>/<image>: a patient on both sides of a split would let a model score
+  by recognising the patient; the first folder below the class is drawn as a whole."""
+  rng = np.random.default_rng(0)
+  for name in ("healthy", "sick"):
+    for patient in range(20):
+      for i in range(int(rng.integers(1, 6))):
+        _png(tmp_path / "study" / name / f"p{name[0]}{patient:02d}" / f"x{i}.png")
+    _png(tmp_path / "study" / name / "loose.png")  # No patient folder: stands alone.
+  builder = by_path.ByPath(source=str(tmp_path / "study"), data_dir=str(tmp_path / "tfds"))
+  split_of = {}
+  for r in builder._rows:
+    if r["group"]:
+      split_of.setdefault(r["group"], set()).add(r["split"])
+  assert len(split_of) == 40 and all(len(s) == 1 for s in split_of.values())
+  drawn = [s for s in split_of.values()]
+  assert sum(s == {"test"} for s in drawn) == 8 and sum(s == {"val"} for s in drawn) == 4
+  assert builder.group_of("sick/ps03/x0.png") == "ps03" and builder.group_of("sick/loose.png") == ""
+  assert {t[4] for t in builder.split_table()} >= {"ps03", ""}
+  # Given splits that put a patient on both sides are warned about.
+  _png(tmp_path / "given" / "train" / "a" / "p1" / "x.png")
+  _png(tmp_path / "given" / "test" / "a" / "p1" / "y.png")
+  _png(tmp_path / "given" / "test" / "b" / "p2" / "y.png")
+  with caplog.at_level("WARNING"):
+    by_path.ByPath(source=str(tmp_path / "given"), data_dir=str(tmp_path / "tfds"))
+  assert "1 group(s) (patients) have images in more than one split, e.g. p1" in caplog.text
+
+
+def test_a_csv_group_column_draws_patients_whole_and_holds_out_patients(tmp_path):
+  from medjax.data.splits import stratified_holdout
+  rows = []
+  for patient in range(30):
+    for i in range(3):
+      path = _png(tmp_path / "img" / f"{patient}_{i}.png")
+      rows.append((f"img/{path.name}", "sick" if patient % 3 else "healthy", f"pt{patient}"))
+  with (tmp_path / "labels.csv").open("w") as f:
+    f.write("path,label,group\n" + "".join(f"{p},{label},{g}\n" for p, label, g in rows))
+  builder = by_path.ByPath(source=str(tmp_path / "labels.csv"), data_dir=str(tmp_path / "tfds"))
+  by_group = {}
+  for r in builder._rows:
+    by_group.setdefault(r["group"], set()).add(r["split"])
+  assert len(by_group) == 30 and all(len(s) == 1 for s in by_group.values())
+  ids = np.array([r["id"] for r in builder._rows], dtype=object)
+  labels = np.array([builder.class_names().index(r["labels"][0]) for r in builder._rows])
+  groups = {i: builder.group_of(i) for i in ids}
+  held = stratified_holdout(ids, labels, 0.2, seed=0, groups=groups)
+  assert len(held) == 18 and {groups[i] for i in held}.isdisjoint(  # 2 + 4 patients of 3.
+      {groups[i] for i in ids if i not in held})
+
+
+def test_chest_xray_ids_name_their_patient():
+  from medjax.data.builders.chest_xray import ChestXray
+  group_of = ChestXray.group_of
+  assert group_of(None, "train/NORMAL/IM-0115-0001.jpeg") == "IM-0115"
+  assert group_of(None, "train/NORMAL/NORMAL2-IM-1427-0001.jpeg") == "NORMAL2-IM-1427"
+  assert group_of(None, "train/PNEUMONIA/person1000_bacteria_2931.jpeg") == "person1000"
+  assert group_of(None, "train/PNEUMONIA/person1000_virus_1681.jpeg") == "person1000"
+  assert group_of(None, "train/NORMAL/unknown.jpeg") == ""

@@ -9,10 +9,13 @@ Three layouts are recognised, so that no folder needs renaming:
   patient or study inside each class is common): no splits; a stratified train/val/test
   split is drawn from ``split_seed`` with ``split_fractions`` (per class, rounded; by
   sorted id, so it does not depend on listing order) and written to the workdir as a CSV
-  a later run can be given;
+  a later run can be given. The first folder below a class is a group (a patient): a
+  group's images go to one split together, since images of one patient on both sides
+  would measure recognising the patient (so would a validation holdout: see
+  ``group_of``); given splits that put a group on both sides are warned about;
 * ``PATH.csv`` with columns ``path`` (relative to the CSV, or absolute), ``label`` (several
-  labels separated by ``|`` make the task multi-label) and optional ``split`` and ``id``;
-  without a split the stratified split above is drawn.
+  labels separated by ``|`` make the task multi-label) and optional ``split``, ``id`` and
+  ``group`` (e.g. the patient); without a split the stratified split above is drawn.
 
 Hidden files (``.DS_Store``, macOS's ``._*`` companions) are not images. Images may be
 DICOM (``.dcm``, converted as :mod:`dicom_folder` does) or any image format
@@ -28,13 +31,12 @@ import csv
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from medjax import cli
 from medjax.data import validate
 from medjax.data.builders import class_folders, dicom_folder
 from medjax.data.builders.class_folders import list_class_folders
 from medjax.data.builders.labelled_files import Entry, LabelledFilesBuilder, Listing, relative
+from medjax.data.splits import stratified_split
 
 SUFFIXES = validate.IMAGE_SUFFIXES + (".dcm",)
 SPLITS = ("train", "val", "test")
@@ -57,20 +59,6 @@ def _images(folder: Path, deep: bool = False) -> list[Path]:
   found = folder.rglob("*") if deep else folder.iterdir()
   return sorted(p for p in found if p.is_file() and p.suffix.lower() in SUFFIXES
                 and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-
-
-def stratified_split(ids: list[str], keys: list[str], fractions, seed: int) -> dict[str, str]:
-  """``{id: split}``: per class key, ``round(f * n)`` ids to val and to test, rest to train."""
-  _, f_val, f_test = fractions
-  rng = np.random.default_rng(seed)
-  out = {}
-  for key in sorted(set(keys)):
-    members = sorted(i for i, k in zip(ids, keys) if k == key)
-    order = [members[j] for j in rng.permutation(len(members))]
-    n_val, n_test = int(round(f_val * len(order))), int(round(f_test * len(order)))
-    for rank, i in enumerate(order):
-      out[i] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-  return out
 
 
 def read_table(source: Path) -> list[dict]:
@@ -97,9 +85,28 @@ def listed_files(source: Path) -> list[Path]:
   return [source.parent / r["path"] for r in read_table(source)]
 
 
+def _group(path: Path, class_folder: Path) -> str:
+  """The first folder below the class (``<class>/<patient>/<image>``), else ""."""
+  parts = path.relative_to(class_folder).parts
+  return parts[0] if len(parts) > 1 else ""
+
+
+def _warn_split_groups(rows) -> None:
+  """Given splits that put one patient's images on both sides leak: say so, with examples."""
+  seen = collections.defaultdict(set)
+  for r in rows:
+    if r["group"]:
+      seen[r["group"]].add(r["split"])
+  crossing = sorted(g for g, s in seen.items() if len(s) > 1)
+  if crossing:
+    logging.warning("%d group(s) (patients) have images in more than one split, e.g. %s: "
+                    "their images are not independent across splits", len(crossing),
+                    ", ".join(crossing[:5]))
+
+
 class ByPath(LabelledFilesBuilder):
   # 1.1.0: images at any depth below a class, split folders by name, labels stripped, hidden
-  # files left out; 1.2.0: a CSV's id column names its examples. Copies prepared by an
+  # files left out; 1.2.0: a CSV's id column names its examples, patients are drawn whole. Copies prepared by an
   # older version may hold other examples or ids, so are not reused.
   VERSION = "1.2.0"
   DESCRIPTION = "A user's images given by path: a folder with or without splits, or a CSV."
@@ -120,6 +127,7 @@ path,label[,split][,id]."""
       raise DatasetError(f"config.data.split_fractions={split_fractions}: expected three "
                          f"fractions train, val, test summing to 1")
     self._rows, self.assigned_splits = self._read(fractions, split_seed)
+    self._groups = {r["id"]: r["group"] for r in self._rows if r["group"]}
     labels = {c for r in self._rows for c in r["labels"]}
     self._classes = tuple(sorted(labels))
     self.MULTI_LABEL = any(len(r["labels"]) > 1 for r in self._rows)
@@ -140,19 +148,25 @@ path,label[,split][,id]."""
           raise DatasetError(f"{self.source} ({r['where']}): split {split!r} is not one of "
                              f"{list(SPLITS)}")
         rows.append({"path": self.root / r["path"], "id": r.get("id") or r["path"],
-                     "labels": labels, "split": split, "where": r["where"]})
+                     "labels": labels, "split": split, "where": r["where"],
+                     "group": r.get("group", "")})
     else:
       rows = self._read_folder()
     if not rows:
       raise DatasetError(f"{self.source} holds no images (looked for {', '.join(SUFFIXES)} "
                          f"in <split>/<class>/ or <class>/ folders)")
+    groups = {r["id"]: r["group"] for r in rows if r["group"]}
     if all(r["split"] for r in rows):
+      _warn_split_groups(rows)
       return rows, False
     if any(r["split"] for r in rows):
       raise DatasetError(f"{self.source}: some rows have a split and some do not; give every "
                          f"row a split (train, val or test) or none")
     chosen = stratified_split([r["id"] for r in rows], ["|".join(r["labels"]) for r in rows],
-                              fractions, seed)
+                              fractions, seed, groups)
+    if groups:
+      logging.info("Split drawn by group (patient): %d groups hold %d of the %d images.",
+                   len(set(groups.values())), len(groups), len(rows))
     for key in sorted({"|".join(r["labels"]) for r in rows}):
       drawn = {chosen[r["id"]] for r in rows if "|".join(r["labels"]) == key}
       if fractions[2] and "test" not in drawn:
@@ -176,7 +190,8 @@ path,label[,split][,id]."""
         if not found:
           logging.warning("%s holds no images: no class %r", self.root / name, name)
         rows += [{"path": p, "id": str(p.relative_to(self.root)), "labels": (name,),
-                  "split": "", "where": ""} for p in found]
+                  "split": "", "where": "", "group": _group(p, self.root / name)}
+                 for p in found]
       return rows
     for split in top:  # <split>/<class>/<image>
       loose = _images(self.root / split)
@@ -186,7 +201,8 @@ path,label[,split][,id]."""
                            f"{split}/<class>/ or out of the dataset")
       for name in list_class_folders(self.root / split):
         rows += [{"path": p, "id": str(p.relative_to(self.root)), "labels": (name,),
-                  "split": SPLIT_FOLDERS[split], "where": ""}
+                  "split": SPLIT_FOLDERS[split], "where": "",
+                  "group": _group(p, self.root / split / name)}
                  for p in _images(self.root / split / name, deep=True)]
     return rows
 
@@ -210,14 +226,18 @@ path,label[,split][,id]."""
       listing.add(r["split"], Entry(r["path"], r["id"], label, where=r["where"]))
     return listing
 
-  def split_table(self) -> list[tuple[str, str, str, str]]:
-    """``(path, label, split, id)`` of every example prepared: the CSV that reproduces
+  def group_of(self, example_id: str) -> str:
+    """The example's group (its patient folder or CSV ``group``); "" when it stands alone."""
+    return self._groups.get(example_id, "")
+
+  def split_table(self) -> list[tuple[str, str, str, str, str]]:
+    """``(path, label, split, id, group)`` of every example prepared: the CSV that reproduces
     this dataset wherever it is read from (absolute paths, the same ids), without the
     files left out as bad, unlabelled or listed twice."""
     skipped = set(class_folders.skipped_files(self))
     counts = collections.Counter(r["id"] for r in self._rows)
     return [(str(r["path"].resolve()), MULTI_LABEL_SEPARATOR.join(r["labels"]), r["split"],
-             r["id"]) for r in sorted(self._rows, key=lambda r: r["id"])
+             r["id"], r["group"]) for r in sorted(self._rows, key=lambda r: r["id"])
             if r["labels"] and counts[r["id"]] == 1
             and relative(str(r["path"]), self.root) not in skipped]
 
