@@ -3,7 +3,9 @@ console, and a user's mistake as one line rather than a traceback.
 
 Each command module defines ``define_flags(flag_values)`` (its own flags; the same names
 for the same things: ``--workdir``, ``--config``, ``--data_dir`` as in
-``config.data.manual_dir``, ``--out``) and ``main(argv)``, and ends with
+``config.data.manual_dir``, ``--out``, ``--workdirs`` for several finished runs
+(:func:`finished_runs`), ``--split``, ``--k``; positional arguments are always images)
+and ``main(argv)``, and ends with
 ``cli.run(main, "medjax.<command>", define_flags)``.
 
 A command raises :class:`UserError` for a problem the user can fix (a workdir that is not
@@ -100,6 +102,27 @@ def writable(flag: str, path, *, folder: bool) -> Path:
   if not parent.is_dir():
     raise UserError(f"--{flag}={path}: {parent} is a file, not a folder")
   return path
+
+
+def finished_runs(argv, given) -> list[Path]:
+  """The runs of ``--workdirs`` (compare, ensemble): two or more, none twice, and none given
+  as arguments, which are images in every command that takes arguments."""
+  if len(argv) > 1:
+    listed = ",".join([*(given or []), *argv[1:]])
+    raise UserError(f"give the runs as --workdirs={listed}, not as arguments")
+  if not given:
+    raise UserError("--workdirs is required: give --workdirs=W1,W2[,...] (two or more "
+                    "finished runs)")
+  if len(given) < 2:
+    raise UserError(f"--workdirs={','.join(given)}: give at least two finished runs, "
+                    f"comma-separated (a repeated --workdirs keeps only its last value)")
+  workdirs, seen = [Path(w) for w in given], {}
+  for workdir in workdirs:
+    first = seen.setdefault(workdir.resolve(), workdir)
+    if first is not workdir:
+      raise UserError(f"--workdirs: {first} and {workdir} are the same run; give "
+                      f"different runs")
+  return workdirs
 
 
 def started_as(module: str) -> bool:

@@ -1,11 +1,12 @@
 """Compare finished runs evaluated on the same test examples.
 
-  python -m medjax.compare WORKDIR WORKDIR [...] [--split=test] [--out=DIR]
+  python -m medjax.compare --workdirs=W1,W2[,...] [--split=test] [--out=DIR]
 
-Prints, and writes as ``comparison.md``, ``runs.csv`` and ``pairs.csv`` in ``--out``
-(default: ``comparison/`` beside the first workdir), one row per run with its headline
-measures and 95 % intervals, then McNemar's exact test on correctness and a paired AUC
-test (DeLong's for two classes) for every pair of runs. Runs whose test examples differ
+``--workdirs`` names two or more finished runs, comma-separated, as ``medjax.ensemble``'s
+does. Prints, and writes as ``comparison.md``, ``runs.csv`` and ``pairs.csv`` in ``--out``
+(default: ``comparison/`` beside the first of ``--workdirs``), one row per run with its
+headline measures and 95 % intervals, then McNemar's exact test on correctness and a paired
+AUC test (DeLong's for two classes) for every pair of runs. Runs whose test examples differ
 (matched by id) are refused: exit status 2 with one line saying why.
 """
 from pathlib import Path
@@ -19,9 +20,14 @@ FLAGS = flags.FLAGS
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-  flags.DEFINE_string("split", "test", "Split whose predictions are compared.", flag_values=fv)
+  # Required, but checked in main rather than by absl, so that runs given the old way (as
+  # arguments) are told to use --workdirs= instead of only that it is missing.
+  flags.DEFINE_list("workdirs", None, "Finished runs to compare (two or more). (required)",
+                    flag_values=fv)
+  flags.DEFINE_string("split", "test", "Split of the runs (test, val) whose predictions are "
+                      "compared.", flag_values=fv)
   flags.DEFINE_string("out", None, "Folder for comparison.md, runs.csv and pairs.csv "
-                      "(default: comparison/ beside the first workdir).", flag_values=fv)
+                      "(default: comparison/ beside the first of --workdirs).", flag_values=fv)
 
 
 def check_split(workdirs, split: str) -> None:
@@ -34,10 +40,8 @@ def check_split(workdirs, split: str) -> None:
 
 
 def main(argv):
+  workdirs = cli.finished_runs(argv, FLAGS.workdirs)
   from medjax.eval import comparison
-  workdirs = [Path(a) for a in argv[1:]]
-  if len(workdirs) < 2:
-    raise cli.UserError("give at least two workdirs of finished runs")
   out = Path(FLAGS.out) if FLAGS.out else workdirs[0].resolve().parent / "comparison"
   cli.writable("out", out, folder=True)
   check_split(workdirs, FLAGS.split)

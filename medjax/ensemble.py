@@ -23,11 +23,12 @@ FLAGS = flags.FLAGS
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-  flags.DEFINE_list("workdirs", None, "Finished runs whose probabilities are averaged.",
-                    flag_values=fv)
+  # Required, but checked in main (cli.finished_runs), so that runs given as arguments are
+  # told to use --workdirs= rather than only that it is missing.
+  flags.DEFINE_list("workdirs", None, "Finished runs whose probabilities are averaged (two "
+                    "or more). (required)", flag_values=fv)
   flags.DEFINE_string("workdir", None, "Where the ensemble's predictions, results.json and "
-                      "report.html go.", flag_values=fv)
-  flags.mark_flags_as_required(["workdirs", "workdir"], flag_values=fv)
+                      "report.html go.", required=True, flag_values=fv)
 
 
 # All an ensemble writes: a folder holding anything else is another run's, never overwritten.
@@ -85,13 +86,9 @@ def ensemble(workdirs, out: Path) -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments {argv[1:]}")
-  if not FLAGS.workdirs or len(FLAGS.workdirs) < 2 or not FLAGS.workdir:
-    raise cli.UserError("give --workdirs=W1,W2[,...] (two or more finished runs) and "
-                        "--workdir=OUT")
+  workdirs = cli.finished_runs(argv, FLAGS.workdirs)
   try:
-    results = ensemble(FLAGS.workdirs, Path(FLAGS.workdir))
+    results = ensemble(workdirs, Path(FLAGS.workdir))
   except ValueError as e:
     raise cli.UserError(str(e)) from None
   from medjax.eval import writers

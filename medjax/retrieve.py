@@ -1,20 +1,22 @@
 """Query the retrieval index of a finished run (supervised, fine-tuned or frozen-feature).
 
-  python -m medjax.retrieve --workdir=W --query=IMAGE [--query=IMAGE2 ...] [--k=10]
+  python -m medjax.retrieve --workdir=W [--k=10] IMAGE ...
   python -m medjax.retrieve --workdir=W --split=test     # mAP, P@k and the PR curve
-  python -m medjax.retrieve --workdir=W --add=FOLDER_OR_CSV [--label=CLASS]
+  python -m medjax.retrieve --workdir=W --add=FOLDER_OR_CSV [--label=CLASS] [IMAGE ...]
 
-A query image goes through the run's own evaluation preprocessing and model
+Each IMAGE (an image file, DICOM included, as ``medjax.explain`` and ``medjax.classify``
+take them) is a query: it goes through the run's own evaluation preprocessing and model
 (:mod:`medjax.inference`) into the space of the run's index (``<workdir>/retrieval/``:
 ``pre_logits`` for supervised runs, the pooled vector for frozen ``avgpool`` runs); the
 index answers exactly or, above its size threshold, approximately (``--exact`` forces
 exact search). Prints, per query, ``rank<TAB>id<TAB>label<TAB>distance`` for the k
 nearest (distance: Euclidean between unit vectors, ``sqrt(2 - 2 cos)``).
-``--split=test`` scores the test queries the run saved against its index, for every kind
-of run (VLAD and CAE runs included, whose encoders cannot embed new images).
+``--split=test`` instead scores the test queries the run saved against its index, for
+every kind of run (VLAD and CAE runs included, whose encoders cannot embed new images).
 ``--add`` appends images (files, folders, or a CSV with ``path`` and ``label`` columns, as
 ``medjax.predict`` reads them; ``--label`` for those without one) to the index in place,
-without rebuilding it; their id is their path.
+without rebuilding it; their id is their path. IMAGEs given with ``--add`` search the
+grown index.
 """
 import json
 from pathlib import Path
@@ -30,9 +32,10 @@ FLAGS = flags.FLAGS
 
 def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("workdir", None, "Workdir of a finished run.", required=True, flag_values=fv)
-  flags.DEFINE_multi_string("query", [], "Image file to query with (repeatable).", flag_values=fv)
-  flags.DEFINE_string("split", None, "Score the run's saved queries of this split (test).", flag_values=fv)
-  flags.DEFINE_integer("k", 10, "Number of neighbours to print.", lower_bound=1, flag_values=fv)
+  flags.DEFINE_string("split", None, "Split of the run (test) whose saved queries are scored "
+                      "against its index, instead of IMAGE arguments.", flag_values=fv)
+  flags.DEFINE_integer("k", 10, "Neighbours printed per query image.", lower_bound=1,
+                       flag_values=fv)
   flags.DEFINE_bool("exact", False, "Exact search even where the index is approximate.", flag_values=fv)
   flags.DEFINE_multi_string("add", [], "Image, folder or CSV to append to the index "
                             "(repeatable).", flag_values=fv)
@@ -54,7 +57,7 @@ def embed_files(run, paths) -> np.ndarray:
   try:
     embed = jax.jit(runs.embedder(run))
   except ValueError as e:
-    raise cli.UserError(f"--query: {e}; use --split=test") from None
+    raise cli.UserError(f"{e}; score its saved queries with --split=test") from None
   out = []
   for start in range(0, len(paths), 32):
     images = []
@@ -94,14 +97,15 @@ def add_images(run, index, inputs, default_label):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError(f"unexpected arguments {argv[1:]}; give images with --query= (or "
-                        f"--add=)")
+  queries = argv[1:]
+  if queries and FLAGS.split:
+    raise cli.UserError(f"give query images or --split={FLAGS.split}, not both: --split scores "
+                        f"the run's saved queries")
+  if not queries and not FLAGS.split and not FLAGS.add:
+    raise cli.UserError("give query IMAGE files, --split=test or --add=IMAGES")
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
   from medjax import inference
-  if not FLAGS.query and not FLAGS.split and not FLAGS.add:
-    raise cli.UserError("give --query=IMAGE (repeatable), --split=test or --add=IMAGES")
   from medjax.retrieval import runs
   index = runs.open_index(FLAGS.workdir)
   names = tuple(index.meta.get("class_names") or ())
@@ -109,11 +113,11 @@ def main(argv):
     before = len(index)
     index = add_images(inference.load(FLAGS.workdir), index, FLAGS.add, FLAGS.label)
     print(f"added {len(index) - before} images; the index holds {len(index)}")
-  if FLAGS.query:
+  if queries:
     run = inference.load(FLAGS.workdir)
     names = names or run.class_names
-    rows, dists = index.search(embed_files(run, FLAGS.query), FLAGS.k, exact=FLAGS.exact)
-    for path, row, dist in zip(FLAGS.query, rows, dists):
+    rows, dists = index.search(embed_files(run, queries), FLAGS.k, exact=FLAGS.exact)
+    for path, row, dist in zip(queries, rows, dists):
       print(f"# {path}")
       for rank, (i, d) in enumerate(zip(row, dist), start=1):
         print(f"{rank}\t{index.ids[i]}\t{label_name(index.labels[i], names)}\t{d:.4f}")
@@ -121,7 +125,9 @@ def main(argv):
     from medjax.eval import retrieval
     path = runs.folder(FLAGS.workdir) / f"queries_{FLAGS.split}.npz"
     if not path.is_file():
-      raise cli.UserError(f"{path} not found: the run saved no {FLAGS.split!r} queries")
+      have = sorted(p.stem[len("queries_"):] for p in path.parent.glob("queries_*.npz"))
+      saved = f"its splits are {have}" if have else "the run saved no queries"
+      raise cli.UserError(f"--split={FLAGS.split}: {path} not found; {saved}")
     with np.load(path, allow_pickle=False) as f:
       scores = retrieval.evaluate(f["embeddings"], f["labels"], index)
     plot = Path(FLAGS.workdir) / "plots" / f"pr_curve_{FLAGS.split}.png"

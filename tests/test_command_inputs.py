@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from medjax import classify, cli, compare, describe, inference, predict, retrieve, serve
+from medjax import classify, cli, compare, describe, ensemble, inference, predict, retrieve, serve
 from medjax.explain import __main__ as explain
 
 
@@ -86,6 +86,7 @@ def test_predict_with_no_readable_input_writes_the_csv_and_fails(monkeypatch, tm
 
 
 @pytest.mark.parametrize("module, args", [(predict, ["IMAGE"]), (retrieve, ["--split=test"]),
+                                          (retrieve, ["IMAGE"]),
                                           (explain, ["--out=maps", "IMAGE"]), (serve, [])])
 def test_a_workdir_that_is_a_file_is_named_as_such(monkeypatch, module, args, notes, image):
   args = [image if a == "IMAGE" else a for a in args]
@@ -94,14 +95,39 @@ def test_a_workdir_that_is_a_file_is_named_as_such(monkeypatch, module, args, no
     module.main(argv)
 
 
-def test_retrieve_refuses_positional_images_and_its_help_reads_cleanly(monkeypatch, tmp_path,
-                                                                       image):
+def one_line_error(capsys, module, argv) -> str:
+  """What ``python -m`` prints for ``module.main(argv)``'s UserError: one line, exit 2."""
+  with pytest.raises(SystemExit) as exit_:
+    cli.guard(module.main, "medjax.x")(argv)
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err
+  assert len(err.strip().splitlines()) == 1 and err.startswith("medjax.x: error: ")
+  return err
+
+
+def test_retrieve_takes_query_images_as_arguments_not_with_split(monkeypatch, capsys, tmp_path,
+                                                                  image):
+  """As predict, explain and classify take images: as arguments (--query is gone)."""
   argv = parsed(monkeypatch, retrieve, f"--workdir={tmp_path}", "--split=test", image)
-  with pytest.raises(cli.UserError, match="unexpected arguments .*--query="):
-    retrieve.main(argv)
+  assert argv[1:] == [str(image)]
+  err = one_line_error(capsys, retrieve, argv)
+  assert "give query images or --split=test, not both" in err
+  argv = parsed(monkeypatch, retrieve, f"--workdir={tmp_path}")
+  assert "give query IMAGE files, --split=test or --add=IMAGES" in one_line_error(
+      capsys, retrieve, argv)
+  assert "Unknown command line flag 'query'" in refused_flag(
+      capsys, retrieve, f"--workdir={tmp_path}", f"--query={image}")
   text = cli.usage(retrieve.__doc__, retrieve.define_flags)
   assert "repeat this option" not in text and ".;" not in text
-  assert "--query: Image file to query with (repeatable)." in text
+  assert "python -m medjax.retrieve --workdir=W [--k=10] IMAGE ..." in text
+  assert "--query" not in text and "--k: Neighbours printed per query image." in text
+
+
+def test_split_reads_the_same_in_every_command():
+  for module in (retrieve, compare):
+    own = flags.FlagValues()
+    module.define_flags(own)
+    assert own["split"].help.startswith("Split of the run"), module.__name__
 
 
 def test_classify_names_unreadable_images_and_weights(tmp_path, image):
@@ -179,9 +205,38 @@ def test_compare_refuses_a_file_out_and_lists_the_splits_a_run_has(monkeypatch, 
     (run / "predictions").mkdir(parents=True)
     for split in ("test", "val"):
       (run / "predictions" / f"{split}.csv").write_text("id\n")
-  argv = parsed(monkeypatch, compare, *runs, f"--out={notes}")
+  workdirs = f"--workdirs={runs[0]},{runs[1]}"
+  argv = parsed(monkeypatch, compare, workdirs, f"--out={notes}")
   with pytest.raises(cli.UserError, match="notes.txt is a file"):
     compare.main(argv)
-  argv = parsed(monkeypatch, compare, *runs, "--split=tset")
+  argv = parsed(monkeypatch, compare, workdirs, "--split=tset")
   with pytest.raises(cli.UserError, match=r"--split=tset: .*its splits are \['test', 'val'\]"):
     compare.main(argv)
+
+
+def test_compare_names_its_runs_with_workdirs_as_ensemble_does(monkeypatch, capsys, tmp_path):
+  a, b = tmp_path / "a", tmp_path / "b"
+  # Runs as arguments, the old usage: one line naming the flag to use instead.
+  argv = parsed(monkeypatch, compare, a, b)
+  assert one_line_error(capsys, compare, argv) == (
+      f"medjax.x: error: give the runs as --workdirs={a},{b}, not as arguments\n")
+  argv = parsed(monkeypatch, compare, f"--workdirs={a}", b)
+  assert f"give the runs as --workdirs={a},{b}, not" in one_line_error(capsys, compare, argv)
+  cases = [([], "--workdirs is required: give --workdirs=W1,W2"),
+           ([f"--workdirs={a}"], "give at least two finished runs"),
+           ([f"--workdirs={a}", f"--workdirs={b}"], "repeated --workdirs keeps only its last"),
+           ([f"--workdirs={a},{tmp_path / 'x' / '..' / 'a'}"], "are the same run")]
+  for module in (compare, ensemble):  # The same rules for both (cli.finished_runs).
+    out = [f"--workdir={tmp_path / 'ens'}"] if module is ensemble else []
+    for args, expected in cases:
+      argv = parsed(monkeypatch, module, *args, *out)
+      assert expected in one_line_error(capsys, module, argv), (module.__name__, args)
+    argv = parsed(monkeypatch, module, a, b, *out)
+    assert f"give the runs as --workdirs={a},{b}" in one_line_error(capsys, module, argv)
+  for module in (compare, ensemble):
+    own = flags.FlagValues()
+    module.define_flags(own)
+    assert own["workdirs"].flag_type() == "comma separated list of strings", module.__name__
+  text = cli.usage(compare.__doc__, compare.define_flags)
+  assert "python -m medjax.compare --workdirs=W1,W2[,...]" in text
+  assert "--workdirs: Finished runs to compare (two or more). (required)" in text

@@ -68,16 +68,23 @@ def test_runs_on_different_examples_are_refused(two_runs, tmp_path):
 @pytest.mark.slow
 def test_cli_prints_the_comparison_and_refuses_in_one_line(two_runs, tmp_path):
   a, b, *_ = two_runs
-  ok = subprocess.run([sys.executable, "-m", "medjax.compare", str(a), str(b),
-                       f"--out={tmp_path / 'cmp'}"], cwd=REPO_ROOT, capture_output=True,
-                      text=True, timeout=300)
+  def compare(*args):
+    return subprocess.run([sys.executable, "-m", "medjax.compare", *map(str, args)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+  # The runs are named as medjax.ensemble names them: --workdirs=W1,W2.
+  ok = compare(f"--workdirs={a},{b}", f"--out={tmp_path / 'cmp'}")
   assert ok.returncode == 0, ok.stderr[-2000:]
   assert "| good | 150 |" in ok.stdout and "DeLong" in ok.stdout
   assert {p.name for p in (tmp_path / "cmp").iterdir()} == {"comparison.md", "runs.csv",
                                                             "pairs.csv"}
-  bad = subprocess.run([sys.executable, "-m", "medjax.compare", str(a), str(tmp_path / "nope")],
-                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  bad = compare(f"--workdirs={a},{tmp_path / 'nope'}")
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1] == (
       f"medjax.compare: error: {tmp_path / 'nope'} is not a directory")
   assert "Traceback" not in bad.stderr
+  # Runs as arguments (the old usage) are one line pointing at --workdirs=.
+  old = compare(a, b)
+  assert old.returncode == 2 and "Traceback" not in old.stderr
+  assert old.stderr.strip().splitlines() == [
+      f"medjax.compare: error: give the runs as --workdirs={a},{b}, not as arguments"]

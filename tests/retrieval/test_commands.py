@@ -17,7 +17,7 @@ def run(*args, cwd):
                         text=True, timeout=300)
 
 
-@pytest.mark.parametrize("command, args", [("medjax.retrieve", ["--query=image.png"]),
+@pytest.mark.parametrize("command, args", [("medjax.retrieve", ["image.png"]),
                                            ("medjax.serve", ["--port=1"])])
 def test_help_and_unfinished_run(command, args, tmp_path):
   assert f"python -m {command} --workdir=W" in run(command, "--help", cwd=REPO_ROOT).stdout

@@ -39,8 +39,8 @@ def runs(tiny_data_dir, tmp_path_factory):
 
 
 def retrieve(*args):
-  return subprocess.run([sys.executable, "-m", "medjax.retrieve", *args], capture_output=True,
-                        text=True, cwd=REPO_ROOT, timeout=300)
+  return subprocess.run([sys.executable, "-m", "medjax.retrieve", *map(str, args)],
+                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
 
 
 @pytest.mark.parametrize("kind", ["supervised", "avgpool", "ica"])
@@ -62,17 +62,21 @@ def test_every_run_writes_the_index_and_metrics_with_intervals(runs, kind, tiny_
 @pytest.mark.parametrize("kind", ["supervised", "avgpool", "ica"])
 def test_retrieve_query_prints_k_labelled_neighbours_from_the_indexed_embedding(
     runs, kind, tiny_data_dir):
-  """A training image queried through the run's saved model (and aggregation: ICA) finds
-  itself first, at distance 0: the query embedding is the one the run indexed."""
+  """Training images queried through the run's saved model (and aggregation: ICA) find
+  themselves first, at distance 0: the query embedding is the one the run indexed. Query
+  images are arguments, as predict, explain and classify take images."""
   index = index_lib.load(runs[kind] / "retrieval")
-  own = tiny_data_dir / "image_folder" / index.ids[3]
-  result = retrieve(f"--workdir={runs[kind]}", f"--query={own}", "--k=10")
+  own = [tiny_data_dir / "image_folder" / index.ids[i] for i in (3, 7)]
+  result = retrieve(f"--workdir={runs[kind]}", "--k=10", *own)
   assert result.returncode == 0, result.stderr[-2000:]
-  rows = [line.split("\t") for line in result.stdout.splitlines() if line[:1].isdigit()]
-  assert [r[0] for r in rows] == [str(i) for i in range(1, 11)]
-  assert all(r[2] in ("blank", "blob") for r in rows)
-  assert [float(r[3]) for r in rows] == sorted(float(r[3]) for r in rows)
-  assert rows[0][1] == str(index.ids[3]) and float(rows[0][3]) == pytest.approx(0, abs=1e-3)
+  blocks = result.stdout.split("# ")[1:]
+  assert [b.splitlines()[0] for b in blocks] == [str(p) for p in own]
+  for block, i in zip(blocks, (3, 7)):
+    rows = [line.split("\t") for line in block.splitlines() if line[:1].isdigit()]
+    assert [r[0] for r in rows] == [str(r) for r in range(1, 11)]
+    assert all(r[2] in ("blank", "blob") for r in rows)
+    assert [float(r[3]) for r in rows] == sorted(float(r[3]) for r in rows)
+    assert rows[0][1] == str(index.ids[i]) and float(rows[0][3]) == pytest.approx(0, abs=1e-3)
 
 
 def test_retrieve_split_rescores_any_run_and_a_query_that_is_no_image_is_named(runs):
@@ -81,9 +85,12 @@ def test_retrieve_split_rescores_any_run_and_a_query_that_is_no_image_is_named(r
   assert result.returncode == 0, result.stderr[-2000:]
   printed = json.loads(result.stdout[:result.stdout.rindex("}") + 1])
   assert printed["mAP"] == pytest.approx(stored["retrieval/mAP"])
-  result = retrieve(f"--workdir={runs['ica']}", f"--query={REPO_ROOT / 'README.md'}")
+  result = retrieve(f"--workdir={runs['ica']}", REPO_ROOT / "README.md")
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert "README.md" in result.stderr.strip().splitlines()[-1]
+  result = retrieve(f"--workdir={runs['ica']}", "--split=val")  # The run saved test queries.
+  assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(
+      "queries_val.npz not found; its splits are ['test']")
 
 
 def test_served_run_answers_queries_with_thumbnails_and_explanations(runs, tiny_data_dir):
@@ -122,7 +129,7 @@ def test_retrieve_add_appends_images_in_place_and_finds_them(runs, tiny_data_dir
     (new / name).write_bytes((tiny_data_dir / "image_folder" / "test" / "blob" / name).read_bytes())
   # Added, then found by the same command (the query searches the grown index).
   result = retrieve(f"--workdir={workdir}", f"--add={new}", "--label=blob",
-                    f"--query={new / 'blob_003.png'}", "--k=1")
+                    new / "blob_003.png", "--k=1")
   assert result.returncode == 0, result.stderr[-2000:]
   assert f"added 2 images; the index holds {len(before) + 2}" in result.stdout
   after = index_lib.load(workdir / "retrieval")

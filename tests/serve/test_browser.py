@@ -189,7 +189,7 @@ def test_retrieve_prints_ten_labelled_neighbours_of_a_chest_xray(chest_run, shar
   assert 0 < results["retrieval/mAP"] <= 1 and 0 <= results["retrieval/P@10"] <= 1
   result = subprocess.run(
       [sys.executable, "-m", "medjax.retrieve", f"--workdir={chest_run}",
-       f"--query={query_image(shared_data)}", "--k=10"], cwd=REPO_ROOT, capture_output=True,
+       str(query_image(shared_data)), "--k=10"], cwd=REPO_ROOT, capture_output=True,
       text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
   assert result.returncode == 0, result.stderr[-2000:]
   rows = [line.split("\t") for line in result.stdout.splitlines() if line[:1].isdigit()]

@@ -60,7 +60,7 @@ def test_learns_the_tiny_task_and_finished_run_is_not_redone(tiny_data_dir, tfds
   assert results["retrieval/mAP"] > results["retrieval/random_mAP"] + 0.2
   retrieve = subprocess.run(
       [sys.executable, "-m", "medjax.retrieve", f"--workdir={tmp_path}", "--k=3",
-       f"--query={tiny_data_dir / 'image_folder' / 'test' / 'blob' / 'blob_000.png'}"],
+       str(tiny_data_dir / "image_folder" / "test" / "blob" / "blob_000.png")],
       capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
   assert retrieve.returncode == 0, retrieve.stderr[-2000:]
   neighbours = [line.split("\t") for line in retrieve.stdout.splitlines() if line[0].isdigit()]
