@@ -60,8 +60,9 @@ def _calibration(cfg, x, y, k: int, seed: int) -> tuple[np.ndarray | float, str]
               else int(np.bincount(y, minlength=k).min()))
   folds = min(CALIBRATION_FOLDS, smallest)
   if folds < 2:
-    method = (f"none: a {'label has fewer than 2 positive or negative' if multi else 'class has fewer than 2'} "
-              f"train examples; {'sigmoid' if multi else 'softmax'} of the raw SVM decision values")
+    short = ("a label has fewer than 2 positive or negative train examples; sigmoid" if multi
+             else "a class has fewer than 2 train examples; softmax")
+    method = f"none: {short} of the raw SVM decision values"
     logging.warning("Cannot calibrate the SVM: %s", method)
     return (np.ones(k) if multi else 1.0), method
   held_out = out_of_fold_decisions(cfg, x, y, k, folds, seed)
