@@ -50,9 +50,14 @@ def fit_label_temperatures(scores: np.ndarray, targets: np.ndarray) -> np.ndarra
     def nll(log_t, s=s, t=t):
       z = s / np.exp(log_t)
       return float((np.logaddexp(0, -z) * t + np.logaddexp(0, z) * (1 - t)).mean())
-    out[j] = np.exp(optimize.minimize_scalar(nll, bounds=(-7.0, 7.0), method="bounded",
-                                             options={"xatol": 1e-6}).x)
+    out[j] = _fit_log_t(nll)
   return out
+
+
+def _fit_log_t(nll) -> float:
+  """``exp`` of the log-temperature in [-7, 7] minimising ``nll(log_t)``."""
+  return float(np.exp(optimize.minimize_scalar(nll, bounds=(-7.0, 7.0), method="bounded",
+                                               options={"xatol": 1e-6}).x))
 
 
 def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -60,7 +65,4 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
   against :func:`platt_targets` of their ``labels``."""
   scores = np.asarray(scores, np.float64)
   targets = platt_targets(labels, scores.shape[-1])
-  result = optimize.minimize_scalar(lambda log_t: _nll(scores, targets, np.exp(log_t)),
-                                    bounds=(-7.0, 7.0), method="bounded",
-                                    options={"xatol": 1e-6})
-  return float(np.exp(result.x))
+  return _fit_log_t(lambda log_t: _nll(scores, targets, np.exp(log_t)))
