@@ -4,7 +4,8 @@
 
 Paper 3's ensemble rows (fine-tuned AlexNet and GoogLeNet): every run's
 ``predictions/<split>.csv`` holds its calibrated probabilities (softmax after the
-temperature fitted on validation, or the SVM's temperature-scaled scores); their mean,
+temperature fitted on validation, or the SVM's temperature-scaled scores; one-vs-all
+sigmoid heads' per-class probabilities, whose mean gets no log loss or ECE); their mean,
 example by example (matched by id; runs on different examples or classes are refused),
 is evaluated as any run's: ``OUT/predictions/``, ``plots/``, ``results.json`` (the same
 keys, with ``ensemble/members``) and ``report.html``. Nothing is refitted, so validation
@@ -46,6 +47,13 @@ def average(workdirs, split: str):
   return dataclasses.replace(first, scores=scores, predicted=scores.argmax(1))
 
 
+def are_distributions(scores: np.ndarray) -> bool:
+  """Whether every row is a probability distribution (as the CSV rounds it); why: members
+  with one-vs-all sigmoid heads give rows that need not sum to one, and log loss and ECE
+  of their mean would mean nothing."""
+  return bool(np.all(scores >= 0) and np.allclose(scores.sum(1), 1.0, atol=1e-3))
+
+
 def ensemble(workdirs, out: Path) -> dict:
   from medjax.eval import evaluation, report
   from medjax.eval import predictions as predictions_lib
@@ -73,10 +81,9 @@ def ensemble(workdirs, out: Path) -> dict:
   for split in reversed(splits):  # val first, as runs report it.
     p = average(workdirs, split)
     measures = evaluation.final(out, split, p.ids, p.labels, p.scores, p.class_names,
-                                probabilities=True)
+                                probabilities=are_distributions(p.scores))
     results.update({f"{split}/{k}": v for k, v in measures.items()})
     results[f"{split}/num_examples"] = len(p.ids)
-    results[f"{split}/accuracy"] = float(np.mean(p.predicted == p.labels))
     counts[split] = {c: int(np.sum(p.labels == i)) for i, c in enumerate(p.class_names)}
 
   def write_report(r):

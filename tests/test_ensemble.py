@@ -37,6 +37,19 @@ def test_ensemble_averages_probabilities_and_writes_a_run(tmp_path):
   assert stored["config"]["members"][0].endswith("a") and "environment" in stored
   assert (tmp_path / "out" / "report.html").exists()
   assert ensemble.ensemble([a, b], tmp_path / "out")["test/accuracy"] == 1.0  # Reused.
+  assert "test/log_loss" in results and "test/ece" in results
+
+
+def test_sigmoid_members_rows_get_no_log_loss_or_ece(tmp_path):
+  """One-vs-all sigmoid heads on single-label data: rows need not sum to one, so the
+  mean's log loss and ECE would mean nothing; the rankings still give AUC."""
+  labels = [0, 0, 1, 1]
+  a = _run(tmp_path / "a", [[0.9, 0.3], [0.6, 0.2], [0.2, 0.7], [0.1, 0.95]], labels)
+  b = _run(tmp_path / "b", [[0.8, 0.1], [0.7, 0.4], [0.3, 0.6], [0.4, 0.9]], labels)
+  results = ensemble.ensemble([a, b], tmp_path / "out")
+  assert "test/log_loss" not in results and "test/ece" not in results
+  assert results["test/roc_auc"] == 1.0 and results["test/accuracy"] == 1.0
+  assert results["test/accuracy/ci95_low"] < 1.0 == results["test/accuracy/ci95_high"]
 
 
 @pytest.mark.slow

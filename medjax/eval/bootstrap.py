@@ -1,18 +1,32 @@
 """Stratified bootstrap 95 % intervals, vectorised over resamples.
 
+The measures that are not a single proportion (ROC AUC, balanced accuracy, Hamming
+similarity, a paired AUC difference) get their intervals here; a proportion's (accuracy,
+sensitivity, ...) is its Wilson score interval, in :mod:`medjax.eval.clinical`.
 A resample draws, within each stratum (class), as many examples as the stratum holds, with
-replacement: every resample keeps the split's class counts, so sensitivity, specificity
-and AUC stay defined and their denominators fixed, as in the test set reviewers see.
-A resample is represented by its multiplicities (how often each example was drawn), so a
-measure over all resamples is a matrix product instead of a Python loop; resamples are
-drawn in blocks of ``BLOCK`` to bound memory. Intervals are the 2.5 and 97.5 percentiles.
-The generator is seeded and the blocking fixed, so a rerun gives the same intervals exactly.
+replacement: every resample keeps the split's class counts, so AUC and balanced accuracy
+stay defined, as in the test set reviewers see. Multi-label images are resampled whole,
+unstratified. A resample is represented by its multiplicities (how often each example was
+drawn), so a measure over all resamples is a matrix product instead of a Python loop;
+resamples are drawn in blocks of ``BLOCK`` to bound memory. Intervals are the 2.5 and 97.5
+percentiles (percentile bootstrap). The generator is seeded and the blocking fixed, so a
+rerun gives the same intervals exactly.
 """
 import numpy as np
 
 RESAMPLES = 2000
 SEED = 0
 BLOCK = 250
+
+# How results.json and the reports name the intervals (``<split>/intervals/method``).
+SINGLE_LABEL_METHOD = (
+    "95 % intervals: Wilson score for proportions (accuracy, sensitivity, specificity, PPV, "
+    f"NPV); percentile bootstrap ({RESAMPLES} resamples stratified by class, seed {SEED}) "
+    "for ROC AUC and balanced accuracy")
+MULTI_LABEL_METHOD = (
+    "95 % intervals: Wilson score for proportions (exact match, any match, per-label "
+    f"sensitivity, specificity, PPV, NPV); percentile bootstrap ({RESAMPLES} resamples of "
+    f"whole images, unstratified, seed {SEED}) for Hamming similarity and per-label ROC AUC")
 
 
 def multiplicities(strata: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED):
@@ -74,53 +88,35 @@ def _collect(strata, statistics: dict, resamples: int, seed: int) -> dict:
 
 def single_label(labels: np.ndarray, scores: np.ndarray, class_names, *,
                  resamples: int = RESAMPLES, seed: int = SEED) -> dict:
-  """Intervals of accuracy, balanced accuracy, ROC AUC and every class's sensitivity and
-  specificity, for ``(n, k)`` scores (prediction = argmax), stratified by class."""
+  """Intervals of balanced accuracy and ROC AUC for ``(n, k)`` scores (prediction =
+  argmax), stratified by class (the proportions' are Wilson's, in ``clinical``)."""
   labels = np.asarray(labels)
-  k, n = len(class_names), len(labels)
-  pred = scores.argmax(1)
-  correct = (pred == labels).astype(np.float64)
+  k = len(class_names)
+  correct = (scores.argmax(1) == labels).astype(np.float64)
   present = [c for c in range(k) if (labels == c).any()]
-
-  def sensitivity(c):
-    pos = labels == c
-    return lambda w: w[:, pos] @ correct[pos] / pos.sum()
-
-  def specificity(c):
-    neg = labels != c
-    return lambda w: w[:, neg] @ (pred[neg] != c).astype(np.float64) / neg.sum()
-
-  stats = {"accuracy": lambda w: w @ correct / n,
-           "balanced_accuracy": lambda w: np.mean([sensitivity(c)(w) for c in present], 0)}
+  stats = {"balanced_accuracy": lambda w: np.mean(
+      [w[:, labels == c] @ correct[labels == c] / (labels == c).sum() for c in present], 0)}
   if k == 2:
     stats["roc_auc"] = lambda w: weighted_auc(w, labels == 1, scores[:, 1])
   else:
     stats["roc_auc"] = lambda w: np.nanmean(
         [weighted_auc(w, labels == c, scores[:, c]) for c in present], 0)
-  for c in present:
-    stats[f"sensitivity/{class_names[c]}"] = sensitivity(c)
-    if (labels != c).any():
-      stats[f"specificity/{class_names[c]}"] = specificity(c)
   return _collect(labels, stats, resamples, seed)
 
 
 def multi_label(targets: np.ndarray, probs: np.ndarray, class_names, threshold: float = 0.5,
                 *, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
-  """Intervals of exact match, any match, Hamming similarity and each label's AUC.
+  """Intervals of Hamming similarity and each label's AUC (exact and any match, being
+  proportions, get Wilson's in ``clinical``).
 
   Not stratified: label sets are too many to stratify by, so an image is resampled whole
   (its labels stay together); a resample without a positive of a label leaves that
   label's AUC undefined there, and the interval is taken over the others.
   """
   targets = np.asarray(targets, bool)
-  pred = probs > threshold
   n = len(targets)
-  both_empty = ~pred.any(1) & ~targets.any(1)
-  per_example = {"exact_match": (pred == targets).all(1),
-                 "any_match": (pred & targets).any(1) | both_empty,
-                 "hamming_similarity": (pred == targets).mean(1)}
-  stats = {key: (lambda v: lambda w: w @ v.astype(np.float64) / n)(v)
-           for key, v in per_example.items()}
+  hamming = ((probs > threshold) == targets).mean(1)
+  stats = {"hamming_similarity": lambda w: w @ hamming / n}
   for j, name in enumerate(class_names):
     if targets[:, j].any() and not targets[:, j].all():
       stats[f"roc_auc/{name}"] = (lambda j: lambda w: weighted_auc(w, targets[:, j],
@@ -131,8 +127,10 @@ def multi_label(targets: np.ndarray, probs: np.ndarray, class_names, threshold: 
 def paired_auc_difference(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, *,
                           resamples: int = RESAMPLES, seed: int = SEED) -> dict:
   """Paired stratified bootstrap of ``AUC(a) - AUC(b)`` (macro one-vs-rest) on the same
-  examples: both runs are scored on every resample; two-sided p-value from the share of
-  resampled differences on either side of zero."""
+  examples: both runs are scored on every resample. Two-sided p-value: twice the smaller
+  share of resampled differences on either side of zero, as ``(1 + count) / (1 + B)``
+  (Davison & Hinkley, 1997), since ``B`` resamples cannot show a p-value below ``1 / B``
+  and 0 would claim certainty they do not give."""
   labels = np.asarray(labels)
   k = scores_a.shape[1]
   present = [c for c in range(k) if (labels == c).any() and not (labels == c).all()]
@@ -144,6 +142,10 @@ def paired_auc_difference(labels: np.ndarray, scores_a: np.ndarray, scores_b: np
 
   diffs = np.concatenate([macro(w, scores_a) - macro(w, scores_b)
                           for w in multiplicities(labels, resamples, seed)])
-  p = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))
+  side = min((diffs <= 0).sum(), (diffs >= 0).sum())
+  p = min(1.0, 2 * (1 + side) / (1 + len(diffs)))
   low, high = interval(diffs)
-  return {"difference/ci95_low": low, "difference/ci95_high": high, "p_value": float(p)}
+  ones = np.ones((1, len(labels)))
+  auc_a, auc_b = float(macro(ones, scores_a)[0]), float(macro(ones, scores_b)[0])
+  return {"auc_a": auc_a, "auc_b": auc_b, "difference": auc_a - auc_b,
+          "difference/ci95_low": low, "difference/ci95_high": high, "p_value": float(p)}

@@ -2,11 +2,14 @@
 their intervals per run, and paired tests for every pair of runs.
 
 Runs are matched example by example through the ``id`` column of their predictions CSVs;
-runs whose examples (ids, or the label of an id) or classes differ cannot be compared
-pairwise and are refused. Correctness is compared with McNemar's exact test (exact match
-for multi-label runs); ROC AUC with DeLong's test for binary tasks, and for multi-class
-tasks (macro one-vs-rest AUC, which DeLong's test does not cover) with a paired stratified
-bootstrap. Every measure is read from the runs' own ``results.json``.
+runs whose examples (ids, or the label of an id) or classes differ, or that list an id
+twice, cannot be compared pairwise and are refused. Correctness is compared with McNemar's
+exact test (exact match for multi-label runs); ROC AUC with DeLong's test for binary tasks,
+and for multi-class tasks (macro one-vs-rest AUC, which DeLong's test does not cover) with
+a paired stratified bootstrap. Every p-value is two-sided and per test, not adjusted for
+the several tests of a comparison (the report says how many). The rows' measures and
+intervals are read from the runs' own ``results.json``; the tests' AUCs are computed from
+the matched predictions of the split compared.
 """
 import csv
 import dataclasses
@@ -51,6 +54,11 @@ def align(runs: list[Run]) -> list[Run]:
   when their examples or classes differ."""
   first = runs[0].predictions
   order = {i: n for n, i in enumerate(first.ids)}
+  for run in runs:  # A repeated id would be paired with whichever copy came last.
+    if len(set(run.predictions.ids)) != len(run.predictions.ids):
+      raise ValueError(f"run {run.name} lists {len(run.predictions.ids)} predictions but "
+                       f"{len(set(run.predictions.ids))} distinct ids: examples cannot be "
+                       f"matched by id")
   for run in runs[1:]:
     p = run.predictions
     if p.class_names != first.class_names:
@@ -81,8 +89,13 @@ def headline_keys(p: predictions_lib.Predictions) -> list[str]:
   return keys
 
 
+# What runs written before ``<split>/intervals/method`` was recorded used for every interval.
+OLD_INTERVALS = "95 % intervals: percentile bootstrap (recorded before the method was named)"
+
+
 def rows(runs: list[Run], split: str = "test") -> list[dict]:
-  """One dict per run: name, examples, and ``<measure>``, ``<measure> low``/``high``."""
+  """One dict per run: name, examples, ``<measure>``, ``<measure> low``/``high`` and
+  ``intervals`` (how the run computed them)."""
   out = []
   for run in runs:
     row = {"run": run.name, "workdir": str(run.workdir), "examples": len(run.predictions.ids)}
@@ -91,6 +104,7 @@ def rows(runs: list[Run], split: str = "test") -> list[dict]:
       for suffix, label in (("", ""), ("/ci95_low", " low"), ("/ci95_high", " high")):
         value = run.results.get(full + suffix)
         row[key + label] = float(value) if isinstance(value, (int, float)) else float("nan")
+    row["intervals"] = run.results.get(f"{split}/intervals/method", OLD_INTERVALS)
     out.append(row)
   return out
 
@@ -100,23 +114,29 @@ def correct(p: predictions_lib.Predictions) -> np.ndarray:
 
 
 def pair_tests(a: Run, b: Run) -> dict:
-  """McNemar on correctness and a paired AUC test of two aligned runs."""
+  """McNemar on correctness and a paired AUC test of two aligned runs; the AUCs are those
+  of the predictions tested (the split compared), not read from ``results.json``."""
   pa, pb = a.predictions, b.predictions
   mc = paired.mcnemar_exact(correct(pa), correct(pb))
   out = {"run a": a.name, "run b": b.name, "a only correct": mc["a_only_correct"],
          "b only correct": mc["b_only_correct"], "McNemar p": mc["p_value"]}
-  if pa.multi_label:
-    out.update({"AUC test": "none (multi-label)", "AUC a": float("nan"),
-                "AUC b": float("nan"), "AUC p": float("nan")})
-  elif len(pa.class_names) == 2:
+  nan = float("nan")
+  if pa.multi_label or len(np.unique(pa.labels)) < 2:
+    why = "multi-label" if pa.multi_label else "one class only"
+    out.update({"AUC test": f"none ({why})", "AUC a": nan, "AUC b": nan,
+                "AUC a - b low": nan, "AUC a - b high": nan, "AUC p": nan})
+    return out
+  if len(pa.class_names) == 2:
     d = paired.delong(pa.labels == 1, pa.scores[:, 1], pb.scores[:, 1])
-    out.update({"AUC test": "DeLong", "AUC a": d["auc_a"], "AUC b": d["auc_b"],
-                "AUC p": d["p_value"]})
+    test = "DeLong"
   else:
     d = bootstrap.paired_auc_difference(pa.labels, pa.scores, pb.scores)
-    out.update({"AUC test": f"paired bootstrap ({bootstrap.RESAMPLES})",
-                "AUC a": a.results.get("test/roc_auc", float("nan")),
-                "AUC b": b.results.get("test/roc_auc", float("nan")), "AUC p": d["p_value"]})
+    test = f"paired bootstrap ({bootstrap.RESAMPLES})"
+  # The difference's 95 % interval beside its p-value: how large a difference the data
+  # allow, which a p-value alone does not say.
+  out.update({"AUC test": test, "AUC a": d["auc_a"], "AUC b": d["auc_b"],
+              "AUC a - b low": d["difference/ci95_low"],
+              "AUC a - b high": d["difference/ci95_high"], "AUC p": d["p_value"]})
   return out
 
 
@@ -131,28 +151,56 @@ def compare(workdirs, split: str = "test") -> tuple[list[dict], list[dict]]:
   return rows(runs, split), tests
 
 
-def _cell(value) -> str:
+def _cell(value, p_value: bool = False) -> str:
+  """A table cell; p-values below 0.0001 read ``< 0.0001``, since a printed 0 (an underflow
+  or a bootstrap's resolution) would claim certainty no finite test gives."""
   if isinstance(value, float):
-    return "-" if np.isnan(value) else (f"{value:.3g}" if value < 1e-3 else f"{value:.4f}")
+    if np.isnan(value):
+      return "-"
+    if p_value:
+      return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
+    return f"{value:.3g}" if abs(value) < 1e-3 else f"{value:.4f}"
   return str(value)
 
 
+def _measure_cell(r: dict, m: str) -> str:
+  """``value (low-high)``; the interval only beside a value it belongs to."""
+  if np.isnan(r[m]) or np.isnan(r[m + " low"]):
+    return _cell(r[m])
+  return f"{r[m]:.4f} ({r[m + ' low']:.4f}-{r[m + ' high']:.4f})"
+
+
+def _notes(rows_: list[dict], tests: list[dict]) -> list[str]:
+  """What the intervals and p-values are, and how many tests the table holds."""
+  methods = {}
+  for r in rows_:
+    methods.setdefault(r.get("intervals", OLD_INTERVALS), []).append(r["run"])
+  lines = [f"{m}" + (f" (runs {', '.join(names)})" if len(methods) > 1 else "") + "."
+           for m, names in methods.items()]
+  if tests:
+    n = 2 * len(tests) if any(not np.isnan(t["AUC p"]) for t in tests) else len(tests)
+    lines.append("p-values are two-sided: McNemar's exact (conditional binomial) test on "
+                 "correctness and the named AUC test, each per test, not adjusted for the "
+                 f"{n} tests of this table" + (
+                     f" (Holm: the k-th smallest must be below 0.05 / ({n} - k + 1))."
+                     if n > 1 else "."))
+  return lines
+
+
 def markdown(rows_: list[dict], tests: list[dict]) -> str:
-  measures = [k for k in rows_[0] if k not in ("run", "workdir", "examples")
+  measures = [k for k in rows_[0] if k not in ("run", "workdir", "examples", "intervals")
               and not k.endswith((" low", " high"))]
   lines = ["| run | examples | " + " | ".join(f"{m} (95 % CI)" for m in measures) + " |",
            "|---" * (len(measures) + 2) + "|"]
   for r in rows_:
-    cells = [f"{r[m]:.4f} ({r[m + ' low']:.4f}-{r[m + ' high']:.4f})"
-             if not np.isnan(r[m + " low"]) else _cell(r[m]) for m in measures]
+    cells = [_measure_cell(r, m) for m in measures]
     lines.append(f"| {r['run']} | {r['examples']} | " + " | ".join(cells) + " |")
   if tests:
     keys = list(tests[0])
     lines += ["", "| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
-    lines += ["| " + " | ".join(_cell(t[k]) for k in keys) + " |" for t in tests]
-    if len(tests) > 1:
-      lines += ["", f"p-values are per pair, not adjusted for the {len(tests)} comparisons "
-                f"(Holm: the k-th smallest must be below 0.05 / ({len(tests)} - k + 1))."]
+    lines += ["| " + " | ".join(_cell(t[k], k.endswith(" p")) for k in keys) + " |"
+              for t in tests]
+  lines += [""] + _notes(rows_, tests)
   return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,5 @@
 """A finished run's evaluation of one split: predictions CSV, clinical measures with 95 %
-intervals, plots.
+intervals (their methods named in ``intervals/method``), plots.
 
 Both pipelines call :func:`final` once, after training, with every example's id, label and
 scores; periodic evaluations during training keep to :mod:`medjax.eval.metrics`, since the
@@ -29,7 +29,9 @@ def final(workdir: Path | None, role: str, ids, labels: np.ndarray, scores: np.n
                                   multi_label)
   if workdir is not None:
     predictions_lib.write(Path(workdir) / "predictions" / f"{role}.csv", p)
-  out = {"bootstrap/resamples": bootstrap.RESAMPLES, "bootstrap/seed": bootstrap.SEED}
+  out = {"bootstrap/resamples": bootstrap.RESAMPLES, "bootstrap/seed": bootstrap.SEED,
+         "intervals/method": (bootstrap.MULTI_LABEL_METHOD if multi_label
+                              else bootstrap.SINGLE_LABEL_METHOD)}
   if multi_label:
     out.update(clinical.multi_label(labels, scores, class_names, threshold))
     out.update(bootstrap.multi_label(labels, scores, class_names, threshold))

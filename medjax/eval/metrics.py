@@ -2,6 +2,8 @@
 
 Evaluation gathers every example's logits (padding removed) and computes metrics here, so
 they are exact whatever the batch size or device count. scikit-learn does the counting.
+A per-class precision or recall the data cannot define (a class never predicted, a class
+absent from the split) is left out rather than written as 0, as in ``clinical``.
 """
 import numpy as np
 from sklearn import metrics as skm
@@ -19,13 +21,24 @@ def sigmoid_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
   return float(per_slot.sum(-1).mean())
 
 
+def _per_class(out: dict, class_names, precision, recall) -> None:
+  """Adds ``precision/<c>`` and ``recall/<c>``, leaving out the undefined (NaN) ones, since a
+  0 there would read as a class the model always gets wrong."""
+  for name, p, r in zip(class_names, precision, recall):
+    for key, value in ((f"precision/{name}", p), (f"recall/{name}", r)):
+      if not np.isnan(value):
+        out[key] = float(value)
+
+
 def single_label(logits: np.ndarray, labels: np.ndarray, class_names) -> dict:
   """Accuracy, loss, per-class recall/precision and the confusion matrix (rows = truth)."""
   k = len(class_names)
   pred = logits.argmax(-1)
   cm = skm.confusion_matrix(labels, pred, labels=np.arange(k))
-  recall = skm.recall_score(labels, pred, labels=np.arange(k), average=None, zero_division=0)
-  precision = skm.precision_score(labels, pred, labels=np.arange(k), average=None, zero_division=0)
+  recall = skm.recall_score(labels, pred, labels=np.arange(k), average=None,
+                            zero_division=np.nan)
+  precision = skm.precision_score(labels, pred, labels=np.arange(k), average=None,
+                                  zero_division=np.nan)
   out = {
       "accuracy": float(skm.accuracy_score(labels, pred)),
       "balanced_accuracy": float(recall[cm.sum(1) > 0].mean()),
@@ -33,9 +46,7 @@ def single_label(logits: np.ndarray, labels: np.ndarray, class_names) -> dict:
       "num_examples": int(len(labels)),
       "confusion_matrix": cm.tolist(),
   }
-  for name, r, p in zip(class_names, recall, precision):
-    out[f"recall/{name}"] = float(r)
-    out[f"precision/{name}"] = float(p)
+  _per_class(out, class_names, precision, recall)
   return out
 
 
@@ -62,9 +73,7 @@ def multi_label(logits: np.ndarray, targets: np.ndarray, class_names, threshold:
   out = multi_label_scores(pred, targets)
   out["loss"] = sigmoid_cross_entropy(logits, targets)
   out["num_examples"] = int(len(targets))
-  precision = skm.precision_score(targets, pred, average=None, zero_division=0)
-  recall = skm.recall_score(targets, pred, average=None, zero_division=0)
-  for name, p, r in zip(class_names, precision, recall):
-    out[f"precision/{name}"] = float(p)
-    out[f"recall/{name}"] = float(r)
+  precision = skm.precision_score(targets, pred, average=None, zero_division=np.nan)
+  recall = skm.recall_score(targets, pred, average=None, zero_division=np.nan)
+  _per_class(out, class_names, precision, recall)
   return out

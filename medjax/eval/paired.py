@@ -8,6 +8,9 @@
   negatives it outranks; per negative, the share of positives outranking it) give the
   covariance of the two AUCs, hence a z statistic for their difference. scikit-learn and
   scipy have no DeLong test, so it is written here and tested against the definition.
+  The covariance needs two positives and two negatives; with fewer, or when it is zero
+  while the AUCs differ (a perfect ranking against a constant one), the test is undefined
+  and its z and p are NaN rather than a number the data cannot support.
 """
 import numpy as np
 from scipy import stats
@@ -32,22 +35,30 @@ def _structural_components(positive: np.ndarray, score: np.ndarray):
 
 
 def delong(positive: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict:
-  """DeLong's test of ``AUC(a) = AUC(b)`` for the boolean ``positive``; two-sided."""
+  """DeLong's test of ``AUC(a) = AUC(b)`` for the boolean ``positive``; two-sided p-value,
+  NaN where the covariance cannot be estimated (see the module's docstring)."""
   positive = np.asarray(positive, bool)
   m, n = int(positive.sum()), int((~positive).sum())
   if not m or not n:
     raise ValueError("DeLong's test needs both positive and negative examples")
   auc_a, v10_a, v01_a = _structural_components(positive, np.asarray(score_a, np.float64))
   auc_b, v10_b, v01_b = _structural_components(positive, np.asarray(score_b, np.float64))
-  s10 = np.cov(np.stack([v10_a, v10_b])) if m > 1 else np.zeros((2, 2))
-  s01 = np.cov(np.stack([v01_a, v01_b])) if n > 1 else np.zeros((2, 2))
-  cov = s10 / m + s01 / n
+  nan = float("nan")
+  if m < 2 or n < 2:  # One component's sample covariance is undefined (ddof 1).
+    return {"auc_a": float(auc_a), "auc_b": float(auc_b), "variance_a": nan,
+            "variance_b": nan, "z": nan, "p_value": nan, "difference/ci95_low": nan,
+            "difference/ci95_high": nan}
+  cov = np.cov(np.stack([v10_a, v10_b])) / m + np.cov(np.stack([v01_a, v01_b])) / n
   var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
   diff = auc_a - auc_b
-  if var <= 0:  # Identical rankings: no evidence of a difference.
-    z, p = 0.0, 1.0
+  if var <= 0:  # Same AUC, no spread: no evidence of a difference; otherwise undefined.
+    z, p, half = (0.0, 1.0, 0.0) if diff == 0 else (nan, nan, nan)
   else:
     z = diff / np.sqrt(var)
     p = 2 * stats.norm.sf(abs(z))
+    half = stats.norm.ppf(0.975) * np.sqrt(var)
+  # The interval of the difference the same normal approximation gives: it excludes 0
+  # exactly when p < 0.05, so a table's interval and p-value never disagree.
   return {"auc_a": float(auc_a), "auc_b": float(auc_b), "variance_a": float(cov[0, 0]),
-          "variance_b": float(cov[1, 1]), "z": float(z), "p_value": float(p)}
+          "variance_b": float(cov[1, 1]), "z": float(z), "p_value": float(p),
+          "difference/ci95_low": float(diff - half), "difference/ci95_high": float(diff + half)}

@@ -77,7 +77,8 @@ def _curves(positives, scores, names, path, title, kind):
   ax.set_xlim(0, 1)
   ax.set_ylim(0, 1.02)
   ax.grid(alpha=0.3)
-  ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize="small")
+  if ax.get_legend_handles_labels()[0]:  # A one-class split's PR plot has no curve.
+    ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize="small")
   ax.set_title(title)
   return _save(fig, path)
 

@@ -67,7 +67,27 @@ def metrics_table(results: dict, split: str) -> str:
   n = results.get(f"{split}/num_examples")
   caption = f"<h3>{html.escape(split)}" + (f" ({n} examples)" if n else "") + "</h3>"
   return (caption + "<table><tr><th>measure</th><th>value</th><th>95 % interval "
-          "(stratified bootstrap)</th></tr>" + "".join(rows) + "</table>")
+          "(method above)</th></tr>" + "".join(rows) + "</table>")
+
+
+def intervals_method(results: dict, split: str) -> str:
+  """How ``split``'s intervals were computed, as the run recorded it; why: a proportion's
+  (Wilson) and an AUC's (bootstrap) differ, and runs from before the record used the
+  bootstrap for all, stratified by class for single-label data only."""
+  if f"{split}/intervals/method" in results:
+    return results[f"{split}/intervals/method"]
+  return (f"Intervals: {results.get(f'{split}/bootstrap/resamples', '?')} bootstrap resamples, "
+          f"seed {results.get(f'{split}/bootstrap/seed', '?')}, 2.5 and 97.5 percentiles "
+          "(stratified by class for single-label data)")
+
+
+def _temperature(t) -> str:
+  """`` (T = 1.234)``, or one T per label for a multi-label run's per-label scaling."""
+  if isinstance(t, (int, float)) and not isinstance(t, bool):
+    return f" (T = {t:.3f})"
+  if isinstance(t, list) and t:
+    return " (T per label = " + ", ".join(f"{v:.3f}" for v in t) + ")"
+  return ""
 
 
 def counts_table(counts: dict[str, dict[str, int]]) -> str:
@@ -90,13 +110,11 @@ def write(workdir: Path, results: dict, counts: dict[str, dict[str, int]],
            "<h2>Command</h2><pre>" + html.escape(results.get("command", "(not recorded)"))
            + "</pre>",
            "<h2>Data</h2>" + counts_table(counts),
-           "<h2>Metrics</h2><p>Binary tasks: the second class is the positive one. Intervals: "
-           f"{results.get(f'{last}/bootstrap/resamples', '?')} stratified bootstrap resamples, "
-           f"seed {results.get(f'{last}/bootstrap/seed', '?')}, 2.5 and 97.5 percentiles.</p>"]
+           "<h2>Metrics</h2><p>Binary tasks: the second class is the positive one. "
+           + html.escape(intervals_method(results, last)) + ".</p>"]
   if "calibration/method" in results:
-    t = results.get("calibration/temperature")
     parts.append("<p>Scores: " + html.escape(str(results["calibration/method"]))
-                 + (f" (T = {t:.3f})" if isinstance(t, float) else "") + ".</p>")
+                 + _temperature(results.get("calibration/temperature")) + ".</p>")
   parts.extend(metrics_table(results, s) for s in splits)
   parts.append("<h2>Plots</h2>")
   for png in sorted((workdir / "plots").glob("*.png")):

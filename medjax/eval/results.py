@@ -6,7 +6,8 @@ returned as is (never redone); one with a different config is refused, naming th
 Medical results vary a lot with the seed, so a claim should come with its spread: every
 scalar metric of the per-seed ``results.json`` files is reported as ``<key>/mean`` and
 ``<key>/std`` (sample standard deviation over seeds, ddof 1: the spread a reader
-should expect of another seed; 0 for one seed), with the seeds listed.
+should expect of another seed; left out where only one seed defines the key, since one
+value has no sample spread and 0 would claim none), with the seeds listed.
 
 Every ``results.json`` also records its ``environment`` (versions, lock file hash), so a
 number in the docs says what produced it.
@@ -76,13 +77,16 @@ def over_seeds(per_seed: list[dict], config, workdir: Path) -> dict:
   the PPV of a class it never predicts) is averaged over the seeds that define it, and
   ``<key>/num_seeds`` says how many."""
   seeds = [r["config"]["seed"] for r in per_seed]
+  # A mean of the seeds' interval bounds is no interval: those stay in each seed's file.
   keys = dict.fromkeys(k for r in per_seed for k, v in r.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool))
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and not k.endswith(("/ci95_low", "/ci95_high")) and "bootstrap/" not in k)
   out = {"seeds": seeds}
   for key in keys:
     values = np.array([r[key] for r in per_seed if key in r], np.float64)
     out[f"{key}/mean"] = float(values.mean())
-    out[f"{key}/std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    if len(values) > 1:
+      out[f"{key}/std"] = float(values.std(ddof=1))
     if len(values) < len(per_seed):
       out[f"{key}/num_seeds"] = len(values)
   workdir.mkdir(parents=True, exist_ok=True)

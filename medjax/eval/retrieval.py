@@ -28,9 +28,20 @@ def relevance(query_labels: np.ndarray, index_labels: np.ndarray) -> np.ndarray:
   return (query_labels.astype(bool)[:, None, :] & index_labels.astype(bool)[None, :, :]).any(-1)
 
 
+def random_average_precision(relevant: int, items: int) -> float:
+  """The expected AP of a uniformly random ranking of ``items`` holding ``relevant`` ones
+  (Bestgen, 2015): ``(R-1)/(N-1) + H_N (N-R) / (N (N-1))``. Why: the fraction ``R/N`` is
+  only its large-``R`` limit; with one relevant item in 100 the floor is 0.052, not 0.01."""
+  r, n = relevant, items
+  if n == 1:
+    return float(r)
+  harmonic = float(np.sum(1.0 / np.arange(1, n + 1)))
+  return (r - 1) / (n - 1) + harmonic * (n - r) / (n * (n - 1))
+
+
 def per_query(query_embeddings, query_labels, index, ks=(1, 5, 10)) -> dict:
   """Per-query ``P@k`` ``(Q,)``, ``ap`` and ``curve`` ``(Q, 11)`` (NaN for a query with no
-  relevant item) and ``base`` (its fraction of relevant items: a random ranking's AP).
+  relevant item) and ``base`` (a random ranking's expected AP for that query).
   ``index`` is a :class:`medjax.retrieval.index.Index` or anything with its ``labels`` and
   ``similarity_blocks``: the metrics rank what the index scores and know nothing of search."""
   q = len(query_embeddings)
@@ -48,9 +59,12 @@ def per_query(query_embeddings, query_labels, index, ks=(1, 5, 10)) -> dict:
         continue
       precision, recall, _ = skm.precision_recall_curve(rel[j], sims[j])
       out["ap"][start + j] = -np.sum(np.diff(recall) * precision[:-1])
-      # Interpolated precision: the best precision at any recall >= each level.
+      # Interpolated precision: the best precision at any recall >= each level, over the
+      # ranks only: scikit-learn's last point (recall 0, precision 1) is no rank's, and
+      # would make every query's precision at recall 0 read 1.
+      precision, recall = precision[:-1], recall[:-1]
       out["curve"][start + j] = [precision[recall >= r].max() for r in RECALL_LEVELS]
-      out["base"][start + j] = rel[j].mean()
+      out["base"][start + j] = random_average_precision(int(rel[j].sum()), rel.shape[1])
   return out
 
 
@@ -58,8 +72,9 @@ def evaluate(query_embeddings, query_labels, index, ks=(1, 5, 10), *,
              resamples: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED) -> dict:
   """mAP, P@k and the PR curve of every query against ``index``, with 95 % intervals.
 
-  ``random_mAP`` is the expected mAP of a random ranking, the floor a learned embedding
-  must beat. P@k averages all queries; mAP and the curve the queries with a relevant item.
+  ``random_mAP`` is the expected mAP of a random ranking (exact, per query), the floor a
+  learned embedding must beat. P@k averages all queries; mAP and the curve the queries
+  with a relevant item.
   """
   query_labels = np.asarray(query_labels)
   v = per_query(query_embeddings, query_labels, index, ks)

@@ -138,8 +138,11 @@ class DeadRunMonitor:
 def operating_point(val_scores, val_labels, scores, labels) -> dict:
   """Binary tasks: the threshold on the positive (second) class's probability that
   maximises Youden's J (sensitivity + specificity - 1) on validation, and the accuracy,
-  sensitivity and specificity it gives on ``scores``. Chosen on validation only, so the
-  test numbers at it are honest; the argmax measures are reported beside them."""
+  sensitivity and specificity it gives on ``scores``, with Wilson 95 % intervals as the
+  argmax measures have (a measure the split cannot define, e.g. sensitivity without
+  positives, is left out). Chosen on validation only, so the test numbers at it are
+  honest; the argmax measures are reported beside them."""
+  from medjax.eval import clinical
   val_pos, pos = np.asarray(val_scores)[:, 1], np.asarray(scores)[:, 1]
   val_labels, labels = np.asarray(val_labels), np.asarray(labels)
   best_j, threshold = -np.inf, 0.5
@@ -148,6 +151,11 @@ def operating_point(val_scores, val_labels, scores, labels) -> dict:
     if j > best_j:
       best_j, threshold = j, float(t)
   pred = (pos >= threshold).astype(int)
-  return {"threshold": threshold, "accuracy": float(np.mean(pred == labels)),
-          "sensitivity": float(np.mean(pred[labels == 1] == 1)),
-          "specificity": float(np.mean(pred[labels == 0] == 0))}
+  out = {"threshold": threshold}
+  for key, hits in (("accuracy", pred == labels), ("sensitivity", pred[labels == 1] == 1),
+                    ("specificity", pred[labels == 0] == 0)):
+    if len(hits):
+      out[key] = float(np.mean(hits))
+      out[f"{key}/ci95_low"], out[f"{key}/ci95_high"] = clinical.wilson(int(hits.sum()),
+                                                                        len(hits))
+  return out

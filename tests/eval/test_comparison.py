@@ -47,6 +47,9 @@ def test_rows_and_paired_tests_match_the_examples_by_id(two_runs):
   d = paired.delong(labels == 1, good[:, 1], weak[:, 1])
   assert t["AUC test"] == "DeLong" and t["AUC p"] == pytest.approx(d["p_value"])
   assert t["AUC a"] > t["AUC b"] and t["AUC p"] < 0.05
+  assert (t["AUC a - b low"], t["AUC a - b high"]) == pytest.approx(
+      (d["difference/ci95_low"], d["difference/ci95_high"]))
+  assert 0 < t["AUC a - b low"] < t["AUC a"] - t["AUC b"] < t["AUC a - b high"]
   m = paired.mcnemar_exact(good.argmax(1) == labels, weak.argmax(1) == labels)
   assert t["McNemar p"] == pytest.approx(m["p_value"])
   text = comparison.markdown(rows, tests)

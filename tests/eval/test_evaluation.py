@@ -106,13 +106,18 @@ def test_report_is_one_self_contained_page(tmp_path):
   page = report.write(tmp_path, results, {"train": {"NORMAL": 3, "PNEUMONIA": 5}}, wrong,
                       images).read_text()
   assert "python -m x &lt;y&gt;" in page
-  assert "2000 stratified bootstrap resamples, seed 0" in page
+  assert ("Wilson score for proportions" in page
+          and "percentile bootstrap (2000 resamples stratified by class, seed 0)" in page)
   assert "Scores: temperature scaling (T = 0.500)." in page
   assert page.count("<img") == 4 + len(wrong) - (len(wrong) - 1)  # 4 plots, 1 thumbnail.
   assert "(image not available)" in page
   assert "http:" not in page and "https:" not in page and "src='data:image/png;base64," in page
   low, high = results["test/roc_auc/ci95_low"], results["test/roc_auc/ci95_high"]
   assert f"{low:.3f} – {high:.3f}" in page
+  # A multi-label run scales each label by its own temperature: all are shown.
+  results["calibration/temperature"] = [0.5, 1.25]
+  page = report.write(tmp_path, results, {}, [], {}).read_text()
+  assert "(T per label = 0.500, 1.250)." in page
 
 
 def test_command_line_is_a_rerunnable_shell_line(monkeypatch):

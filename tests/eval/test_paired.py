@@ -53,6 +53,12 @@ def test_delong_equals_the_pairwise_definition_with_ties():
   assert got["z"] == pytest.approx(z)
   from scipy import stats
   assert got["p_value"] == pytest.approx(2 * stats.norm.sf(abs(z)))
+  # The difference's interval: the same normal approximation, centred on the difference.
+  half = 1.959964 * (auc_a - auc_b) / z
+  assert got["difference/ci95_low"] == pytest.approx(auc_a - auc_b - half, rel=1e-5)
+  assert got["difference/ci95_high"] == pytest.approx(auc_a - auc_b + half, rel=1e-5)
+  assert (got["difference/ci95_low"] > 0 or got["difference/ci95_high"] < 0) == (
+      got["p_value"] < 0.05)
 
 
 def test_delong_of_identical_scores_finds_nothing():

@@ -6,6 +6,14 @@ from medjax.eval import retrieval
 from medjax.retrieval import index as index_lib
 
 
+def _mean_ap_of_every_placement(relevant: int, items: int) -> float:
+  import itertools
+  aps = []
+  for ranks in itertools.combinations(range(1, items + 1), relevant):
+    aps.append(np.mean([(i + 1) / r for i, r in enumerate(ranks)]))
+  return float(np.mean(aps))
+
+
 def test_map_and_precision_at_k_hand_computed():
   # Index on the unit circle; the query at angle 0 sees items in order a0, a1, b0, a2, b1.
   angles = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
@@ -15,7 +23,8 @@ def test_map_and_precision_at_k_hand_computed():
   # Relevant at ranks 1, 2, 4: AP = (1/1 + 2/2 + 3/4) / 3.
   assert scores["mAP"] == pytest.approx((1 + 1 + 0.75) / 3)
   assert scores["P@1"] == 1.0 and scores["P@3"] == pytest.approx(2 / 3)
-  assert scores["random_mAP"] == pytest.approx(3 / 5)
+  # A random ranking's expected AP, over all C(5, 3) placements of the relevant items.
+  assert scores["random_mAP"] == pytest.approx(_mean_ap_of_every_placement(3, 5))
   # Interpolated precision: 1.0 up to recall 2/3, then 0.75 up to recall 1.
   curve = dict(zip(np.round(scores["pr_curve/recall"], 1), scores["pr_curve/precision"]))
   assert curve[0.6] == 1.0 and curve[0.7] == 0.75 and curve[1.0] == 0.75

@@ -238,3 +238,7 @@ def test_operating_point_is_chosen_on_validation_and_applied_to_test():
   point = transfer.operating_point(val, [0, 0, 1, 1], np.array([[0.4, 0.6], [0.2, 0.8]]), [0, 1])
   assert point["threshold"] == 0.7  # The lowest threshold separating val perfectly.
   assert point["accuracy"] == 1.0 and point["sensitivity"] == 1.0 and point["specificity"] == 1.0
+  assert point["sensitivity/ci95_low"] < 1.0 == point["sensitivity/ci95_high"]  # Wilson, n = 1.
+  # A test split without negatives has no specificity: left out, not NaN.
+  point = transfer.operating_point(val, [0, 0, 1, 1], np.array([[0.4, 0.6], [0.2, 0.8]]), [1, 1])
+  assert "specificity" not in point and point["sensitivity"] == 0.5  # 0.6 < 0.7 <= 0.8.
