@@ -223,3 +223,29 @@ def predicted(run: Run, scores: np.ndarray) -> list[str]:
   if run.multi_label:
     return ["|".join(c for c, s in zip(run.class_names, row) if s >= 0.5) for row in scores]
   return ["" if np.isnan(row).any() else run.class_names[int(np.argmax(row))] for row in scores]
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+  """``(image paths, labels or '')`` of files, folders (recursively) and CSVs (a ``path``
+  column, relative to the CSV, and an optional ``label``), for predict and retrieve."""
+  from medjax.data.builders import by_path
+  paths, labels = [], []
+  for item in inputs:
+    path = Path(item).expanduser()
+    if by_path.is_csv(path) and path.is_file():
+      for row in by_path.read_table(path, required=("path",)):
+        paths.append(path.parent / row["path"])
+        labels.append(row.get("label", ""))
+    elif path.is_dir():
+      found = sorted(p for p in path.rglob("*") if p.is_file()
+                     and p.suffix.lower() in by_path.SUFFIXES)
+      if not found:
+        raise cli.UserError(f"{path} holds no images ({', '.join(by_path.SUFFIXES)})")
+      paths += found
+      labels += [""] * len(found)
+    elif path.exists() or path.suffix.lower() in by_path.SUFFIXES:
+      paths.append(path)  # A missing image gets an error row, as an unreadable one.
+      labels.append("")
+    else:
+      raise cli.UserError(f"{path} does not exist; give image files, folders or a CSV")
+  return paths, labels

@@ -31,31 +31,6 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("batch_size", 64, "Images per jitted call.", lower_bound=1, flag_values=fv)
 
 
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
-  """``(image paths, labels or '')`` of files, folders (recursively) and CSVs."""
-  from medjax.data.builders import by_path
-  paths, labels = [], []
-  for item in inputs:
-    path = Path(item).expanduser()
-    if by_path.is_csv(path) and path.is_file():
-      for row in by_path.read_table(path):
-        paths.append(path.parent / row["path"])
-        labels.append(row["label"])
-    elif path.is_dir():
-      found = sorted(p for p in path.rglob("*") if p.is_file()
-                     and p.suffix.lower() in by_path.SUFFIXES)
-      if not found:
-        raise cli.UserError(f"{path} holds no images ({', '.join(by_path.SUFFIXES)})")
-      paths += found
-      labels += [""] * len(found)
-    elif path.exists() or path.suffix.lower() in by_path.SUFFIXES:
-      paths.append(path)  # A missing image gets an error row, as an unreadable one.
-      labels.append("")
-    else:
-      raise cli.UserError(f"{path} does not exist; give image files, folders or a CSV")
-  return paths, labels
-
-
 def table(run, paths, labels, scores, errors) -> str:
   from medjax import inference
   known = set(run.class_names)
@@ -85,7 +60,7 @@ def main(argv):
     raise cli.UserError("give at least one INPUT (image, folder or CSV)")
   if FLAGS.out:  # Before the images are read, not after.
     cli.writable("out", FLAGS.out, folder=False)
-  paths, labels = expand_inputs(argv[1:])
+  paths, labels = inference.expand_inputs(argv[1:])
   run = inference.load(FLAGS.workdir)
   scores, errors = inference.predict_files(run, paths, FLAGS.batch_size)
   text = table(run, paths, labels, scores, errors)

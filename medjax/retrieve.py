@@ -72,8 +72,8 @@ def embed_files(run, paths) -> np.ndarray:
 
 def add_images(run, index, inputs, default_label):
   """Appends the images of ``inputs`` with their labels; returns the grown index."""
-  from medjax import predict
-  paths, labels = predict.expand_inputs(inputs)
+  from medjax import inference
+  paths, labels = inference.expand_inputs(inputs)
   names = list(run.class_names)
   rows = []
   for path, label in zip(paths, labels):

@@ -119,3 +119,15 @@ def test_every_import_points_down_the_architecture_map():
         upward.append(f"{path} imports {name} ({table[target][0]}, above {table[source][0]})")
   assert not unplaced, f"modules in no row of docs/architecture.md: {unplaced}"
   assert not upward, "\n".join(upward)
+
+
+def test_commands_import_no_other_command():
+  """What two commands share lives in a library room below them (inference, cli), so a
+  command can change its flags and output without breaking another."""
+  commands = {path for path in imports("") if path.count("/") == 1 or
+              path.endswith("__main__.py")}
+  commands = {p for p in commands if 'if __name__ == "__main__"' in (PACKAGE.parent / p).read_text()}
+  assert {"medjax/predict.py", "medjax/retrieve.py", "medjax/main.py"} <= commands
+  crossing = [f"{path} imports {name}" for path in commands for name in imports("")[path]
+              if name.startswith("medjax.") and module_file(name) in commands - {path}]
+  assert not crossing, crossing

@@ -41,9 +41,14 @@ def test_inputs_expand_folders_and_csvs_and_refuse_missing_ones(tmp_path):
   (tmp_path / "f" / "sub").mkdir(parents=True)
   Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "f" / "sub" / "a.png")
   (tmp_path / "list.csv").write_text("path,label\nf/sub/a.png,b\n")
-  paths, labels = predict.expand_inputs([str(tmp_path / "f"), str(tmp_path / "list.csv")])
+  paths, labels = inference.expand_inputs([str(tmp_path / "f"), str(tmp_path / "list.csv")])
   assert paths == [tmp_path / "f" / "sub" / "a.png"] * 2 and labels == ["", "b"]
+  (tmp_path / "paths.csv").write_text("path\nf/sub/a.png\n")  # Predicting needs no label.
+  assert inference.expand_inputs([str(tmp_path / "paths.csv")]) == ([paths[0]], [""])
+  (tmp_path / "nopath.csv").write_text("file,label\nf/sub/a.png,b\n")
+  with pytest.raises(cli.UserError, match=r"nopath.csv lacks the column\(s\) \['path'\]"):
+    inference.expand_inputs([str(tmp_path / "nopath.csv")])
   (tmp_path / "empty").mkdir()
   for bad in ("empty", "nothing_here"):
     with pytest.raises(cli.UserError):
-      predict.expand_inputs([str(tmp_path / bad)])
+      inference.expand_inputs([str(tmp_path / bad)])

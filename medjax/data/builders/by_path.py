@@ -61,22 +61,24 @@ def _images(folder: Path, deep: bool = False) -> list[Path]:
                 and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def read_table(source: Path) -> list[dict]:
-  """Rows of a dataset CSV as dicts, with ``where`` = "file.csv:line" for messages."""
+def read_table(source: Path, required=("path", "label")) -> list[dict]:
+  """Rows of a CSV as dicts, with ``where`` = "file.csv:line" for messages; ``required``:
+  the columns it must have (a dataset needs labels, images to predict on do not)."""
   with source.open(newline="", encoding="utf-8-sig") as f:
     reader = csv.DictReader(f)
     columns = [c.strip() for c in reader.fieldnames or []]
-    missing = [c for c in ("path", "label") if c not in columns]
+    missing = [c for c in required if c not in columns]
     if missing:
+      header = "path,label[,split][,id]" if "label" in required else "path[,label]"
       raise DatasetError(f"{source} lacks the column(s) {missing}; expected a header "
-                         f"'path,label[,split][,id]' (path relative to the CSV)")
+                         f"'{header}' (path relative to the CSV)")
     rows = []
     for number, row in enumerate(reader, start=2):
       row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
       if any(row.values()):
         rows.append({**row, "where": f"{source.name}:{number}"})
   if not rows:
-    raise DatasetError(f"{source} lists no images; add rows 'path,label[,split]'")
+    raise DatasetError(f"{source} lists no images; add rows under its header")
   return rows
 
 
