@@ -2,7 +2,7 @@
 memory at any dataset size and never redone.
 
 A feature set is one named layer of one backbone on one split at one input scale, as
-``<root>/<role>/<scale>/<layer>[_avgpool][_l2]/``: ``chunk_00000.npz`` ... (``features``,
+``<root>/<role>/<scale>/<layer>[_avgpool][_l2][_bfloat16]/``: ``chunk_00000.npz`` ... (``features``,
 ``labels``) and ``manifest.json``. Batches come from ``InputPipeline.eval_batches`` (global
 arrays sharded over the mesh's ``data`` axis), the jitted forward pass runs data-parallel
 with the variables replicated, and only the unmasked rows are kept.
@@ -20,9 +20,9 @@ take turns: extraction holds an exclusive ``flock`` on ``<folder>/.lock``, so a 
 waits, then finds the set complete and reuses it.
 
 Every manifest records its ``Recipe``: backbone, weights file, layer, preprocessing string
-(scale and normalisation), split expression, pooling and L2. A folder holding features
-of a different recipe is never reused or overwritten: extraction stops with an error
-naming the difference, so stale features cannot silently feed a new run (use another
+(scale and normalisation), split expression, pooling, L2 and compute dtype. A folder
+holding features of a different recipe is never reused or overwritten: extraction stops
+with one line naming the difference, so stale features cannot silently feed a new run (use another
 ``features_dir`` or delete the folder).
 """
 import contextlib
@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax import kernels, parallel
+from medjax import cli, kernels, parallel
 from medjax.kernels import precision
 from medjax.atomic import save_json, save_npz
 from medjax.features.norm import l2_normalize
@@ -71,8 +71,16 @@ def input_pp(spec: backbones.BackboneSpec, scale: int) -> str:
   return f"decode(3)|{resize}|normalize('{spec.normalisation}')"
 
 
-def feature_dir(root: Path, role: str, scale: int, layer: str, *, pool: bool, l2: bool) -> Path:
+class RecipeError(cli.UserError, ValueError):
+  """A feature folder that holds features of another recipe: never reused, never overwritten."""
+
+
+def feature_dir(root: Path, role: str, scale: int, layer: str, *, pool: bool, l2: bool,
+                compute_dtype: str = "float32") -> Path:
+  """The folder of one recipe; the dtype is named only when not float32, so bfloat16 and
+  float32 runs can share a ``features_dir`` and float32 folders keep their old names."""
   suffix = ("_avgpool" if pool else "") + ("_l2" if l2 else "")
+  suffix += "" if compute_dtype == "float32" else f"_{compute_dtype}"
   return Path(root) / role / str(scale) / f"{layer}{suffix}"
 
 
@@ -135,7 +143,7 @@ def _resume(folder: Path, recipe: Recipe) -> dict:
     # Manifests written before compute_dtype existed hold float32 features.
     manifest["recipe"] = {"compute_dtype": "float32", **manifest["recipe"]}
     diff = sorted(k for k in wanted if manifest["recipe"].get(k) != wanted[k])
-    raise ValueError(
+    raise RecipeError(
         f"{folder} holds features of another recipe (differs in {diff}: "
         f"{ {k: manifest['recipe'].get(k) for k in diff} } vs { {k: wanted[k] for k in diff} }); "
         f"set another features_dir or delete that folder")

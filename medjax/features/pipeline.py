@@ -88,7 +88,8 @@ def extract_roles(config, data: InputPipeline, backbone: Backbone, roles, workdi
     for scale in config.features.scales:
       scale = scale or backbone.spec.input_size[0]
       pp = extract.input_pp(backbone.spec, scale)
-      folder = extract.feature_dir(root, role, scale, backbone.layer, pool=pool, l2=l2)
+      folder = extract.feature_dir(root, role, scale, backbone.layer, pool=pool, l2=l2,
+                                   compute_dtype=compute_dtype)
       recipe = extract.Recipe(backbone=backbone.spec.name, weights=backbone.spec.weights,
                               layer=backbone.layer, pp=pp, split=_split_of(config, role),
                               pool=pool, l2=l2, compute_dtype=compute_dtype)

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from medjax import kernels, parallel
+from medjax import cli, kernels, parallel
 from medjax.data.pipeline import InputPipeline
 from medjax.kernels import windows
 from medjax.models import backbones
@@ -163,8 +163,16 @@ def test_features_of_another_recipe_are_refused(setup):
   run, reference, fn, recipe, _ = setup
   spec = backbones.get_spec("googlenet")  # Another normalisation and resize rule.
   other = extract.Recipe(**{**recipe.__dict__, "pp": extract.input_pp(spec, SCALE)})
-  with pytest.raises(ValueError, match=r"another recipe \(differs in \['pp'\]"):
+  with pytest.raises(cli.UserError, match=r"another recipe \(differs in \['pp'\]"):
     run(reference, fn, other)
+
+
+def test_the_compute_dtype_has_its_own_folder_float32_keeps_the_old_name(tmp_path):
+  kw = dict(pool=True, l2=False)
+  assert extract.feature_dir(tmp_path, "train", 224, "conv5", **kw) == \
+      tmp_path / "train" / "224" / "conv5_avgpool"
+  assert extract.feature_dir(tmp_path, "train", 224, "conv5", **kw, compute_dtype="bfloat16") \
+      == tmp_path / "train" / "224" / "conv5_avgpool_bfloat16"
 
 
 def test_manifests_from_before_compute_dtype_are_float32(setup, tmp_path):
