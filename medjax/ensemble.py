@@ -39,7 +39,8 @@ OUTPUTS = {"predictions", "plots", "results.json", "report.html"}
 def average(workdirs, split: str):
   """The members' predictions of ``split`` aligned by id, and their mean scores."""
   from medjax.eval import comparison
-  runs = comparison.align([comparison.load(Path(w), split) for w in workdirs])
+  runs = comparison.align([comparison.load(Path(w), split) for w in workdirs],
+                          "an ensemble averages each example's scores over the same examples")
   first = runs[0].predictions
   if first.multi_label:
     raise ValueError("multi-label runs are not ensembled")

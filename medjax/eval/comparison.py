@@ -49,9 +49,9 @@ def load(workdir: Path, split: str = "test") -> Run:
              predictions_lib.read(csv_path))
 
 
-def align(runs: list[Run]) -> list[Run]:
+def align(runs: list[Run], purpose: str = "paired tests need the same examples") -> list[Run]:
   """The runs with their predictions in the first run's example order; ``ValueError``
-  when their examples or classes differ."""
+  when their examples or classes differ (``purpose`` ends that message: the caller's why)."""
   first = runs[0].predictions
   order = {i: n for n, i in enumerate(first.ids)}
   for run in runs:  # A repeated id would be paired with whichever copy came last.
@@ -69,7 +69,7 @@ def align(runs: list[Run]) -> list[Run]:
       raise ValueError(
           f"runs {runs[0].name} and {run.name} were evaluated on different examples "
           f"({len(first.ids)} vs {len(p.ids)}; {only_a} only in the first, {only_b} only in the "
-          f"second): paired tests need the same test set")
+          f"second): {purpose}")
     perm = np.argsort([order[i] for i in p.ids])
     p = dataclasses.replace(p, ids=[p.ids[i] for i in perm], labels=p.labels[perm],
                             predicted=p.predicted[perm], scores=p.scores[perm])
