@@ -37,7 +37,7 @@ from medjax import cli, kernels
 from medjax.kernels import precision
 from medjax.data import ops
 from medjax.data.builders import dicom_folder
-from medjax.data import validate
+from medjax.data import images, validate
 
 
 class RunError(cli.UserError):
@@ -178,15 +178,19 @@ def _frozen(workdir, config, results, data, context) -> Run:
 
 
 def read_image(path: Path) -> tuple[bytes | None, str]:
-  """``(encoded bytes, "")`` of an image file (DICOM converted), or ``(None, why not)``,
-  the reason a phrase after the path (``"does not exist"``), as every check gives it."""
+  """``(encoded bytes, "")`` of an image file, converted as a prepared copy stores it
+  (DICOM, TIFF, 12-bit greyscale), or ``(None, why not)``, the reason a phrase after the
+  path (``"does not exist"``), as every check gives it."""
   if not path.is_file():
     return None, "is a folder; give image files" if path.is_dir() else "does not exist"
   if path.suffix.lower() == ".dcm":
     problem, _ = dicom_folder.check_dicom(path, 1)
     return (None, problem.reason) if problem else (dicom_folder.dicom_to_png(path), "")
   problem, _ = validate.check_image(path, 1)
-  return (None, problem.reason) if problem else (path.read_bytes(), "")
+  if problem:
+    return None, problem.reason
+  stored = images.encoded(path)  # As the run's prepared copy stores it (TIFF, 12-bit).
+  return (stored if isinstance(stored, bytes) else path.read_bytes()), ""
 
 
 def predict_files(run: Run, paths: list[Path], batch_size: int = 64):

@@ -104,11 +104,8 @@ class Service:
     if not 0 <= i < len(self.index) or not str(self.index.paths[i]):
       return None
     path = Path(str(self.index.paths[i]))
-    if path.suffix.lower() == ".dcm":  # Converted as the run read it.
-      from medjax import inference
-      encoded, _ = inference.read_image(path)
-    else:
-      encoded = path.read_bytes() if path.is_file() else None
+    from medjax import inference
+    encoded, _ = inference.read_image(path)  # Converted as the run read it (DICOM, TIFF).
     if encoded is None:
       return None
     try:

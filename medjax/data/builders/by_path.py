@@ -108,9 +108,11 @@ def _warn_split_groups(rows) -> None:
 
 class ByPath(LabelledFilesBuilder):
   # 1.1.0: images at any depth below a class, split folders by name, labels stripped, hidden
-  # files left out; 1.2.0: a CSV's id column names its examples, patients are drawn whole. Copies prepared by an
-  # older version may hold other examples or ids, so are not reused.
-  VERSION = "1.2.0"
+  # files left out; 1.2.0: a CSV's id column names its examples, patients are drawn whole;
+  # 1.3.0: TIFF stored as PNG, 10-14-bit greyscale scaled to 16 bits (data/images.py).
+  # Copies prepared by an older version may hold other examples, ids or pixels, so are not
+  # reused.
+  VERSION = "1.3.0"
   DESCRIPTION = "A user's images given by path: a folder with or without splits, or a CSV."
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Pass the folder or CSV itself as config.data.name (or dataset=PATH in the config
@@ -249,4 +251,6 @@ path,label[,split][,id]."""
     return super()._check_file(path)
 
   def _encoded(self, path: Path):
-    return dicom_folder.dicom_to_png(path) if path.suffix.lower() == ".dcm" else path
+    if path.suffix.lower() == ".dcm":
+      return dicom_folder.dicom_to_png(path)
+    return super()._encoded(path)

@@ -8,8 +8,9 @@ listing into :class:`Entry` objects per split, recording what it could not read 
 undecodable files and either fails with ONE error naming every problem or, with
 ``on_bad_file='skip'``, drops and counts them (``info.metadata['skipped']``), so that a long
 run neither dies on image 9,000 nor silently trains on a broken file. Encoded bytes are
-stored unchanged: decoding, bit depth and colour are handled once, in
-:mod:`medjax.data.ops`.
+stored unchanged where TensorFlow decodes them as a viewer shows them (TIFF and greyscale
+of 10-14 bits in 16 are stored as PNG: :mod:`medjax.data.images`); decoding and colour are
+handled once, in :mod:`medjax.data.ops`.
 """
 import abc
 import csv
@@ -21,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from medjax.data import validate
+from medjax.data import images, validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,8 +192,10 @@ class LabelledFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     return validate.check_image(path, self._min_side)
 
   def _encoded(self, path: Path):
-    """What the ``image`` feature stores for ``path``: the file's own bytes by default."""
-    return path
+    """What the ``image`` feature stores for ``path``: the file's own bytes where TensorFlow
+    decodes them as they are, else lossless PNG (TIFF; greyscale of 10-14 bits scaled to 16
+    bits: :func:`medjax.data.images.encoded`)."""
+    return images.encoded(path)
 
   def _split_generators(self, dl_manager):
     root = self._root(dl_manager)
