@@ -82,7 +82,8 @@ def test_csv_multi_label_and_errors(tmp_path):
   bad.write_text("path,label,split\ncyst/train_cyst_02.png,cyst,training\n")
   with pytest.raises(cli.UserError, match="'training' is not one of"):
     builders.get_builder(str(bad), tfds_dir=str(tmp_path / "tfds"))
-  bad.write_text("path,label,split\ncyst/nothere.png,cyst,train\n")
+  bad.write_text("path,label,split\ncyst/nothere.png,cyst,train\n"
+                 "normal/train_normal_02.png,normal,train\n")
   with pytest.raises(validate.BadDataError, match="nothere.png: is missing"):
     builders.get_builder(str(bad), tfds_dir=str(tmp_path / "tfds"))
   for missing in (str(tmp_path / "nowhere"), "no_such_dataset"):

@@ -134,6 +134,10 @@ path,label[,split][,id]."""
     self._groups = {r["id"]: r["group"] for r in self._rows if r["group"]}
     labels = {c for r in self._rows for c in r["labels"]}
     self._classes = tuple(sorted(labels))
+    if len(self._classes) < 2:
+      found = f"only the class {self._classes[0]!r}" if self._classes else "no labels"
+      raise DatasetError(f"{self.source} holds {found}; a classifier needs images of at "
+                         f"least two classes (a folder, or a label, per class)")
     self.MULTI_LABEL = any(len(r["labels"]) > 1 for r in self._rows)
     super().__init__(**kwargs)
 
