@@ -69,6 +69,44 @@ def test_min_max_without_window_and_monochrome1_inverted(tmp_path):
   np.testing.assert_array_equal(inverted, 65535 - plain)
 
 
+def _lut(values, bits=16):
+  """A LUT item (Modality or VOI LUT Sequence) mapping stored 0.. to ``values``."""
+  item = pydicom.Dataset()
+  item.LUTDescriptor = [len(values), 0, bits]
+  item.LUTData = np.asarray(values, np.uint16).tobytes()
+  return item
+
+
+def test_twelve_bit_x_ray_without_window_spans_the_full_range(tmp_path):
+  pixels = (np.arange(20 * 24) * 4095 // (20 * 24 - 1)).astype(np.uint16).reshape(20, 24)
+  _, image = decoded(write_dicom(tmp_path / "x.dcm", pixels, BitsStored=12, HighBit=11))
+  assert image.min() == 0 and image.max() == 65535 and abs(image.mean() - 32767) < 200
+
+
+def test_voi_lut_sequence_and_modality_lut_sequence_are_applied(tmp_path):
+  pixels = np.zeros((20, 20), np.uint16)
+  pixels[0, :3] = [0, 1024, 4095]
+  root = np.rint(65535 * np.sqrt(np.arange(4096) / 4095))  # A non-linear VOI LUT.
+  _, image = decoded(write_dicom(tmp_path / "v.dcm", pixels, VOILUTSequence=[_lut(root)]))
+  assert image[0, :3].tolist() == [0, root[1024], 65535] and root[1024] == 32772  # not 16388
+  flipped = _lut(4095 - np.arange(4096), bits=12)  # Modality LUT: stored 0 -> 4095.
+  _, image = decoded(write_dicom(tmp_path / "m.dcm", pixels, ModalityLUTSequence=[flipped]))
+  assert image[0, 0] == 65535 and image[0, 2] == 0
+
+
+def test_sigmoid_window_and_monochrome1_window(tmp_path):
+  pixels = np.zeros((20, 20), np.uint16)
+  pixels[0, :3] = [1548, 2048, 2548]  # center - width/2, center, center + width/2
+  window = dict(WindowCenter=2048, WindowWidth=1000, BitsStored=12, HighBit=11)
+  _, image = decoded(write_dicom(tmp_path / "s.dcm", pixels, VOILUTFunction="SIGMOID", **window))
+  expected = 65535 / (1 + np.exp(-4 * (np.array([-500, 0, 500])) / 1000))  # PS3.3 C.11.2.1.3.1
+  np.testing.assert_allclose(image[0, :3], expected, atol=20)
+  _, inverted = decoded(write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1", **window))
+  _, plain = decoded(write_dicom(tmp_path / "m2.dcm", pixels, **window))
+  np.testing.assert_array_equal(inverted, 65535 - plain)
+  assert plain[0, 0] < 100 and plain[0, 2] > 65435 and plain[1, 1] == 0
+
+
 def test_rgb_is_stored_as_8_bit_rgb(tmp_path):
   pixels = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
   mode, image = decoded(write_dicom(tmp_path / "c.dcm", pixels, "RGB"))

@@ -3,12 +3,15 @@
 Same layout and class discovery as :mod:`image_folder`; each file is converted once, at
 preparation, to what a radiologist's viewer would show, stored as a 16-bit grayscale PNG
 (8-bit RGB PNG for colour DICOM), so the pipeline downstream (``decode`` scales 16-bit
-PNGs by 65535) is unchanged. Conversion, following DICOM PS3.3 C.7.6.3 and C.11.2:
+PNGs by 65535) is unchanged. Conversion, following DICOM PS3.3 C.7.6.3 and C.11.2, by
+pydicom's own functions:
 
-1. Modality LUT: ``RescaleSlope`` / ``RescaleIntercept`` (to e.g. Hounsfield units).
-2. VOI LUT: the linear window of the first ``WindowCenter`` / ``WindowWidth`` pair when
-   present (C.11.2.1.2.1), else the image's own min-max range. VOI LUT sequences and
-   non-linear ``VOILUTFunction`` values are not applied.
+1. Modality LUT (``apply_modality_lut``): the Modality LUT Sequence, else
+   ``RescaleSlope`` / ``RescaleIntercept`` (to e.g. Hounsfield units).
+2. VOI LUT (``apply_voi_lut``): the first VOI LUT Sequence item, else the first
+   ``WindowCenter`` / ``WindowWidth`` pair with its ``VOILUTFunction`` (``LINEAR``,
+   ``LINEAR_EXACT`` or ``SIGMOID``), scaled from the VOI output range onto 16 bits; without
+   either (or with a linear window narrower than 1), the image's own min-max range.
 3. ``MONOCHROME1`` (higher values darker) is inverted so that white is dense for every
    image, as for ``MONOCHROME2``.
 
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from medjax.data import validate
 from medjax.data.builders.image_folder import ImageFolder
@@ -36,10 +40,20 @@ def _first(value) -> float:
   return float(value[0] if isinstance(value, pydicom.multival.MultiValue) else value)
 
 
-def window(values: np.ndarray, center: float, width: float) -> np.ndarray:
-  """DICOM linear VOI window (PS3.3 C.11.2.1.2.1) onto [0, 65535]."""
-  scaled = ((values - (center - 0.5)) / (width - 1.0) + 0.5) * _MAX
-  return np.clip(scaled, 0.0, _MAX)
+def _voi(values: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
+  """The VOI LUT or window of ``ds`` applied to modality values, on [0, 1]; None without
+  one. Its output range: the LUT's entry bits, or the window's ends (pydicom maps values
+  below and above the window to them)."""
+  if ds.get("VOILUTSequence"):
+    bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+    shown = apply_voi_lut(np.rint(values).astype(np.int64), ds).astype(np.float64)
+    low, high = 0.0, 2.0 ** bits - 1
+  elif "WindowCenter" in ds and "WindowWidth" in ds and _first(ds.WindowWidth) >= 1.0:
+    shown = apply_voi_lut(values.astype(np.float64), ds)
+    low, high = apply_voi_lut(np.array([-np.inf, np.inf]), ds)
+  else:
+    return None
+  return np.clip((shown - low) / (high - low), 0.0, 1.0) if high != low else None
 
 
 def to_display(ds: pydicom.Dataset) -> np.ndarray:
@@ -54,17 +68,19 @@ def to_display(ds: pydicom.Dataset) -> np.ndarray:
   pixels = ds.pixel_array
   if photometric == "RGB":
     return pixels.astype(np.uint8)
-  values = pixels.astype(np.float64) * float(ds.get("RescaleSlope", 1.0) or 1.0) \
-      + float(ds.get("RescaleIntercept", 0.0) or 0.0)
-  center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-  if center is not None and width is not None and _first(width) >= 1.0:
-    shown = window(values, _first(center), _first(width))
-  else:
+  modality_lut = ds.get("ModalityLUTSequence")
+  if modality_lut and int(modality_lut[0].LUTDescriptor[2]) not in (8, 16):
+    # pydicom 3.0 reads entries of 10-15 bits as numpy dtype f"uint{bits}", which does not
+    # exist; they are 16-bit words. The windowing scales by its own ends, so bits do not matter.
+    modality_lut[0].LUTDescriptor = [*modality_lut[0].LUTDescriptor[:2], 16]
+  values = np.asarray(apply_modality_lut(pixels, ds), np.float64)
+  shown = _voi(values, ds)
+  if shown is None:
     low, high = values.min(), values.max()
-    shown = (values - low) / (high - low) * _MAX if high > low else np.zeros_like(values)
+    shown = (values - low) / (high - low) if high > low else np.zeros_like(values)
   if photometric == "MONOCHROME1":
-    shown = _MAX - shown
-  return np.rint(shown).astype(np.uint16)
+    shown = 1.0 - shown
+  return np.rint(shown * _MAX).astype(np.uint16)
 
 
 def dicom_to_png(path: Path) -> bytes:
@@ -90,7 +106,7 @@ def check_dicom(path: Path, min_side: int = validate.MIN_SIDE):
 
 
 class DicomFolder(ImageFolder):
-  VERSION = "1.0.0"
+  VERSION = "1.1.0"  # 1.1.0: Modality and VOI LUT Sequences, VOILUTFunction (pydicom's).
   DESCRIPTION = "A folder of DICOM files: <root>/<split>/<class>/*.dcm, stored as PNG."
   IMAGE_SUFFIXES = (".dcm",)
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
