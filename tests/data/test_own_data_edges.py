@@ -45,3 +45,18 @@ def test_a_single_class_ends_the_command_with_one_line_and_status_2(tmp_path):
   lines = [line for line in out.stderr.splitlines() if "medjax.describe" in line]
   assert len(lines) == 1 and "only the class 'pneumonia'" in lines[0]
   assert "Traceback" not in out.stderr
+
+
+def test_given_splits_refuse_a_class_without_training_images_and_warn_of_one_without_tests(
+    tmp_path, caplog):
+  for split, classes in (("train", ("normal", "tumour", "cyst")), ("test", ("normal", "tumour"))):
+    for name in classes:
+      for i in range(3):
+        png(tmp_path / "study" / split / name / f"{i}.png")
+  builder = by_path.ByPath(source=str(tmp_path / "study"), data_dir=str(tmp_path / "tfds"))
+  assert builder.class_names() == ("cyst", "normal", "tumour")
+  assert "class 'cyst' has no test images" in caplog.text
+  png(tmp_path / "study" / "test" / "Normal" / "x.png")  # Spelt otherwise than in train.
+  with pytest.raises(by_path.DatasetError, match=r"'Normal' \(in test\) have no training "
+                                                 r"images.*\['cyst', 'normal', 'tumour'\]"):
+    by_path.ByPath(source=str(tmp_path / "study"), data_dir=str(tmp_path / "tfds"))

@@ -167,6 +167,7 @@ path,label[,split][,id]."""
     groups = {r["id"]: r["group"] for r in rows if r["group"]}
     if all(r["split"] for r in rows):
       _warn_split_groups(rows)
+      self._check_given_classes(rows)
       return rows, False
     if any(r["split"] for r in rows):
       raise DatasetError(f"{self.source}: some rows have a split and some do not; give every "
@@ -182,6 +183,24 @@ path,label[,split][,id]."""
         logging.warning("class %r has too few images for a test example (%s only): its test "
                         "measures will be missing", key, ", ".join(sorted(drawn)))
     return [{**r, "split": chosen[r["id"]]} for r in rows], True
+
+  def _check_given_classes(self, rows) -> None:
+    """Given splits: a class with no training image cannot be learnt (often a folder name
+    spelt differently, ``Normal`` beside ``normal``), so is refused; a class without test
+    images is warned about."""
+    found = collections.defaultdict(set)
+    for r in rows:
+      found[r["split"]].update(r["labels"])
+    untrained = sorted(set().union(*found.values()) - found["train"])
+    if untrained:
+      named = ", ".join(f"{c!r} (in {'/'.join(sorted(s for s in found if c in found[s]))})"
+                        for c in untrained)
+      raise DatasetError(f"{self.source}: class(es) {named} have no training images, so "
+                         f"cannot be learnt; the training classes are {sorted(found['train'])}"
+                         f": rename, add training images or remove them")
+    if "test" in found:
+      for c in sorted(found["train"] - found["test"]):
+        logging.warning("class %r has no test images: its test measures will be missing", c)
 
   def _read_folder(self) -> list[dict]:
     top = list_class_folders(self.root)
