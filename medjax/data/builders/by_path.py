@@ -237,6 +237,9 @@ path,label[,split][,id]."""
   def _root(self, dl_manager) -> Path:
     return self.root
 
+  def _source_name(self, root: Path) -> str:
+    return str(self.source)
+
   def _list(self, root: Path) -> Listing:
     listing = Listing()
     index = {c: i for i, c in enumerate(self._classes)}

@@ -15,6 +15,7 @@ handled once, in :mod:`medjax.data.ops`.
 import abc
 import csv
 import dataclasses
+import logging
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -197,6 +198,10 @@ class LabelledFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     bits: :func:`medjax.data.images.encoded`)."""
     return images.encoded(path)
 
+  def _source_name(self, root: Path) -> str:
+    """What messages call the dataset's files (its folder; a CSV where one lists them)."""
+    return str(root)
+
   def _split_generators(self, dl_manager):
     root = self._root(dl_manager)
     entries, problems = self._list(root).result()
@@ -208,11 +213,17 @@ class LabelledFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
           report.add(validate.Problem(str(entry.path), f"is missing{listed}"), None)
         else:
           report.add(*self._check_file(entry.path))
-    skipped = report.raise_or_skip(self._on_bad_file, str(root))
+    skipped = report.raise_or_skip(self._on_bad_file, self._source_name(root))
     self.info.metadata["skipped"] = sorted(relative(p, root) for p in skipped)
     self.info.metadata["image_kinds"] = validate.mode_histogram(report.modes)
-    return {split: self._generate_examples([e for e in items if str(e.path) not in skipped])
+    kept = {split: [e for e in items if str(e.path) not in skipped]
             for split, items in entries.items()}
+    for split in sorted(split for split, items in kept.items() if not items):
+      # TFDS cannot write an empty split; the pipeline does without one (a validation
+      # holdout from train instead of val; no test measures without test).
+      logging.warning("split %r of %s has no images (a small class drawn, or its files "
+                      "skipped as bad): it is left out", split, self._source_name(root))
+    return {split: self._generate_examples(items) for split, items in kept.items() if items}
 
   def _generate_examples(self, entries):
     label_key = "labels" if self.MULTI_LABEL else "label"
