@@ -238,7 +238,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     path = Path(item).expanduser()
     if by_path.is_csv(path) and path.is_file():
       for row in by_path.read_table(path, required=("path",)):
-        paths.append(path.parent / row["path"])
+        paths.append(by_path.listed_path(path.parent, row["path"]))
         labels.append(row.get("label", ""))
     elif path.is_dir():
       found = sorted(p for p in path.rglob("*") if p.is_file()

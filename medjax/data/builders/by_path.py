@@ -29,7 +29,7 @@ column names them): the same images as a folder or as a CSV are the same example
 import collections
 import csv
 import logging
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from medjax import cli
 from medjax.data import validate
@@ -82,9 +82,19 @@ def read_table(source: Path, required=("path", "label")) -> list[dict]:
   return rows
 
 
+def listed_path(folder: Path, written: str) -> Path:
+  """The file a CSV row names, relative to the CSV's ``folder`` (or absolute). A path
+  written on Windows (``images\\a.png``) is read with ``/`` where it does not exist as
+  written (a backslash is a legal character in a POSIX file name)."""
+  path = folder / written
+  if "\\" in written and not path.exists():
+    return folder / PureWindowsPath(written).as_posix()
+  return path
+
+
 def listed_files(source: Path) -> list[Path]:
   """The files a dataset CSV names (for its source key)."""
-  return [source.parent / r["path"] for r in read_table(source)]
+  return [listed_path(source.parent, r["path"]) for r in read_table(source)]
 
 
 def _group(path: Path, class_folder: Path) -> str:
@@ -148,7 +158,7 @@ path,label[,split][,id]."""
   def _read(self, fractions, seed) -> tuple[list[dict], bool]:
     """Rows ``{path, id, labels, split, where}``; whether the splits were drawn here."""
     if is_csv(self.source):
-      rows = []
+      rows, seen = [], {}
       for r in read_table(self.source):
         labels = tuple(sorted({label.strip() for label in r["label"].split(MULTI_LABEL_SEPARATOR)}
                               - {""}))
@@ -156,9 +166,18 @@ path,label[,split][,id]."""
         if split and split not in SPLITS:
           raise DatasetError(f"{self.source} ({r['where']}): split {split!r} is not one of "
                              f"{list(SPLITS)}")
-        rows.append({"path": self.root / r["path"], "id": r.get("id") or r["path"],
-                     "labels": labels, "split": split, "where": r["where"],
-                     "group": r.get("group", "")})
+        path = listed_path(self.root, r["path"])
+        written = r["path"] if path == self.root / r["path"] else path.relative_to(self.root)
+        row = {"path": path, "id": r.get("id") or str(written), "labels": labels,
+               "split": split, "where": r["where"], "group": r.get("group", "")}
+        first = seen.setdefault(row["id"], row)
+        if first is not row and all(first[k] == row[k] for k in row if k != "where"):
+          # The same row twice (e.g. exports concatenated): one example. A repeated id with
+          # another label or split is a conflict, refused when listed.
+          logging.warning("%s repeats %s (same path, label and split): read once",
+                          r["where"], first["where"])
+          continue
+        rows.append(row)
     else:
       rows = self._read_folder()
     if not rows:
@@ -177,7 +196,7 @@ path,label[,split][,id]."""
     if groups:
       logging.info("Split drawn by group (patient): %d groups hold %d of the %d images.",
                    len(set(groups.values())), len(groups), len(rows))
-    for key in sorted({"|".join(r["labels"]) for r in rows}):
+    for key in sorted({"|".join(r["labels"]) for r in rows} - {""}):  # "": refused later.
       drawn = {chosen[r["id"]] for r in rows if "|".join(r["labels"]) == key}
       if fractions[2] and "test" not in drawn:
         logging.warning("class %r has too few images for a test example (%s only): its test "
