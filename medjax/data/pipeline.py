@@ -181,7 +181,11 @@ class InputPipeline:
       self.workdir.mkdir(parents=True, exist_ok=True)
       save_json(self.workdir / DATA_RECORD, {
           "name": d.name, "class_names": list(class_names), "multi_label": multi_label,
-          "source_key": self.info.source_key})
+          "source_key": self.info.source_key, "skipped": list(self.info.skipped)})
+      if self.info.skipped:  # Every run says so, not only the one that prepared the copy.
+        logging.warning("%d bad file(s) of %s skipped (config.data.on_bad_file='skip'; all "
+                        "listed in %s), e.g. %s", len(self.info.skipped), d.name,
+                        self.workdir / DATA_RECORD, ", ".join(self.info.skipped[:5]))
       if getattr(self.builder, "assigned_splits", False):
         save_text(self.workdir / "data_split.csv", _split_csv(self.builder.split_table()))
     self._preprocessed = {}

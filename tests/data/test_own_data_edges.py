@@ -128,3 +128,21 @@ def test_a_validation_holdout_of_no_image_leaves_the_run_without_val(tmp_path, c
   data = InputPipeline(config, tmp_path / "work", parallel.make_mesh())
   assert data.info.split_sizes == {"train": 6, "test": 2} and not data.has_split("val")
   assert "holds out none: no validation set" in caplog.text
+
+
+def test_skipped_bad_files_are_named_in_the_log_and_in_data_json(tmp_path, caplog):
+  import json
+  from medjax import parallel
+  from medjax.data.pipeline import InputPipeline
+  for name, value in (("a", 20), ("b", 200)):
+    for i in range(10):
+      png(tmp_path / "study" / name / f"{i}.png", value)
+  (tmp_path / "study" / "a" / "empty.png").write_bytes(b"")
+  good = (tmp_path / "study" / "b" / "0.png").read_bytes()
+  (tmp_path / "study" / "b" / "cut.png").write_bytes(good[:len(good) // 2])
+  config = tiny_config(tmp_path, tmp_path / "tfds")
+  config.data.name, config.data.on_bad_file = str(tmp_path / "study"), "skip"
+  InputPipeline(config, tmp_path / "work", parallel.make_mesh())
+  recorded = json.loads((tmp_path / "work" / "data.json").read_text())
+  assert recorded["skipped"] == ["a/empty.png", "b/cut.png"]
+  assert "2 bad file(s) of" in caplog.text and "a/empty.png, b/cut.png" in caplog.text
