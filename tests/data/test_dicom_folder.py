@@ -152,3 +152,13 @@ def test_unreadable_and_tiny_files_are_named_or_skipped(tmp_path):
   builder = prepare("dicom_folder", tmp_path / "data", tmp_path / "tfds", on_bad_file="skip")
   assert builder.info.metadata["skipped"] == [
       "test/normal/ybr.dcm", "train/abnormal/tiny.dcm", "train/normal/report.dcm"]
+
+
+def test_empty_and_cut_short_dicom_files_say_so(tmp_path):
+  (tmp_path / "empty.dcm").write_bytes(b"")
+  whole = write_dicom(tmp_path / "whole.dcm", ramp()).read_bytes()
+  (tmp_path / "cut.dcm").write_bytes(whole[:300])  # Header only: no pixel data.
+  assert str(dicom_folder.check_dicom(tmp_path / "empty.dcm")[0]).endswith(
+      "empty.dcm: is empty (0 bytes)")
+  assert "has no pixel data" in str(dicom_folder.check_dicom(tmp_path / "cut.dcm")[0])
+  assert dicom_folder.check_dicom(tmp_path / "whole.dcm") == (None, "I;16")

@@ -58,6 +58,8 @@ def _voi(values: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
 
 def to_display(ds: pydicom.Dataset) -> np.ndarray:
   """Pixel data of a single-frame DICOM dataset as uint16 (grayscale) or uint8 (RGB)."""
+  if "PixelData" not in ds:
+    raise ValueError("has no pixel data (not an image, or the file is cut short)")
   photometric = str(ds.get("PhotometricInterpretation", "")).strip()
   if photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB"):
     raise ValueError(f"photometric interpretation {photometric or 'missing'!r} is not "
@@ -93,6 +95,8 @@ def dicom_to_png(path: Path) -> bytes:
 
 def check_dicom(path: Path, min_side: int = validate.MIN_SIDE):
   """``(problem, PIL mode)`` of one DICOM file, as :func:`validate.check_image` for images."""
+  if path.stat().st_size == 0:
+    return validate.Problem(str(path), "is empty (0 bytes)"), None
   try:
     image = to_display(pydicom.dcmread(path))
   except Exception as e:  # pydicom raises many types for damaged files; all mean "bad".
