@@ -10,8 +10,8 @@ by 65535. So:
 * greyscale of more than 8 bits (PIL modes ``I;16*``, ``I``, ``F``): an X-ray detector's
   12-bit values (0-4095) in a 16-bit file would decode to at most 1/16, a nearly black
   image. The image's bit depth is taken as the smallest of 8, 10, 12, 14 or 16 bits that
-  holds its largest value (a 12-bit image whose brightest pixel is 3000 is still 12-bit),
-  and its values are scaled from that depth onto the full 16 bits, so that 4095 in a
+  holds its largest value (a 12-bit image whose brightest pixel is 3000 is still 12-bit;
+  8-bit values widened to 16 bits, every one a multiple of 257, are 16-bit), and its values are scaled from that depth onto the full 16 bits, so that 4095 in a
   12-bit image is white, as in a viewer, and images of one detector keep one scale.
   Negative or fractional values (32-bit integer or float TIFFs) have no bit depth: they
   are stretched from their minimum to their maximum.
@@ -32,11 +32,20 @@ def bit_depth(maximum: float) -> int:
   return next((b for b in BIT_DEPTHS if maximum <= 2 ** b - 1), BIT_DEPTHS[-1])
 
 
+def stored_bits(values: np.ndarray) -> int:
+  """The bit depth of unsigned integer greyscale: :func:`bit_depth` of its maximum, except
+  that 8-bit values widened to 16 bits (every value a multiple of 257, as ``x * 257`` or a
+  converter writes them) are 16-bit however dark the image."""
+  if not (values.astype(np.int64) % 257).any():
+    return 16
+  return bit_depth(int(values.max()))
+
+
 def full_range(values: np.ndarray) -> np.ndarray:
   """Greyscale of more than 8 bits as uint16 spanning 0-65535 (see the module docstring)."""
   values = np.asarray(values)
   if np.issubdtype(values.dtype, np.integer) and values.min() >= 0 and values.max() <= _FULL:
-    top = 2 ** bit_depth(int(values.max())) - 1
+    top = 2 ** stored_bits(values) - 1
     return np.rint(values.astype(np.float64) * (_FULL / top)).astype(np.uint16)
   values = values.astype(np.float64)
   low, high = np.nanmin(values), np.nanmax(values)
@@ -60,7 +69,7 @@ def encoded(path: Path) -> bytes | Path:
   with Image.open(path) as im:
     if im.mode in _WIDE_GREY:
       values = np.asarray(im)
-      if suffix == ".png" and bit_depth(int(values.max())) == 16:
+      if suffix == ".png" and stored_bits(values) == 16:
         return path  # Already full range: its own bytes, as TensorFlow scales them.
       return png(full_range(values))
     if suffix == ".png":

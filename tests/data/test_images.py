@@ -41,6 +41,8 @@ def test_twelve_bit_grey_in_sixteen_bits_decodes_to_the_full_range(tmp_path, suf
 
 
 def test_full_range_sixteen_bit_png_and_eight_bit_files_are_stored_as_they_are(tmp_path):
+  Image.fromarray(ramp(40).astype(np.uint16) * 257).save(tmp_path / "widened.png")  # Dark.
+  assert images.encoded(tmp_path / "widened.png") == tmp_path / "widened.png"
   Image.fromarray(ramp(65535)).save(tmp_path / "a.png")
   Image.fromarray(ramp(255).astype(np.uint8)).save(tmp_path / "b.png")
   assert images.encoded(tmp_path / "a.png") == tmp_path / "a.png"
