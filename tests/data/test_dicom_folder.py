@@ -107,6 +107,16 @@ def test_sigmoid_window_and_monochrome1_window(tmp_path):
   assert plain[0, 0] < 100 and plain[0, 2] > 65435 and plain[1, 1] == 0
 
 
+def test_ybr_colour_of_jpeg_dicom_is_stored_as_rgb(tmp_path):
+  from pydicom.pixels import convert_color_space
+  pixels = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+  ybr = convert_color_space(pixels, "RGB", "YBR_FULL")
+  mode, image = decoded(write_dicom(tmp_path / "y.dcm", ybr, "YBR_FULL", SamplesPerPixel=3,
+                                    PlanarConfiguration=0))
+  assert mode == "RGB"
+  np.testing.assert_allclose(image.astype(int), pixels.astype(int), atol=2)  # YCbCr rounding.
+
+
 def test_rgb_is_stored_as_8_bit_rgb(tmp_path):
   pixels = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
   mode, image = decoded(write_dicom(tmp_path / "c.dcm", pixels, "RGB"))
@@ -139,7 +149,7 @@ def test_unreadable_and_tiny_files_are_named_or_skipped(tmp_path):
   _folder(root)
   (root / "train" / "normal" / "report.dcm").write_text("not a DICOM file")
   write_dicom(root / "train" / "abnormal" / "tiny.dcm", np.zeros((8, 8), np.uint16))
-  write_dicom(root / "test" / "normal" / "ybr.dcm", ramp(), "YBR_FULL")
+  write_dicom(root / "test" / "normal" / "ybr.dcm", ramp(), "PALETTE COLOR")
   with pytest.raises(validate.BadDataError) as error:
     prepare("dicom_folder", tmp_path / "data", tmp_path / "tfds")
   message = str(error.value)
@@ -147,7 +157,7 @@ def test_unreadable_and_tiny_files_are_named_or_skipped(tmp_path):
   for fragment in ("report.dcm: is not a readable DICOM image",
                    "tiny.dcm: is implausibly small (8x8",
                    "ybr.dcm: is not a readable DICOM image (photometric interpretation "
-                   "'YBR_FULL'"):
+                   "'PALETTE COLOR'"):
     assert fragment in message
   builder = prepare("dicom_folder", tmp_path / "data", tmp_path / "tfds", on_bad_file="skip")
   assert builder.info.metadata["skipped"] == [

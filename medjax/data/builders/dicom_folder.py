@@ -15,9 +15,10 @@ pydicom's own functions:
 3. ``MONOCHROME1`` (higher values darker) is inverted so that white is dense for every
    image, as for ``MONOCHROME2``.
 
-Files that pydicom cannot read, that lack pixel data, have several frames, or use a
-photometric interpretation other than MONOCHROME1/2 or RGB are problems, named in the one
-error (or skipped with ``on_bad_file='skip'``). Compressed transfer syntaxes decode when
+Colour (``RGB``, and JPEG's ``YBR_FULL``/``YBR_FULL_422``, which pydicom gives as RGB) is
+stored as it is. Files that pydicom cannot read, that lack pixel data, have several frames,
+or use another photometric interpretation (``PALETTE COLOR``) are problems, named in the
+one error (or skipped with ``on_bad_file='skip'``). Compressed transfer syntaxes decode when
 pydicom's optional pixel-data plugins (e.g. ``pylibjpeg``) are installed; without them
 the file is reported with pydicom's message.
 """
@@ -33,6 +34,9 @@ from medjax.data import validate
 from medjax.data.builders.image_folder import ImageFolder
 
 _MAX = 65535.0
+# Colour interpretations: RGB, and the YCbCr of JPEG-compressed colour (endoscopy,
+# ultrasound, photographs), which pydicom's pixel_array converts to RGB.
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422")
 
 
 def _first(value) -> float:
@@ -61,14 +65,15 @@ def to_display(ds: pydicom.Dataset) -> np.ndarray:
   if "PixelData" not in ds:
     raise ValueError("has no pixel data (not an image, or the file is cut short)")
   photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-  if photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB"):
+  if photometric not in ("MONOCHROME1", "MONOCHROME2") + COLOUR:
     raise ValueError(f"photometric interpretation {photometric or 'missing'!r} is not "
-                     f"supported (MONOCHROME1, MONOCHROME2 or RGB expected)")
+                     f"supported ({', '.join(('MONOCHROME1', 'MONOCHROME2') + COLOUR)} "
+                     f"expected)")
   frames = int(ds.get("NumberOfFrames", 1) or 1)
   if frames != 1:
     raise ValueError(f"has {frames} frames; one 2-D image per file is expected")
   pixels = ds.pixel_array
-  if photometric == "RGB":
+  if photometric in COLOUR:  # pydicom's pixel_array gives YBR (JPEG colour) as RGB.
     return pixels.astype(np.uint8)
   modality_lut = ds.get("ModalityLUTSequence")
   if modality_lut and int(modality_lut[0].LUTDescriptor[2]) not in (8, 16):
