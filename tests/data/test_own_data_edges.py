@@ -146,3 +146,15 @@ def test_skipped_bad_files_are_named_in_the_log_and_in_data_json(tmp_path, caplo
   recorded = json.loads((tmp_path / "work" / "data.json").read_text())
   assert recorded["skipped"] == ["a/empty.png", "b/cut.png"]
   assert "2 bad file(s) of" in caplog.text and "a/empty.png, b/cut.png" in caplog.text
+
+
+def test_csv_header_case_encoding_and_empty_path(tmp_path):
+  table = _table(tmp_path)
+  table.write_text(table.read_text().replace("path,label", "Path,Label", 1))
+  assert len(by_path.ByPath(source=str(table), data_dir=str(tmp_path / "tfds"))._rows) == 8
+  table.write_bytes(b"path,label\nimages/a0.png,caf\xe9\nimages/b0.png,b\n")  # Latin-1.
+  with pytest.raises(by_path.DatasetError, match=r"labels.csv is not UTF-8 text \(byte 0xe9"):
+    by_path.ByPath(source=str(table), data_dir=str(tmp_path / "tfds"))
+  table = _table(tmp_path, ("", "a"))
+  with pytest.raises(by_path.DatasetError, match=r"\(labels.csv:10\): the path is empty"):
+    by_path.ByPath(source=str(table), data_dir=str(tmp_path / "tfds"))

@@ -63,20 +63,25 @@ def _images(folder: Path, deep: bool = False) -> list[Path]:
 
 def read_table(source: Path, required=("path", "label")) -> list[dict]:
   """Rows of a CSV as dicts, with ``where`` = "file.csv:line" for messages; ``required``:
-  the columns it must have (a dataset needs labels, images to predict on do not)."""
-  with source.open(newline="", encoding="utf-8-sig") as f:
-    reader = csv.DictReader(f)
-    columns = [c.strip() for c in reader.fieldnames or []]
-    missing = [c for c in required if c not in columns]
-    if missing:
-      header = "path,label[,split][,id]" if "label" in required else "path[,label]"
-      raise DatasetError(f"{source} lacks the column(s) {missing}; expected a header "
-                         f"'{header}' (path relative to the CSV)")
-    rows = []
-    for number, row in enumerate(reader, start=2):
-      row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-      if any(row.values()):
-        rows.append({**row, "where": f"{source.name}:{number}"})
+  the columns it must have (a dataset needs labels, images to predict on do not). Column
+  names are read in lower case (``Path,Label`` from a spreadsheet); the text must be UTF-8."""
+  try:
+    with source.open(newline="", encoding="utf-8-sig") as f:
+      table = list(csv.reader(f))
+  except UnicodeDecodeError as e:
+    raise DatasetError(f"{source} is not UTF-8 text (byte {e.object[e.start]:#x} at offset "
+                       f"{e.start}); save it as CSV UTF-8") from None
+  columns = [c.strip().lower() for c in (table[0] if table else [])]
+  missing = [c for c in required if c not in columns]
+  if missing:
+    header = "path,label[,split][,id]" if "label" in required else "path[,label]"
+    raise DatasetError(f"{source} lacks the column(s) {missing}; expected a header "
+                       f"'{header}' (path relative to the CSV)")
+  rows = []
+  for number, values in enumerate(table[1:], start=2):
+    row = {c: values[i].strip() if i < len(values) else "" for i, c in enumerate(columns)}
+    if any(row.values()):
+      rows.append({**row, "where": f"{source.name}:{number}"})
   if not rows:
     raise DatasetError(f"{source} lists no images; add rows under its header")
   return rows
@@ -160,6 +165,9 @@ path,label[,split][,id]."""
     if is_csv(self.source):
       rows, seen = [], {}
       for r in read_table(self.source):
+        if not r["path"]:
+          raise DatasetError(f"{self.source} ({r['where']}): the path is empty; give the "
+                             f"image's path (relative to the CSV) or remove the row")
         labels = tuple(sorted({label.strip() for label in r["label"].split(MULTI_LABEL_SEPARATOR)}
                               - {""}))
         split = r.get("split", "")
