@@ -60,19 +60,35 @@ def png(image: Image.Image | np.ndarray) -> bytes:
   return buffer.getvalue()
 
 
+def _converted(im: Image.Image) -> bytes | None:
+  """PNG bytes for an opened PNG or TIFF that TensorFlow would not decode as a viewer
+  shows it; None where its own bytes serve."""
+  if im.mode in _WIDE_GREY:
+    values = np.asarray(im)
+    if im.format == "PNG" and stored_bits(values) == 16:
+      return None  # Already full range: its own bytes, as TensorFlow scales them.
+    return png(full_range(values))
+  if im.format == "PNG":
+    return None
+  im.load()
+  return png(im if im.mode in ("1", "L", "LA", "P", "RGB", "RGBA") else im.convert("RGB"))
+
+
 def encoded(path: Path) -> bytes | Path:
   """What is stored (and decoded) for image file ``path``: ``path`` itself, meaning its own
   bytes, where TensorFlow decodes it as a viewer shows it; PNG bytes otherwise."""
-  suffix = path.suffix.lower()
-  if suffix not in (".png", ".tif", ".tiff"):
+  if path.suffix.lower() not in (".png", ".tif", ".tiff"):
     return path
   with Image.open(path) as im:
-    if im.mode in _WIDE_GREY:
-      values = np.asarray(im)
-      if suffix == ".png" and stored_bits(values) == 16:
-        return path  # Already full range: its own bytes, as TensorFlow scales them.
-      return png(full_range(values))
-    if suffix == ".png":
-      return path
-    im.load()
-    return png(im if im.mode in ("1", "L", "LA", "P", "RGB", "RGBA") else im.convert("RGB"))
+    converted = _converted(im)
+  return path if converted is None else converted
+
+
+def encoded_bytes(data: bytes) -> bytes:
+  """:func:`encoded` of an image's bytes (an upload), for images PIL reads; else ``data``."""
+  try:
+    with Image.open(io.BytesIO(data)) as im:
+      converted = _converted(im) if im.format in ("PNG", "TIFF") else None
+  except (OSError, ValueError):
+    return data  # Not an image PIL reads: the caller's own check names it.
+  return data if converted is None else converted

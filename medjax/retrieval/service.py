@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medjax.data import images
 from medjax.retrieval import index as index_lib
 
 MAX_K = 100
@@ -73,6 +74,7 @@ class Service:
   def query(self, data: bytes, k: int = 10, explain: str = "") -> dict:
     """Neighbours, prediction and (when asked) the explanation overlay of one upload."""
     check_image(data)
+    data = images.encoded_bytes(data)  # As the run's data was stored (12-bit greyscale).
     if explain and explain not in self.explain_methods:
       raise ValueError(f"explain={explain!r}; this run offers {list(self.explain_methods)}")
     k = int(min(max(k, 1), MAX_K, len(self.index)))

@@ -81,3 +81,12 @@ def test_a_folder_of_twelve_bit_pngs_and_tiffs_is_prepared_and_predict_reads_it_
     assert decoded(data).max() == pytest.approx(top / 4095, abs=1e-4), key
     predicted_from, why = inference.read_image(tmp_path / "study" / key)
     assert not why and predicted_from == data, key
+
+
+def test_uploaded_bytes_are_converted_as_files_are(tmp_path):
+  Image.fromarray(ramp(4095)).save(tmp_path / "x.png")
+  data = (tmp_path / "x.png").read_bytes()
+  assert images.encoded_bytes(data) == images.encoded(tmp_path / "x.png") != data
+  eight_bit = images.png(ramp(255).astype(np.uint8))
+  assert images.encoded_bytes(eight_bit) == eight_bit
+  assert images.encoded_bytes(b"not an image") == b"not an image"
