@@ -158,3 +158,15 @@ def test_csv_header_case_encoding_and_empty_path(tmp_path):
   table = _table(tmp_path, ("", "a"))
   with pytest.raises(by_path.DatasetError, match=r"\(labels.csv:10\): the path is empty"):
     by_path.ByPath(source=str(table), data_dir=str(tmp_path / "tfds"))
+
+
+def test_split_folders_without_train_are_not_read_as_classes(tmp_path):
+  """val/<class>/ and test/<class>/ with no train/ used to become the classes 'test' and
+  'val', their class folders read as patients."""
+  for split in ("val", "test"):
+    for name in ("normal", "tumour"):
+      for i in range(3):
+        png(tmp_path / "study" / split / name / f"{i}.png")
+  with pytest.raises(by_path.DatasetError, match=r"split folder\(s\) \['test', 'val'\] but no "
+                                                 r"train folder"):
+    by_path.ByPath(source=str(tmp_path / "study"), data_dir=str(tmp_path / "tfds"))

@@ -239,6 +239,9 @@ path,label[,split][,id]."""
       others = sorted(set(top) - set(SPLIT_FOLDERS))
       raise DatasetError(f"{self.root} has a train folder beside {others}: expected split "
                          f"folders {sorted(SPLIT_FOLDERS)} or class folders")
+    if "train" not in top and set(top) <= set(SPLIT_FOLDERS):
+      raise DatasetError(f"{self.root} has the split folder(s) {top} but no train folder: "
+                         f"add train/<class>/<image> (or give the folder of the class folders)")
     if "train" not in top:  # <class>/.../<image>
       for name in top:
         found = _images(self.root / name, deep=True)
