@@ -183,7 +183,7 @@ def read_image(path: Path) -> tuple[bytes | None, str]:
   path (``"does not exist"``), as every check gives it."""
   if not path.is_file():
     return None, "is a folder; give image files" if path.is_dir() else "does not exist"
-  if path.suffix.lower() == ".dcm":
+  if dicom_folder.is_dicom(path):
     problem, _ = dicom_folder.check_dicom(path, 1)
     return (None, problem.reason) if problem else (dicom_folder.dicom_to_png(path), "")
   problem, _ = validate.check_image(path, 1)
@@ -241,8 +241,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
         paths.append(by_path.listed_path(path.parent, row["path"]))
         labels.append(row.get("label", ""))
     elif path.is_dir():
-      found = sorted(p for p in path.rglob("*") if p.is_file()
-                     and p.suffix.lower() in by_path.SUFFIXES)
+      found = sorted(p for p in path.rglob("*") if p.is_file() and by_path.is_image(p))
       if not found:
         raise cli.UserError(f"{path} holds no images ({', '.join(by_path.SUFFIXES)})")
       paths += found

@@ -172,3 +172,18 @@ def test_empty_and_cut_short_dicom_files_say_so(tmp_path):
       "empty.dcm: is empty (0 bytes)")
   assert "has no pixel data" in str(dicom_folder.check_dicom(tmp_path / "cut.dcm")[0])
   assert dicom_folder.check_dicom(tmp_path / "whole.dcm") == (None, "I;16")
+
+
+def test_pacs_files_without_a_suffix_are_dicom_by_content(tmp_path):
+  from medjax.data.builders import by_path
+  for name in ("normal", "tumour"):
+    for i in range(4):
+      write_dicom(tmp_path / "study" / name / f"IM{i:06d}", ramp())
+    write_dicom(tmp_path / "study" / name / "1.2.840.113619.2.55.3.7", ramp())  # UID name.
+  (tmp_path / "study" / "normal" / "NOTES").write_text("not an image")
+  write_dicom(tmp_path / "study" / "normal" / "DICOMDIR", ramp())  # The export's index.
+  builder = by_path.ByPath(source=str(tmp_path / "study"), data_dir=str(tmp_path / "tfds"))
+  ids = sorted(r["id"] for r in builder._rows)
+  assert len(ids) == 10 and "normal/IM000000" in ids and "normal/1.2.840.113619.2.55.3.7" in ids
+  assert not {"normal/NOTES", "normal/DICOMDIR"} & set(ids)
+  assert builder._check_file(tmp_path / "study" / "normal" / "IM000000") == (None, "I;16")

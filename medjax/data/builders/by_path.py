@@ -18,8 +18,9 @@ Three layouts are recognised, so that no folder needs renaming:
   ``group`` (e.g. the patient); without a split the stratified split above is drawn.
 
 Hidden files (``.DS_Store``, macOS's ``._*`` companions) are not images. Images may be
-DICOM (``.dcm``, converted as :mod:`dicom_folder` does) or any image format
-of :mod:`medjax.data.validate`, grey or colour, 8 or 16 bit. Classes are the sorted class
+DICOM (``.dcm``, ``.dicom``, or a PACS export's files without a suffix, found by content;
+converted as :mod:`dicom_folder` does) or any image format of :mod:`medjax.data.validate`,
+grey or colour, 8 or 16 bit. Classes are the sorted class
 names found, so their order depends only on the names; it is stored in the prepared copy.
 Example ids are paths relative to the folder (or as the CSV writes them, unless its ``id``
 column names them): the same images as a folder or as a CSV are the same examples, and the
@@ -38,7 +39,7 @@ from medjax.data.builders.class_folders import list_class_folders
 from medjax.data.builders.labelled_files import Entry, LabelledFilesBuilder, Listing, relative
 from medjax.data.splits import stratified_split
 
-SUFFIXES = validate.IMAGE_SUFFIXES + (".dcm",)
+SUFFIXES = validate.IMAGE_SUFFIXES + (".dcm", ".dicom")
 SPLITS = ("train", "val", "test")
 # Split folder names as they are found in the wild -> the split they are.
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val",
@@ -57,8 +58,13 @@ def is_csv(source: Path) -> bool:
 def _images(folder: Path, deep: bool = False) -> list[Path]:
   """Image files in ``folder`` (``deep``: at any depth), hidden files and folders left out."""
   found = folder.rglob("*") if deep else folder.iterdir()
-  return sorted(p for p in found if p.is_file() and p.suffix.lower() in SUFFIXES
+  return sorted(p for p in found if p.is_file() and is_image(p)
                 and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def is_image(path: Path) -> bool:
+  """An image file by its suffix, or a DICOM file by its content (``IM000001``)."""
+  return path.suffix.lower() in SUFFIXES or dicom_folder.is_dicom(path)
 
 
 def read_table(source: Path, required=("path", "label")) -> list[dict]:
@@ -303,11 +309,11 @@ path,label[,split][,id]."""
             and relative(str(r["path"]), self.root) not in skipped]
 
   def _check_file(self, path: Path):
-    if path.suffix.lower() == ".dcm":
+    if dicom_folder.is_dicom(path):
       return dicom_folder.check_dicom(path, self._min_side)
     return super()._check_file(path)
 
   def _encoded(self, path: Path):
-    if path.suffix.lower() == ".dcm":
+    if dicom_folder.is_dicom(path):
       return dicom_folder.dicom_to_png(path)
     return super()._encoded(path)

@@ -39,6 +39,23 @@ _MAX = 65535.0
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422")
 
 
+def is_dicom(path: Path) -> bool:
+  """A DICOM file: named ``.dcm`` or ``.dicom``, or, with no suffix or a numeric one (PACS
+  exports name files ``IM000001`` or by their UID, ``1.2.840.113619.2.55.3.12``), one that
+  starts with DICOM's preamble and ``DICM``. ``DICOMDIR`` (the export's index) is none."""
+  suffix = path.suffix.lower()
+  if suffix in (".dcm", ".dicom"):
+    return True
+  if (suffix and not suffix[1:].isdigit()) or path.name.upper() == "DICOMDIR":
+    return False
+  try:
+    with path.open("rb") as f:
+      f.seek(128)
+      return f.read(4) == b"DICM"
+  except OSError:
+    return False
+
+
 def _first(value) -> float:
   """A DICOM decimal string that may be multi-valued (several windows) -> its first value."""
   return float(value[0] if isinstance(value, pydicom.multival.MultiValue) else value)
