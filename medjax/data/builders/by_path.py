@@ -131,7 +131,8 @@ class ByPath(LabelledFilesBuilder):
   # 1.1.0: images at any depth below a class, split folders by name, labels stripped, hidden
   # files left out; 1.2.0: a CSV's id column names its examples, patients are drawn whole;
   # 1.3.0: TIFF stored as PNG, 10-14-bit greyscale scaled to 16 bits (data/images.py),
-  # DICOM's Modality and VOI LUT Sequences and VOILUTFunction applied.
+  # DICOM's Modality and VOI LUT Sequences and VOILUTFunction applied, YBR colour DICOM and
+  # suffix-less DICOM read, CSV Windows paths read with "/", exactly repeated rows read once.
   # Copies prepared by an older version may hold other examples, ids or pixels, so are not
   # reused.
   VERSION = "1.3.0"
