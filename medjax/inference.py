@@ -37,7 +37,7 @@ from medjax import cli, kernels
 from medjax.kernels import precision
 from medjax.data import ops
 from medjax.data.builders import dicom_folder
-from medjax.data import validate
+from medjax.data import images, validate
 
 
 class RunError(cli.UserError):
@@ -178,15 +178,19 @@ def _frozen(workdir, config, results, data, context) -> Run:
 
 
 def read_image(path: Path) -> tuple[bytes | None, str]:
-  """``(encoded bytes, "")`` of an image file (DICOM converted), or ``(None, why not)``,
-  the reason a phrase after the path (``"does not exist"``), as every check gives it."""
+  """``(encoded bytes, "")`` of an image file, converted as a prepared copy stores it
+  (DICOM, TIFF, 12-bit greyscale), or ``(None, why not)``, the reason a phrase after the
+  path (``"does not exist"``), as every check gives it."""
   if not path.is_file():
     return None, "is a folder; give image files" if path.is_dir() else "does not exist"
-  if path.suffix.lower() == ".dcm":
+  if dicom_folder.is_dicom(path):
     problem, _ = dicom_folder.check_dicom(path, 1)
     return (None, problem.reason) if problem else (dicom_folder.dicom_to_png(path), "")
   problem, _ = validate.check_image(path, 1)
-  return (None, problem.reason) if problem else (path.read_bytes(), "")
+  if problem:
+    return None, problem.reason
+  stored = images.encoded(path)  # As the run's prepared copy stores it (TIFF, 12-bit).
+  return (stored if isinstance(stored, bytes) else path.read_bytes()), ""
 
 
 def predict_files(run: Run, paths: list[Path], batch_size: int = 64):
@@ -234,11 +238,10 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     path = Path(item).expanduser()
     if by_path.is_csv(path) and path.is_file():
       for row in by_path.read_table(path, required=("path",)):
-        paths.append(path.parent / row["path"])
+        paths.append(by_path.listed_path(path.parent, row["path"]))
         labels.append(row.get("label", ""))
     elif path.is_dir():
-      found = sorted(p for p in path.rglob("*") if p.is_file()
-                     and p.suffix.lower() in by_path.SUFFIXES)
+      found = sorted(p for p in path.rglob("*") if p.is_file() and by_path.is_image(p))
       if not found:
         raise cli.UserError(f"{path} holds no images ({', '.join(by_path.SUFFIXES)})")
       paths += found

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import io
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -157,10 +158,15 @@ class InputPipeline:
       group_of = getattr(self.builder, "group_of", None)
       groups = {i: g for i in ids if (g := group_of(i))} if group_of else None
       held = stratified_holdout(ids, labels, val_fraction, config.seed, groups)
-      base = self._split_ds["train"]
-      self._split_ds["train"] = _filter_ids(base, held, keep=False)
-      self._split_ds["val"] = _filter_ids(base, held, keep=True)
-      sizes = {"train": len(ids) - len(held), "val": len(held)}
+      sizes = {"train": len(ids) - len(held)}
+      if held:
+        base = self._split_ds["train"]
+        self._split_ds["train"] = _filter_ids(base, held, keep=False)
+        self._split_ds["val"] = _filter_ids(base, held, keep=True)
+        sizes["val"] = len(held)
+      else:  # Too few images a class for one: no validation measures, nothing fitted on val.
+        logging.warning("config.data.val_fraction=%s of %d training images holds out none: "
+                        "no validation set", val_fraction, len(ids))
     else:
       sizes = {role: self.builder.info.splits[self.splits[role]].num_examples
                for role in self._split_ds if role != "test"}
@@ -175,7 +181,11 @@ class InputPipeline:
       self.workdir.mkdir(parents=True, exist_ok=True)
       save_json(self.workdir / DATA_RECORD, {
           "name": d.name, "class_names": list(class_names), "multi_label": multi_label,
-          "source_key": self.info.source_key})
+          "source_key": self.info.source_key, "skipped": list(self.info.skipped)})
+      if self.info.skipped:  # Every run says so, not only the one that prepared the copy.
+        logging.warning("%d bad file(s) of %s skipped (config.data.on_bad_file='skip'; all "
+                        "listed in %s), e.g. %s", len(self.info.skipped), d.name,
+                        self.workdir / DATA_RECORD, ", ".join(self.info.skipped[:5]))
       if getattr(self.builder, "assigned_splits", False):
         save_text(self.workdir / "data_split.csv", _split_csv(self.builder.split_table()))
     self._preprocessed = {}

@@ -79,6 +79,9 @@ class Report:
     archive of 13,000 images is not 13,000 lines), or returns the set of paths to skip."""
     if on_bad_file not in ("fail", "skip"):
       raise ValueError(f"config.data.on_bad_file={on_bad_file!r}; expected 'fail' or 'skip'")
+    if len(self.problems) == 1 and on_bad_file == "fail":  # One finding: one line.
+      raise BadDataError(f"1 bad file in {what}: {self.problems[0]}; fix or remove it, or set "
+                         f"config.data.on_bad_file='skip' to skip and count it")
     if self.problems and on_bad_file == "fail":
       rest = len(self.problems) - LISTED
       lines = "\n".join([f"  {p}" for p in self.problems[:LISTED]] +

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medjax.data import images
 from medjax.retrieval import index as index_lib
 
 MAX_K = 100
@@ -73,6 +74,7 @@ class Service:
   def query(self, data: bytes, k: int = 10, explain: str = "") -> dict:
     """Neighbours, prediction and (when asked) the explanation overlay of one upload."""
     check_image(data)
+    data = images.encoded_bytes(data)  # As the run's data was stored (12-bit greyscale).
     if explain and explain not in self.explain_methods:
       raise ValueError(f"explain={explain!r}; this run offers {list(self.explain_methods)}")
     k = int(min(max(k, 1), MAX_K, len(self.index)))
@@ -104,11 +106,8 @@ class Service:
     if not 0 <= i < len(self.index) or not str(self.index.paths[i]):
       return None
     path = Path(str(self.index.paths[i]))
-    if path.suffix.lower() == ".dcm":  # Converted as the run read it.
-      from medjax import inference
-      encoded, _ = inference.read_image(path)
-    else:
-      encoded = path.read_bytes() if path.is_file() else None
+    from medjax import inference
+    encoded, _ = inference.read_image(path)  # Converted as the run read it (DICOM, TIFF).
     if encoded is None:
       return None
     try:

@@ -72,6 +72,7 @@ def test_csv_multi_label_and_errors(tmp_path):
     f.write("cyst/train_cyst_02.png,cyst|tumour,train\n")
     f.write("normal/train_normal_02.png,normal,test\n")
     f.write("tumour/train_tumour_02.png,tumour,train\n")
+    f.write("normal/train_normal_01.png,normal,train\n")
   builder = builders.get_builder(str(table), tfds_dir=str(tmp_path / "tfds"))
   assert "labels" in builder.info.features and builder.class_names() == CLASSES
   assert examples(builder, "train", "labels")["cyst/train_cyst_02.png"] == [1.0, 0.0, 1.0]
@@ -82,7 +83,8 @@ def test_csv_multi_label_and_errors(tmp_path):
   bad.write_text("path,label,split\ncyst/train_cyst_02.png,cyst,training\n")
   with pytest.raises(cli.UserError, match="'training' is not one of"):
     builders.get_builder(str(bad), tfds_dir=str(tmp_path / "tfds"))
-  bad.write_text("path,label,split\ncyst/nothere.png,cyst,train\n")
+  bad.write_text("path,label,split\ncyst/nothere.png,cyst,train\n"
+                 "normal/train_normal_02.png,normal,train\n")
   with pytest.raises(validate.BadDataError, match="nothere.png: is missing"):
     builders.get_builder(str(bad), tfds_dir=str(tmp_path / "tfds"))
   for missing in (str(tmp_path / "nowhere"), "no_such_dataset"):
@@ -291,6 +293,7 @@ def test_a_drawn_split_keeps_each_patients_images_together(tmp_path, caplog):
   _png(tmp_path / "given" / "train" / "a" / "p1" / "x.png")
   _png(tmp_path / "given" / "test" / "a" / "p1" / "y.png")
   _png(tmp_path / "given" / "test" / "b" / "p2" / "y.png")
+  _png(tmp_path / "given" / "train" / "b" / "p3" / "x.png")
   with caplog.at_level("WARNING"):
     by_path.ByPath(source=str(tmp_path / "given"), data_dir=str(tmp_path / "tfds"))
   assert "1 group(s) (patients) have images in more than one split, e.g. p1" in caplog.text

@@ -18,8 +18,9 @@ Three layouts are recognised, so that no folder needs renaming:
   ``group`` (e.g. the patient); without a split the stratified split above is drawn.
 
 Hidden files (``.DS_Store``, macOS's ``._*`` companions) are not images. Images may be
-DICOM (``.dcm``, converted as :mod:`dicom_folder` does) or any image format
-of :mod:`medjax.data.validate`, grey or colour, 8 or 16 bit. Classes are the sorted class
+DICOM (``.dcm``, ``.dicom``, or a PACS export's files without a suffix, found by content;
+converted as :mod:`dicom_folder` does) or any image format of :mod:`medjax.data.validate`,
+grey or colour, 8 or 16 bit. Classes are the sorted class
 names found, so their order depends only on the names; it is stored in the prepared copy.
 Example ids are paths relative to the folder (or as the CSV writes them, unless its ``id``
 column names them): the same images as a folder or as a CSV are the same examples, and the
@@ -29,7 +30,7 @@ column names them): the same images as a folder or as a CSV are the same example
 import collections
 import csv
 import logging
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from medjax import cli
 from medjax.data import validate
@@ -38,7 +39,7 @@ from medjax.data.builders.class_folders import list_class_folders
 from medjax.data.builders.labelled_files import Entry, LabelledFilesBuilder, Listing, relative
 from medjax.data.splits import stratified_split
 
-SUFFIXES = validate.IMAGE_SUFFIXES + (".dcm",)
+SUFFIXES = validate.IMAGE_SUFFIXES + (".dcm", ".dicom")
 SPLITS = ("train", "val", "test")
 # Split folder names as they are found in the wild -> the split they are.
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val",
@@ -57,34 +58,54 @@ def is_csv(source: Path) -> bool:
 def _images(folder: Path, deep: bool = False) -> list[Path]:
   """Image files in ``folder`` (``deep``: at any depth), hidden files and folders left out."""
   found = folder.rglob("*") if deep else folder.iterdir()
-  return sorted(p for p in found if p.is_file() and p.suffix.lower() in SUFFIXES
+  return sorted(p for p in found if p.is_file() and is_image(p)
                 and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def is_image(path: Path) -> bool:
+  """An image file by its suffix, or a DICOM file by its content (``IM000001``)."""
+  return path.suffix.lower() in SUFFIXES or dicom_folder.is_dicom(path)
 
 
 def read_table(source: Path, required=("path", "label")) -> list[dict]:
   """Rows of a CSV as dicts, with ``where`` = "file.csv:line" for messages; ``required``:
-  the columns it must have (a dataset needs labels, images to predict on do not)."""
-  with source.open(newline="", encoding="utf-8-sig") as f:
-    reader = csv.DictReader(f)
-    columns = [c.strip() for c in reader.fieldnames or []]
-    missing = [c for c in required if c not in columns]
-    if missing:
-      header = "path,label[,split][,id]" if "label" in required else "path[,label]"
-      raise DatasetError(f"{source} lacks the column(s) {missing}; expected a header "
-                         f"'{header}' (path relative to the CSV)")
-    rows = []
-    for number, row in enumerate(reader, start=2):
-      row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-      if any(row.values()):
-        rows.append({**row, "where": f"{source.name}:{number}"})
+  the columns it must have (a dataset needs labels, images to predict on do not). Column
+  names are read in lower case (``Path,Label`` from a spreadsheet); the text must be UTF-8."""
+  try:
+    with source.open(newline="", encoding="utf-8-sig") as f:
+      table = list(csv.reader(f))
+  except UnicodeDecodeError as e:
+    raise DatasetError(f"{source} is not UTF-8 text (byte {e.object[e.start]:#x} at offset "
+                       f"{e.start}); save it as CSV UTF-8") from None
+  columns = [c.strip().lower() for c in (table[0] if table else [])]
+  missing = [c for c in required if c not in columns]
+  if missing:
+    header = "path,label[,split][,id]" if "label" in required else "path[,label]"
+    raise DatasetError(f"{source} lacks the column(s) {missing}; expected a header "
+                       f"'{header}' (path relative to the CSV)")
+  rows = []
+  for number, values in enumerate(table[1:], start=2):
+    row = {c: values[i].strip() if i < len(values) else "" for i, c in enumerate(columns)}
+    if any(row.values()):
+      rows.append({**row, "where": f"{source.name}:{number}"})
   if not rows:
     raise DatasetError(f"{source} lists no images; add rows under its header")
   return rows
 
 
+def listed_path(folder: Path, written: str) -> Path:
+  """The file a CSV row names, relative to the CSV's ``folder`` (or absolute). A path
+  written on Windows (``images\\a.png``) is read with ``/`` where it does not exist as
+  written (a backslash is a legal character in a POSIX file name)."""
+  path = folder / written
+  if "\\" in written and not path.exists():
+    return folder / PureWindowsPath(written).as_posix()
+  return path
+
+
 def listed_files(source: Path) -> list[Path]:
   """The files a dataset CSV names (for its source key)."""
-  return [source.parent / r["path"] for r in read_table(source)]
+  return [listed_path(source.parent, r["path"]) for r in read_table(source)]
 
 
 def _group(path: Path, class_folder: Path) -> str:
@@ -108,9 +129,13 @@ def _warn_split_groups(rows) -> None:
 
 class ByPath(LabelledFilesBuilder):
   # 1.1.0: images at any depth below a class, split folders by name, labels stripped, hidden
-  # files left out; 1.2.0: a CSV's id column names its examples, patients are drawn whole. Copies prepared by an
-  # older version may hold other examples or ids, so are not reused.
-  VERSION = "1.2.0"
+  # files left out; 1.2.0: a CSV's id column names its examples, patients are drawn whole;
+  # 1.3.0: TIFF stored as PNG, 10-14-bit greyscale scaled to 16 bits (data/images.py),
+  # DICOM's Modality and VOI LUT Sequences and VOILUTFunction applied, YBR colour DICOM and
+  # suffix-less DICOM read, CSV Windows paths read with "/", exactly repeated rows read once.
+  # Copies prepared by an older version may hold other examples, ids or pixels, so are not
+  # reused.
+  VERSION = "1.3.0"
   DESCRIPTION = "A user's images given by path: a folder with or without splits, or a CSV."
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Pass the folder or CSV itself as config.data.name (or dataset=PATH in the config
@@ -132,6 +157,10 @@ path,label[,split][,id]."""
     self._groups = {r["id"]: r["group"] for r in self._rows if r["group"]}
     labels = {c for r in self._rows for c in r["labels"]}
     self._classes = tuple(sorted(labels))
+    if len(self._classes) < 2:
+      found = f"only the class {self._classes[0]!r}" if self._classes else "no labels"
+      raise DatasetError(f"{self.source} holds {found}; a classifier needs images of at "
+                         f"least two classes (a folder, or a label, per class)")
     self.MULTI_LABEL = any(len(r["labels"]) > 1 for r in self._rows)
     super().__init__(**kwargs)
 
@@ -141,17 +170,29 @@ path,label[,split][,id]."""
   def _read(self, fractions, seed) -> tuple[list[dict], bool]:
     """Rows ``{path, id, labels, split, where}``; whether the splits were drawn here."""
     if is_csv(self.source):
-      rows = []
+      rows, seen = [], {}
       for r in read_table(self.source):
+        if not r["path"]:
+          raise DatasetError(f"{self.source} ({r['where']}): the path is empty; give the "
+                             f"image's path (relative to the CSV) or remove the row")
         labels = tuple(sorted({label.strip() for label in r["label"].split(MULTI_LABEL_SEPARATOR)}
                               - {""}))
         split = r.get("split", "")
         if split and split not in SPLITS:
           raise DatasetError(f"{self.source} ({r['where']}): split {split!r} is not one of "
                              f"{list(SPLITS)}")
-        rows.append({"path": self.root / r["path"], "id": r.get("id") or r["path"],
-                     "labels": labels, "split": split, "where": r["where"],
-                     "group": r.get("group", "")})
+        path = listed_path(self.root, r["path"])
+        written = r["path"] if path == self.root / r["path"] else path.relative_to(self.root)
+        row = {"path": path, "id": r.get("id") or str(written), "labels": labels,
+               "split": split, "where": r["where"], "group": r.get("group", "")}
+        first = seen.setdefault(row["id"], row)
+        if first is not row and all(first[k] == row[k] for k in row if k != "where"):
+          # The same row twice (e.g. exports concatenated): one example. A repeated id with
+          # another label or split is a conflict, refused when listed.
+          logging.warning("%s repeats %s (same path, label and split): read once",
+                          r["where"], first["where"])
+          continue
+        rows.append(row)
     else:
       rows = self._read_folder()
     if not rows:
@@ -160,6 +201,7 @@ path,label[,split][,id]."""
     groups = {r["id"]: r["group"] for r in rows if r["group"]}
     if all(r["split"] for r in rows):
       _warn_split_groups(rows)
+      self._check_given_classes(rows)
       return rows, False
     if any(r["split"] for r in rows):
       raise DatasetError(f"{self.source}: some rows have a split and some do not; give every "
@@ -169,12 +211,30 @@ path,label[,split][,id]."""
     if groups:
       logging.info("Split drawn by group (patient): %d groups hold %d of the %d images.",
                    len(set(groups.values())), len(groups), len(rows))
-    for key in sorted({"|".join(r["labels"]) for r in rows}):
+    for key in sorted({"|".join(r["labels"]) for r in rows} - {""}):  # "": refused later.
       drawn = {chosen[r["id"]] for r in rows if "|".join(r["labels"]) == key}
       if fractions[2] and "test" not in drawn:
         logging.warning("class %r has too few images for a test example (%s only): its test "
                         "measures will be missing", key, ", ".join(sorted(drawn)))
     return [{**r, "split": chosen[r["id"]]} for r in rows], True
+
+  def _check_given_classes(self, rows) -> None:
+    """Given splits: a class with no training image cannot be learnt (often a folder name
+    spelt differently, ``Normal`` beside ``normal``), so is refused; a class without test
+    images is warned about."""
+    found = collections.defaultdict(set)
+    for r in rows:
+      found[r["split"]].update(r["labels"])
+    untrained = sorted(set().union(*found.values()) - found["train"])
+    if untrained:
+      named = ", ".join(f"{c!r} (in {'/'.join(sorted(s for s in found if c in found[s]))})"
+                        for c in untrained)
+      raise DatasetError(f"{self.source}: class(es) {named} have no training images, so "
+                         f"cannot be learnt; the training classes are {sorted(found['train'])}"
+                         f": rename, add training images or remove them")
+    if "test" in found:
+      for c in sorted(found["train"] - found["test"]):
+        logging.warning("class %r has no test images: its test measures will be missing", c)
 
   def _read_folder(self) -> list[dict]:
     top = list_class_folders(self.root)
@@ -186,6 +246,9 @@ path,label[,split][,id]."""
       others = sorted(set(top) - set(SPLIT_FOLDERS))
       raise DatasetError(f"{self.root} has a train folder beside {others}: expected split "
                          f"folders {sorted(SPLIT_FOLDERS)} or class folders")
+    if "train" not in top and set(top) <= set(SPLIT_FOLDERS):
+      raise DatasetError(f"{self.root} has the split folder(s) {top} but no train folder: "
+                         f"add train/<class>/<image> (or give the folder of the class folders)")
     if "train" not in top:  # <class>/.../<image>
       for name in top:
         found = _images(self.root / name, deep=True)
@@ -210,6 +273,9 @@ path,label[,split][,id]."""
 
   def _root(self, dl_manager) -> Path:
     return self.root
+
+  def _source_name(self, root: Path) -> str:
+    return str(self.source)
 
   def _list(self, root: Path) -> Listing:
     listing = Listing()
@@ -244,9 +310,11 @@ path,label[,split][,id]."""
             and relative(str(r["path"]), self.root) not in skipped]
 
   def _check_file(self, path: Path):
-    if path.suffix.lower() == ".dcm":
+    if dicom_folder.is_dicom(path):
       return dicom_folder.check_dicom(path, self._min_side)
     return super()._check_file(path)
 
   def _encoded(self, path: Path):
-    return dicom_folder.dicom_to_png(path) if path.suffix.lower() == ".dcm" else path
+    if dicom_folder.is_dicom(path):
+      return dicom_folder.dicom_to_png(path)
+    return super()._encoded(path)

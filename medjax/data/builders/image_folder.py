@@ -9,7 +9,7 @@ from medjax.data.builders.class_folders import ClassFoldersBuilder, list_class_f
 
 
 class ImageFolder(ClassFoldersBuilder):
-  VERSION = "1.0.0"
+  VERSION = "1.1.0"  # 1.1.0: TIFF and 10-14-bit greyscale stored as PNG (data/images.py).
   DESCRIPTION = "A generic image folder: <root>/<split>/<class>/<image>."
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Arrange your images as <root>/<split>/<class>/<image> (split folders such as train/, val/,

@@ -8,12 +8,14 @@ listing into :class:`Entry` objects per split, recording what it could not read 
 undecodable files and either fails with ONE error naming every problem or, with
 ``on_bad_file='skip'``, drops and counts them (``info.metadata['skipped']``), so that a long
 run neither dies on image 9,000 nor silently trains on a broken file. Encoded bytes are
-stored unchanged: decoding, bit depth and colour are handled once, in
-:mod:`medjax.data.ops`.
+stored unchanged where TensorFlow decodes them as a viewer shows them (TIFF and greyscale
+of 10-14 bits in 16 are stored as PNG: :mod:`medjax.data.images`); decoding and colour are
+handled once, in :mod:`medjax.data.ops`.
 """
 import abc
 import csv
 import dataclasses
+import logging
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from medjax.data import validate
+from medjax.data import images, validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,8 +193,14 @@ class LabelledFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     return validate.check_image(path, self._min_side)
 
   def _encoded(self, path: Path):
-    """What the ``image`` feature stores for ``path``: the file's own bytes by default."""
-    return path
+    """What the ``image`` feature stores for ``path``: the file's own bytes where TensorFlow
+    decodes them as they are, else lossless PNG (TIFF; greyscale of 10-14 bits scaled to 16
+    bits: :func:`medjax.data.images.encoded`)."""
+    return images.encoded(path)
+
+  def _source_name(self, root: Path) -> str:
+    """What messages call the dataset's files (its folder; a CSV where one lists them)."""
+    return str(root)
 
   def _split_generators(self, dl_manager):
     root = self._root(dl_manager)
@@ -205,11 +213,17 @@ class LabelledFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
           report.add(validate.Problem(str(entry.path), f"is missing{listed}"), None)
         else:
           report.add(*self._check_file(entry.path))
-    skipped = report.raise_or_skip(self._on_bad_file, str(root))
+    skipped = report.raise_or_skip(self._on_bad_file, self._source_name(root))
     self.info.metadata["skipped"] = sorted(relative(p, root) for p in skipped)
     self.info.metadata["image_kinds"] = validate.mode_histogram(report.modes)
-    return {split: self._generate_examples([e for e in items if str(e.path) not in skipped])
+    kept = {split: [e for e in items if str(e.path) not in skipped]
             for split, items in entries.items()}
+    for split in sorted(split for split, items in kept.items() if not items):
+      # TFDS cannot write an empty split; the pipeline does without one (a validation
+      # holdout from train instead of val; no test measures without test).
+      logging.warning("split %r of %s has no images (a small class drawn, or its files "
+                      "skipped as bad): it is left out", split, self._source_name(root))
+    return {split: self._generate_examples(items) for split, items in kept.items() if items}
 
   def _generate_examples(self, entries):
     label_key = "labels" if self.MULTI_LABEL else "label"
