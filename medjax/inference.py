@@ -36,7 +36,7 @@ import tensorflow as tf
 from medjax import cli, kernels
 from medjax.kernels import precision
 from medjax.data import ops
-from medjax.data.builders import dicom_folder
+from medjax.data.builders import by_path, dicom_folder
 from medjax.data import images, validate
 
 
@@ -184,8 +184,8 @@ def read_image(path: Path) -> tuple[bytes | None, str]:
   if not path.is_file():
     return None, "is a folder; give image files" if path.is_dir() else "does not exist"
   if dicom_folder.is_dicom(path):
-    problem, _ = dicom_folder.check_dicom(path, 1)
-    return (None, problem.reason) if problem else (dicom_folder.dicom_to_png(path), "")
+    problem, image = dicom_folder.read_dicom(path, 1)  # Converted once, checked and kept.
+    return (None, problem.reason) if problem else (images.png(image), "")
   problem, _ = validate.check_image(path, 1)
   if problem:
     return None, problem.reason
@@ -232,7 +232,6 @@ def predicted(run: Run, scores: np.ndarray) -> list[str]:
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
   """``(image paths, labels or '')`` of files, folders (recursively) and CSVs (a ``path``
   column, relative to the CSV, and an optional ``label``), for predict and retrieve."""
-  from medjax.data.builders import by_path
   paths, labels = [], []
   for item in inputs:
     path = Path(item).expanduser()

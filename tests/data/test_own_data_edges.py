@@ -34,6 +34,7 @@ def test_a_single_class_is_refused_by_name(tmp_path):
     by_path.ByPath(source=str(tmp_path / "study"), data_dir=str(tmp_path / "tfds"))
 
 
+@pytest.mark.slow  # A subprocess.
 def test_a_single_class_ends_the_command_with_one_line_and_status_2(tmp_path):
   for i in range(6):
     png(tmp_path / "study" / "pneumonia" / f"{i}.png")

@@ -22,15 +22,13 @@ one error (or skipped with ``on_bad_file='skip'``). Compressed transfer syntaxes
 pydicom's optional pixel-data plugins (e.g. ``pylibjpeg``) are installed; without them
 the file is reported with pydicom's message.
 """
-import io
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from PIL import Image
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from medjax.data import validate
+from medjax.data import images, validate
 from medjax.data.builders.image_folder import ImageFolder
 
 _MAX = 65535.0
@@ -109,26 +107,29 @@ def to_display(ds: pydicom.Dataset) -> np.ndarray:
 
 def dicom_to_png(path: Path) -> bytes:
   """The PNG bytes stored for DICOM file ``path`` (see the module docstring)."""
-  image = to_display(pydicom.dcmread(path))
-  buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format="PNG")
-  return buffer.getvalue()
+  return images.png(to_display(pydicom.dcmread(path)))
 
 
-def check_dicom(path: Path, min_side: int = validate.MIN_SIDE):
-  """``(problem, PIL mode)`` of one DICOM file, as :func:`validate.check_image` for images."""
+def read_dicom(path: Path, min_side: int = validate.MIN_SIDE):
+  """``(problem, display image)`` of one DICOM file, converted once: the image is None
+  where the file cannot be read, and comes with its problem where it is too small."""
   if path.stat().st_size == 0:
     return validate.Problem(str(path), "is empty (0 bytes)"), None
   try:
     image = to_display(pydicom.dcmread(path))
   except Exception as e:  # pydicom raises many types for damaged files; all mean "bad".
     return validate.Problem(str(path), f"is not a readable DICOM image ({e})"), None
-  mode = "RGB" if image.ndim == 3 else "I;16"
   height, width = image.shape[:2]
   if min(height, width) < min_side:
     return validate.Problem(str(path), f"is implausibly small ({width}x{height} pixels; at "
-                                       f"least {min_side} expected on each side)"), mode
-  return None, mode
+                                       f"least {min_side} expected on each side)"), image
+  return None, image
+
+
+def check_dicom(path: Path, min_side: int = validate.MIN_SIDE):
+  """``(problem, PIL mode)`` of one DICOM file, as :func:`validate.check_image` for images."""
+  problem, image = read_dicom(path, min_side)
+  return problem, None if image is None else ("RGB" if image.ndim == 3 else "I;16")
 
 
 class DicomFolder(ImageFolder):
