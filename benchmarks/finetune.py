@@ -49,9 +49,12 @@ def _medjax_step(config, images: np.ndarray, labels: np.ndarray):
 
 
 def _config(recipe: bool, size: int):
+  """The config the case steps, its loss resolved for single-label data as the trainer
+  resolves ``"auto"`` from the data."""
+  config = finetune.get_config(f"train_size={size}" if recipe else f"mode=full,train_size={size}")
+  config.loss = losses.resolve(config.loss, multi_label=False)
   if recipe:
-    return finetune.get_config(f"train_size={size}")
-  config = finetune.get_config(f"mode=full,train_size={size}")
+    return config
   with config.unlocked():
     config.model.bn_frozen = False
     config.label_smoothing, config.class_balance = 0.0, ""

@@ -109,3 +109,20 @@ def test_each_case_runs_in_its_own_process_and_an_unknown_case_is_one_line(tmp_p
                         f"--out={out}"], cwd=root, capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and "--case=vlad/none: no such case" in bad.stderr
   assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", [False, True])
+def test_finetune_cases_step_the_trainers_step_on_tiny_images(recipe):
+  """The fine-tuning cases build the step from configs/finetune.py outside the trainer, so
+  a config default the trainer resolves from the data (``loss='auto'``) must be resolved
+  here too; one step on two 32-pixel images catches it before a long benchmark run does."""
+  import numpy as np
+
+  from benchmarks import finetune
+  config = finetune._config(recipe, 32)
+  assert config.loss == "softmax_xent"
+  run_step, _ = finetune._medjax_step(config, np.zeros((2, 32, 32, 3), np.float32),
+                                      np.array([0, 1], np.int32))
+  (metrics,) = run_step()
+  assert np.isfinite(float(metrics["loss"]))
