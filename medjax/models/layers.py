@@ -88,7 +88,8 @@ normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 class BatchNorm(nn.Module):
   """``nn.BatchNorm`` over the last axis (float32 statistics, ``E[x^2] - E[x]^2`` variance,
-  running averages not updated while initialising): the same variables, values and updates,
+  running averages not updated while initialising): the same variables, values, output
+  dtype and updates,
   normalising by :func:`normalize` so that training keeps no extra activation-sized
   residual."""
   use_running_average: bool | None = None
@@ -114,4 +115,7 @@ class BatchNorm(nn.Module):
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
-    return normalize(x, mean, jax.lax.rsqrt(var + self.epsilon) * scale, bias)
+    # Flax's output dtype: the input's and the parameters' (bfloat16 under mixed precision,
+    # where the step casts the parameters), not widened by the float32 statistics.
+    dtype = jnp.result_type(x, scale, bias)
+    return normalize(x, mean, jax.lax.rsqrt(var + self.epsilon) * scale, bias).astype(dtype)

@@ -9,6 +9,7 @@ import pytest
 
 from medjax import kernels, parallel
 from medjax.kernels import precision
+from medjax.models.layers import BatchNorm
 from medjax.train import step
 
 
@@ -28,12 +29,14 @@ def test_unknown_compute_dtype_names_the_key_and_the_choices():
 
 
 class TinyBNNet(nn.Module):
-  """Conv, batch norm, dropout, dense: every kind of state the trainer's step carries."""
+  """Conv, medjax's batch norm, conv, dropout, dense: every kind of state the trainer's step
+  carries, and a layer that reads the batch norm's output in the compute dtype."""
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     x = kernels.Conv(8, (3, 3), kernels=kernels.XLA_CPU)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+    x = BatchNorm(use_running_average=not train, momentum=0.9)(x)
+    x = kernels.Conv(8, (1, 1), kernels=kernels.XLA_CPU)(x)
     x = nn.Dropout(0.2, deterministic=not train)(nn.relu(x))
     pre_logits = jnp.mean(x, axis=(1, 2))
     return nn.Dense(2)(pre_logits), {"pre_logits": pre_logits}

@@ -65,6 +65,7 @@ def test_batch_norm_is_flax_batch_norm_in_variables_values_updates_and_gradients
   (y, stats), (y_flax, stats_flax) = (
       jax.jit(functools.partial(m.apply, mutable=["batch_stats"]))(variables, x)
       for m in (ours, flax_bn))
+  assert y.dtype == y_flax.dtype
   np.testing.assert_array_equal(y, y_flax)
   for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(stats_flax)):
     np.testing.assert_array_equal(a, b)
@@ -81,6 +82,24 @@ def test_batch_norm_is_flax_batch_norm_in_variables_values_updates_and_gradients
     assert a.dtype == b.dtype
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(b))))
+
+
+@pytest.mark.parametrize("running", [True, False], ids=["running-statistics", "batch-statistics"])
+def test_batch_norm_under_mixed_precision_returns_the_compute_dtype(running):
+  # The trainer's bfloat16 step casts the parameters, not the float32 batch statistics; the
+  # output must stay bfloat16 as Flax's does, or the next layer meets a float32 input and a
+  # bfloat16 kernel (the fine-tuning step failed so).
+  _, x = _bn_inputs()
+  x = x.astype(jnp.bfloat16)
+  variables = BatchNorm(use_running_average=running).init(jax.random.PRNGKey(0), x)
+  variables = {"params": jax.tree.map(lambda v: v.astype(jnp.bfloat16), variables["params"]),
+               "batch_stats": variables["batch_stats"]}
+  outputs = [jax.jit(functools.partial(m.apply, mutable=["batch_stats"]))(variables, x)[0]
+             for m in (BatchNorm(use_running_average=running),
+                       nn.BatchNorm(use_running_average=running))]
+  assert outputs[0].dtype == outputs[1].dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(outputs[0], np.float32),
+                             np.asarray(outputs[1], np.float32), atol=0.05)
 
 
 def test_batch_norm_keeps_its_input_not_a_centred_copy_for_the_backward_pass():
