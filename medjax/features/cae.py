@@ -187,7 +187,7 @@ def _loss_bwd(residuals, ct):
 loss.defvjp(_loss_fwd, _loss_bwd)
 
 
-@functools.partial(kernels.jit, static_argnames=("compute_dtype",))
+@functools.partial(kernels.jit, wide_products=True, static_argnames=("compute_dtype",))
 def features(params: dict, x: jax.Array, compute_dtype: str = "float32") -> jax.Array:
   """The SVM input: zero-bias pooled codes flattened to ``(B, H // 2 * W // 2 * F)``,
   float32, computed in ``compute_dtype`` (:mod:`medjax.kernels.precision`)."""
@@ -226,7 +226,8 @@ def train_step(params: dict, opt_state: optax.OptState, batch: jax.Array,
   return optax.apply_updates(params, updates), opt_state, value
 
 
-@functools.partial(kernels.jit, static_argnames=("optimizer", "reduction", "compute_dtype"),
+@functools.partial(kernels.jit, wide_products=True,
+                   static_argnames=("optimizer", "reduction", "compute_dtype"),
                    donate_argnums=(0, 1))
 def train_steps(params: dict, opt_state: optax.OptState, batches: tuple,
                 optimizer: optax.GradientTransformation, reduction: str = "mean",

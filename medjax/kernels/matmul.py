@@ -7,12 +7,14 @@ or a left operand contracted over its first axis (as every weight gradient is), 
 converted to float32 first and runs at the float32 rate. :func:`matmul` keeps all three
 products of a layer (value, input gradient, weight gradient) in the fast forms and
 accumulates in float32; in float32 it is the plain product. A float32 weight gradient with
-a wide result runs faster with its left operand written out transposed as well (:func:`tn`).
+a wide result runs faster with its left operand written out transposed as well (:func:`tn`)
+on AVX2 CPUs; with AVX-512 the single contraction is as fast or faster.
 docs/performance.md has the measurements.
 """
 import jax
 import jax.numpy as jnp
 
+from medjax.kernels import isa
 from medjax.kernels.precision import accumulation_dtype, is_narrow
 
 
@@ -33,20 +35,24 @@ def transposed(a: jax.Array) -> jax.Array:
   return jnp.transpose(a.reshape(rows, cols, 1), (1, 0, 2)).reshape(cols, rows)
 
 
-# float32 ``a.T @ b`` ((m, k)^T (m, n)) with ``a`` written out transposed first when its
-# result is wide: m >= MIN_CONTRACTED, n >= MIN_RESULT_COLUMNS and MIN_RESULT_ROWS <= k <= n
-# (docs/performance.md, "Wide weight gradients transposed first"). Elsewhere XLA:CPU's
-# first-axis contraction is as fast or faster.
+# float32 ``a.T @ b`` ((m, k)^T (m, n)) with ``a`` written out transposed first, on an AVX2
+# CPU, when its result is wide: m >= MIN_CONTRACTED, n >= MIN_RESULT_COLUMNS and
+# MIN_RESULT_ROWS <= k <= n (docs/performance.md, "Wide weight gradients transposed first").
+# Elsewhere, and on every shape with AVX-512, XLA:CPU's first-axis contraction is as fast or
+# faster.
 MIN_CONTRACTED, MIN_RESULT_COLUMNS, MIN_RESULT_ROWS = 1024, 2048, 128
 
 
-def _transpose_first(a: jax.Array, b: jax.Array) -> bool:
+def _transpose_first(a: jax.Array, b: jax.Array, vector_floats: int | None = None) -> bool:
   """Whether float32 ``a.T @ b`` runs faster as ``transposed(a) @ b`` than as one
-  first-axis contraction: true for the CAE's ``(18432, 2304)^T (18432, 4096)`` weight
-  gradients, false for fully connected and pointwise ones."""
+  first-axis contraction on a CPU of ``vector_floats`` float32 lanes (default: this host's):
+  true with AVX2 for the CAE's ``(18432, 2304)^T (18432, 4096)`` weight gradients, false for
+  fully connected and pointwise ones and with AVX-512."""
+  lanes = isa.vector_floats() if vector_floats is None else vector_floats
   m, k = a.shape
   n = b.shape[1]
-  return m >= MIN_CONTRACTED and n >= MIN_RESULT_COLUMNS and MIN_RESULT_ROWS <= k <= n
+  return (lanes == 8 and m >= MIN_CONTRACTED and n >= MIN_RESULT_COLUMNS
+          and MIN_RESULT_ROWS <= k <= n)
 
 
 def tn(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -24,7 +24,33 @@ def cpu_options():
 
 
 def test_options_on_cpu_are_the_cpu_options(cpu_options):
-  assert cpu_options == compiler.CPU_OPTIONS
+  assert cpu_options == compiler.cpu_options()
+
+
+def test_onednn_takes_float32_products_only_of_wide_product_programs_with_avx512():
+  avx2, avx512 = frozenset({"avx2", "fma"}), frozenset({"avx2", "avx512f"})
+  assert compiler.cpu_options(True, avx2) == compiler.CPU_OPTIONS
+  assert compiler.cpu_options(False, avx512) == compiler.CPU_OPTIONS
+  assert compiler.cpu_options(True, avx512) == {**compiler.CPU_OPTIONS,
+                                                **compiler.ONEDNN_DOT_OPTIONS}
+
+
+def test_with_oneDNN_float32_products_leave_ynnpack_and_bfloat16_ones_stay(cpu_options):
+  """Where the options route float32 products to oneDNN, a bfloat16 product with a float32
+  result (oneDNN takes none) must still reach YNNPACK's bfloat16 kernels."""
+  wide = compiler.options(wide_products=True)
+  if "xla_cpu_use_onednn" not in wide:
+    pytest.skip("this CPU keeps every product with YNNPACK (no AVX-512)")
+  a = jnp.ones((256, 256))
+
+  def fusions(fn, x):
+    hlo = jax.jit(fn, compiler_options=wide).lower(x).compile().as_text()
+    return hlo.count("__onednn_fusion"), hlo.count("__ynn_fusion")
+  onednn, _ = fusions(lambda x: x @ x, a)
+  assert onednn > 0
+  onednn, ynn = fusions(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32),
+                        a.astype(jnp.bfloat16))
+  assert onednn == 0 and ynn > 0
 
 
 @pytest.mark.parametrize("name, kwargs, shape", [

@@ -31,9 +31,10 @@ def test_wide_float32_weight_gradients_are_transposed_first():
   """The rule: transposed first only for a wide result (the CAE's weight gradients), the
   first-axis contraction for fully connected and pointwise shapes; both forms give the
   product."""
-  shape = lambda m, k, n: (jax.ShapeDtypeStruct((m, k), jnp.float32),
-                           jax.ShapeDtypeStruct((m, n), jnp.float32))
+  shape = lambda m, k, n, lanes=8: (jax.ShapeDtypeStruct((m, k), jnp.float32),
+                                    jax.ShapeDtypeStruct((m, n), jnp.float32), lanes)
   assert mm._transpose_first(*shape(18432, 2304, 4096))  # CAE encoder and decoder kernels
+  assert not mm._transpose_first(*shape(18432, 2304, 4096, 16))  # with AVX-512: not at all
   assert mm._transpose_first(*shape(1024, 512, 2048))
   assert not mm._transpose_first(*shape(64, 4096, 4096))  # AlexNet fc6: batch 64 contracted
   assert not mm._transpose_first(*shape(256, 20480, 800))  # IRMA C fc1: narrow result
@@ -41,9 +42,12 @@ def test_wide_float32_weight_gradients_are_transposed_first():
   assert not mm._transpose_first(*shape(100352, 24, 144))  # EfficientNet pointwise
   assert not mm._transpose_first(*shape(1024, 64, 4096))  # too few result rows
   a, g = numpy_normal(4, (1024, 160)), numpy_normal(5, (1024, 2048))
-  assert mm._transpose_first(a, g)
+  assert mm._transpose_first(a, g, 8)
   want = jax.jit(lambda a, g: jax.lax.dot_general(a, g, (((0,), (0,)), ((), ()))))(a, g)
   np.testing.assert_allclose(jax.jit(mm.tn)(a, g), want, rtol=1e-5, atol=1e-4)
+  # The transposed form itself, whichever form this host's rule picks.
+  np.testing.assert_allclose(jax.jit(lambda a, g: mm.transposed(a) @ g)(a, g), want,
+                             rtol=1e-5, atol=1e-4)
 
 
 def test_bfloat16_product_and_gradients_are_float32_accumulated():
