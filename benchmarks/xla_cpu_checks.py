@@ -9,6 +9,9 @@ what was observed and whether the premise still ``holds``:
 
 - ``compiler_options/convolutions_leave_ynnpack``: with ``medjax.kernels``' compile options a
   convolution compiles to no YNNPACK fusion, while a matrix product still does.
+- ``compiler_options/wide_products_float32_to_onednn``: on a CPU with AVX-512, a
+  ``wide_products`` program's float32 product compiles to a oneDNN fusion while a bfloat16
+  product with a float32 result still compiles to a YNNPACK one (its bfloat16 kernels).
 - ``host_memory/plain_faults_every_run``: without ``medjax.host_memory``'s policy each run
   of a program with a 144 MB temporary page-faults it in anew (the cost the policy removes).
 - ``host_memory/retained_runs_fault_nothing``: with the policy, later runs reuse the block.
@@ -52,10 +55,28 @@ _FAULTS_PROGRAM = textwrap.dedent("""
 _TEMP_PAGES = 6000 * 6000 * 4 // 4096
 
 
-def ynn_fusions(fn, *args) -> int:
-  options = compiler.options() or None
+def fusions(fn, *args, kind: str = "__ynn_fusion", wide_products: bool = False) -> int:
+  options = compiler.options(wide_products=wide_products) or None
   hlo = jax.jit(fn, compiler_options=options).lower(*args).compile().as_text()
-  return hlo.count('"kind":"__ynn_fusion"')
+  return hlo.count(f'"kind":"{kind}"')
+
+
+def onednn_check() -> dict:
+  name = "compiler_options/wide_products_float32_to_onednn"
+  if "xla_cpu_use_onednn" not in compiler.options(wide_products=True):
+    return {"name": name, "holds": None,
+            "observed": "not applicable: no AVX-512 here, every product stays with YNNPACK"}
+  a = jnp.ones((256, 256))
+  bf16 = lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32)
+  observed = {
+      "float32_onednn_fusions": fusions(jnp.dot, a, a, kind="__onednn_fusion",
+                                        wide_products=True),
+      "bfloat16_onednn_fusions": fusions(bf16, a.astype(jnp.bfloat16), kind="__onednn_fusion",
+                                         wide_products=True),
+      "bfloat16_ynn_fusions": fusions(bf16, a.astype(jnp.bfloat16), wide_products=True)}
+  holds = (observed["float32_onednn_fusions"] >= 1 and observed["bfloat16_onednn_fusions"] == 0
+           and observed["bfloat16_ynn_fusions"] >= 1)
+  return {"name": name, "holds": holds, "observed": observed}
 
 
 def compiler_option_checks() -> list[dict]:
@@ -66,11 +87,12 @@ def compiler_option_checks() -> list[dict]:
   x, w = jnp.ones((2, 16, 16, 20)), jnp.ones((3, 3, 20, 20))
   conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  conv_fusions = ynn_fusions(conv, x, w)
-  matmul_fusions = ynn_fusions(jnp.dot, jnp.ones((64, 64)), jnp.ones((64, 64)))
+  conv_fusions = fusions(conv, x, w)
+  matmul_fusions = fusions(jnp.dot, jnp.ones((64, 64)), jnp.ones((64, 64)))
   return [{"name": "compiler_options/convolutions_leave_ynnpack",
            "holds": conv_fusions == 0 and matmul_fusions >= 1,
-           "observed": {"conv_ynn_fusions": conv_fusions, "matmul_ynn_fusions": matmul_fusions}}]
+           "observed": {"conv_ynn_fusions": conv_fusions, "matmul_ynn_fusions": matmul_fusions}},
+          onednn_check()]
 
 
 def _faults(mode: str) -> dict:

@@ -35,24 +35,6 @@ def test_onednn_takes_float32_products_only_of_wide_product_programs_with_avx512
                                                 **compiler.ONEDNN_DOT_OPTIONS}
 
 
-def test_with_oneDNN_float32_products_leave_ynnpack_and_bfloat16_ones_stay(cpu_options):
-  """Where the options route float32 products to oneDNN, a bfloat16 product with a float32
-  result (oneDNN takes none) must still reach YNNPACK's bfloat16 kernels."""
-  wide = compiler.options(wide_products=True)
-  if "xla_cpu_use_onednn" not in wide:
-    pytest.skip("this CPU keeps every product with YNNPACK (no AVX-512)")
-  a = jnp.ones((256, 256))
-
-  def fusions(fn, x):
-    hlo = jax.jit(fn, compiler_options=wide).lower(x).compile().as_text()
-    return hlo.count("__onednn_fusion"), hlo.count("__ynn_fusion")
-  onednn, _ = fusions(lambda x: x @ x, a)
-  assert onednn > 0
-  onednn, ynn = fusions(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32),
-                        a.astype(jnp.bfloat16))
-  assert onednn == 0 and ynn > 0
-
-
 @pytest.mark.parametrize("name, kwargs, shape", [
     ("lenet_ova", {}, (64, 64, 1)), ("irma_cnn", {"variant": "C"}, (32, 32, 1))])
 def test_once_compiles_initialisation_to_the_same_bits(cpu_options, name, kwargs, shape):
