@@ -61,7 +61,7 @@ def options(once: bool = False, wide_products: bool = False) -> dict:
       return wanted
     except (TypeError, jax.errors.JaxRuntimeError):
       continue
-  return options() if once else {}
+  return options(False, wide_products) if once else {}
 
 
 def _nested_options_error(error: ValueError) -> bool:
