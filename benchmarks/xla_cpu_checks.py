@@ -55,10 +55,11 @@ _FAULTS_PROGRAM = textwrap.dedent("""
 _TEMP_PAGES = 6000 * 6000 * 4 // 4096
 
 
-def fusions(fn, *args, kind: str = "__ynn_fusion", wide_products: bool = False) -> int:
+def fusions(fn, *args, wide_products: bool = False) -> dict[str, int]:
+  """How many YNNPACK and oneDNN fusions ``fn`` compiles to, under medjax's options."""
   options = compiler.options(wide_products=wide_products) or None
   hlo = jax.jit(fn, compiler_options=options).lower(*args).compile().as_text()
-  return hlo.count(f'"kind":"{kind}"')
+  return {kind: hlo.count(f'"kind":"__{kind}_fusion"') for kind in ("ynn", "onednn")}
 
 
 def onednn_check() -> dict:
@@ -68,12 +69,10 @@ def onednn_check() -> dict:
             "observed": "not applicable: no AVX-512 here, every product stays with YNNPACK"}
   a = jnp.ones((256, 256))
   bf16 = lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32)
-  observed = {
-      "float32_onednn_fusions": fusions(jnp.dot, a, a, kind="__onednn_fusion",
-                                        wide_products=True),
-      "bfloat16_onednn_fusions": fusions(bf16, a.astype(jnp.bfloat16), kind="__onednn_fusion",
-                                         wide_products=True),
-      "bfloat16_ynn_fusions": fusions(bf16, a.astype(jnp.bfloat16), wide_products=True)}
+  f32, b16 = fusions(jnp.dot, a, a, wide_products=True), fusions(
+      bf16, a.astype(jnp.bfloat16), wide_products=True)
+  observed = {"float32_onednn_fusions": f32["onednn"],
+              "bfloat16_onednn_fusions": b16["onednn"], "bfloat16_ynn_fusions": b16["ynn"]}
   holds = (observed["float32_onednn_fusions"] >= 1 and observed["bfloat16_onednn_fusions"] == 0
            and observed["bfloat16_ynn_fusions"] >= 1)
   return {"name": name, "holds": holds, "observed": observed}
@@ -87,8 +86,8 @@ def compiler_option_checks() -> list[dict]:
   x, w = jnp.ones((2, 16, 16, 20)), jnp.ones((3, 3, 20, 20))
   conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  conv_fusions = fusions(conv, x, w)
-  matmul_fusions = fusions(jnp.dot, jnp.ones((64, 64)), jnp.ones((64, 64)))
+  conv_fusions = fusions(conv, x, w)["ynn"]
+  matmul_fusions = fusions(jnp.dot, jnp.ones((64, 64)), jnp.ones((64, 64)))["ynn"]
   return [{"name": "compiler_options/convolutions_leave_ynnpack",
            "holds": conv_fusions == 0 and matmul_fusions >= 1,
            "observed": {"conv_ynn_fusions": conv_fusions, "matmul_ynn_fusions": matmul_fusions}},
