@@ -1,9 +1,9 @@
 """CLAHE in TensorFlow graph ops: scikit-image's ``equalize_adapthist``, step for step.
 
-The ``clahe`` preprocessing op runs scikit-image through ``tf.numpy_function``, which a
-SavedModel cannot hold; :func:`equalize_adapthist` computes the same thing with graph ops
-only, so ``medjax.export`` can ship runs whose preprocessing equalises (every IRMA CNN
-run). It follows scikit-image 0.26's integer steps exactly (14-bit rescale, reflect
+scikit-image through ``tf.numpy_function`` holds the GIL and cannot be saved in a
+SavedModel; :func:`equalize_adapthist` computes the same thing with graph ops only, so
+``medjax.export`` can ship runs whose preprocessing equalises (every IRMA CNN run), and the
+``clahe`` op runs it, compiled by XLA, on images whose size is fixed. It follows scikit-image 0.26's integer steps exactly (14-bit rescale, reflect
 padding, per-tile histograms, its clipping and excess redistribution, the mapping) and
 its float32 accumulation of the bilinear interpolation, so outputs agree to float32
 round-off (``tests/data/test_clahe.py`` bounds the difference on real and random images).
@@ -30,7 +30,7 @@ def equalize_adapthist(image: tf.Tensor, kernel_size=None, clip_limit: float = 0
   # img_as_uint: float32 products, rounded half to even.
   u = tf.clip_by_value(tf.math.round(image * np.float32(65535)), 0.0, 65535.0)
   grey = _rescale(tf.cast(u, tf.float64), 0.0, float(NR_OF_GRAY - 1))
-  grey = tf.cast(tf.math.round(grey), tf.int64)
+  grey = tf.cast(tf.math.round(grey), tf.int32)
   out = _clahe(grey, kernel, clip_limit, nbins)
   return _rescale(tf.cast(out, tf.float32), 0.0, 1.0)
 
@@ -62,61 +62,75 @@ def _clahe(image: tf.Tensor, kernel, clip_limit: float, nbins: int) -> tf.Tensor
   blocks = _tiles(blocks, rows - 1, cols - 1, kh, kw)
   elements = kh * kw
   clim = int(np.clip(clip_limit * elements, 1, None)) if clip_limit > 0.0 else elements
-  hist = tf.math.bincount(blocks, minlength=nbins, maxlength=nbins, axis=-1, dtype=tf.int64)
+  # Bin indices are below nbins by construction; a constant size keeps the op compilable
+  # by XLA once per shape (tf.math.bincount derives its size from the data).
+  hist = tf.raw_ops.DenseBincount(input=blocks, size=nbins, weights=tf.zeros([0], tf.int32))
   hist = _clip_histogram(hist, clim, nbins)
   # map_histogram: cumulative counts scaled to the grey range, truncated to integers.
-  mapped = tf.cast(tf.cumsum(hist, axis=-1), tf.float64) * ((NR_OF_GRAY - 1) / elements)
-  mapped = tf.cast(tf.minimum(mapped, NR_OF_GRAY - 1.0), tf.int64)
+  mapped = tf.cast(_running_sum(hist), tf.float64) * ((NR_OF_GRAY - 1) / elements)
+  mapped = tf.cast(tf.minimum(mapped, NR_OF_GRAY - 1.0), tf.int32)
   maps = tf.reshape(mapped, [rows - 1, cols - 1, nbins])
   maps = tf.pad(maps, [[1, 1], [1, 1], [0, 0]], "SYMMETRIC")  # np.pad 'edge' by one.
   pixels = _tiles(image, rows, cols, kh, kw)
   col_frac = np.tile(np.arange(kw) / kw, kh)           # scikit-image's coeffs[0]
   row_frac = np.repeat(np.arange(kh) / kh, kw)          # and coeffs[1], float64.
-  terms = []
-  for e0, e1 in ((0, 0), (0, 1), (1, 0), (1, 1)):
-    edge = tf.reshape(maps[e0:e0 + rows, e1:e1 + cols], [rows * cols, nbins])
-    values = tf.cast(tf.gather(edge, pixels, batch_dims=1), tf.float64)
-    weight = (col_frac if e1 else 1 - col_frac) * (row_frac if e0 else 1 - row_frac)
-    terms.append(tf.cast(values * weight, tf.float32))
+  # The four neighbouring tiles' maps side by side: one gather of four values per pixel.
+  edges = tf.stack([tf.reshape(maps[e0:e0 + rows, e1:e1 + cols], [rows * cols, nbins])
+                    for e0, e1 in ((0, 0), (0, 1), (1, 0), (1, 1))], axis=-1)
+  values = tf.cast(tf.gather(edges, pixels, batch_dims=1), tf.float64)
+  weights = np.stack([(1 - col_frac) * (1 - row_frac), col_frac * (1 - row_frac),
+                      (1 - col_frac) * row_frac, col_frac * row_frac], axis=-1)
+  terms = tf.cast(values * weights, tf.float32)
   # Summed in scikit-image's order, in float32: a running sum, which graph optimisers
   # keep in order (a chain of adds may be rewritten into one AddN of another order).
-  result = tf.cumsum(tf.stack(terms), axis=0)[-1]
-  result = tf.cast(result, tf.int64)  # astype(uint16): truncation.
+  result = tf.cumsum(terms, axis=-1)[..., -1]
+  result = tf.cast(result, tf.int32)  # astype(uint16): truncation.
   result = tf.reshape(tf.transpose(tf.reshape(result, [rows, cols, kh, kw]), [0, 2, 1, 3]),
                       [hp, wp])
   return result[pad_start[0]:hp - pad_end[0], pad_start[1]:wp - pad_end[1]]
 
 
+def _running_sum(counts: tf.Tensor) -> tf.Tensor:
+  """Integer cumulative sum over the last axis in log2(n) shifted adds: XLA lowers
+  ``tf.cumsum`` to a window reduction of quadratic cost in the bin count."""
+  n, shift = counts.shape[-1], 1
+  while shift < n:
+    counts = counts + tf.pad(counts[..., :n - shift], [[0, 0]] * (counts.shape.rank - 1)
+                             + [[shift, 0]])
+    shift *= 2
+  return counts
+
+
 def _clip_histogram(hist: tf.Tensor, clim: int, nbins: int) -> tf.Tensor:
   """scikit-image's ``clip_histogram`` for every tile (row) at once."""
-  clim = tf.constant(clim, tf.int64)
+  clim = tf.constant(clim, tf.int32)
   over = hist > clim
   n_excess = tf.reduce_sum(tf.where(over, hist - clim, tf.zeros_like(hist)), axis=1)
   hist = tf.minimum(hist, clim)
   bin_incr = n_excess // nbins
   upper = clim - bin_incr
   low = hist < upper[:, None]
-  n_excess -= tf.reduce_sum(tf.cast(low, tf.int64), axis=1) * bin_incr
+  n_excess -= tf.reduce_sum(tf.cast(low, tf.int32), axis=1) * bin_incr
   hist = tf.where(low, hist + bin_incr[:, None], hist)
   mid = (hist >= upper[:, None]) & (hist < clim)
   n_excess += tf.reduce_sum(tf.where(mid, hist - clim, tf.zeros_like(hist)), axis=1)
   hist = tf.where(mid, tf.fill(tf.shape(hist), clim), hist)
-  positions = tf.range(nbins, dtype=tf.int64)[None, :]
+  positions = tf.range(nbins, dtype=tf.int32)[None, :]
 
   def sweep(hist, n_excess):
     """One pass of scikit-image's ``for index in range(hist.size)`` loop, per tile."""
     def body(index, hist, n_excess):
       going = n_excess > 0
       under = hist < clim
-      step = tf.maximum(tf.reduce_sum(tf.cast(under, tf.int64), axis=1)
+      step = tf.maximum(tf.reduce_sum(tf.cast(under, tf.int32), axis=1)
                         // tf.maximum(n_excess, 1), 1)
       hit = (under & (positions >= index) & ((positions - index) % step[:, None] == 0)
              & going[:, None])
-      hist = hist + tf.cast(hit, tf.int64)
-      return index + 1, hist, n_excess - tf.reduce_sum(tf.cast(hit, tf.int64), axis=1)
+      hist = hist + tf.cast(hit, tf.int32)
+      return index + 1, hist, n_excess - tf.reduce_sum(tf.cast(hit, tf.int32), axis=1)
     _, hist, n_excess = tf.while_loop(
         lambda index, hist, n_excess: (index < nbins) & tf.reduce_any(n_excess > 0), body,
-        (tf.constant(0, tf.int64), hist, n_excess))
+        (tf.constant(0, tf.int32), hist, n_excess))
     return hist, n_excess
 
   def outer(hist, n_excess, alive):

@@ -1,6 +1,6 @@
 """The graph form of CLAHE (what a SavedModel holds, and what the ``clahe`` op runs on
-images of a known size) gives scikit-image's output, which the op computes in Python on
-images of unknown size. Tolerance: 1e-6 (float32 round-off; the port follows
+images of a known size, compiled by XLA) gives scikit-image's output, which the op computes
+in Python on images of unknown size. Tolerance: 1e-6 (float32 round-off; the port follows
 scikit-image's integer steps and its float32 accumulation, so it is exact in practice)."""
 import numpy as np
 import pytest
@@ -19,18 +19,39 @@ def _images():
           np.full((24, 24), 0.5, np.float32)]
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("kwargs", [{}, {"clip_limit": 0.03}, {"kernel_size": 8, "nbins": 128}])
-def test_graph_clahe_equals_scikit_image(kwargs):
+def test_graph_clahe_equals_scikit_image(kwargs, jit_compile):
+  fn = tf.function(lambda x: clahe.equalize_adapthist(x, **kwargs), jit_compile=jit_compile)
   for image in _images():
     want = exposure.equalize_adapthist(image, **kwargs)
-    got = clahe.equalize_adapthist(tf.constant(image), **kwargs).numpy()
+    got = fn(tf.constant(image)).numpy()
     assert np.abs(got - want).max() <= TOLERANCE, (image.shape, kwargs)
 
 
-def _op_kinds(concrete) -> set:
+def test_xla_compiles_clahe_once_per_shape():
+  """Nothing in the program may depend on pixel values (a bincount sized from the data
+  made XLA bake the values in and compile anew for every image)."""
+  fn = tf.function(lambda x: clahe.equalize_adapthist(x), jit_compile=True)
+  rng = np.random.default_rng(3)
+  programs = {fn.experimental_get_compiler_ir(tf.constant(image))(stage="hlo")
+              for image in (np.zeros((32, 32), np.float32), rng.random((32, 32), np.float32),
+                            rng.random((32, 32), np.float32) ** 4)}
+  assert len(programs) == 1
+
+
+def _nodes(concrete) -> list:
   graph = concrete.graph.as_graph_def()
-  return {node.op for node in graph.node} | {
-      node.op for f in graph.library.function for node in f.node_def}
+  return list(graph.node) + [node for f in graph.library.function for node in f.node_def]
+
+
+def _op_kinds(concrete) -> set:
+  return {node.op for node in _nodes(concrete)}
+
+
+def _xla_compiled(concrete) -> bool:
+  return any(node.attr["_XlaMustCompile"].b for node in _nodes(concrete)
+             if "_XlaMustCompile" in node.attr)
 
 
 PYTHON_OPS = {"PyFunc", "EagerPyFunc", "PyFuncStateless"}
@@ -39,7 +60,7 @@ PYTHON_OPS = {"PyFunc", "EagerPyFunc", "PyFuncStateless"}
 @pytest.mark.parametrize("graph_only", [True, False])
 def test_static_size_compose_uses_no_python_and_matches_scikit_image(graph_only):
   """A size known when the pipeline is built takes the graph ops in the default op too
-  (tf.data maps them in parallel without the GIL); ``graph_only`` always does."""
+  (compiled by XLA, mapped by tf.data without the GIL); ``graph_only`` always does."""
   rng = np.random.default_rng(1)
   image = tf.constant(rng.random((24, 20, 2), np.float32))
   want = np.stack([exposure.equalize_adapthist(image.numpy()[..., c], clip_limit=0.02)
@@ -48,7 +69,11 @@ def test_static_size_compose_uses_no_python_and_matches_scikit_image(graph_only)
   pp = "clahe(clip_limit=0.02)"
   fn = tf.function(lambda x: ops.compose(pp, graph_only=graph_only)({"image": x}, zero)["image"])
   assert np.abs(fn(image).numpy() - want).max() <= TOLERANCE
-  assert not _op_kinds(fn.get_concrete_function(image)) & PYTHON_OPS
+  concrete = fn.get_concrete_function(image)
+  assert not _op_kinds(concrete) & PYTHON_OPS
+  # The input pipeline's form is compiled by XLA; a SavedModel's stays plain graph ops,
+  # which any TensorFlow runtime serves.
+  assert _xla_compiled(concrete) == (not graph_only)
 
 
 def test_unknown_size_runs_scikit_image_itself():
