@@ -10,6 +10,7 @@ Ops needing data from the training split (``subtract_mean``) receive it through 
 ``context`` mapping given to :func:`compose`.
 """
 import ast
+import functools
 import re
 
 import numpy as np
@@ -201,7 +202,8 @@ def clahe(clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):
 
   Per channel on [0, 1] images; ``kernel_size`` None means 1/8 of each side as in
   scikit-image. Images of a size known when the pipeline is built (after a ``resize``) go
-  through :mod:`medjax.data.clahe`'s graph ops, others through scikit-image itself.
+  through :mod:`medjax.data.clahe`'s graph ops compiled by XLA, others through
+  scikit-image itself.
   """
   from skimage import exposure
 
@@ -213,10 +215,7 @@ def clahe(clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):
                                                  clip_limit=clip_limit, nbins=nbins)
                      for c in range(image.shape[-1])], axis=-1).astype(np.float32)
 
-  # XLA compiles the graph ops into one program per image shape: the ~100 small TensorFlow
-  # ops per image otherwise cost more in dispatch than in arithmetic.
-  compiled = tf.function(lambda image: _equalize_graph(image, clip_limit, kernel_size, nbins),
-                         jit_compile=True)
+  compiled = _compiled_equalize(clip_limit, _hashable(kernel_size), nbins)
 
   def fn(image, seed):
     del seed
@@ -235,6 +234,19 @@ def _equalize_graph(image, clip_limit, kernel_size, nbins):
   image = tf.clip_by_value(image, 0.0, 1.0)
   return tf.stack([clahe_lib.equalize_adapthist(image[..., c], kernel_size, clip_limit, nbins)
                    for c in range(image.shape[-1])], axis=-1)
+
+
+@functools.cache
+def _compiled_equalize(clip_limit, kernel_size, nbins):
+  """:func:`_equalize_graph` compiled by XLA, one program per image shape: its ~100 small
+  TensorFlow ops per image otherwise cost more in dispatch than in arithmetic. One function
+  per setting, so every pipeline built in a process reuses its compilations."""
+  return tf.function(lambda image: _equalize_graph(image, clip_limit, kernel_size, nbins),
+                     jit_compile=True)
+
+
+def _hashable(value):
+  return tuple(value) if isinstance(value, list) else value
 
 
 def _clahe_graph(clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):

@@ -84,7 +84,9 @@ def test_rot90_and_crop_only_move_pixels(image, seed):
 
 
 @SETTINGS
-@given(st.tuples(st.integers(16, 40), st.integers(16, 40)), st.integers(0, 2**31 - 1))
+# A few sizes (even, odd, both orientations): XLA compiles the op once per image size, about
+# a second each, and tests/data/test_clahe.py checks other sizes against scikit-image.
+@given(st.sampled_from([(16, 16), (17, 40), (40, 23), (31, 31)]), st.integers(0, 2**31 - 1))
 def test_clahe_stays_in_unit_range(hw, seed):
   image = np.random.default_rng(seed).uniform(0, 1, (*hw, 1)).astype(np.float32)
   out = apply("clahe", image)
