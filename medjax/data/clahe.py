@@ -3,10 +3,11 @@
 scikit-image through ``tf.numpy_function`` holds the GIL and cannot be saved in a
 SavedModel; :func:`equalize_adapthist` computes the same thing with graph ops only, so
 ``medjax.export`` can ship runs whose preprocessing equalises (every IRMA CNN run), and the
-``clahe`` op runs it, compiled by XLA, on images whose size is fixed. It follows scikit-image 0.26's integer steps exactly (14-bit rescale, reflect
-padding, per-tile histograms, its clipping and excess redistribution, the mapping) and
-its float32 accumulation of the bilinear interpolation, so outputs agree to float32
-round-off (``tests/data/test_clahe.py`` bounds the difference on real and random images).
+``clahe`` op runs it, compiled by XLA, on images whose size is fixed. It follows
+scikit-image 0.26's integer steps exactly (14-bit rescale, reflect padding, per-tile
+histograms, its clipping and excess redistribution, the mapping) and its float32
+accumulation of the bilinear interpolation, so outputs agree to float32 round-off
+(``tests/data/test_clahe.py`` bounds the difference on real and random images).
 """
 import numpy as np
 import tensorflow as tf
