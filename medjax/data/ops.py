@@ -221,7 +221,7 @@ def clahe(clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):
     del seed
     if image.shape[0] is not None and image.shape[1] is not None:
       # A static size (a resize came first): the same function in graph ops, compiled,
-      # which tf.data maps in parallel without holding the GIL.
+      # which tf.data runs without holding the GIL.
       return compiled(image)
     out = tf.numpy_function(np_clahe, [image], tf.float32, stateful=False)
     return tf.ensure_shape(out, image.shape)

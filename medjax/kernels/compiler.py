@@ -54,7 +54,10 @@ def options(once: bool = False, wide_products: bool = False) -> dict:
   """
   if jax.default_backend() != "cpu":
     return {}
-  for base in (cpu_options(wide_products), CPU_OPTIONS):  # oneDNN's may be the unknown ones.
+  candidates = [cpu_options(wide_products)]
+  if candidates[0] != CPU_OPTIONS:  # oneDNN's may be the unknown ones.
+    candidates.append(CPU_OPTIONS)
+  for base in candidates:
     wanted = {**base, **(ONCE_OPTIONS if once else {})}
     try:
       jax.jit(lambda x: x + 1, compiler_options=wanted).lower(0.0).compile()
