@@ -17,18 +17,22 @@ import jax
 import jax.numpy as jnp
 
 from medjax.kernels import choice
+from medjax.kernels.precision import accumulation_dtype
 from medjax.kernels.windows import explicit_pads, window_views
 
 
 def _taps(x, window, strides, pads):
-  """The shape of ``x`` padded with -inf, and :func:`window_views` of it."""
+  """The shape of ``x`` padded with -inf, and :func:`window_views` of it in float32 or wider:
+  XLA:CPU converts around every bfloat16 compare and select, and a maximum is the same value
+  in either dtype."""
   x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-  return x.shape, window_views(x, window, strides)
+  return x.shape, window_views(x.astype(accumulation_dtype(x.dtype)), window, strides)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _max_pool(x, window, strides, pads):
-  return functools.reduce(jnp.maximum, [view for _, view in _taps(x, window, strides, pads)[1]])
+  views = [view for _, view in _taps(x, window, strides, pads)[1]]
+  return functools.reduce(jnp.maximum, views).astype(x.dtype)
 
 
 def _max_pool_fwd(x, window, strides, pads):
@@ -47,6 +51,8 @@ def _max_pool_bwd(window, strides, pads, residuals, g):
   interior padding, which XLA:CPU would run as one full-size pass per tap.
   """
   x, y = residuals
+  wide = accumulation_dtype(g.dtype)
+  y, g = y.astype(wide), g.astype(wide)
   padded_shape, taps = _taps(x, window, strides, pads)
   (sh, sw), (out_h, out_w) = strides, y.shape[1:3]
   blocks_h, blocks_w = -(-padded_shape[1] // sh), -(-padded_shape[2] // sw)
@@ -63,7 +69,7 @@ def _max_pool_bwd(window, strides, pads, residuals, g):
   dx = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # (B, bh, sh, bw, sw, C)
   dx = dx.reshape(y.shape[0], blocks_h * sh, blocks_w * sw, y.shape[3])
   (top, bottom), (left, right) = pads
-  return (dx[:, top:padded_shape[1] - bottom, left:padded_shape[2] - right],)
+  return (dx[:, top:padded_shape[1] - bottom, left:padded_shape[2] - right].astype(x.dtype),)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)

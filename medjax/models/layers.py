@@ -16,7 +16,6 @@ def _lrn_scale(x, size, alpha, k):
   return k + (alpha / size) * _channel_window_sum(jnp.square(x), size // 2, size - 1 - size // 2)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
 def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
                         k: float = 1.0) -> jax.Array:
   """Cross-channel LRN exactly as Caffe's AlexNet (NHWC).
@@ -27,8 +26,16 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: 
 
   The gradient is written out (``dx = g d^-b - 2ab/n x S^T(g x d^-b / d)``, ``S`` the
   window sum) so that ``d^-b`` is computed once, in the forward pass, where autodiff of the
-  power evaluates three powers per element.
+  power evaluates three powers per element. A bfloat16 ``x`` is normalised in float32 (a
+  bfloat16 window sum of squares loses digits, and XLA:CPU converts around each bfloat16
+  op) and the result rounded once.
   """
+  wide = jnp.promote_types(x.dtype, jnp.float32)
+  return _lrn(x.astype(wide), size, alpha, beta, k).astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _lrn(x, size, alpha, beta, k):
   return _lrn_fwd(x, size, alpha, beta, k)[0]
 
 
@@ -46,7 +53,7 @@ def _lrn_bwd(size, alpha, beta, k, residuals, g):
   return (g * inv_pow - (2 * alpha * beta / size) * x * back,)
 
 
-local_response_norm.defvjp(_lrn_fwd, _lrn_bwd)
+_lrn.defvjp(_lrn_fwd, _lrn_bwd)
 
 
 class LocalResponseNorm(nn.Module):

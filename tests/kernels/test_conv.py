@@ -182,6 +182,17 @@ def test_depthwise_kernel_gradient_reduces_every_tap_of_a_chunk_at_once():
   assert jaxpr.count("reduce_sum") == 0 and jaxpr.count(" reduce[") == 1, jaxpr
 
 
+def test_bfloat16_depthwise_kernel_gradient_loops_over_float32():
+  """The chunk loop reads inputs widened once beforehand; a loop over bfloat16 arrays
+  converts every view inside XLA:CPU's reduction, 2.5x slower (docs/performance.md)."""
+  x, g = (numpy_normal(i, (2, 9, 8, 5)).astype(jnp.bfloat16) for i in range(2))
+  jaxpr = jax.make_jaxpr(lambda x, g: conv_lib._depthwise_kernel_grad(
+      x, g, (3, 3), (1, 1), ((1, 1), (1, 1))))(x, g).jaxpr
+  loop, = [eqn for eqn in jaxpr.eqns if eqn.primitive.name in ("scan", "while")]
+  arrays = [v.aval.dtype for v in loop.invars if v.aval.ndim == 4]
+  assert arrays == [jnp.float32, jnp.float32], loop
+
+
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,groups,strides,padding", [
     ((2, 9, 9, 8), (5, 5), 6, 2, (1, 1), ((2, 2), (2, 2))),  # AlexNet conv2, small.
     ((2, 10, 11, 6), (3, 3), 9, 3, (2, 2), "SAME"),

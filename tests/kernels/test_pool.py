@@ -2,6 +2,8 @@
 the same gradient, ties included, for every window, stride and padding form the networks
 use and some they do not (windows smaller or larger than the stride, odd sizes,
 asymmetric padding)."""
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -55,3 +57,22 @@ def test_max_pool_under_jit_and_vmap():
   f = lambda v: jnp.sum(jnp.sin(max_pool(v, (3, 3), (2, 2))))
   batched = jax.jit(jax.vmap(jax.grad(f)))(x)
   np.testing.assert_allclose(batched[1], jax.jit(jax.grad(f))(x[1]), rtol=1e-6)
+
+
+def test_bfloat16_max_pool_works_in_float32_and_returns_bfloat16():
+  """The maxima are the same values in either dtype, and the overlapping windows' gradient
+  parts add in float32 and round once; no compare or select runs on bfloat16, which XLA:CPU
+  converts around one op at a time."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(2, 11, 11, 3)), jnp.bfloat16)
+  g = jnp.asarray(rng.normal(size=(2, 5, 5, 3)), jnp.bfloat16)
+  pool = lambda v: max_pool(v, (3, 3), (2, 2))
+  value_and_dx = jax.jit(lambda v, g: (pool(v), jax.vjp(pool, v)[1](g)[0]))
+  got, got_dx = value_and_dx(x, g)
+  want, want_dx = value_and_dx(x.astype(jnp.float32), g.astype(jnp.float32))
+  assert got.dtype == got_dx.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(got, np.float32), want)
+  np.testing.assert_array_equal(got_dx, want_dx.astype(jnp.bfloat16))
+  jaxpr = str(jax.make_jaxpr(value_and_dx)(x, g))
+  narrow_ops = re.findall(r"bf16\[[^\]]*\] = (max|select_n|add|eq) ", jaxpr)
+  assert not narrow_ops, jaxpr

@@ -42,6 +42,22 @@ def test_lrn_gradient_equals_autodiff_of_the_formula(size):
   np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6 * scale)
 
 
+def test_bfloat16_lrn_is_the_float32_lrn_rounded_once():
+  """A bfloat16 window sum of squares would lose digits; the layer widens, normalises and
+  rounds its output (and its gradient) once."""
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.normal(size=(2, 4, 3, 9)) * 30, jnp.bfloat16)
+  g = jnp.asarray(rng.normal(size=x.shape), jnp.bfloat16)
+  args = (5, 1e-2, 0.75, 2.0)
+  lrn = lambda u: local_response_norm(u, *args)
+  value_and_dx = jax.jit(lambda v, g: (lrn(v), jax.vjp(lrn, v)[1](g)[0]))
+  got, got_dx = value_and_dx(x, g)
+  want, want_dx = value_and_dx(x.astype(jnp.float32), g.astype(jnp.float32))
+  assert got.dtype == got_dx.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(got, want.astype(jnp.bfloat16))
+  np.testing.assert_array_equal(got_dx, want_dx.astype(jnp.bfloat16))
+
+
 def _bn_inputs():
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(4, 5, 3, 6)) * 3 + 2, jnp.float32)
