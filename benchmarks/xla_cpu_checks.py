@@ -12,6 +12,11 @@ what was observed and whether the premise still ``holds``:
 - ``compiler_options/wide_products_float32_to_onednn``: on a CPU with AVX-512, a
   ``wide_products`` program's float32 product compiles to a oneDNN fusion while a bfloat16
   product with a float32 result still compiles to a YNNPACK one (its bfloat16 kernels).
+- ``bfloat16/ops_round_trip_per_read``: XLA:CPU runs a bfloat16 op (here a pad) in
+  float32 and rounds back, and a fusion that reads the result several times repeats the
+  round trip per read, so a loop over a padded bfloat16 input runs slower than over float32.
+  medjax therefore widens before padding where a loop reads the result many times (the
+  depthwise kernel gradient, max pooling, LRN).
 - ``host_memory/plain_faults_every_run``: without ``medjax.host_memory``'s policy each run
   of a program with a 144 MB temporary page-faults it in anew (the cost the policy removes).
 - ``host_memory/retained_runs_fault_nothing``: with the policy, later runs reuse the block.
@@ -23,6 +28,7 @@ import platform
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from absl import flags
@@ -31,8 +37,9 @@ from medjax import cli
 
 import jax  # noqa: I001 -- after cli, as in every command.
 import jax.numpy as jnp
+import numpy as np
 
-from medjax.kernels import compiler
+from medjax.kernels import compiler, windows
 
 FLAGS = flags.FLAGS
 
@@ -94,6 +101,42 @@ def compiler_option_checks() -> list[dict]:
           onednn_check()]
 
 
+def bfloat16_loop_check() -> dict:
+  """The depthwise kernel gradient's loop as it was before medjax widened first: a bfloat16
+  input padded in its own dtype, then per image nine shifted views times the gradient,
+  converted and summed in float32, against the same program on float32 inputs. XLA:CPU
+  pads bfloat16 in float32 and rounds back, and repeats that round trip in the loop's
+  fusion for every view that reads it."""
+  name = "bfloat16/ops_round_trip_per_read"
+  if jax.default_backend() != "cpu":
+    return {"name": name, "holds": None, "observed": f"not applicable: {jax.default_backend()}"}
+
+  def taps(x, g):
+    views = [x[:, i:i + g.shape[1], j:j + g.shape[2]] for i in range(3) for j in range(3)]
+    products = [v.astype(jnp.float32) * g.astype(jnp.float32) for v in views]
+    return jnp.stack(jax.lax.reduce(products, [jnp.float32(0)] * 9,
+                                    lambda a, b: [p + q for p, q in zip(a, b)], (0, 1, 2)))
+
+  def kernel_grad(x, g):
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return windows.sum_over_batch_chunks(taps, jnp.zeros((9, g.shape[-1])), x, g, 1)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(16, 56, 56, 144))
+  seconds = {}
+  for dtype in (jnp.bfloat16, jnp.float32):
+    f = jax.jit(kernel_grad, compiler_options=compiler.options() or None)
+    args = (jnp.asarray(x, dtype), jnp.asarray(x, dtype))
+    jax.block_until_ready(f(*args))
+    runs = []
+    for _ in range(7):
+      start = time.perf_counter()
+      jax.block_until_ready(f(*args))
+      runs.append(time.perf_counter() - start)
+    seconds[jnp.dtype(dtype).name] = round(float(np.median(runs)), 5)
+  return {"name": name, "holds": seconds["bfloat16"] > 1.3 * seconds["float32"],
+          "observed": {"median_seconds": seconds}}
+
+
 def _faults(mode: str) -> dict:
   out = subprocess.run([sys.executable, "-c", _FAULTS_PROGRAM, mode], check=True,
                        capture_output=True, text=True,
@@ -119,7 +162,8 @@ def host_memory_checks() -> list[dict]:
 def run_checks() -> list[dict]:
   context = {"jax": jax.__version__, "jaxlib": importlib.metadata.version("jaxlib"),
              "platform": platform.platform()}
-  return [{**record, **context} for record in compiler_option_checks() + host_memory_checks()]
+  records = compiler_option_checks() + [bfloat16_loop_check()] + host_memory_checks()
+  return [{**record, **context} for record in records]
 
 
 def define_flags(fv: flags.FlagValues) -> None:

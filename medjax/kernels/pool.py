@@ -22,11 +22,12 @@ from medjax.kernels.windows import explicit_pads, window_views
 
 
 def _taps(x, window, strides, pads):
-  """The shape of ``x`` padded with -inf, and :func:`window_views` of it in float32 or wider:
-  XLA:CPU converts around every bfloat16 compare and select, and a maximum is the same value
-  in either dtype."""
-  x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-  return x.shape, window_views(x.astype(accumulation_dtype(x.dtype)), window, strides)
+  """The shape of ``x`` padded with -inf, and :func:`window_views` of it, in float32 or
+  wider: XLA:CPU runs each bfloat16 op in float32 and rounds back, a round trip it repeats
+  for every tap that reads the result, while a maximum is the same value in either dtype."""
+  x = jnp.pad(x.astype(accumulation_dtype(x.dtype)), ((0, 0), *pads, (0, 0)),
+              constant_values=-jnp.inf)
+  return x.shape, window_views(x, window, strides)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
