@@ -176,7 +176,7 @@ def _depthwise_sum(x, kernel, strides, pads):
   """The sum of scaled views, accumulated in float32 whatever ``x``'s dtype: in bfloat16
   XLA:CPU would convert and write out every view before adding them."""
   dtype = x.dtype
-  x = jnp.pad(x, ((0, 0), *pads, (0, 0))).astype(accumulation_dtype(dtype))
+  x = jnp.pad(x.astype(accumulation_dtype(dtype)), ((0, 0), *pads, (0, 0)))
   kernel = kernel.astype(x.dtype)
   return sum(view * kernel[i, j, 0]
              for (i, j), view in window_views(x, kernel.shape[:2], strides)).astype(dtype)
