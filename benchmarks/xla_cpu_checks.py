@@ -15,8 +15,8 @@ what was observed and whether the premise still ``holds``:
 - ``bfloat16/ops_round_trip_per_read``: XLA:CPU runs a bfloat16 op (here a pad) in
   float32 and rounds back, and a fusion that reads the result several times repeats the
   round trip per read, so a loop over a padded bfloat16 input runs slower than over float32.
-  medjax therefore widens before padding where a loop reads the result many times (the
-  depthwise kernel gradient, max pooling, LRN).
+  medjax therefore widens bfloat16 inputs before padding them for the depthwise
+  convolution, its kernel gradient and max pooling.
 - ``host_memory/plain_faults_every_run``: without ``medjax.host_memory``'s policy each run
   of a program with a 144 MB temporary page-faults it in anew (the cost the policy removes).
 - ``host_memory/retained_runs_fault_nothing``: with the policy, later runs reuse the block.
