@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from medjax.kernels.precision import accumulation_dtype
+
 
 def _channel_window_sum(a: jax.Array, low: int, high: int) -> jax.Array:
   """``out[..., c] = sum(a[..., c - low : c + high + 1])``, zero beyond the channel ends."""
@@ -30,8 +32,7 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: 
   bfloat16 window sum of squares loses digits, and XLA:CPU converts around each bfloat16
   op) and the result rounded once.
   """
-  wide = jnp.promote_types(x.dtype, jnp.float32)
-  return _lrn(x.astype(wide), size, alpha, beta, k).astype(x.dtype)
+  return _lrn(x.astype(accumulation_dtype(x.dtype)), size, alpha, beta, k).astype(x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
