@@ -62,8 +62,8 @@ def _numpy_tree(tree):
 
 
 def main(argv):
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")
+  from medjax.data import tf_runtime
+  tf_runtime.configure()
   from medjax import inference
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments {argv[1:]}")

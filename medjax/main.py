@@ -103,12 +103,11 @@ def main(argv):
   distributed.initialize(FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
                          num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
                          local_device_ids=FLAGS.local_device_ids)
-  # Keep TensorFlow to the input pipeline: it must not grab accelerators JAX will use.
+  # TensorFlow, which runs the input pipeline only, is set up before it starts (tf_runtime).
   import jax
-  import tensorflow as tf
-
+  from medjax.data import tf_runtime
   from medjax.eval import writers
-  tf.config.set_visible_devices([], "GPU")
+  tf_runtime.configure()
   # Every process runs the same program; process 0 alone speaks (the others only warn).
   leader = jax.process_index() == 0
   py_logging.getLogger("absl").setLevel(py_logging.INFO if leader else py_logging.WARNING)

@@ -52,8 +52,8 @@ def table(run, paths, labels, scores, errors) -> str:
 
 
 def main(argv):
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")
+  from medjax.data import tf_runtime
+  tf_runtime.configure()
   from medjax import inference
   from medjax.atomic import save_text
   if len(argv) < 2:

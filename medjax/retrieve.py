@@ -103,8 +103,8 @@ def main(argv):
                         f"the run's saved queries")
   if not queries and not FLAGS.split and not FLAGS.add:
     raise cli.UserError("give query IMAGE files, --split=test or --add=IMAGES")
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")
+  from medjax.data import tf_runtime
+  tf_runtime.configure()
   from medjax import inference
   from medjax.retrieval import runs
   index = runs.open_index(FLAGS.workdir)

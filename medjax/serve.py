@@ -181,9 +181,10 @@ def listen(host: str, port: int) -> socket.socket:
 
 def main(argv):
   del argv
-  import tensorflow as tf
   import uvicorn
-  tf.config.set_visible_devices([], "GPU")
+
+  from medjax.data import tf_runtime
+  tf_runtime.configure()
   from medjax.retrieval import service
   if FLAGS.max_upload_mb <= 0:
     raise cli.UserError(f"--max_upload_mb={FLAGS.max_upload_mb} must be positive")

@@ -42,6 +42,16 @@ def _share_compilations() -> None:
 _share_compilations()
 
 
+def _tensorflow_as_medjax_commands_start_it() -> None:
+  """Input graphs as written (``tf_runtime``) in every test process, whichever test touches
+  TensorFlow first; the commands set this before TensorFlow starts, and so must this."""
+  from medjax.data import tf_runtime
+  tf_runtime.run_graphs_as_written()
+
+
+_tensorflow_as_medjax_commands_start_it()
+
+
 def shared_data_dir() -> Path:
   return Path(os.environ.get("MEDJAX_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
 

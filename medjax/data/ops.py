@@ -10,11 +10,13 @@ Ops needing data from the training split (``subtract_mean``) receive it through 
 ``context`` mapping given to :func:`compose`.
 """
 import ast
-import functools
 import re
 
 import numpy as np
 import tensorflow as tf
+
+from medjax.data import clahe as clahe_graph
+from medjax.data import tf_runtime
 
 _OPS = {}
 _RANDOM = set()  # Ops that use their seed; everything before the first one is cacheable.
@@ -86,6 +88,7 @@ def compose(pp: str, context: dict | None = None, graph_only: bool = False):
   such as ``clahe``, rewritten in graph ops with the same output), so that the function
   can be saved in a SavedModel.
   """
+  tf_runtime.run_graphs_as_written()
   fns = []
   for spec in filter(None, (s.strip() for s in pp.split("|"))):
     name, pos, kw = parse(spec)
@@ -215,7 +218,7 @@ def clahe(clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):
                                                  clip_limit=clip_limit, nbins=nbins)
                      for c in range(image.shape[-1])], axis=-1).astype(np.float32)
 
-  compiled = _compiled_equalize(clip_limit, _hashable(kernel_size), nbins)
+  compiled = clahe_graph.compiled(clip_limit, kernel_size, nbins)
 
   def fn(image, seed):
     del seed
@@ -228,32 +231,11 @@ def clahe(clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):
   return _image_op(fn)
 
 
-def _equalize_graph(image, clip_limit, kernel_size, nbins):
-  """Per channel, :mod:`medjax.data.clahe`'s graph-op rewrite of scikit-image's CLAHE."""
-  from medjax.data import clahe as clahe_lib
-  image = tf.clip_by_value(image, 0.0, 1.0)
-  return tf.stack([clahe_lib.equalize_adapthist(image[..., c], kernel_size, clip_limit, nbins)
-                   for c in range(image.shape[-1])], axis=-1)
-
-
-@functools.cache
-def _compiled_equalize(clip_limit, kernel_size, nbins):
-  """:func:`_equalize_graph` compiled by XLA, one program per image shape: its ~100 small
-  TensorFlow ops per image otherwise cost more in dispatch than in arithmetic. One function
-  per setting, so every pipeline built in a process reuses its compilations."""
-  return tf.function(lambda image: _equalize_graph(image, clip_limit, kernel_size, nbins),
-                     jit_compile=True)
-
-
-def _hashable(value):
-  return tuple(value) if isinstance(value, list) else value
-
-
 def _clahe_graph(clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):
   """``clahe`` in graph ops only, for SavedModels (it refuses images of unknown size)."""
   def fn(image, seed):
     del seed
-    return _equalize_graph(image, clip_limit, kernel_size, nbins)
+    return clahe_graph.equalize_channels(image, clip_limit, kernel_size, nbins)
   return _image_op(fn)
 
 

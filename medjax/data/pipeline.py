@@ -34,7 +34,7 @@ import tensorflow_datasets as tfds
 
 from medjax import cli, parallel
 from medjax.atomic import save_json, save_npy, save_text
-from medjax.data import builders, ops
+from medjax.data import builders, ops, tf_runtime
 from medjax.data.splits import stratified_holdout
 from medjax.data.builders import class_folders
 
@@ -128,6 +128,7 @@ class InputPipeline:
   """Builds the train stream and the exact eval batches for ``config.data`` and ``config.pp_*``."""
 
   def __init__(self, config, workdir: str | Path, mesh: jax.sharding.Mesh):
+    tf_runtime.run_graphs_as_written()  # Before the builders start TensorFlow.
     self.config = config
     self.workdir = Path(workdir)
     self.mesh = mesh

@@ -74,8 +74,8 @@ def check_inputs(paths, out: Path) -> None:
 
 
 def main(argv):
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")
+  from medjax.data import tf_runtime
+  tf_runtime.configure()
   from medjax import inference
   if len(argv) < 2:
     raise cli.UserError("give at least one IMAGE")

@@ -164,3 +164,40 @@ def test_every_op_traces_in_tf_data_without_autograph(name):
   ds = source.map(ops.traced(lambda x: fn({"image": x}, SEED)["image"]))
   (out,) = list(ds.as_numpy_iterator())
   assert out.ndim == 3 and np.isfinite(out).all()
+  # And to the bit what the same ops give eagerly (see the next test).
+  first = source.take(1).get_single_element()
+  np.testing.assert_array_equal(out, fn({"image": first}, SEED)["image"].numpy())
+
+
+def test_tf_data_runs_the_ops_as_written():
+  """A parallel tf.data map gives what the ops give eagerly, bit for bit. Grappler's
+  arithmetic rewrites regrouped ``t + mean + delta`` into an AddN that sums from whichever
+  input buffer it can reuse, so the same seed gave images a float32 step apart from run to
+  run (``ops.as_written``); regrouped sums also differ from eager ones, which this catches."""
+  pp = ("random_resized_crop(24, scale=(0.65, 1.0))|random_affine(degrees=7.0, translate=0.05)"
+        "|random_brightness_contrast(0.1, 0.15)|normalize('efficientnet_lite')")
+  fn = ops.compose(pp)
+  images = np.random.default_rng(0).random((16, 32, 32, 3), dtype=np.float32)
+  ds = tf.data.Dataset.from_tensor_slices(images).enumerate().map(
+      ops.traced(lambda i, x: fn({"image": x}, tf.stack([tf.constant(0, tf.int64), i]))["image"]),
+      num_parallel_calls=4, deterministic=True)
+  got = np.stack(list(ds.as_numpy_iterator()))
+  want = np.stack([fn({"image": tf.constant(x)}, tf.constant([0, i], tf.int64))["image"].numpy()
+                   for i, x in enumerate(images)])
+  np.testing.assert_array_equal(got, want)
+
+
+def test_tf_runtime_says_once_when_tensorflow_started_too_early(monkeypatch, caplog):
+  from medjax.data import tf_runtime
+  monkeypatch.setattr(tf_runtime, "_state", {"as_written": False, "warned": False})
+  monkeypatch.setattr(tf_runtime, "_started", lambda: True)
+  set_options = []
+  monkeypatch.setattr(tf.config.optimizer, "set_experimental_options", set_options.append)
+  with caplog.at_level("WARNING"):
+    tf_runtime.run_graphs_as_written()
+    tf_runtime.run_graphs_as_written()
+  assert not set_options  # Too late to take effect: not pretended.
+  assert len([r for r in caplog.records if "tf_runtime.configure()" in r.getMessage()]) == 1
+  monkeypatch.setattr(tf_runtime, "_started", lambda: False)
+  tf_runtime.run_graphs_as_written()
+  assert set_options == [{"arithmetic_optimization": False}]
