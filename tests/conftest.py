@@ -45,6 +45,7 @@ _share_compilations()
 def _tensorflow_as_medjax_commands_start_it() -> None:
   """Input graphs as written (``tf_runtime``) in every test process, whichever test touches
   TensorFlow first; the commands set this before TensorFlow starts, and so must this."""
+  from medjax import cli  # noqa: F401  (first: TensorFlow's start-up notices silenced)
   from medjax.data import tf_runtime
   tf_runtime.run_graphs_as_written()
 
