@@ -33,24 +33,27 @@ def export(run, out: Path) -> Path:
   import tensorflow as tf
   from jax.experimental import jax2tf
   from medjax.data import ops
+  from medjax.kernels import onednn
   preprocess = ops.compose(run.pp, run.context, graph_only=True)
   image_shape = run.preprocess_shape()
-  scores = jax2tf.convert(lambda v, x: run.scores(v, x), with_gradient=False,
-                          polymorphic_shapes=[None, f"(b, {', '.join(map(str, image_shape))})"])
-  module = tf.Module()
-  module.variables_ = tf.nest.map_structure(tf.Variable, _numpy_tree(run.variables))
+  batch_shape = f"(b, {', '.join(map(str, image_shape))})"
+  with onednn.disabled():  # A SavedModel cannot carry the custom call.
+    scores = jax2tf.convert(lambda v, x: run.scores(v, x), with_gradient=False,
+                            polymorphic_shapes=[None, batch_shape])
+    module = tf.Module()
+    module.variables_ = tf.nest.map_structure(tf.Variable, _numpy_tree(run.variables))
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")],
-               autograph=False)
-  def serve(images):
-    zero = tf.zeros([2], tf.int64)
-    batch = tf.map_fn(lambda data: preprocess({"image": data}, zero)["image"], images,
-                      fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
-    return {"scores": scores(module.variables_, batch)}
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")],
+                 autograph=False)
+    def serve(images):
+      zero = tf.zeros([2], tf.int64)
+      batch = tf.map_fn(lambda data: preprocess({"image": data}, zero)["image"], images,
+                        fn_output_signature=tf.TensorSpec(image_shape, tf.float32))
+      return {"scores": scores(module.variables_, batch)}
 
-  module.serve = serve
-  out.mkdir(parents=True, exist_ok=True)
-  tf.saved_model.save(module, str(out), signatures={"serving_default": serve})
+    module.serve = serve
+    out.mkdir(parents=True, exist_ok=True)
+    tf.saved_model.save(module, str(out), signatures={"serving_default": serve})
   save_text(out / "classes.txt", "\n".join(run.class_names) + "\n")
   return out
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import jax
 
-from medjax.kernels import isa
+from medjax.kernels import isa, onednn
 
 # The packages whose versions decide a result; recorded so a number can be rerun as made.
 _RECORDED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "clu", "numpy",
                       "scipy", "scikit-learn", "scikit-image", "tensorflow-cpu", "tensorflow",
-                      "tensorflow-datasets", "pillow", "torch", "faiss-cpu", "medjax")
+                      "tensorflow-datasets", "pillow", "torch", "faiss-cpu", "onednn-cpu-gomp",
+                      "medjax")
 LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements.lock"
 
 
@@ -91,6 +92,7 @@ def environment() -> dict:
   return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu(),
           "backend": jax.default_backend(), "devices": jax.device_count(),
           "processes": jax.process_count(), "lock_sha256": lock, "packages": packages,
-          "host_memory": host_memory.policy(), "source": source_at_start()}
+          "host_memory": host_memory.policy(), "onednn_convolutions": onednn.state(),
+          "source": source_at_start()}
 
 

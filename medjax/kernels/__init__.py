@@ -18,8 +18,11 @@ temporaries page-faulting is process set-up, :mod:`medjax.host_memory`):
   several train steps in one compiled call; :func:`global_norm` is optax's as a product.
 * :func:`image_chunk` is how many images a CPU forward pass takes at a time.
 * :mod:`medjax.kernels.precision` is the mixed-precision policy (``config.compute_dtype``).
+* :mod:`medjax.kernels.onednn` runs most convolutions on oneDNN's kernels (AVX512-BF16 and
+  AMX included) through an XLA custom call it compiles on first use, where it can.
 
-Only JAX, Flax and the standard library are imported here, so models may depend on it.
+Only JAX, Flax and the standard library are imported here (and the custom call's C++
+source), so models may depend on it.
 """
 from medjax.kernels.choice import AUTO, CHOICES, REFERENCE, XLA_CPU, fast, resolve
 from medjax.kernels.compiler import jit, options, run_steps

@@ -4,7 +4,9 @@ XLA:CPU's own convolution is good for small kernels and wide layers on large map
 slow for large kernels, for one input channel, for the kernel gradient of few-channel
 layers (on some CPUs), for depthwise and 1 x 1 kernels, for wide layers on small maps, and
 in bfloat16; :func:`conv_algorithm` sends each of those to an equivalent form built from
-ops XLA:CPU does run well (FFTs, matmuls, fused elementwise slices). Every form is the same
+ops XLA:CPU does run well (FFTs, matmuls, fused elementwise slices), and, where the custom
+call is built, most of them to oneDNN's convolutions (:mod:`medjax.kernels.onednn`),
+faster still where measured (docs/performance.md). Every form is the same
 function as ``lax.conv_general_dilated`` up to float32 round-off, in value and gradients;
 docs/performance.md has what each one bought.
 """
@@ -14,8 +16,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.kernels import choice, isa
+from medjax.kernels import choice, isa, onednn
 from medjax.kernels import matmul as mm
+from medjax.kernels.depthwise import depthwise_conv, depthwise_sum
 from medjax.kernels.fft import fft_conv
 from medjax.kernels.patches import patches_conv, patches_kernel_grad
 from medjax.kernels.precision import accumulation_dtype, is_narrow
@@ -31,11 +34,6 @@ FFT_MIN_TAPS = 81
 # the chunk stays in cache while its taps are contracted (the best chunks measured held
 # 0.3-0.7 M floats).
 TAP_GRAD_CHUNK_FLOATS = 2 ** 20
-# Floats of padded input and output gradient per batch chunk of a depthwise kernel
-# gradient (:func:`_depthwise_kernel_grad`); chunks of 2 ** 19 were the fastest measured
-# over EfficientNet-Lite0's depthwise layers (docs/performance.md).
-DEPTHWISE_GRAD_CHUNK_FLOATS = 2 ** 19
-
 # Grouped (not depthwise) convolutions with at most this many groups run as one convolution
 # per group (docs/performance.md); more groups, as in ResNeXt, would unroll into many small
 # convolutions, which was not measured.
@@ -63,6 +61,13 @@ SINGLE_CHANNEL_GRAD_CHUNK_FLOATS = 2 ** 20
 # patches (:func:`patches_conv`): with gradients they beat XLA's direct convolution 1.5-1.8x
 # on 6 x 6 and 7 x 7 maps (AlexNet conv5, EfficientNet's head map) and lose on 13 x 13.
 PATCHES_MAX_PIXELS = 49
+
+# What oneDNN's convolutions (:mod:`medjax.kernels.onednn`) replace where they are built:
+# the XLA forms they beat 1.3-2x in float32 and 2-5x in bfloat16 (docs/performance.md),
+# and in bfloat16 also those that beat XLA's float32 convolution but not oneDNN's bfloat16
+# one. Large multi-channel kernels stay with the FFT, which beat oneDNN 3-5x on LeNet's.
+ONEDNN_FORMS = ("direct", "tap_grad", "padded_channels")
+ONEDNN_NARROW_FORMS = ONEDNN_FORMS + ("single_channel", "patches")
 
 
 def direct(x, kernel, strides=(1, 1), padding="SAME", feature_group_count=1):
@@ -140,7 +145,7 @@ def single_channel_conv(x: jax.Array, kernel: jax.Array, pads) -> jax.Array:
   output gradient per batch chunk (:func:`patches_kernel_grad`); the input gradient, which
   a first layer does not need, is the sum's transpose.
   """
-  return _depthwise_sum(x, kernel, (1, 1), pads)
+  return depthwise_sum(x, kernel, (1, 1), pads)
 
 
 def _single_channel_fwd(x, kernel, pads):
@@ -150,7 +155,7 @@ def _single_channel_fwd(x, kernel, pads):
 def _single_channel_bwd(pads, residuals, g):
   x, kernel = residuals
   x_wide = jax.ShapeDtypeStruct(x.shape, accumulation_dtype(x.dtype))
-  dx, = jax.linear_transpose(lambda v: _depthwise_sum(v, kernel, (1, 1), pads), x_wide)(
+  dx, = jax.linear_transpose(lambda v: depthwise_sum(v, kernel, (1, 1), pads), x_wide)(
       g.astype(x_wide.dtype))
   dkernel = patches_kernel_grad(x, g, kernel.shape[:2], pads, SINGLE_CHANNEL_GRAD_CHUNK_FLOATS)
   return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
@@ -159,103 +164,17 @@ def _single_channel_bwd(pads, residuals, g):
 single_channel_conv.defvjp(_single_channel_fwd, _single_channel_bwd)
 
 
-def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME") -> jax.Array:
-  """Depthwise convolution (``feature_group_count = C``, kernel ``(kh, kw, 1, C)``) as a sum
-  of ``kh * kw`` shifted, strided slices of the padded input, each scaled per channel.
-
-  XLA:CPU runs grouped convolutions as a generic loop; this elementwise form it fuses into
-  one vectorised pass over the output. The kernel gradient is
-  :func:`_depthwise_kernel_grad`'s.
-  """
-  strides = tuple(strides)
-  pads = explicit_pads(x.shape[1:3], kernel.shape[:2], padding, strides)
-  return _depthwise(x, kernel, strides, pads)
-
-
-def _depthwise_sum(x, kernel, strides, pads):
-  """The sum of scaled views, accumulated in float32 whatever ``x``'s dtype: in bfloat16
-  XLA:CPU would convert and write out every view before adding them."""
-  dtype = x.dtype
-  x = jnp.pad(x.astype(accumulation_dtype(dtype)), ((0, 0), *pads, (0, 0)))
-  kernel = kernel.astype(x.dtype)
-  return sum(view * kernel[i, j, 0]
-             for (i, j), view in window_views(x, kernel.shape[:2], strides)).astype(dtype)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _depthwise(x, kernel, strides, pads):
-  return _depthwise_sum(x, kernel, strides, pads)
-
-
-def _depthwise_fwd(x, kernel, strides, pads):
-  return _depthwise_sum(x, kernel, strides, pads), (x, kernel)
-
-
-def _depthwise_bwd(strides, pads, residuals, g):
-  x, kernel = residuals
-  dx = _depthwise_input_grad(g.astype(accumulation_dtype(x.dtype)), kernel, strides, pads,
-                             x.shape)
-  dkernel = _depthwise_kernel_grad(x, g, kernel.shape[:2], strides, pads)
-  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
-
-
-_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
-
-
-def _depthwise_input_grad(g, kernel, strides, pads, x_shape):
-  """``dL/dx`` of :func:`_depthwise_sum`. At stride 1 it is the same sum over ``g`` padded
-  to "full" with the kernel flipped, the forward pass's fast form; the transpose of the
-  slices that autodiff gives instead is one slower pass with a bounds test per tap and
-  element. Strided kernels keep the transpose (a polyphase split of the flipped form was
-  no faster, docs/performance.md)."""
-  (kh, kw), ((top, bottom), (left, right)) = kernel.shape[:2], pads
-  full = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
-  if tuple(strides) == (1, 1) and min(min(pair) for pair in full) >= 0:
-    return _depthwise_sum(g, kernel[::-1, ::-1], (1, 1), full)
-  x_wide = jax.ShapeDtypeStruct(x_shape, g.dtype)
-  dx, = jax.linear_transpose(lambda v: _depthwise_sum(v, kernel, strides, pads), x_wide)(g)
-  return dx
-
-
-def _depthwise_kernel_grad(x, g, window, strides, pads,
-                           chunk_floats: int = DEPTHWISE_GRAD_CHUNK_FLOATS):
-  """``dL/dkernel[i, j, 0, c] = sum_{b,h,w} x_pad[b, h*sh + i, w*sw + j, c] g[b, h, w, c]``,
-  accumulated over batch chunks by ``sum_over_batch_chunks``.
-
-  Differentiating the sum of slices directly makes XLA keep every tap's shifted copy of the
-  whole batch for the backward pass (``kh * kw`` activation-sized copies written, then
-  read); per cache-sized chunk the shifted views are made and reduced while still in cache.
-  Narrow inputs are widened before the padding and the loop: XLA:CPU pads bfloat16 in
-  float32 and rounds back, and inside the loop it redid that round trip for each tap's read
-  (2-3x slower).
-  """
-  wide = accumulation_dtype(x.dtype)
-  x, g = jnp.pad(x.astype(wide), ((0, 0), *pads, (0, 0))), g.astype(wide)
-  batch = x.shape[0]
-  chunk = batch_chunk(batch, x[0].size + g[0].size, chunk_floats)
-
-  total = sum_over_batch_chunks(
-      lambda x, g: _depthwise_taps(x, g, window, strides),
-      jnp.zeros((window[0] * window[1], g.shape[-1]), jnp.float32), x, g, chunk)
-  return total.reshape(*window, 1, g.shape[-1])
-
-
-def _depthwise_taps(x, g, window, strides):
-  """Per tap, ``sum_{b,h,w} view * g`` over one batch chunk, all taps in one variadic reduce:
-  XLA:CPU then reads each chunk once, where one reduction per tap (which it hands to
-  YNNPACK) writes every tap's product out first."""
-  products = [view * g for _, view in window_views(x, window, strides)]
-  sums = jax.lax.reduce(products, [jnp.zeros((), g.dtype)] * len(products),
-                        lambda a, b: [p + q for p, q in zip(a, b)], (0, 1, 2))
-  return jnp.stack(sums)
-
-
 def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
-                   kernels: str = choice.XLA_CPU, x_hw=None,
-                   vector_floats: int | None = None) -> str:
+                   kernels: str = choice.XLA_CPU, x_hw=None, vector_floats: int | None = None,
+                   narrow: bool = False, use_onednn: bool | None = None) -> str:
   """How :func:`conv` convolves an HWIO ``kernel_shape`` over maps of ``x_hw`` pixels:
-  "fft", "pointwise", "single_channel", "tap_grad", "padded_channels", "patches",
+  "onednn", "fft", "pointwise", "single_channel", "tap_grad", "padded_channels", "patches",
   "depthwise", "split_groups" or "direct".
+
+  "onednn" replaces the XLA form in ``ONEDNN_FORMS`` (ungrouped), and for ``narrow``
+  (bfloat16) inputs in ``ONEDNN_NARROW_FORMS``, where ``use_onednn`` (default:
+  :func:`medjax.kernels.onednn.usable`).
+  The XLA forms, chosen as follows, run everywhere else.
 
   With the reference ops, always "direct". Otherwise depthwise kernels (one input channel
   per group, as many outputs as groups) go by :func:`depthwise_conv` at any stride; other
@@ -275,9 +194,18 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
   else directly. Other strided or grouped convolutions stay direct: a full-resolution FFT
   or per-tap products would compute outputs the stride discards.
   """
-  kh, kw, c, o = kernel_shape
   if not choice.fast(kernels):
     return "direct"
+  algorithm = _xla_algorithm(kernel_shape, strides, feature_group_count, x_hw, vector_floats)
+  if (algorithm in (ONEDNN_NARROW_FORMS if narrow else ONEDNN_FORMS)
+      and feature_group_count == 1):
+    if onednn.usable() if use_onednn is None else use_onednn:
+      return "onednn"
+  return algorithm
+
+
+def _xla_algorithm(kernel_shape, strides, feature_group_count, x_hw, vector_floats):
+  kh, kw, c, o = kernel_shape
   if feature_group_count != 1:
     if c == 1 and o == feature_group_count:
       return "depthwise"
@@ -307,7 +235,10 @@ def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
   """2-D NHWC/HWIO convolution by :func:`conv_algorithm`'s choice for ``kernels``."""
   strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
   algorithm = conv_algorithm(kernel.shape, strides, feature_group_count, kernels=kernels,
-                             x_hw=x.shape[1:3])
+                             x_hw=x.shape[1:3], narrow=is_narrow(x.dtype))
+  if algorithm == "onednn":
+    return onednn.conv(x, kernel, strides, explicit_pads(x.shape[1:3], kernel.shape[:2],
+                                                         padding, strides))
   if algorithm in ("fft", "direct", "tap_grad", "padded_channels") and is_narrow(x.dtype):
     # XLA:CPU convolves bfloat16 more slowly than float32: only "pointwise" and "patches"
     # reach its bfloat16 matrix kernels, the others run in float32.

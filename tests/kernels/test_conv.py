@@ -17,7 +17,7 @@ import pytest
 
 from medjax import kernels
 from medjax.kernels import convolution as conv_lib
-from medjax.kernels import fft, isa, patches
+from medjax.kernels import depthwise, fft, isa, onednn, patches
 from medjax.models.efficientnet_lite import EfficientNetLite0
 from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
@@ -26,6 +26,13 @@ from tests.compare import numpy_normal, random_variables
 # Each algorithm's test keeps two or three of its shapes (one per padding form) in the fast
 # tier; the others run with the slow tests.
 SLOW = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def xla_forms(monkeypatch):
+  """These are the XLA forms' tests: oneDNN's convolutions, which replace several of them
+  where they are built, are tested in test_onednn.py."""
+  monkeypatch.setattr(onednn, "available", lambda: False)
 
 
 def direct(x, kernel, strides=(1, 1), padding="VALID", feature_group_count=1):
@@ -157,7 +164,7 @@ def test_depthwise_kernel_gradient_is_the_same_over_batch_chunks(chunk_floats):
   reference = lambda k: direct(x, k, strides, padding, feature_group_count=5)
   g = numpy_normal(2, reference(kernel).shape)
   expected, = jax.vjp(reference, kernel)[1](g)
-  close(conv_lib._depthwise_kernel_grad(x, g, (3, 3), strides, pads, chunk_floats), expected)
+  close(depthwise._depthwise_kernel_grad(x, g, (3, 3), strides, pads, chunk_floats), expected)
 
 
 @pytest.mark.parametrize("kernel_hw,strides,padding", [
@@ -167,10 +174,10 @@ def test_depthwise_kernel_gradient_is_the_same_over_batch_chunks(chunk_floats):
 def test_depthwise_input_gradient_is_the_transpose_of_the_sum(kernel_hw, strides, padding):
   x, kernel = numpy_normal(0, (2, 9, 8, 5)), numpy_normal(1, (*kernel_hw, 1, 5))
   pads = conv_lib.explicit_pads(x.shape[1:3], kernel_hw, padding, strides)
-  forward = lambda v: conv_lib._depthwise_sum(v, kernel, strides, pads)
+  forward = lambda v: depthwise.depthwise_sum(v, kernel, strides, pads)
   g = numpy_normal(2, forward(x).shape)
   expected = jax.jit(lambda g: jax.linear_transpose(forward, x)(g)[0])(g)
-  grad = lambda g: conv_lib._depthwise_input_grad(g, kernel, strides, pads, x.shape)
+  grad = lambda g: depthwise._depthwise_input_grad(g, kernel, strides, pads, x.shape)
   close(jax.jit(grad)(g), expected)
   # Stride 1 with pads the kernel can cover takes the flipped sum (its kernel reversed).
   flipped = "rev" in str(jax.make_jaxpr(grad)(g))
@@ -179,7 +186,7 @@ def test_depthwise_input_gradient_is_the_transpose_of_the_sum(kernel_hw, strides
 
 def test_depthwise_kernel_gradient_reduces_every_tap_of_a_chunk_at_once():
   x, g = numpy_normal(0, (2, 9, 8, 5)), numpy_normal(1, (2, 9, 8, 5))
-  jaxpr = str(jax.make_jaxpr(lambda x, g: conv_lib._depthwise_kernel_grad(
+  jaxpr = str(jax.make_jaxpr(lambda x, g: depthwise._depthwise_kernel_grad(
       x, g, (3, 3), (1, 1), ((1, 1), (1, 1))))(x, g))
   assert jaxpr.count("reduce_sum") == 0 and jaxpr.count(" reduce[") == 1, jaxpr
 
@@ -188,7 +195,7 @@ def test_bfloat16_depthwise_kernel_gradient_loops_over_float32():
   """The chunk loop reads inputs widened once beforehand; a loop over bfloat16 arrays
   converts every view inside XLA:CPU's reduction, 2.5x slower (docs/performance.md)."""
   x, g = (numpy_normal(i, (2, 9, 8, 5)).astype(jnp.bfloat16) for i in range(2))
-  jaxpr = jax.make_jaxpr(lambda x, g: conv_lib._depthwise_kernel_grad(
+  jaxpr = jax.make_jaxpr(lambda x, g: depthwise._depthwise_kernel_grad(
       x, g, (3, 3), (1, 1), ((1, 1), (1, 1))))(x, g).jaxpr
   loop, = [eqn for eqn in jaxpr.eqns if eqn.primitive.name in ("scan", "while")]
   arrays = [v.aval.dtype for v in loop.invars if v.aval.ndim == 4]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medjax import kernels
-from medjax.kernels import isa
+from medjax.kernels import isa, onednn
 from medjax.models import registry
 from medjax.models.alexnet import AlexNet
 from medjax.models.googlenet import GoogLeNet
@@ -42,14 +42,20 @@ CONVS = {  # algorithm -> (input shape, kernel shape, strides, padding, groups)
     "pointwise": ((2, 7, 6, 5), (1, 1, 5, 9), (1, 1), "VALID", 1),
     "depthwise": ((2, 10, 9, 4), (3, 3, 1, 4), (2, 2), "SAME", 4),
     "direct": ((1, 31, 29, 2), (11, 11, 2, 4), (4, 4), "VALID", 1),
+    "onednn": ((2, 13, 11, 3), (3, 3, 3, 5), (2, 1), ((1, 0), (2, 1)), 1),
 }
 
 
 @pytest.mark.parametrize("algorithm", sorted(CONVS))
 def test_conv_fast_path_is_the_reference_op(algorithm, monkeypatch):
-  # tap_grad (AVX-512) and padded_channels (AVX2) on any host.
+  # tap_grad (AVX-512) and padded_channels (AVX2) on any host; the XLA forms with oneDNN's
+  # convolutions off, oneDNN's where they are built.
   lanes = 8 if algorithm == "padded_channels" else 16
   monkeypatch.setattr(isa, "vector_floats", lambda: lanes)
+  if algorithm != "onednn":
+    monkeypatch.setattr(onednn, "available", lambda: False)
+  elif not onednn.available():
+    pytest.skip(f"oneDNN's convolutions are not built here: {onednn.unavailable_reason()}")
   x_shape, k_shape, strides, padding, groups = CONVS[algorithm]
   assert kernels.conv_algorithm(k_shape, strides, groups, kernels=kernels.XLA_CPU) == algorithm
   assert kernels.conv_algorithm(k_shape, strides, groups, kernels=kernels.REFERENCE) == "direct"

@@ -1,0 +1,259 @@
+// 2-D convolution (NHWC input and output, HWIO kernel) and its two gradients as XLA FFI
+// handlers over oneDNN's convolution primitives, which reach AVX512-BF16 and AMX where the
+// CPU has them; medjax/kernels/onednn.py builds this file, registers the handlers and
+// decides where they are used.
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+
+namespace {
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// Every primitive takes its scratch memory from the call: XLA may run two convolutions at
+// once, and oneDNN's own scratchpad is shared between primitives.
+dnnl::primitive_attr Attr() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+bool ToDnnl(ffi::DataType type, memory::data_type* out) {
+  if (type == ffi::DataType::F32) {
+    *out = memory::data_type::f32;
+  } else if (type == ffi::DataType::BF16) {
+    *out = memory::data_type::bf16;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// One convolution's geometry, in oneDNN's (N, C, H, W) / (O, I, H, W) dimension order.
+struct Geometry {
+  memory::dims src, weights, dst, strides, dilation, pad_lo, pad_hi;
+  memory::data_type src_type, weights_type, dst_type;
+
+  std::string Key(const char* kind) const {
+    std::string key(kind);
+    for (const memory::dims* dims :
+         {&src, &weights, &dst, &strides, &dilation, &pad_lo, &pad_hi}) {
+      for (auto d : *dims) key += "," + std::to_string(d);
+      key += ";";
+    }
+    key += std::to_string(static_cast<int>(src_type)) + "," +
+           std::to_string(static_cast<int>(weights_type)) + "," +
+           std::to_string(static_cast<int>(dst_type));
+    return key;
+  }
+
+  memory::desc Src(memory::data_type type) const { return {src, type, tag::nhwc}; }
+  memory::desc Dst(memory::data_type type) const { return {dst, type, tag::nhwc}; }
+  memory::desc AnyWeights(memory::data_type type) const { return {weights, type, tag::any}; }
+  memory::desc UserWeights(memory::data_type type) const { return {weights, type, tag::hwio}; }
+
+  // The forward primitive descriptor, also the hint each backward primitive needs.
+  dnnl::convolution_forward::primitive_desc Forward() const {
+    return dnnl::convolution_forward::primitive_desc(
+        Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+        Src(src_type), AnyWeights(weights_type), Dst(dst_type), strides, dilation, pad_lo,
+        pad_hi, Attr());
+  }
+};
+
+// A primitive with the reorder between the caller's HWIO kernel and the layout it wants
+// (absent when they agree); built once per geometry, kept for the process.
+struct Plan {
+  dnnl::primitive primitive;
+  memory::desc scratchpad, user_weights, weights, reorder_scratchpad;
+  std::unique_ptr<dnnl::reorder> reorder;
+};
+
+std::mutex plans_mutex;
+std::unordered_map<std::string, std::shared_ptr<Plan>> plans;
+
+template <typename Make>
+std::shared_ptr<Plan> Cached(const std::string& key, Make make) {
+  std::lock_guard<std::mutex> lock(plans_mutex);
+  auto found = plans.find(key);
+  if (found != plans.end()) return found->second;
+  auto plan = std::make_shared<Plan>(make());
+  plans.emplace(key, plan);
+  return plan;
+}
+
+template <typename Primitive, typename PrimitiveDesc>
+Plan WithWeights(const PrimitiveDesc& pd, const memory::desc& user, const memory::desc& wanted,
+                 bool into_user) {
+  Plan plan{Primitive(pd), pd.scratchpad_desc(), user, wanted, {},
+            nullptr};
+  if (user != wanted) {
+    auto reorder = into_user
+        ? dnnl::reorder::primitive_desc(Engine(), wanted, Engine(), user, Attr())
+        : dnnl::reorder::primitive_desc(Engine(), user, Engine(), wanted, Attr());
+    plan.reorder_scratchpad = reorder.scratchpad_desc();
+    plan.reorder = std::make_unique<dnnl::reorder>(reorder);
+  }
+  return plan;
+}
+
+// Reads the NHWC input, HWIO kernel and NHWC output shapes and the window attributes.
+ffi::Error Describe(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w, const ffi::AnyBuffer& y,
+                    int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_bottom,
+                    int64_t pad_left, int64_t pad_right, Geometry* g) {
+  auto xd = x.dimensions(), wd = w.dimensions(), yd = y.dimensions();
+  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4) {
+    return ffi::Error::InvalidArgument("medjax oneDNN conv: NHWC / HWIO / NHWC ranks expected");
+  }
+  if (!ToDnnl(x.element_type(), &g->src_type) || !ToDnnl(w.element_type(), &g->weights_type) ||
+      !ToDnnl(y.element_type(), &g->dst_type)) {
+    return ffi::Error::InvalidArgument("medjax oneDNN conv: float32 or bfloat16 expected");
+  }
+  g->src = {xd[0], xd[3], xd[1], xd[2]};
+  g->weights = {wd[3], wd[2], wd[0], wd[1]};
+  g->dst = {yd[0], yd[3], yd[1], yd[2]};
+  g->strides = {stride_h, stride_w};
+  g->dilation = {0, 0};
+  g->pad_lo = {pad_top, pad_left};
+  g->pad_hi = {pad_bottom, pad_right};
+  return ffi::Error::Success();
+}
+
+ffi::Error Run(const std::shared_ptr<Plan>& plan, void* weights_data, bool into_user,
+               std::unordered_map<int, memory> args, int weights_arg) {
+  dnnl::stream stream(Engine());
+  memory user(plan->user_weights, Engine(), weights_data);
+  args.emplace(DNNL_ARG_SCRATCHPAD, memory(plan->scratchpad, Engine()));
+  if (!plan->reorder) {
+    args.emplace(weights_arg, user);
+    plan->primitive.execute(stream, args);
+    stream.wait();
+    return ffi::Error::Success();
+  }
+  memory wanted(plan->weights, Engine());
+  memory reorder_scratchpad(plan->reorder_scratchpad, Engine());
+  args.emplace(weights_arg, wanted);
+  if (!into_user) {
+    plan->reorder->execute(stream, {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, wanted},
+                                    {DNNL_ARG_SCRATCHPAD, reorder_scratchpad}});
+  }
+  plan->primitive.execute(stream, args);
+  if (into_user) {
+    plan->reorder->execute(stream, {{DNNL_ARG_FROM, wanted}, {DNNL_ARG_TO, user},
+                                    {DNNL_ARG_SCRATCHPAD, reorder_scratchpad}});
+  }
+  stream.wait();
+  return ffi::Error::Success();
+}
+
+#define MEDJAX_TRY(body)                                                   \
+  try {                                                                    \
+    body                                                                   \
+  } catch (const dnnl::error& e) {                                         \
+    return ffi::Error::Internal(std::string("medjax oneDNN conv: ") + e.what()); \
+  }
+
+ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
+                   int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_bottom,
+                   int64_t pad_left, int64_t pad_right) {
+  Geometry g;
+  auto status = Describe(x, w, *y, stride_h, stride_w, pad_top, pad_bottom, pad_left,
+                         pad_right, &g);
+  if (status.failure()) return status;
+  MEDJAX_TRY({
+    auto plan = Cached(g.Key("forward"), [&] {
+      auto pd = g.Forward();
+      return WithWeights<dnnl::convolution_forward>(pd, g.UserWeights(g.weights_type),
+                                                     pd.weights_desc(), false);
+    });
+    return Run(plan, w.untyped_data(), false,
+               {{DNNL_ARG_SRC, memory(g.Src(g.src_type), Engine(), x.untyped_data())},
+                {DNNL_ARG_DST, memory(g.Dst(g.dst_type), Engine(), y->untyped_data())}},
+               DNNL_ARG_WEIGHTS);
+  })
+}
+
+// dL/dx from the output gradient ``dy`` and the kernel, written into ``dx``.
+ffi::Error InputGrad(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
+                     int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_bottom,
+                     int64_t pad_left, int64_t pad_right) {
+  Geometry g;
+  auto status = Describe(*dx, w, dy, stride_h, stride_w, pad_top, pad_bottom, pad_left,
+                         pad_right, &g);
+  if (status.failure()) return status;
+  MEDJAX_TRY({
+    auto plan = Cached(g.Key("input_grad"), [&] {
+      auto pd = dnnl::convolution_backward_data::primitive_desc(
+          Engine(), dnnl::algorithm::convolution_direct, g.Src(g.src_type),
+          g.AnyWeights(g.weights_type), g.Dst(g.dst_type), g.strides, g.dilation, g.pad_lo,
+          g.pad_hi, g.Forward(), Attr());
+      return WithWeights<dnnl::convolution_backward_data>(
+          pd, g.UserWeights(g.weights_type), pd.weights_desc(), false);
+    });
+    return Run(plan, w.untyped_data(), false,
+               {{DNNL_ARG_DIFF_DST, memory(g.Dst(g.dst_type), Engine(), dy.untyped_data())},
+                {DNNL_ARG_DIFF_SRC, memory(g.Src(g.src_type), Engine(), dx->untyped_data())}},
+               DNNL_ARG_WEIGHTS);
+  })
+}
+
+// dL/dkernel from the input ``x`` and the output gradient ``dy``, written into ``dw``.
+ffi::Error KernelGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
+                      int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_bottom,
+                      int64_t pad_left, int64_t pad_right) {
+  Geometry g;
+  auto status = Describe(x, *dw, dy, stride_h, stride_w, pad_top, pad_bottom, pad_left,
+                         pad_right, &g);
+  if (status.failure()) return status;
+  MEDJAX_TRY({
+    auto plan = Cached(g.Key("kernel_grad"), [&] {
+      Geometry hint = g;
+      hint.weights_type = g.src_type;  // The forward hint computes in the inputs' type.
+      auto pd = dnnl::convolution_backward_weights::primitive_desc(
+          Engine(), dnnl::algorithm::convolution_direct, g.Src(g.src_type),
+          g.AnyWeights(g.weights_type), g.Dst(g.dst_type), g.strides, g.dilation, g.pad_lo,
+          g.pad_hi, hint.Forward(), Attr());
+      return WithWeights<dnnl::convolution_backward_weights>(
+          pd, g.UserWeights(g.weights_type), pd.diff_weights_desc(), true);
+    });
+    return Run(plan, dw->untyped_data(), true,
+               {{DNNL_ARG_SRC, memory(g.Src(g.src_type), Engine(), x.untyped_data())},
+                {DNNL_ARG_DIFF_DST, memory(g.Dst(g.dst_type), Engine(), dy.untyped_data())}},
+               DNNL_ARG_DIFF_WEIGHTS);
+  })
+}
+
+}  // namespace
+
+#define MEDJAX_BIND(first, second, result)                   \
+  ffi::Ffi::Bind()                                           \
+      .Arg<ffi::AnyBuffer>()                                 \
+      .Arg<ffi::AnyBuffer>()                                 \
+      .Ret<ffi::AnyBuffer>()                                 \
+      .Attr<int64_t>("stride_h")                             \
+      .Attr<int64_t>("stride_w")                             \
+      .Attr<int64_t>("pad_top")                              \
+      .Attr<int64_t>("pad_bottom")                           \
+      .Attr<int64_t>("pad_left")                             \
+      .Attr<int64_t>("pad_right")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvForward, Forward, MEDJAX_BIND(x, w, y));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvInputGrad, InputGrad, MEDJAX_BIND(dy, w, dx));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvKernelGrad, KernelGrad, MEDJAX_BIND(x, dy, dw));
+
+extern "C" int MedjaxOnednnVersion() {
+  const dnnl_version_t* v = dnnl_version();
+  return v->major * 10000 + v->minor * 100 + v->patch;
+}

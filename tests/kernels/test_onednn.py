@@ -1,0 +1,181 @@
+"""oneDNN's convolutions (``medjax/kernels/onednn.py``): the same function as
+``lax.conv_general_dilated`` in value and both gradients, in float32 and bfloat16, for every
+padding form and stride; the routes they take over; run after run the same bits, with
+XLA running several at once; and, where they cannot be built, a reason and XLA's forms."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from medjax import kernels
+from medjax.kernels import convolution as conv_lib
+from medjax.kernels import onednn
+from tests.compare import numpy_normal
+
+
+@pytest.fixture
+def built():
+  if not onednn.available():
+    pytest.skip(f"oneDNN's convolutions are not built here: {onednn.unavailable_reason()}")
+
+
+def reference(x, kernel, strides, padding):
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def value_and_grads(conv, x, kernel, cotangent):
+  y, vjp = jax.vjp(conv, x, kernel)
+  return (y, *vjp(cotangent))
+
+
+def close(actual, expected, rtol=1e-4, atol_scale=2e-5):
+  expected = np.asarray(expected, np.float32)
+  np.testing.assert_allclose(np.asarray(actual, np.float32), expected, rtol=rtol,
+                             atol=atol_scale * np.abs(expected).max())
+
+
+CASES = [  # input shape, kernel shape, strides, padding
+    ((2, 13, 11, 3), (3, 3, 3, 5), (1, 1), "SAME"),
+    ((2, 13, 11, 20), (3, 3, 20, 20), (1, 1), "VALID"),
+    ((1, 12, 17, 4), (3, 2, 4, 6), (2, 3), ((2, 0), (1, 3))),
+    ((2, 16, 16, 1), (3, 3, 1, 8), (1, 1), "SAME"),
+    ((1, 24, 24, 1), (15, 15, 1, 4), (1, 1), "VALID"),
+    ((1, 31, 29, 3), (11, 11, 3, 8), (4, 4), "VALID"),
+    ((2, 9, 9, 8), (5, 5, 8, 16), (2, 2), 2),
+]
+
+
+@pytest.mark.parametrize("x_shape,k_shape,strides,padding", CASES)
+def test_conv_is_the_reference_convolution(built, x_shape, k_shape, strides, padding):
+  x, kernel = numpy_normal(0, x_shape), numpy_normal(1, k_shape) * 0.1
+  pads = conv_lib.explicit_pads(x_shape[1:3], k_shape[:2], padding, strides)
+  fast = jax.jit(lambda x, k: onednn.conv(x, k, strides, pads))
+  expected_shape = jax.eval_shape(lambda x, k: reference(x, k, strides, pads), x, kernel).shape
+  cotangent = numpy_normal(2, expected_shape)
+  ours = value_and_grads(fast, x, kernel, cotangent)
+  theirs = value_and_grads(jax.jit(lambda x, k: reference(x, k, strides, pads)), x, kernel,
+                           cotangent)
+  for a, b in zip(ours, theirs):
+    assert a.shape == b.shape and a.dtype == b.dtype == jnp.float32
+    close(a, b)
+
+
+@pytest.mark.parametrize("x_shape,k_shape,strides,padding", CASES[:3])
+def test_bfloat16_conv_accumulates_in_float32(built, x_shape, k_shape, strides, padding):
+  """bfloat16 operands, float32 sums: within a bfloat16 rounding of the float32 convolution
+  of the same (bfloat16-representable) values; the kernel gradient is summed in float32."""
+  x = numpy_normal(0, x_shape).astype(jnp.bfloat16)
+  kernel = (numpy_normal(1, k_shape) * 0.1).astype(jnp.bfloat16)
+  pads = conv_lib.explicit_pads(x_shape[1:3], k_shape[:2], padding, strides)
+  y_shape = jax.eval_shape(lambda x, k: reference(x, k, strides, pads), x, kernel).shape
+  cotangent = numpy_normal(2, y_shape).astype(jnp.bfloat16)
+  ours = value_and_grads(jax.jit(lambda x, k: onednn.conv(x, k, strides, pads)), x, kernel,
+                         cotangent)
+  wide = [a.astype(jnp.float32) for a in (x, kernel, cotangent)]
+  theirs = value_and_grads(jax.jit(lambda x, k: reference(x, k, strides, pads)), *wide)
+  for a, b in zip(ours, theirs):
+    assert a.dtype == jnp.bfloat16
+    close(a, b, rtol=1e-2, atol_scale=1e-2)
+
+
+def test_routes_it_takes_over_and_those_it_leaves():
+  def route(shape, strides=(1, 1), groups=1, narrow=False, built=True, x_hw=None):
+    return kernels.conv_algorithm(shape, strides, groups, x_hw=x_hw, narrow=narrow,
+                                  vector_floats=16, use_onednn=built)
+
+  assert route((3, 3, 20, 20)) == "onednn"  # IRMA's layers (tap_grad otherwise).
+  assert route((3, 3, 20, 20), built=False) == "tap_grad"
+  assert route((11, 11, 3, 96), (4, 4)) == "onednn"  # Strided: direct otherwise.
+  assert route((3, 3, 128, 128)) == "onednn"
+  assert route((15, 15, 1, 20)) == "onednn"
+  assert route((15, 15, 20, 50)) == "fft"  # LeNet's second layer: the FFT is faster.
+  assert route((1, 1, 96, 24)) == "pointwise"
+  assert route((3, 3, 1, 32), (2, 2), 32) == "depthwise"
+  assert route((3, 3, 192, 384), groups=2) == "split_groups"
+  assert route((3, 3, 4, 128), groups=32) == "direct"  # Grouped: no oneDNN route.
+  # Faster than XLA's float32 convolution, but not than oneDNN's bfloat16 one.
+  assert route((3, 3, 1, 20)) == "single_channel"
+  assert route((3, 3, 1, 20), narrow=True) == "onednn"
+  assert route((3, 3, 256, 4096), x_hw=(6, 6)) == "patches"
+  assert route((3, 3, 256, 4096), x_hw=(6, 6), narrow=True) == "onednn"
+  assert kernels.conv_algorithm((3, 3, 20, 20), (1, 1), kernels=kernels.REFERENCE,
+                                use_onednn=True) == "direct"
+
+
+def test_several_devices_or_an_export_keep_the_xla_forms(monkeypatch):
+  """The custom call has no sharding rule (a sharded program would gather the batch), and a
+  SavedModel cannot carry it."""
+  monkeypatch.setattr(onednn, "available", lambda: True)
+  monkeypatch.setattr(jax, "device_count", lambda: 2)
+  assert kernels.conv_algorithm((3, 3, 20, 20), (1, 1), vector_floats=16) == "tap_grad"
+  monkeypatch.setattr(jax, "device_count", lambda: 1)
+  assert kernels.conv_algorithm((3, 3, 20, 20), (1, 1), vector_floats=16) == "onednn"
+  with onednn.disabled():  # What export traces in.
+    assert kernels.conv_algorithm((3, 3, 20, 20), (1, 1), vector_floats=16) == "tap_grad"
+  assert kernels.conv_algorithm((3, 3, 20, 20), (1, 1), vector_floats=16) == "onednn"
+
+
+def test_concurrent_convolutions_give_the_same_bits_every_time(built):
+  """The input and kernel gradients are independent, so XLA may run them at once on two
+  threads (each with its own scratch memory); every run must give the same bits."""
+  x, kernel = numpy_normal(0, (16, 32, 32, 20)), numpy_normal(1, (3, 3, 20, 20)) * 0.1
+  pads = ((1, 1), (1, 1))
+  cotangent = numpy_normal(2, (16, 32, 32, 20))
+  step = jax.jit(lambda x, k, g: value_and_grads(
+      lambda x, k: onednn.conv(jnp.tanh(onednn.conv(x, k, (1, 1), pads)), k, (1, 1), pads),
+      x, k, g))
+  first = [np.asarray(a) for a in step(x, kernel, cotangent)]
+  for _ in range(4):
+    for a, b in zip(step(x, kernel, cotangent), first):
+      np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_builds_into_the_cache_once(built, tmp_path, monkeypatch):
+  monkeypatch.setenv("MEDJAX_CACHE_DIR", str(tmp_path))
+  library = onednn._build()
+  assert library.parent == tmp_path / "onednn" and library.stat().st_size > 0
+  mtime = library.stat().st_mtime_ns
+  assert onednn._build() == library and library.stat().st_mtime_ns == mtime
+  assert [p.name for p in library.parent.iterdir()] == [library.name]  # No leftovers.
+
+
+def test_what_stops_the_build_is_named(monkeypatch, tmp_path):
+  monkeypatch.setenv("MEDJAX_CACHE_DIR", str(tmp_path))
+  monkeypatch.setenv("MEDJAX_ONEDNN", "0")
+  with pytest.raises(RuntimeError, match="MEDJAX_ONEDNN=0"):
+    onednn._build()
+  monkeypatch.delenv("MEDJAX_ONEDNN")
+  monkeypatch.setattr(onednn, "_package_file", lambda *_: None)
+  with pytest.raises(RuntimeError, match="onednn-cpu-gomp"):
+    onednn._build()
+
+
+def test_an_unbuilt_custom_call_says_why_and_falls_back(monkeypatch, caplog):
+  def fail():
+    raise RuntimeError("no C++ compiler (g++ or $CXX) to build the custom call")
+
+  monkeypatch.setattr(onednn, "_build", fail)
+  assert onednn._load.__wrapped__() == (
+      False, "no C++ compiler (g++ or $CXX) to build the custom call")
+  assert "XLA's are used instead" in caplog.text
+
+
+@pytest.mark.parametrize("batched", ["x", "kernel", "both"])
+def test_vmapped_conv_is_the_reference_per_member(built, batched):
+  """``nn.vmap`` (LeNet's four networks) batches the images, the kernels or both; one
+  folded convolution, or one per member, must equal the reference member by member."""
+  members, strides, pads = 3, (2, 1), ((1, 0), (2, 1))
+  x = numpy_normal(0, (members, 2, 11, 9, 3) if batched != "kernel" else (2, 11, 9, 3))
+  kernel = numpy_normal(1, (members, 3, 3, 3, 4) if batched != "x" else (3, 3, 3, 4)) * 0.1
+  axes = {"x": (0, None), "kernel": (None, 0), "both": (0, 0)}[batched]
+
+  def loss(conv, x, kernel):
+    y = jax.vmap(lambda x, k: jnp.sin(conv(x, k, strides, pads)), in_axes=axes)(x, kernel)
+    return jnp.sum(y * numpy_normal(2, y.shape))
+
+  ours = jax.jit(jax.value_and_grad(lambda x, k: loss(onednn.conv, x, k), (0, 1)))(x, kernel)
+  theirs = jax.jit(jax.value_and_grad(lambda x, k: loss(reference, x, k), (0, 1)))(x, kernel)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    assert a.shape == b.shape
+    close(a, b)
