@@ -235,7 +235,8 @@ def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
   """2-D NHWC/HWIO convolution by :func:`conv_algorithm`'s choice for ``kernels``."""
   strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
   algorithm = conv_algorithm(kernel.shape, strides, feature_group_count, kernels=kernels,
-                             x_hw=x.shape[1:3], narrow=is_narrow(x.dtype))
+                             x_hw=x.shape[1:3], narrow=is_narrow(x.dtype),
+                             use_onednn=None if x.dtype in onednn.DTYPES else False)
   if algorithm == "onednn":
     return onednn.conv(x, kernel, strides, explicit_pads(x.shape[1:3], kernel.shape[:2],
                                                          padding, strides))

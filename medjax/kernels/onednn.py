@@ -33,6 +33,7 @@ SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGETS = {"forward": "MedjaxConvForward", "input_grad": "MedjaxConvInputGrad",
            "kernel_grad": "MedjaxConvKernelGrad"}
 _PREFIX = "medjax_onednn_conv_"
+DTYPES = (jnp.float32, jnp.bfloat16)  # What the handlers take; float64 stays with XLA.
 _DISABLED = contextvars.ContextVar("medjax_onednn_disabled", default=False)
 
 

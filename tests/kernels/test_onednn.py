@@ -179,3 +179,14 @@ def test_vmapped_conv_is_the_reference_per_member(built, batched):
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
     assert a.shape == b.shape
     close(a, b)
+
+
+def test_float64_keeps_the_xla_forms(built):
+  """The handlers take float32 and bfloat16; a float64 check (as the weight importers'
+  tests run) must not reach them."""
+  with jax.enable_x64(True):
+    x = np.random.default_rng(0).normal(size=(1, 9, 9, 3))
+    kernel = np.random.default_rng(1).normal(size=(3, 3, 3, 4))
+    y = jax.jit(lambda x, k: kernels.conv(x, k, (2, 2), "VALID"))(x, kernel)
+    assert y.dtype == jnp.float64
+    np.testing.assert_allclose(y, reference(x, kernel, (2, 2), "VALID"), rtol=1e-12)
