@@ -63,9 +63,10 @@ SINGLE_CHANNEL_GRAD_CHUNK_FLOATS = 2 ** 20
 PATCHES_MAX_PIXELS = 49
 
 # What oneDNN's convolutions (:mod:`medjax.kernels.onednn`) replace where they are built:
-# the XLA forms they beat 1.3-2x in float32 and 2-5x in bfloat16 (docs/performance.md),
+# the XLA forms they beat 1.2-2x in float32 and 2.5-5x in bfloat16 (docs/performance.md),
 # and in bfloat16 also those that beat XLA's float32 convolution but not oneDNN's bfloat16
-# one. Large multi-channel kernels stay with the FFT, which beat oneDNN 3-5x on LeNet's.
+# one. Large multi-channel kernels stay with the FFT: on LeNet's second layer it beat
+# oneDNN by 1.1x unpadded and 3-6x with "SAME" padding.
 ONEDNN_FORMS = ("direct", "tap_grad", "padded_channels")
 ONEDNN_NARROW_FORMS = ONEDNN_FORMS + ("single_channel", "patches")
 

@@ -2,7 +2,7 @@
 
 XLA:CPU (jaxlib 0.10) runs convolutions on Eigen and has no bfloat16 convolution at all;
 oneDNN's JIT kernels, which PyTorch uses, take the vector units the CPU has (AVX2,
-AVX-512, AVX512-BF16, AMX) and were measured 1.4-2x faster in float32 and 2-5x in bfloat16
+AVX-512, AVX512-BF16, AMX) and were measured 1.2-2x faster in float32 and 1.3-5x in bfloat16
 on medjax's small-kernel layers (docs/performance.md). ``onednn_conv.cc`` binds oneDNN's
 forward, input-gradient and kernel-gradient primitives as three FFI handlers; this module
 compiles it once per source, jaxlib and oneDNN (``g++`` against the ``onednn-cpu-gomp``
