@@ -158,86 +158,75 @@ ffi::Error Run(const std::shared_ptr<Plan>& plan, void* weights_data, bool into_
   return ffi::Error::Success();
 }
 
-#define MEDJAX_TRY(body)                                                   \
-  try {                                                                    \
-    body                                                                   \
-  } catch (const dnnl::error& e) {                                         \
-    return ffi::Error::Internal(std::string("medjax oneDNN conv: ") + e.what()); \
+enum class Kind { kForward, kInputGrad, kKernelGrad };
+
+// The primitive for ``kind`` and the reorder between its kernel layout and the caller's.
+Plan MakePlan(Kind kind, const Geometry& g) {
+  const auto user = g.UserWeights(g.weights_type);
+  if (kind == Kind::kForward) {
+    auto pd = g.Forward();
+    return WithWeights<dnnl::convolution_forward>(pd, user, pd.weights_desc(), false);
+  }
+  if (kind == Kind::kInputGrad) {
+    auto pd = dnnl::convolution_backward_data::primitive_desc(
+        Engine(), dnnl::algorithm::convolution_direct, g.Src(g.src_type),
+        g.AnyWeights(g.weights_type), g.Dst(g.dst_type), g.strides, g.dilation, g.pad_lo,
+        g.pad_hi, g.Forward(), Attr());
+    return WithWeights<dnnl::convolution_backward_data>(pd, user, pd.weights_desc(), false);
+  }
+  Geometry hint = g;
+  hint.weights_type = g.src_type;  // The forward hint computes in the inputs' type.
+  auto pd = dnnl::convolution_backward_weights::primitive_desc(
+      Engine(), dnnl::algorithm::convolution_direct, g.Src(g.src_type),
+      g.AnyWeights(g.weights_type), g.Dst(g.dst_type), g.strides, g.dilation, g.pad_lo,
+      g.pad_hi, hint.Forward(), Attr());
+  return WithWeights<dnnl::convolution_backward_weights>(pd, user, pd.diff_weights_desc(),
+                                                         true);
+}
+
+// Every handler: ``src``, ``weights`` and ``dst`` are the convolution's input, kernel and
+// output (or their gradients); the one ``kind`` writes is its result.
+ffi::Error Convolve(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& weights,
+                    const ffi::AnyBuffer& dst, int64_t stride_h, int64_t stride_w,
+                    int64_t pad_top, int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
+  static const char* const kNames[] = {"forward", "input_grad", "kernel_grad"};
+  static const int kArgs[][3] = {  // Source, destination and kernel argument per kind.
+      {DNNL_ARG_SRC, DNNL_ARG_DST, DNNL_ARG_WEIGHTS},
+      {DNNL_ARG_DIFF_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS},
+      {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS}};
+  Geometry g;
+  auto status = Describe(src, weights, dst, stride_h, stride_w, pad_top, pad_bottom, pad_left,
+                         pad_right, &g);
+  if (status.failure()) return status;
+  const int k = static_cast<int>(kind);
+  try {
+    auto plan = Cached(g.Key(kNames[k]), [&] { return MakePlan(kind, g); });
+    return Run(plan, weights.untyped_data(), kind == Kind::kKernelGrad,
+               {{kArgs[k][0], memory(g.Src(g.src_type), Engine(), src.untyped_data())},
+                {kArgs[k][1], memory(g.Dst(g.dst_type), Engine(), dst.untyped_data())}},
+               kArgs[k][2]);
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("medjax oneDNN conv: ") + e.what());
+  }
+}
+
+#define MEDJAX_HANDLER(name, kind, src, weights, dst, first, second, result)              \
+  ffi::Error name(ffi::AnyBuffer first, ffi::AnyBuffer second,                           \
+                  ffi::Result<ffi::AnyBuffer> result, int64_t stride_h, int64_t stride_w, \
+                  int64_t pad_top, int64_t pad_bottom, int64_t pad_left,                  \
+                  int64_t pad_right) {                                                    \
+    return Convolve(kind, src, weights, dst, stride_h, stride_w, pad_top, pad_bottom,    \
+                    pad_left, pad_right);                                                 \
   }
 
-ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
-                   int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_bottom,
-                   int64_t pad_left, int64_t pad_right) {
-  Geometry g;
-  auto status = Describe(x, w, *y, stride_h, stride_w, pad_top, pad_bottom, pad_left,
-                         pad_right, &g);
-  if (status.failure()) return status;
-  MEDJAX_TRY({
-    auto plan = Cached(g.Key("forward"), [&] {
-      auto pd = g.Forward();
-      return WithWeights<dnnl::convolution_forward>(pd, g.UserWeights(g.weights_type),
-                                                     pd.weights_desc(), false);
-    });
-    return Run(plan, w.untyped_data(), false,
-               {{DNNL_ARG_SRC, memory(g.Src(g.src_type), Engine(), x.untyped_data())},
-                {DNNL_ARG_DST, memory(g.Dst(g.dst_type), Engine(), y->untyped_data())}},
-               DNNL_ARG_WEIGHTS);
-  })
-}
-
-// dL/dx from the output gradient ``dy`` and the kernel, written into ``dx``.
-ffi::Error InputGrad(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
-                     int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_bottom,
-                     int64_t pad_left, int64_t pad_right) {
-  Geometry g;
-  auto status = Describe(*dx, w, dy, stride_h, stride_w, pad_top, pad_bottom, pad_left,
-                         pad_right, &g);
-  if (status.failure()) return status;
-  MEDJAX_TRY({
-    auto plan = Cached(g.Key("input_grad"), [&] {
-      auto pd = dnnl::convolution_backward_data::primitive_desc(
-          Engine(), dnnl::algorithm::convolution_direct, g.Src(g.src_type),
-          g.AnyWeights(g.weights_type), g.Dst(g.dst_type), g.strides, g.dilation, g.pad_lo,
-          g.pad_hi, g.Forward(), Attr());
-      return WithWeights<dnnl::convolution_backward_data>(
-          pd, g.UserWeights(g.weights_type), pd.weights_desc(), false);
-    });
-    return Run(plan, w.untyped_data(), false,
-               {{DNNL_ARG_DIFF_DST, memory(g.Dst(g.dst_type), Engine(), dy.untyped_data())},
-                {DNNL_ARG_DIFF_SRC, memory(g.Src(g.src_type), Engine(), dx->untyped_data())}},
-               DNNL_ARG_WEIGHTS);
-  })
-}
-
-// dL/dkernel from the input ``x`` and the output gradient ``dy``, written into ``dw``.
-ffi::Error KernelGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
-                      int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_bottom,
-                      int64_t pad_left, int64_t pad_right) {
-  Geometry g;
-  auto status = Describe(x, *dw, dy, stride_h, stride_w, pad_top, pad_bottom, pad_left,
-                         pad_right, &g);
-  if (status.failure()) return status;
-  MEDJAX_TRY({
-    auto plan = Cached(g.Key("kernel_grad"), [&] {
-      Geometry hint = g;
-      hint.weights_type = g.src_type;  // The forward hint computes in the inputs' type.
-      auto pd = dnnl::convolution_backward_weights::primitive_desc(
-          Engine(), dnnl::algorithm::convolution_direct, g.Src(g.src_type),
-          g.AnyWeights(g.weights_type), g.Dst(g.dst_type), g.strides, g.dilation, g.pad_lo,
-          g.pad_hi, hint.Forward(), Attr());
-      return WithWeights<dnnl::convolution_backward_weights>(
-          pd, g.UserWeights(g.weights_type), pd.diff_weights_desc(), true);
-    });
-    return Run(plan, dw->untyped_data(), true,
-               {{DNNL_ARG_SRC, memory(g.Src(g.src_type), Engine(), x.untyped_data())},
-                {DNNL_ARG_DIFF_DST, memory(g.Dst(g.dst_type), Engine(), dy.untyped_data())}},
-               DNNL_ARG_DIFF_WEIGHTS);
-  })
-}
+// y from x and the kernel; dL/dx from dy and the kernel; dL/dkernel from x and dy.
+MEDJAX_HANDLER(Forward, Kind::kForward, x, w, *y, x, w, y)
+MEDJAX_HANDLER(InputGrad, Kind::kInputGrad, *dx, w, dy, dy, w, dx)
+MEDJAX_HANDLER(KernelGrad, Kind::kKernelGrad, x, *dw, dy, x, dy, dw)
 
 }  // namespace
 
-#define MEDJAX_BIND(first, second, result)                   \
+#define MEDJAX_BIND                                          \
   ffi::Ffi::Bind()                                           \
       .Arg<ffi::AnyBuffer>()                                 \
       .Arg<ffi::AnyBuffer>()                                 \
@@ -249,11 +238,6 @@ ffi::Error KernelGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyB
       .Attr<int64_t>("pad_left")                             \
       .Attr<int64_t>("pad_right")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvForward, Forward, MEDJAX_BIND(x, w, y));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvInputGrad, InputGrad, MEDJAX_BIND(dy, w, dx));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvKernelGrad, KernelGrad, MEDJAX_BIND(x, dy, dw));
-
-extern "C" int MedjaxOnednnVersion() {
-  const dnnl_version_t* v = dnnl_version();
-  return v->major * 10000 + v->minor * 100 + v->patch;
-}
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvForward, Forward, MEDJAX_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvInputGrad, InputGrad, MEDJAX_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvKernelGrad, KernelGrad, MEDJAX_BIND);
