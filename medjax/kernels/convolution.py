@@ -69,6 +69,13 @@ PATCHES_MAX_PIXELS = 49
 # oneDNN by 1.1x unpadded and 3-6x with "SAME" padding.
 ONEDNN_FORMS = ("direct", "tap_grad", "padded_channels")
 ONEDNN_NARROW_FORMS = ONEDNN_FORMS + ("single_channel", "patches")
+# Depthwise kernels take oneDNN's forward pass (1.5-14x over depthwise_conv's on
+# EfficientNet-Lite0's layers) and its kernel gradient up to this many taps (1.5-9x; on 5 x 5
+# kernels 1.3-5x slower); the input gradient stays depthwise_conv's, except strided 5 x 5
+# ones in float32 (3.6-10x). 1 x 1 kernels go to oneDNN in bfloat16 on maps of more than
+# PATCHES_MAX_PIXELS pixels (1.3-4.5x over the bfloat16 matrix product); on 7 x 7 maps,
+# and in float32, the two were even.
+ONEDNN_DEPTHWISE_GRAD_MAX_TAPS = 9
 
 
 def direct(x, kernel, strides=(1, 1), padding="SAME", feature_group_count=1):
@@ -172,9 +179,10 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
   "onednn", "fft", "pointwise", "single_channel", "tap_grad", "padded_channels", "patches",
   "depthwise", "split_groups" or "direct".
 
-  "onednn" replaces the XLA form in ``ONEDNN_FORMS`` (ungrouped), and for ``narrow``
-  (bfloat16) inputs in ``ONEDNN_NARROW_FORMS``, where ``use_onednn`` (default:
-  :func:`medjax.kernels.onednn.usable`).
+  "onednn" replaces the XLA form in ``ONEDNN_FORMS`` (ungrouped), for ``narrow``
+  (bfloat16) inputs in ``ONEDNN_NARROW_FORMS``, and some depthwise and 1 x 1 kernels
+  (``_onednn_beats``), where ``use_onednn`` (default: :func:`medjax.kernels.onednn.usable`,
+  and for ``narrow`` inputs :func:`medjax.kernels.onednn.bfloat16_kernels`).
   The XLA forms, chosen as follows, run everywhere else.
 
   With the reference ops, always "direct". Otherwise depthwise kernels (one input channel
@@ -198,11 +206,23 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
   if not choice.fast(kernels):
     return "direct"
   algorithm = _xla_algorithm(kernel_shape, strides, feature_group_count, x_hw, vector_floats)
-  if (algorithm in (ONEDNN_NARROW_FORMS if narrow else ONEDNN_FORMS)
-      and feature_group_count == 1):
-    if onednn.usable() if use_onednn is None else use_onednn:
+  if _onednn_beats(algorithm, kernel_shape, strides, feature_group_count, x_hw, narrow):
+    if use_onednn is None:
+      use_onednn = onednn.usable() and (not narrow or onednn.bfloat16_kernels())
+    if use_onednn:
       return "onednn"
   return algorithm
+
+
+def _onednn_beats(algorithm, kernel_shape, strides, feature_group_count, x_hw, narrow):
+  """Whether oneDNN's convolution was measured faster than the XLA form ``algorithm``."""
+  if algorithm == "depthwise":
+    return True
+  if feature_group_count != 1:
+    return False
+  if algorithm == "pointwise":
+    return narrow and x_hw is not None and x_hw[0] * x_hw[1] > PATCHES_MAX_PIXELS
+  return algorithm in (ONEDNN_NARROW_FORMS if narrow else ONEDNN_FORMS)
 
 
 def _xla_algorithm(kernel_shape, strides, feature_group_count, x_hw, vector_floats):
@@ -231,6 +251,24 @@ def _xla_algorithm(kernel_shape, strides, feature_group_count, x_hw, vector_floa
   return "direct"
 
 
+def onednn_xla_grads(kernel_shape, strides, feature_group_count: int = 1,
+                     narrow: bool = False) -> tuple[str, ...]:
+  """The gradients of an "onednn" convolution that XLA's form computes instead (see
+  ``ONEDNN_DEPTHWISE_GRAD_MAX_TAPS``): none, except for depthwise kernels."""
+  kh, kw, c, o = kernel_shape
+  if feature_group_count == 1 or not (c == 1 and o == feature_group_count):
+    return ()
+  taps, strided = kh * kw, tuple(strides) != (1, 1)
+  grads = () if strided and taps > ONEDNN_DEPTHWISE_GRAD_MAX_TAPS and not narrow else (
+      "input_grad",)
+  return grads + (() if taps <= ONEDNN_DEPTHWISE_GRAD_MAX_TAPS else ("kernel_grad",))
+
+
+def _xla_conv(x, kernel, strides, padding, feature_group_count, kernels):
+  with onednn.disabled():
+    return conv(x, kernel, strides, padding, feature_group_count, kernels=kernels)
+
+
 def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
          feature_group_count: int = 1, *, kernels: str = choice.XLA_CPU) -> jax.Array:
   """2-D NHWC/HWIO convolution by :func:`conv_algorithm`'s choice for ``kernels``."""
@@ -239,8 +277,13 @@ def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
                              x_hw=x.shape[1:3], narrow=is_narrow(x.dtype),
                              use_onednn=None if x.dtype in onednn.DTYPES else False)
   if algorithm == "onednn":
+    xla_grads = onednn_xla_grads(kernel.shape, strides, feature_group_count,
+                                 is_narrow(x.dtype))
+    xla_form = functools.partial(_xla_conv, strides=strides, padding=padding,
+                                 feature_group_count=feature_group_count, kernels=kernels)
     return onednn.conv(x, kernel, strides, explicit_pads(x.shape[1:3], kernel.shape[:2],
-                                                         padding, strides))
+                                                         padding, strides),
+                       feature_group_count, xla_form if xla_grads else None, xla_grads)
   if algorithm in ("fft", "direct", "tap_grad", "padded_channels") and is_narrow(x.dtype):
     # XLA:CPU convolves bfloat16 more slowly than float32: only "pointwise" and "patches"
     # reach its bfloat16 matrix kernels, the others run in float32.

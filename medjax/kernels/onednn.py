@@ -35,6 +35,8 @@ TARGETS = {"forward": "MedjaxConvForward", "input_grad": "MedjaxConvInputGrad",
 _PREFIX = "medjax_onednn_conv_"
 DTYPES = (jnp.float32, jnp.bfloat16)  # What the handlers take; float64 stays with XLA.
 _DISABLED = contextvars.ContextVar("medjax_onednn_disabled", default=False)
+# oneDNN's dnnl_cpu_isa_avx512_core_bf16 bits, which its AMX and FP16 levels include.
+AVX512_CORE_BF16 = 0xE7
 
 
 def _package_file(distribution: str, name: str) -> Path | None:
@@ -93,18 +95,20 @@ def _build() -> Path:
 
 
 @functools.cache
-def _load() -> tuple[bool, str]:
-  """Builds, loads and registers the handlers once per process: ``(ok, why not)``."""
+def _load() -> tuple[bool, str, int]:
+  """Builds, loads and registers the handlers once per process: ``(ok, why not, oneDNN's
+  dnnl_cpu_isa_t here)``."""
   try:
     library = ctypes.CDLL(str(_build()))
     for kind, symbol in TARGETS.items():
       jax.ffi.register_ffi_target(_PREFIX + kind, jax.ffi.pycapsule(getattr(library, symbol)),
                                   platform="cpu")
+    cpu_isa = int(library.MedjaxOnednnCpuIsa())
   except (RuntimeError, OSError, AttributeError) as error:
     logging.getLogger(__name__).warning(
         "medjax: oneDNN convolutions unavailable (%s); XLA's are used instead", error)
-    return False, str(error)
-  return True, ""
+    return False, str(error), 0
+  return True, "", cpu_isa
 
 
 def available() -> bool:
@@ -131,6 +135,15 @@ def usable() -> bool:
           and available())
 
 
+def bfloat16_kernels() -> bool:
+  """Whether oneDNN has bfloat16 kernels on this CPU (AVX512-BF16 or AMX; oneDNN's
+  ``ONEDNN_MAX_CPU_ISA`` limit applies). With AVX2 only it has no bfloat16 convolution at
+  all, and with AVX-512 alone it emulates one, slower than its float32 one
+  (docs/performance.md): there bfloat16 convolutions keep XLA's forms."""
+  ok, _, cpu_isa = _load()
+  return ok and cpu_isa & AVX512_CORE_BF16 == AVX512_CORE_BF16
+
+
 def unavailable_reason() -> str:
   """Why :func:`available` is False ("" when it is True), for provenance and tests."""
   return _load()[1]
@@ -141,14 +154,17 @@ def state() -> str:
   loaded" when nothing in this process has asked for oneDNN's convolutions yet."""
   if _load.cache_info().currsize == 0:
     return "not loaded"
-  ok, why = _load()
-  return "loaded" if ok else f"unavailable: {why}"
+  ok, why, _ = _load()
+  if not ok:
+    return f"unavailable: {why}"
+  return "loaded" + ("" if bfloat16_kernels() else " (no bfloat16 kernels on this CPU)")
 
 
-def _attributes(strides, pads):
+def _attributes(strides, pads, groups):
   (top, bottom), (left, right) = pads
   return dict(stride_h=int(strides[0]), stride_w=int(strides[1]), pad_top=int(top),
-              pad_bottom=int(bottom), pad_left=int(left), pad_right=int(right))
+              pad_bottom=int(bottom), pad_left=int(left), pad_right=int(right),
+              groups=int(groups))
 
 
 def output_shape(x_shape, kernel_shape, strides, pads):
@@ -163,34 +179,38 @@ def output_shape(x_shape, kernel_shape, strides, pads):
 # per call and batched operand, (the operand's axis they join, the result's axis they
 # leave from). forward (x, kernel) -> y: images, or the kernel's outputs; input_grad
 # (dy, kernel) -> dx: images, or the kernel's inputs; kernel_grad (x, dy) -> dkernel: x's
-# channels (the kernel's inputs), or dy's (its outputs).
+# channels (the kernel's inputs), or dy's (its outputs). Grouped convolutions fold images
+# only: members joined to a channel axis would straddle the groups.
 _FOLDS = {"forward": ((0, 0), (3, 3)), "input_grad": ((0, 0), (2, 3)),
           "kernel_grad": ((3, 2), (3, 3))}
 
 
-def _primitive(kind, strides, pads, window):
+def _primitive(kind, strides, pads, groups, window):
   """One custom call as a JAX function of its two operands. ``window`` is what the
   operands do not say: x's spatial size for input_grad, the kernel's for kernel_grad.
   Batched (``nn.vmap`` stacks LeNet's four networks) by folding the members into one
-  convolution where one operand is batched, else one convolution per member."""
+  convolution where one operand is batched and :data:`_FOLDS` allows, else one
+  convolution per member."""
 
   @jax.custom_batching.custom_vmap
   def call(a, b):
     if kind == "forward":
       shape, dtype = output_shape(a.shape, b.shape, strides, pads), a.dtype
     elif kind == "input_grad":
-      shape, dtype = (a.shape[0], *window, b.shape[2]), a.dtype
+      shape, dtype = (a.shape[0], *window, b.shape[2] * groups), a.dtype
     else:
-      shape, dtype = (*window, a.shape[3], b.shape[3]), jnp.float32
+      shape, dtype = (*window, a.shape[3] // groups, b.shape[3]), jnp.float32
     return jax.ffi.ffi_call(_PREFIX + kind, jax.ShapeDtypeStruct(shape, dtype))(
-        a, b, **_attributes(strides, pads))
+        a, b, **_attributes(strides, pads, groups))
 
   @call.def_vmap
   def rule(axis_size, in_batched, a, b):
-    if all(in_batched):
-      return jax.lax.map(lambda pair: call(*pair), (a, b)), True
     which = 0 if in_batched[0] else 1
     fold_axis, out_axis = _FOLDS[kind][which]
+    if all(in_batched) or (groups != 1 and fold_axis != 0):
+      a, b = (v if batched else jnp.broadcast_to(v, (axis_size, *v.shape))
+              for v, batched in zip((a, b), in_batched))
+      return jax.lax.map(lambda pair: call(*pair), (a, b)), True
     member = jnp.moveaxis((a, b)[which], 0, fold_axis)
     member = member.reshape(*member.shape[:fold_axis], -1, *member.shape[fold_axis + 2:])
     out = call(member, b) if which == 0 else call(a, member)
@@ -200,26 +220,40 @@ def _primitive(kind, strides, pads, window):
   return call
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv(x: jax.Array, kernel: jax.Array, strides, pads) -> jax.Array:
-  """Ungrouped NHWC/HWIO convolution, ``pads`` explicit ``((top, bottom), (left, right))``.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def conv(x: jax.Array, kernel: jax.Array, strides, pads, groups: int = 1, xla_form=None,
+         xla_grads: tuple[str, ...] = ()) -> jax.Array:
+  """NHWC/HWIO convolution, ``pads`` explicit ``((top, bottom), (left, right))``, the kernel
+  ``(kh, kw, C / groups, O)`` as ``lax``'s ``feature_group_count`` takes it.
+
+  The gradients named in ``xla_grads`` ("input_grad", "kernel_grad") are instead those of
+  ``xla_form``, the same convolution as a function of ``(x, kernel)`` in XLA's ops, for
+  the passes where oneDNN's kernel was measured slower (depthwise: docs/performance.md).
 
   Computes in ``x``'s dtype (float32 or bfloat16) with float32 accumulation; the output
   and the input gradient have ``x``'s dtype, the kernel gradient is accumulated and
   returned in float32 before it is cast to the kernel's dtype.
   """
-  return _primitive("forward", strides, pads, None)(x, kernel.astype(x.dtype))
+  return _primitive("forward", strides, pads, groups, None)(x, kernel.astype(x.dtype))
 
 
-def _conv_fwd(x, kernel, strides, pads):
-  return conv(x, kernel, strides, pads), (x, kernel)
+def _conv_fwd(x, kernel, strides, pads, groups, xla_form, xla_grads):
+  return conv(x, kernel, strides, pads, groups, xla_form, xla_grads), (x, kernel)
 
 
-def _conv_bwd(strides, pads, residuals, g):
+def _conv_bwd(strides, pads, groups, xla_form, xla_grads, residuals, g):
   x, kernel = residuals
   g = g.astype(x.dtype)
-  dx = _primitive("input_grad", strides, pads, x.shape[1:3])(g, kernel.astype(x.dtype))
-  dkernel = _primitive("kernel_grad", strides, pads, kernel.shape[:2])(x, g)
+  if xla_grads:  # XLA drops the form's unused value and gradient.
+    xla_dx, xla_dkernel = jax.vjp(xla_form, x, kernel)[1](g)
+  if "input_grad" in xla_grads:
+    dx = xla_dx
+  else:
+    dx = _primitive("input_grad", strides, pads, groups, x.shape[1:3])(
+        g, kernel.astype(x.dtype))
+  if "kernel_grad" in xla_grads:
+    return dx, xla_dkernel
+  dkernel = _primitive("kernel_grad", strides, pads, groups, kernel.shape[:2])(x, g)
   return dx, dkernel.astype(kernel.dtype)
 
 

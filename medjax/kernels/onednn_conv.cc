@@ -41,9 +41,10 @@ bool ToDnnl(ffi::DataType type, memory::data_type* out) {
   return true;
 }
 
-// One convolution's geometry, in oneDNN's (N, C, H, W) / (O, I, H, W) dimension order.
+// One convolution's geometry, in oneDNN's (N, C, H, W) / ([G,] O, I, H, W) dimension order;
+// ``hwio`` holds the strides of the caller's HWIO kernel in that order.
 struct Geometry {
-  memory::dims src, weights, dst, strides, dilation, pad_lo, pad_hi;
+  memory::dims src, weights, hwio, dst, strides, dilation, pad_lo, pad_hi;
   memory::data_type src_type, weights_type, dst_type;
 
   std::string Key(const char* kind) const {
@@ -62,7 +63,7 @@ struct Geometry {
   memory::desc Src(memory::data_type type) const { return {src, type, tag::nhwc}; }
   memory::desc Dst(memory::data_type type) const { return {dst, type, tag::nhwc}; }
   memory::desc AnyWeights(memory::data_type type) const { return {weights, type, tag::any}; }
-  memory::desc UserWeights(memory::data_type type) const { return {weights, type, tag::hwio}; }
+  memory::desc UserWeights(memory::data_type type) const { return {weights, type, hwio}; }
 
   // The forward primitive descriptor, also the hint each backward primitive needs.
   dnnl::convolution_forward::primitive_desc Forward() const {
@@ -112,7 +113,7 @@ Plan WithWeights(const PrimitiveDesc& pd, const memory::desc& user, const memory
 // Reads the NHWC input, HWIO kernel and NHWC output shapes and the window attributes.
 ffi::Error Describe(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w, const ffi::AnyBuffer& y,
                     int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_bottom,
-                    int64_t pad_left, int64_t pad_right, Geometry* g) {
+                    int64_t pad_left, int64_t pad_right, int64_t groups, Geometry* g) {
   auto xd = x.dimensions(), wd = w.dimensions(), yd = y.dimensions();
   if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4) {
     return ffi::Error::InvalidArgument("medjax oneDNN conv: NHWC / HWIO / NHWC ranks expected");
@@ -121,8 +122,20 @@ ffi::Error Describe(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w, const ffi:
       !ToDnnl(y.element_type(), &g->dst_type)) {
     return ffi::Error::InvalidArgument("medjax oneDNN conv: float32 or bfloat16 expected");
   }
+  if (groups < 1 || wd[3] % groups != 0 || xd[3] != wd[2] * groups) {
+    return ffi::Error::InvalidArgument("medjax oneDNN conv: channels do not split into groups");
+  }
   g->src = {xd[0], xd[3], xd[1], xd[2]};
-  g->weights = {wd[3], wd[2], wd[0], wd[1]};
+  // HWIO element (h, w, i, o) sits at ((h * KW + w) * I + i) * O + o; output o = group *
+  // (O / G) + its index in the group.
+  const int64_t o = wd[3], i = wd[2], kw = wd[1];
+  if (groups == 1) {
+    g->weights = {o, i, wd[0], kw};
+    g->hwio = {1, o, kw * i * o, i * o};
+  } else {
+    g->weights = {groups, o / groups, i, wd[0], kw};
+    g->hwio = {o / groups, 1, o, kw * i * o, i * o};
+  }
   g->dst = {yd[0], yd[3], yd[1], yd[2]};
   g->strides = {stride_h, stride_w};
   g->dilation = {0, 0};
@@ -188,7 +201,8 @@ Plan MakePlan(Kind kind, const Geometry& g) {
 // output (or their gradients); the one ``kind`` writes is its result.
 ffi::Error Convolve(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& weights,
                     const ffi::AnyBuffer& dst, int64_t stride_h, int64_t stride_w,
-                    int64_t pad_top, int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
+                    int64_t pad_top, int64_t pad_bottom, int64_t pad_left, int64_t pad_right,
+                    int64_t groups) {
   static const char* const kNames[] = {"forward", "input_grad", "kernel_grad"};
   static const int kArgs[][3] = {  // Source, destination and kernel argument per kind.
       {DNNL_ARG_SRC, DNNL_ARG_DST, DNNL_ARG_WEIGHTS},
@@ -196,7 +210,7 @@ ffi::Error Convolve(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& 
       {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS}};
   Geometry g;
   auto status = Describe(src, weights, dst, stride_h, stride_w, pad_top, pad_bottom, pad_left,
-                         pad_right, &g);
+                         pad_right, groups, &g);
   if (status.failure()) return status;
   const int k = static_cast<int>(kind);
   try {
@@ -214,9 +228,9 @@ ffi::Error Convolve(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& 
   ffi::Error name(ffi::AnyBuffer first, ffi::AnyBuffer second,                           \
                   ffi::Result<ffi::AnyBuffer> result, int64_t stride_h, int64_t stride_w, \
                   int64_t pad_top, int64_t pad_bottom, int64_t pad_left,                  \
-                  int64_t pad_right) {                                                    \
+                  int64_t pad_right, int64_t groups) {                                    \
     return Convolve(kind, src, weights, dst, stride_h, stride_w, pad_top, pad_bottom,    \
-                    pad_left, pad_right);                                                 \
+                    pad_left, pad_right, groups);                                         \
   }
 
 // y from x and the kernel; dL/dx from dy and the kernel; dL/dkernel from x and dy.
@@ -236,8 +250,13 @@ MEDJAX_HANDLER(KernelGrad, Kind::kKernelGrad, x, *dw, dy, x, dy, dw)
       .Attr<int64_t>("pad_top")                              \
       .Attr<int64_t>("pad_bottom")                           \
       .Attr<int64_t>("pad_left")                             \
-      .Attr<int64_t>("pad_right")
+      .Attr<int64_t>("pad_right")                            \
+      .Attr<int64_t>("groups")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvForward, Forward, MEDJAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvInputGrad, InputGrad, MEDJAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvKernelGrad, KernelGrad, MEDJAX_BIND);
+
+// The instruction set oneDNN dispatches to here (a dnnl_cpu_isa_t, after any
+// ONEDNN_MAX_CPU_ISA limit): onednn.py sends bfloat16 only where it has bfloat16 kernels.
+extern "C" int MedjaxOnednnCpuIsa() { return static_cast<int>(dnnl::get_effective_cpu_isa()); }

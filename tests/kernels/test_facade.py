@@ -43,20 +43,24 @@ CONVS = {  # algorithm -> (input shape, kernel shape, strides, padding, groups)
     "depthwise": ((2, 10, 9, 4), (3, 3, 1, 4), (2, 2), "SAME", 4),
     "direct": ((1, 31, 29, 2), (11, 11, 2, 4), (4, 4), "VALID", 1),
     "onednn": ((2, 13, 11, 3), (3, 3, 3, 5), (2, 1), ((1, 0), (2, 1)), 1),
+    # Depthwise on oneDNN, with XLA's input gradient, and with both of XLA's gradients.
+    "onednn/depthwise": ((2, 10, 9, 4), (3, 3, 1, 4), (2, 2), "SAME", 4),
+    "onednn/depthwise_5x5": ((2, 12, 11, 4), (5, 5, 1, 4), (1, 1), "SAME", 4),
 }
 
 
-@pytest.mark.parametrize("algorithm", sorted(CONVS))
-def test_conv_fast_path_is_the_reference_op(algorithm, monkeypatch):
+@pytest.mark.parametrize("case", sorted(CONVS))
+def test_conv_fast_path_is_the_reference_op(case, monkeypatch):
   # tap_grad (AVX-512) and padded_channels (AVX2) on any host; the XLA forms with oneDNN's
   # convolutions off, oneDNN's where they are built.
+  algorithm = case.split("/")[0]
   lanes = 8 if algorithm == "padded_channels" else 16
   monkeypatch.setattr(isa, "vector_floats", lambda: lanes)
   if algorithm != "onednn":
     monkeypatch.setattr(onednn, "available", lambda: False)
   elif not onednn.available():
     pytest.skip(f"oneDNN's convolutions are not built here: {onednn.unavailable_reason()}")
-  x_shape, k_shape, strides, padding, groups = CONVS[algorithm]
+  x_shape, k_shape, strides, padding, groups = CONVS[case]
   assert kernels.conv_algorithm(k_shape, strides, groups, kernels=kernels.XLA_CPU) == algorithm
   assert kernels.conv_algorithm(k_shape, strides, groups, kernels=kernels.REFERENCE) == "direct"
   assert_same_function(

@@ -1,7 +1,14 @@
 """oneDNN's convolutions (``medjax/kernels/onednn.py``): the same function as
 ``lax.conv_general_dilated`` in value and both gradients, in float32 and bfloat16, for every
-padding form and stride; the routes they take over; run after run the same bits, with
-XLA running several at once; and, where they cannot be built, a reason and XLA's forms."""
+padding form, stride and grouping; the routes they take over; run after run the same bits,
+with XLA running several at once; and, where they cannot be built or have no bfloat16
+kernels, a reason and XLA's forms."""
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,9 +26,10 @@ def built():
     pytest.skip(f"oneDNN's convolutions are not built here: {onednn.unavailable_reason()}")
 
 
-def reference(x, kernel, strides, padding):
+def reference(x, kernel, strides, padding, groups=1):
   return jax.lax.conv_general_dilated(x, kernel, strides, padding,
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      feature_group_count=groups)
 
 
 def value_and_grads(conv, x, kernel, cotangent):
@@ -35,45 +43,47 @@ def close(actual, expected, rtol=1e-4, atol_scale=2e-5):
                              atol=atol_scale * np.abs(expected).max())
 
 
-CASES = [  # input shape, kernel shape, strides, padding
-    ((2, 13, 11, 3), (3, 3, 3, 5), (1, 1), "SAME"),
-    ((2, 13, 11, 20), (3, 3, 20, 20), (1, 1), "VALID"),
-    ((1, 12, 17, 4), (3, 2, 4, 6), (2, 3), ((2, 0), (1, 3))),
-    ((2, 16, 16, 1), (3, 3, 1, 8), (1, 1), "SAME"),
-    ((1, 24, 24, 1), (15, 15, 1, 4), (1, 1), "VALID"),
-    ((1, 31, 29, 3), (11, 11, 3, 8), (4, 4), "VALID"),
-    ((2, 9, 9, 8), (5, 5, 8, 16), (2, 2), 2),
+CASES = [  # input shape, kernel shape, strides, padding, groups
+    ((2, 13, 11, 3), (3, 3, 3, 5), (1, 1), "SAME", 1),
+    ((2, 13, 11, 20), (3, 3, 20, 20), (1, 1), "VALID", 1),
+    ((1, 12, 17, 4), (3, 2, 4, 6), (2, 3), ((2, 0), (1, 3)), 1),
+    ((2, 16, 16, 1), (3, 3, 1, 8), (1, 1), "SAME", 1),
+    ((1, 24, 24, 1), (15, 15, 1, 4), (1, 1), "VALID", 1),
+    ((1, 31, 29, 3), (11, 11, 3, 8), (4, 4), "VALID", 1),
+    ((2, 9, 9, 8), (5, 5, 8, 16), (2, 2), 2, 1),
+    ((2, 13, 11, 16), (3, 3, 1, 16), (1, 1), "SAME", 16),  # Depthwise (EfficientNet's).
+    ((2, 14, 14, 6), (5, 5, 1, 12), (2, 2), "SAME", 6),  # Depthwise, two outputs each.
+    ((1, 10, 9, 8), (3, 2, 4, 6), (1, 2), ((0, 2), (1, 0)), 2),  # Grouped.
 ]
 
 
-@pytest.mark.parametrize("x_shape,k_shape,strides,padding", CASES)
-def test_conv_is_the_reference_convolution(built, x_shape, k_shape, strides, padding):
+@pytest.mark.parametrize("x_shape,k_shape,strides,padding,groups", CASES)
+def test_conv_is_the_reference_convolution(built, x_shape, k_shape, strides, padding, groups):
   x, kernel = numpy_normal(0, x_shape), numpy_normal(1, k_shape) * 0.1
   pads = conv_lib.explicit_pads(x_shape[1:3], k_shape[:2], padding, strides)
-  fast = jax.jit(lambda x, k: onednn.conv(x, k, strides, pads))
-  expected_shape = jax.eval_shape(lambda x, k: reference(x, k, strides, pads), x, kernel).shape
-  cotangent = numpy_normal(2, expected_shape)
+  fast = jax.jit(lambda x, k: onednn.conv(x, k, strides, pads, groups))
+  slow = jax.jit(lambda x, k: reference(x, k, strides, pads, groups))
+  cotangent = numpy_normal(2, jax.eval_shape(slow, x, kernel).shape)
   ours = value_and_grads(fast, x, kernel, cotangent)
-  theirs = value_and_grads(jax.jit(lambda x, k: reference(x, k, strides, pads)), x, kernel,
-                           cotangent)
+  theirs = value_and_grads(slow, x, kernel, cotangent)
   for a, b in zip(ours, theirs):
     assert a.shape == b.shape and a.dtype == b.dtype == jnp.float32
     close(a, b)
 
 
-@pytest.mark.parametrize("x_shape,k_shape,strides,padding", CASES[:3])
-def test_bfloat16_conv_accumulates_in_float32(built, x_shape, k_shape, strides, padding):
+@pytest.mark.parametrize("x_shape,k_shape,strides,padding,groups", CASES[:3] + CASES[-3:])
+def test_bfloat16_conv_accumulates_in_float32(built, x_shape, k_shape, strides, padding,
+                                              groups):
   """bfloat16 operands, float32 sums: within a bfloat16 rounding of the float32 convolution
   of the same (bfloat16-representable) values; the kernel gradient is summed in float32."""
   x = numpy_normal(0, x_shape).astype(jnp.bfloat16)
   kernel = (numpy_normal(1, k_shape) * 0.1).astype(jnp.bfloat16)
   pads = conv_lib.explicit_pads(x_shape[1:3], k_shape[:2], padding, strides)
-  y_shape = jax.eval_shape(lambda x, k: reference(x, k, strides, pads), x, kernel).shape
-  cotangent = numpy_normal(2, y_shape).astype(jnp.bfloat16)
-  ours = value_and_grads(jax.jit(lambda x, k: onednn.conv(x, k, strides, pads)), x, kernel,
-                         cotangent)
-  wide = [a.astype(jnp.float32) for a in (x, kernel, cotangent)]
-  theirs = value_and_grads(jax.jit(lambda x, k: reference(x, k, strides, pads)), *wide)
+  slow = jax.jit(lambda x, k: reference(x, k, strides, pads, groups))
+  cotangent = numpy_normal(2, jax.eval_shape(slow, x, kernel).shape).astype(jnp.bfloat16)
+  ours = value_and_grads(jax.jit(lambda x, k: onednn.conv(x, k, strides, pads, groups)), x,
+                         kernel, cotangent)
+  theirs = value_and_grads(slow, *[a.astype(jnp.float32) for a in (x, kernel, cotangent)])
   for a, b in zip(ours, theirs):
     assert a.dtype == jnp.bfloat16
     close(a, b, rtol=1e-2, atol_scale=1e-2)
@@ -90,10 +100,17 @@ def test_routes_it_takes_over_and_those_it_leaves():
   assert route((3, 3, 128, 128)) == "onednn"
   assert route((15, 15, 1, 20)) == "onednn"
   assert route((15, 15, 20, 50)) == "fft"  # LeNet's second layer: the FFT is faster.
-  assert route((1, 1, 96, 24)) == "pointwise"
-  assert route((3, 3, 1, 32), (2, 2), 32) == "depthwise"
   assert route((3, 3, 192, 384), groups=2) == "split_groups"
-  assert route((3, 3, 4, 128), groups=32) == "direct"  # Grouped: no oneDNN route.
+  assert route((3, 3, 4, 128), groups=32) == "direct"  # Grouped, not depthwise: unmeasured.
+  # EfficientNet's layers: depthwise ones (with some of XLA's gradients, below); 1 x 1 ones in
+  # bfloat16 on maps wider than 7 x 7.
+  for shape, strides in (((3, 3, 1, 96), (1, 1)), ((5, 5, 1, 96), (2, 2))):
+    assert route(shape, strides, 96) == route(shape, strides, 96, narrow=True) == "onednn"
+    assert route(shape, strides, 96, built=False) == "depthwise"
+  assert route((1, 1, 96, 24), x_hw=(56, 56)) == "pointwise"
+  assert route((1, 1, 96, 24), x_hw=(14, 14), narrow=True) == "onednn"
+  assert route((1, 1, 96, 24), x_hw=(7, 7), narrow=True) == "pointwise"
+  assert route((1, 1, 96, 24), x_hw=(14, 14), narrow=True, built=False) == "pointwise"
   # Faster than XLA's float32 convolution, but not than oneDNN's bfloat16 one.
   assert route((3, 3, 1, 20)) == "single_channel"
   assert route((3, 3, 1, 20), narrow=True) == "onednn"
@@ -101,6 +118,38 @@ def test_routes_it_takes_over_and_those_it_leaves():
   assert route((3, 3, 256, 4096), x_hw=(6, 6), narrow=True) == "onednn"
   assert kernels.conv_algorithm((3, 3, 20, 20), (1, 1), kernels=kernels.REFERENCE,
                                 use_onednn=True) == "direct"
+
+
+def test_depthwise_gradients_xla_computes_instead():
+  """Per pass, the faster of the two measured on EfficientNet-Lite0's layers."""
+  xla_grads = conv_lib.onednn_xla_grads
+  assert xla_grads((3, 3, 20, 20), (1, 1)) == xla_grads((3, 3, 4, 8), (1, 1), 4) == ()
+  for narrow in (False, True):
+    assert xla_grads((3, 3, 1, 96), (1, 1), 96, narrow) == ("input_grad",)
+    assert xla_grads((3, 3, 1, 96), (2, 2), 96, narrow) == ("input_grad",)
+    assert xla_grads((5, 5, 1, 96), (1, 1), 96, narrow) == ("input_grad", "kernel_grad")
+  assert xla_grads((5, 5, 1, 96), (2, 2), 96) == ("kernel_grad",)
+  assert xla_grads((5, 5, 1, 96), (2, 2), 96, True) == ("input_grad", "kernel_grad")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("xla_grads", [(), ("input_grad",), ("kernel_grad",),
+                                       ("input_grad", "kernel_grad")])
+def test_gradients_taken_from_xla_are_the_reference_too(built, xla_grads, dtype):
+  x_shape, k_shape, strides, padding, groups = CASES[-2]
+  x = numpy_normal(0, x_shape).astype(dtype)
+  kernel = (numpy_normal(1, k_shape) * 0.1).astype(dtype)
+  pads = conv_lib.explicit_pads(x_shape[1:3], k_shape[:2], padding, strides)
+  slow = lambda x, k: reference(x, k, strides, pads, groups)
+  cotangent = numpy_normal(2, jax.eval_shape(slow, x, kernel).shape).astype(dtype)
+  ours = value_and_grads(jax.jit(
+      lambda x, k: onednn.conv(x, k, strides, pads, groups, slow, xla_grads)), x, kernel,
+                         cotangent)
+  theirs = value_and_grads(jax.jit(slow), *[a.astype(jnp.float32) for a in (x, kernel,
+                                                                            cotangent)])
+  for a, b in zip(ours, theirs):
+    assert a.dtype == dtype
+    close(a, b, *((1e-4, 2e-5) if dtype == jnp.float32 else (1e-2, 1e-2)))
 
 
 def test_several_devices_or_an_export_keep_the_xla_forms(monkeypatch):
@@ -157,7 +206,7 @@ def test_an_unbuilt_custom_call_says_why_and_falls_back(monkeypatch, caplog):
 
   monkeypatch.setattr(onednn, "_build", fail)
   assert onednn._load.__wrapped__() == (
-      False, "no C++ compiler (g++ or $CXX) to build the custom call")
+      False, "no C++ compiler (g++ or $CXX) to build the custom call", 0)
   assert "XLA's are used instead" in caplog.text
 
 
@@ -190,3 +239,51 @@ def test_float64_keeps_the_xla_forms(built):
     y = jax.jit(lambda x, k: kernels.conv(x, k, (2, 2), "VALID"))(x, kernel)
     assert y.dtype == jnp.float64
     np.testing.assert_allclose(y, reference(x, kernel, (2, 2), "VALID"), rtol=1e-12)
+
+
+@pytest.mark.parametrize("cpu_isa,bfloat16", [
+    (0x7, False), (0x27, False), (0x67, False), (0xE7, True), (0x1EF, True), (0xFEF, True)])
+def test_bfloat16_goes_to_onednn_only_where_it_has_bfloat16_kernels(monkeypatch, cpu_isa,
+                                                                   bfloat16):
+  """oneDNN's ISA levels AVX2, AVX-512, +VNNI (none: no bfloat16 convolution, or a slow
+  emulated one), +BF16, +FP16, AMX (bfloat16 kernels). Elsewhere bfloat16 convolutions keep
+  XLA's forms, which compute in float32 and take oneDNN's float32 route from there."""
+  monkeypatch.setattr(onednn, "_load", functools.cache(lambda: (True, "", cpu_isa)))
+  monkeypatch.setattr(onednn, "usable", lambda: True)
+  assert onednn.bfloat16_kernels() == bfloat16
+  route = lambda narrow: kernels.conv_algorithm((3, 3, 20, 20), (1, 1), vector_floats=16,
+                                                narrow=narrow)
+  assert route(False) == "onednn"
+  assert route(True) == ("onednn" if bfloat16 else "tap_grad")
+  assert onednn.state() == "loaded" + ("" if bfloat16 else " (no bfloat16 kernels on this CPU)")
+
+
+@pytest.mark.slow
+def test_bfloat16_training_runs_where_onednn_has_only_avx2(built):
+  """oneDNN has no bfloat16 convolution at all below AVX512-BF16 / AMX: with its ISA capped
+  at AVX2 (``ONEDNN_MAX_CPU_ISA``, as on an AVX2-only CPU), a bfloat16 gradient through
+  ``kernels.conv`` must still run (it failed with "could not create a primitive
+  descriptor" before the route checked) and match float32."""
+  script = textwrap.dedent("""
+      import jax, jax.numpy as jnp, numpy as np
+      from medjax import kernels
+      from medjax.kernels import onednn
+      assert onednn.available() and not onednn.bfloat16_kernels(), onednn.state()
+      rng = np.random.default_rng(0)
+      x = jnp.asarray(rng.normal(size=(2, 12, 12, 20)), jnp.bfloat16)
+      for shape, groups, strides in (((3, 3, 20, 20), 1, 1), ((3, 3, 1, 20), 20, 2)):
+        k = jnp.asarray(rng.normal(size=shape) * 0.1, jnp.bfloat16)
+        loss = lambda x, k: jnp.sum(kernels.conv(x, k, strides, "SAME", groups)
+                                    .astype(jnp.float32) ** 2)
+        ours = jax.jit(jax.grad(loss, (0, 1)))(x, k)
+        wide = jax.grad(loss, (0, 1))(x.astype(jnp.float32), k.astype(jnp.float32))
+        for a, b in zip(ours, wide):
+          np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=0.05,
+                                     atol=0.05 * float(jnp.abs(b).max()))
+      print("ok", onednn.state())
+      """)
+  env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "ok loaded (no bfloat16 kernels on this CPU)" in result.stdout
