@@ -69,12 +69,12 @@ PATCHES_MAX_PIXELS = 49
 # oneDNN by 1.1x unpadded and 3-6x with "SAME" padding.
 ONEDNN_FORMS = ("direct", "tap_grad", "padded_channels")
 ONEDNN_NARROW_FORMS = ONEDNN_FORMS + ("single_channel", "patches")
-# Depthwise kernels take oneDNN's forward pass (1.5-14x over depthwise_conv's on
-# EfficientNet-Lite0's layers) and its kernel gradient up to this many taps (1.5-9x; on 5 x 5
-# kernels 1.3-5x slower); the input gradient stays depthwise_conv's, except strided 5 x 5
-# ones in float32 (3.6-10x). 1 x 1 kernels go to oneDNN in bfloat16 on maps of more than
-# PATCHES_MAX_PIXELS pixels (1.3-4.5x over the bfloat16 matrix product); on 7 x 7 maps,
-# and in float32, the two were even.
+# Depthwise kernels take oneDNN's forward pass (1.4-8x over depthwise_conv's on
+# EfficientNet-Lite0's layers) and its kernel gradient up to this many taps (even to 14x; on
+# 5 x 5 kernels up to 4.7x slower in bfloat16, mixed in float32); the input gradient stays
+# depthwise_conv's, except strided 5 x 5 ones in float32 (3.6-10x). 1 x 1 kernels go to
+# oneDNN in bfloat16 on maps of more than PATCHES_MAX_PIXELS pixels (1.3-4.5x over the
+# bfloat16 matrix product); on 7 x 7 maps, and in float32, the two were even.
 ONEDNN_DEPTHWISE_GRAD_MAX_TAPS = 9
 
 
@@ -265,6 +265,7 @@ def onednn_xla_grads(kernel_shape, strides, feature_group_count: int = 1,
 
 
 def _xla_conv(x, kernel, strides, padding, feature_group_count, kernels):
+  """:func:`conv` by XLA's form, for the gradients oneDNN's loses on."""
   with onednn.disabled():
     return conv(x, kernel, strides, padding, feature_group_count, kernels=kernels)
 

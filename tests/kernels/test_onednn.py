@@ -210,17 +210,20 @@ def test_an_unbuilt_custom_call_says_why_and_falls_back(monkeypatch, caplog):
   assert "XLA's are used instead" in caplog.text
 
 
+@pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("batched", ["x", "kernel", "both"])
-def test_vmapped_conv_is_the_reference_per_member(built, batched):
+def test_vmapped_conv_is_the_reference_per_member(built, batched, groups):
   """``nn.vmap`` (LeNet's four networks) batches the images, the kernels or both; one
   folded convolution, or one per member, must equal the reference member by member."""
-  members, strides, pads = 3, (2, 1), ((1, 0), (2, 1))
-  x = numpy_normal(0, (members, 2, 11, 9, 3) if batched != "kernel" else (2, 11, 9, 3))
-  kernel = numpy_normal(1, (members, 3, 3, 3, 4) if batched != "x" else (3, 3, 3, 4)) * 0.1
+  members, strides, pads, channels = 3, (2, 1), ((1, 0), (2, 1)), 2 * groups
+  x_shape, k_shape = (2, 11, 9, channels), (3, 3, channels // groups, 4)
+  x = numpy_normal(0, (members, *x_shape) if batched != "kernel" else x_shape)
+  kernel = numpy_normal(1, (members, *k_shape) if batched != "x" else k_shape) * 0.1
   axes = {"x": (0, None), "kernel": (None, 0), "both": (0, 0)}[batched]
 
   def loss(conv, x, kernel):
-    y = jax.vmap(lambda x, k: jnp.sin(conv(x, k, strides, pads)), in_axes=axes)(x, kernel)
+    y = jax.vmap(lambda x, k: jnp.sin(conv(x, k, strides, pads, groups)), in_axes=axes)(
+        x, kernel)
     return jnp.sum(y * numpy_normal(2, y.shape))
 
   ours = jax.jit(jax.value_and_grad(lambda x, k: loss(onednn.conv, x, k), (0, 1)))(x, kernel)
