@@ -225,10 +225,16 @@ def _onednn_beats(algorithm, kernel_shape, strides, feature_group_count, x_hw, n
   return algorithm in (ONEDNN_NARROW_FORMS if narrow else ONEDNN_FORMS)
 
 
+def _is_depthwise(kernel_shape, feature_group_count) -> bool:
+  """One input channel per group and one output per group (EfficientNet's kernels)."""
+  return (feature_group_count != 1 and kernel_shape[2] == 1
+          and kernel_shape[3] == feature_group_count)
+
+
 def _xla_algorithm(kernel_shape, strides, feature_group_count, x_hw, vector_floats):
   kh, kw, c, o = kernel_shape
   if feature_group_count != 1:
-    if c == 1 and o == feature_group_count:
+    if _is_depthwise(kernel_shape, feature_group_count):
       return "depthwise"
     return "split_groups" if feature_group_count <= SPLIT_MAX_GROUPS else "direct"
   if tuple(strides) != (1, 1):
@@ -255,10 +261,9 @@ def onednn_xla_grads(kernel_shape, strides, feature_group_count: int = 1,
                      narrow: bool = False) -> tuple[str, ...]:
   """The gradients of an "onednn" convolution that XLA's form computes instead (see
   ``ONEDNN_DEPTHWISE_GRAD_MAX_TAPS``): none, except for depthwise kernels."""
-  kh, kw, c, o = kernel_shape
-  if feature_group_count == 1 or not (c == 1 and o == feature_group_count):
+  if not _is_depthwise(kernel_shape, feature_group_count):
     return ()
-  taps, strided = kh * kw, tuple(strides) != (1, 1)
+  taps, strided = kernel_shape[0] * kernel_shape[1], tuple(strides) != (1, 1)
   grads = () if strided and taps > ONEDNN_DEPTHWISE_GRAD_MAX_TAPS and not narrow else (
       "input_grad",)
   return grads + (() if taps <= ONEDNN_DEPTHWISE_GRAD_MAX_TAPS else ("kernel_grad",))
