@@ -9,9 +9,6 @@ what was observed and whether the premise still ``holds``:
 
 - ``compiler_options/convolutions_leave_ynnpack``: with ``medjax.kernels``' compile options a
   convolution compiles to no YNNPACK fusion, while a matrix product still does.
-- ``compiler_options/wide_products_float32_to_onednn``: on a CPU with AVX-512, a
-  ``wide_products`` program's float32 product compiles to a oneDNN fusion while a bfloat16
-  product with a float32 result still compiles to a YNNPACK one (its bfloat16 kernels).
 - ``bfloat16/ops_round_trip_per_read``: XLA:CPU runs a bfloat16 op (here a pad) in
   float32 and rounds back, and a fusion that reads the result several times repeats the
   round trip per read, so a loop over a padded bfloat16 input runs slower than over float32.
@@ -63,27 +60,11 @@ _FAULTS_PROGRAM = textwrap.dedent("""
 _TEMP_PAGES = 6000 * 6000 * 4 // 4096
 
 
-def fusions(fn, *args, wide_products: bool = False) -> dict[str, int]:
-  """How many YNNPACK and oneDNN fusions ``fn`` compiles to, under medjax's options."""
-  options = compiler.options(wide_products=wide_products) or None
+def fusions(fn, *args) -> dict[str, int]:
+  """How many YNNPACK fusions ``fn`` compiles to, under medjax's options."""
+  options = compiler.options() or None
   hlo = jax.jit(fn, compiler_options=options).lower(*args).compile().as_text()
-  return {kind: hlo.count(f'"kind":"__{kind}_fusion"') for kind in ("ynn", "onednn")}
-
-
-def onednn_check() -> dict:
-  name = "compiler_options/wide_products_float32_to_onednn"
-  if "xla_cpu_use_onednn" not in compiler.options(wide_products=True):
-    return {"name": name, "holds": None,
-            "observed": "not applicable: no AVX-512 here, every product stays with YNNPACK"}
-  a = jnp.ones((256, 256))
-  bf16 = lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32)
-  f32, b16 = fusions(jnp.dot, a, a, wide_products=True), fusions(
-      bf16, a.astype(jnp.bfloat16), wide_products=True)
-  observed = {"float32_onednn_fusions": f32["onednn"],
-              "bfloat16_onednn_fusions": b16["onednn"], "bfloat16_ynn_fusions": b16["ynn"]}
-  holds = (observed["float32_onednn_fusions"] >= 1 and observed["bfloat16_onednn_fusions"] == 0
-           and observed["bfloat16_ynn_fusions"] >= 1)
-  return {"name": name, "holds": holds, "observed": observed}
+  return {"ynn": hlo.count('"kind":"__ynn_fusion"')}
 
 
 def compiler_option_checks() -> list[dict]:
@@ -98,8 +79,7 @@ def compiler_option_checks() -> list[dict]:
   matmul_fusions = fusions(jnp.dot, jnp.ones((64, 64)), jnp.ones((64, 64)))["ynn"]
   return [{"name": "compiler_options/convolutions_leave_ynnpack",
            "holds": conv_fusions == 0 and matmul_fusions >= 1,
-           "observed": {"conv_ynn_fusions": conv_fusions, "matmul_ynn_fusions": matmul_fusions}},
-          onednn_check()]
+           "observed": {"conv_ynn_fusions": conv_fusions, "matmul_ynn_fusions": matmul_fusions}}]
 
 
 def bfloat16_loop_check() -> dict:

@@ -59,7 +59,6 @@ def test_xla_cpu_checks_report_every_premise(tmp_path):
   records = json.loads(out.read_text())
   names = {r["name"] for r in records}
   assert "compiler_options/convolutions_leave_ynnpack" in names
-  assert "compiler_options/wide_products_float32_to_onednn" in names
   assert "bfloat16/ops_round_trip_per_read" in names
   assert "host_memory/retained_runs_fault_nothing" in names
   for record in records:

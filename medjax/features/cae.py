@@ -59,7 +59,8 @@ def init(key: jax.Array, in_channels: int, num_filters: int = 4096, *,
 
 def _conv(x, kernel):
   """Stride-1 'same' convolution through medjax's XLA:CPU kernels (on the paper's 6 x 6
-  maps at 256 <-> 4096 channels, one matrix product over patches)."""
+  maps at 256 <-> 4096 channels, Winograd's F(3 x 3, 3 x 3) in float32, oneDNN's or one
+  matrix product over patches in bfloat16)."""
   pad = kernel.shape[0] // 2
   return kernels.conv(x, kernel, padding=((pad, pad), (pad, pad)), kernels=kernels.XLA_CPU)
 
@@ -187,7 +188,7 @@ def _loss_bwd(residuals, ct):
 loss.defvjp(_loss_fwd, _loss_bwd)
 
 
-@functools.partial(kernels.jit, wide_products=True, static_argnames=("compute_dtype",))
+@functools.partial(kernels.jit, static_argnames=("compute_dtype",))
 def features(params: dict, x: jax.Array, compute_dtype: str = "float32") -> jax.Array:
   """The SVM input: zero-bias pooled codes flattened to ``(B, H // 2 * W // 2 * F)``,
   float32, computed in ``compute_dtype`` (:mod:`medjax.kernels.precision`)."""
@@ -226,7 +227,7 @@ def train_step(params: dict, opt_state: optax.OptState, batch: jax.Array,
   return optax.apply_updates(params, updates), opt_state, value
 
 
-@functools.partial(kernels.jit, wide_products=True,
+@functools.partial(kernels.jit,
                    static_argnames=("optimizer", "reduction", "compute_dtype"),
                    donate_argnums=(0, 1))
 def train_steps(params: dict, opt_state: optax.OptState, batches: tuple,

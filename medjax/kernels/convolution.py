@@ -24,6 +24,8 @@ from medjax.kernels.patches import patches_conv, patches_kernel_grad
 from medjax.kernels.precision import accumulation_dtype, is_narrow
 from medjax.kernels.windows import (batch_chunk, explicit_pads, sum_over_batch_chunks,
                                     window_views)
+from medjax.kernels.winograd import MAX_PAD as WINOGRAD_MAX_PAD
+from medjax.kernels.winograd import winograd_conv
 
 # Kernels with at least this many taps per channel pair are convolved by FFT: the direct
 # route's cost grows with the taps, the FFT's does not; 9 x 9 is a cut well clear of the
@@ -61,6 +63,10 @@ SINGLE_CHANNEL_GRAD_CHUNK_FLOATS = 2 ** 20
 # patches (:func:`patches_conv`): with gradients they beat XLA's direct convolution 1.5-1.8x
 # on 6 x 6 and 7 x 7 maps (AlexNet conv5, EfficientNet's head map) and lose on 13 x 13.
 PATCHES_MAX_PIXELS = 49
+# Of those, float32 3 x 3 kernels go by Winograd's F(m x m, 3 x 3) (:func:`winograd_conv`):
+# with gradients 1.4-2x faster than the patches at the CAE's and GoogLeNet's sizes, even at
+# the smallest batch measured (64 of 6 x 6 x 256 -> 4096). In bfloat16 its round-off grew
+# 6-8x over the patches', so bfloat16 keeps the patches.
 
 # What oneDNN's convolutions (:mod:`medjax.kernels.onednn`) replace where they are built:
 # the XLA forms they beat 1.2-2x in float32 and 2.5-5x in bfloat16 (docs/performance.md),
@@ -177,7 +183,7 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
                    narrow: bool = False, use_onednn: bool | None = None) -> str:
   """How :func:`conv` convolves an HWIO ``kernel_shape`` over maps of ``x_hw`` pixels:
   "onednn", "fft", "pointwise", "single_channel", "tap_grad", "padded_channels", "patches",
-  "depthwise", "split_groups" or "direct".
+  "winograd", "depthwise", "split_groups" or "direct".
 
   "onednn" replaces the XLA form in ``ONEDNN_FORMS`` (ungrouped), for ``narrow``
   (bfloat16) inputs in ``ONEDNN_NARROW_FORMS``, and some depthwise and 1 x 1 kernels
@@ -200,12 +206,15 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
   input channels zero-padded to a multiple of ``PAD_CHANNELS_MULTIPLE`` if there are at
   least ``PAD_CHANNELS_MIN`` ("padded_channels"); directly on other CPUs; wider ones by
   :func:`patches_conv` on maps of at most ``PATCHES_MAX_PIXELS`` pixels (``x_hw`` given),
-  else directly. Other strided or grouped convolutions stay direct: a full-resolution FFT
+  or there by :func:`winograd_conv` if the kernel is 3 x 3 and the input float32, else
+  directly. Other strided or grouped convolutions stay direct: a full-resolution FFT
   or per-tap products would compute outputs the stride discards.
   """
   if not choice.fast(kernels):
     return "direct"
   algorithm = _xla_algorithm(kernel_shape, strides, feature_group_count, x_hw, vector_floats)
+  if algorithm == "patches" and not narrow and tuple(kernel_shape[:2]) == (3, 3):
+    return "winograd"
   if _onednn_beats(algorithm, kernel_shape, strides, feature_group_count, x_hw, narrow):
     if use_onednn is None:
       use_onednn = onednn.usable() and (not narrow or onednn.bfloat16_kernels())
@@ -314,7 +323,9 @@ def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
   if algorithm == "pointwise":
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     return mm.matmul(x.reshape(-1, x.shape[-1]), kernel[0, 0]).reshape(*x.shape[:3], -1)
-  if algorithm == "patches":
+  if algorithm == "winograd" and max(max(pair) for pair in pads) <= WINOGRAD_MAX_PAD:
+    return winograd_conv(x, kernel, pads)
+  if algorithm in ("patches", "winograd"):
     return patches_conv(x, kernel, pads)
   if algorithm == "single_channel":
     return single_channel_conv(x, kernel, pads)

@@ -24,15 +24,7 @@ def cpu_options():
 
 
 def test_options_on_cpu_are_the_cpu_options(cpu_options):
-  assert cpu_options == compiler.cpu_options()
-
-
-def test_onednn_takes_float32_products_only_of_wide_product_programs_with_avx512():
-  avx2, avx512 = frozenset({"avx2", "fma"}), frozenset({"avx2", "avx512f"})
-  assert compiler.cpu_options(True, avx2) == compiler.CPU_OPTIONS
-  assert compiler.cpu_options(False, avx512) == compiler.CPU_OPTIONS
-  assert compiler.cpu_options(True, avx512) == {**compiler.CPU_OPTIONS,
-                                                **compiler.ONEDNN_DOT_OPTIONS}
+  assert cpu_options == compiler.CPU_OPTIONS
 
 
 @pytest.mark.parametrize("name, kwargs, shape", [

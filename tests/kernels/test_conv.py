@@ -1,6 +1,7 @@
 """The XLA:CPU forms (FFT convolution, per-tap kernel gradient, 1 x 1 matmul, depthwise
-tap sum) against the direct XLA ops, alone, through the façade (``kernels="xla_cpu"``
-against ``kernels="reference"``) and inside the models built with either choice.
+tap sum, patches, Winograd) against the direct XLA ops, alone, through the façade
+(``kernels="xla_cpu"`` against ``kernels="reference"``) and inside the models built with
+either choice.
 
 The FFT, tap-gradient and matmul routes must be the same function as
 ``lax.conv_general_dilated`` up to float32 round-off, in value and in both gradients, for
@@ -17,7 +18,7 @@ import pytest
 
 from medjax import kernels
 from medjax.kernels import convolution as conv_lib
-from medjax.kernels import depthwise, fft, isa, onednn, patches
+from medjax.kernels import depthwise, fft, isa, onednn, patches, winograd
 from medjax.models.efficientnet_lite import EfficientNetLite0
 from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
@@ -244,6 +245,72 @@ def test_patches_conv_matches_direct_forward_and_gradients(shape, kernel_hw, out
   assert_conv_matches_direct(lambda x, k: patches.patches_conv(x, k, pads), x, kernel, padding)
 
 
+@pytest.mark.parametrize("shape,out_channels,padding", [
+    ((3, 6, 6, 5), 9, "SAME"),                    # F(3 x 3): 2 x 2 tiles, none cut.
+    ((2, 7, 5, 9), 4, "SAME"),                    # F(4 x 4), cut tiles on both axes.
+    pytest.param((2, 4, 4, 6), 5, "VALID", marks=SLOW),           # F(2 x 2), one tile.
+    pytest.param((1, 9, 6, 8), 3, ((2, 0), (1, 2)), marks=SLOW),  # Uneven padding.
+])
+def test_winograd_conv_matches_direct_forward_and_gradients(shape, out_channels, padding):
+  x = numpy_normal(0, shape)
+  kernel = numpy_normal(1, (3, 3, shape[-1], out_channels)) * 0.1
+  pads = conv_lib.explicit_pads(shape[1:3], (3, 3), padding)
+  assert_conv_matches_direct(lambda x, k: winograd.winograd_conv(x, k, pads), x, kernel, padding)
+
+
+@pytest.mark.parametrize("m", winograd.TILES)
+def test_winograd_transforms_compute_the_correlation(m):
+  """``A^T [(G g) * (B^T d)]`` is the 3-tap correlation of ``m + 2`` inputs, in float64."""
+  at, g_matrix, bt = (np.array(a) for a in winograd.matrices(m))
+  rng = np.random.default_rng(m)
+  d, g = rng.normal(size=m + 2), rng.normal(size=3)
+  np.testing.assert_allclose(at @ ((g_matrix @ g) * (bt @ d)), np.correlate(d, g, "valid"),
+                             rtol=0, atol=1e-12)
+
+
+def test_winograd_tiles_cover_the_map_with_fewest_products():
+  assert winograd.tile_size((6, 6)) == 3        # 4 tiles of 25 against 9 of 16 or 4 of 36.
+  assert winograd.tile_size((2, 2)) == 2
+  for out_hw in ((4, 4), (7, 7), (13, 13), (224, 224), (7, 5)):
+    assert winograd.tile_size(out_hw) == 4
+
+
+def test_winograd_round_off_on_a_wide_layer_stays_near_the_direct_forms():
+  """Against a float64 reference, on 6 x 6 maps at 256 input channels (the CAE's width, where
+  round-off grows with the sums): within 4x the direct convolution's float32 error, and
+  below 1e-5 of the largest output."""
+  x = np.random.default_rng(0).uniform(size=(2, 6, 6, 256))
+  kernel = np.random.default_rng(1).normal(size=(3, 3, 256, 32)) / 48
+  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  exact = sum(np.einsum("bhwc,co->bhwo", padded[:, i:i + 6, j:j + 6], kernel[i, j])
+              for i in range(3) for j in range(3))
+  x32, k32 = jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32)
+  error = lambda y: np.abs(np.asarray(y, np.float64) - exact).max() / np.abs(exact).max()
+  ours = error(winograd.winograd_conv(x32, k32, ((1, 1), (1, 1))))
+  theirs = error(direct(x32, k32, padding="SAME"))
+  assert ours < 1e-5 and ours < 4 * max(theirs, 1e-7)
+
+
+def test_winograd_transforms_are_the_same_over_batch_chunks(monkeypatch):
+  """Chunked products (two images per chunk) with chunked tile transforms inside (one image
+  per chunk) give the one-chunk result, value and gradients, up to the float32 round-off of
+  XLA fusing them differently."""
+  x, kernel = numpy_normal(0, (4, 6, 6, 3)), numpy_normal(1, (3, 3, 3, 5)) * 0.1
+  cotangent = numpy_normal(2, (4, 6, 6, 5))
+  pads = ((1, 1), (1, 1))
+
+  def value_and_grads():  # A new function per call: traced with the chunk sizes set now.
+    def run(x, kernel, cotangent):
+      y, pullback = jax.vjp(lambda x, k: winograd.winograd_conv(x, k, pads), x, kernel)
+      return y, *pullback(cotangent)
+    return jax.jit(run)(x, kernel, cotangent)
+  whole = value_and_grads()
+  monkeypatch.setattr(winograd, "TRANSFORM_CHUNK_FLOATS", 6 * 6 * 5)
+  monkeypatch.setattr(winograd, "PRODUCT_CHUNK_TILES", 8)
+  for a, b in zip(value_and_grads(), whole):
+    close(a, b)
+
+
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
     ((3, 9, 8, 1), (3, 3), 20, "SAME"),
     ((2, 7, 9, 1), (1, 3), 4, "VALID"),
@@ -367,10 +434,14 @@ def test_selector_picks_fft_tap_grad_or_direct():
   assert kernels.conv_algorithm((3, 3, 1, 20), (2, 2)) == "direct"
   assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1)) == "direct"
   assert kernels.conv_algorithm((3, 3, 4096, 256), (1, 1)) == "direct"
-  # Wide layers on small maps (the CAE's 6 x 6 conv5 maps): one product over patches.
-  assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1), x_hw=(6, 6)) == "patches"
-  assert kernels.conv_algorithm((3, 3, 4096, 256), (1, 1), x_hw=(6, 6)) == "patches"
-  assert kernels.conv_algorithm((3, 3, 1280, 128), (1, 1), x_hw=(7, 7)) == "patches"
+  # Wide layers on small maps (the CAE's 6 x 6 conv5 maps): Winograd for 3 x 3 kernels in
+  # float32; one product over patches for other kernels and in bfloat16.
+  for shape, x_hw in (((3, 3, 256, 4096), (6, 6)), ((3, 3, 4096, 256), (6, 6)),
+                      ((3, 3, 1280, 128), (7, 7))):
+    assert kernels.conv_algorithm(shape, (1, 1), x_hw=x_hw) == "winograd"
+    assert kernels.conv_algorithm(shape, (1, 1), x_hw=x_hw, narrow=True) == "patches"
+  assert kernels.conv_algorithm((5, 5, 256, 4096), (1, 1), x_hw=(6, 6)) == "patches"
+  assert kernels.conv_algorithm((3, 5, 256, 4096), (1, 1), x_hw=(6, 6)) == "patches"
   assert kernels.conv_algorithm((3, 3, 256, 4096), (1, 1), x_hw=(13, 13)) == "direct"
   assert kernels.conv_algorithm((3, 3, 120, 4096), (1, 1), x_hw=(6, 6),
                                 vector_floats=16) == "tap_grad"

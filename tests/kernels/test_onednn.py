@@ -114,8 +114,11 @@ def test_routes_it_takes_over_and_those_it_leaves():
   # Faster than XLA's float32 convolution, but not than oneDNN's bfloat16 one.
   assert route((3, 3, 1, 20)) == "single_channel"
   assert route((3, 3, 1, 20), narrow=True) == "onednn"
-  assert route((3, 3, 256, 4096), x_hw=(6, 6)) == "patches"
+  # The CAE's layers: Winograd in float32 (not an XLA form oneDNN replaces), oneDNN's
+  # bfloat16 kernels for the patches in bfloat16.
+  assert route((3, 3, 256, 4096), x_hw=(6, 6)) == "winograd"
   assert route((3, 3, 256, 4096), x_hw=(6, 6), narrow=True) == "onednn"
+  assert route((3, 3, 256, 4096), x_hw=(6, 6), narrow=True, built=False) == "patches"
   assert kernels.conv_algorithm((3, 3, 20, 20), (1, 1), kernels=kernels.REFERENCE,
                                 use_onednn=True) == "direct"
 
