@@ -19,8 +19,11 @@ def _images():
           np.full((24, 24), 0.5, np.float32)]
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-@pytest.mark.parametrize("kwargs", [{}, {"clip_limit": 0.03}, {"kernel_size": 8, "nbins": 128}])
+@pytest.mark.parametrize("kwargs, jit_compile", [
+    ({}, False), ({}, True), ({"clip_limit": 0.03}, True),
+    ({"kernel_size": 8, "nbins": 128}, True),
+    pytest.param({"clip_limit": 0.03}, False, marks=pytest.mark.slow),
+    pytest.param({"kernel_size": 8, "nbins": 128}, False, marks=pytest.mark.slow)])
 def test_graph_clahe_equals_scikit_image(kwargs, jit_compile):
   fn = tf.function(lambda x: clahe.equalize_adapthist(x, **kwargs), jit_compile=jit_compile)
   for image in _images():

@@ -247,7 +247,7 @@ def test_patches_conv_matches_direct_forward_and_gradients(shape, kernel_hw, out
 
 @pytest.mark.parametrize("shape,out_channels,padding", [
     ((3, 6, 6, 5), 9, "SAME"),                    # F(3 x 3): 2 x 2 tiles, none cut.
-    ((2, 7, 5, 9), 4, "SAME"),                    # F(4 x 4), cut tiles on both axes.
+    pytest.param((2, 7, 5, 9), 4, "SAME", marks=SLOW),            # F(4 x 4), cut tiles.
     pytest.param((2, 4, 4, 6), 5, "VALID", marks=SLOW),           # F(2 x 2), one tile.
     pytest.param((1, 9, 6, 8), 3, ((2, 0), (1, 2)), marks=SLOW),  # Uneven padding.
 ])
