@@ -67,6 +67,12 @@ PATCHES_MAX_PIXELS = 49
 # with gradients 1.4-2x faster than the patches at the CAE's and GoogLeNet's sizes, even at
 # the smallest batch measured (64 of 6 x 6 x 256 -> 4096). In bfloat16 its round-off grew
 # 6-8x over the patches', so bfloat16 keeps the patches.
+# Where oneDNN is built (its matmul then does the products), float32 3 x 3 stride-1 layers
+# this wide on maps of these sizes too: 1.2-1.4x over its direct convolution on VGG's 56 x 56
+# and 28 x 28 blocks; on 14 x 14 maps the kernel's transform costs more than it saves, on
+# larger maps and narrower layers the tiles' transforms do (docs/performance.md).
+WINOGRAD_MIN_CHANNELS = 256
+WINOGRAD_MAP_PIXELS = (28 * 28, 56 * 56)
 
 # What oneDNN's convolutions (:mod:`medjax.kernels.onednn`) replace where they are built:
 # the XLA forms they beat 1.2-2x in float32 and 2.5-5x in bfloat16 (docs/performance.md),
@@ -207,8 +213,9 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
   least ``PAD_CHANNELS_MIN`` ("padded_channels"); directly on other CPUs; wider ones by
   :func:`patches_conv` on maps of at most ``PATCHES_MAX_PIXELS`` pixels (``x_hw`` given),
   or there by :func:`winograd_conv` if the kernel is 3 x 3 and the input float32, else
-  directly. Other strided or grouped convolutions stay direct: a full-resolution FFT
-  or per-tap products would compute outputs the stride discards.
+  directly; with oneDNN, wide float32 3 x 3 ones on ``WINOGRAD_MAP_PIXELS`` maps by Winograd
+  too. Other strided or grouped convolutions stay direct: a full-resolution FFT or per-tap
+  products would compute outputs the stride discards.
   """
   if not choice.fast(kernels):
     return "direct"
@@ -219,8 +226,16 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
     if use_onednn is None:
       use_onednn = onednn.usable() and (not narrow or onednn.bfloat16_kernels())
     if use_onednn:
-      return "onednn"
+      wide = _wide_winograd(kernel_shape, strides, feature_group_count, x_hw, narrow)
+      return "winograd" if wide else "onednn"
   return algorithm
+
+
+def _wide_winograd(kernel_shape, strides, groups, x_hw, narrow) -> bool:
+  """Whether a layer for oneDNN goes by Winograd instead (``WINOGRAD_MIN_CHANNELS``)."""
+  return (not narrow and tuple(kernel_shape[:2]) == (3, 3) and tuple(strides) == (1, 1)
+          and groups == 1 and min(kernel_shape[2:]) >= WINOGRAD_MIN_CHANNELS and x_hw
+          is not None and WINOGRAD_MAP_PIXELS[0] <= x_hw[0] * x_hw[1] <= WINOGRAD_MAP_PIXELS[1])
 
 
 def _onednn_beats(algorithm, kernel_shape, strides, feature_group_count, x_hw, narrow):

@@ -1,7 +1,7 @@
-// 2-D convolution (NHWC input and output, HWIO kernel) and its two gradients as XLA FFI
-// handlers over oneDNN's convolution primitives, which reach AVX512-BF16 and AMX where the
-// CPU has them; medjax/kernels/onednn.py builds this file, registers the handlers and
-// decides where they are used.
+// 2-D convolution (NHWC input and output, HWIO kernel), its two gradients and a batched
+// matrix product as XLA FFI handlers over oneDNN's primitives, which reach AVX512-BF16 and
+// AMX where the CPU has them; medjax/kernels/onednn.py builds this file, registers the
+// handlers and decides where they are used.
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -238,6 +238,44 @@ MEDJAX_HANDLER(Forward, Kind::kForward, x, w, *y, x, w, y)
 MEDJAX_HANDLER(InputGrad, Kind::kInputGrad, *dx, w, dy, dy, w, dx)
 MEDJAX_HANDLER(KernelGrad, Kind::kKernelGrad, x, *dw, dy, x, dy, dw)
 
+// c[i] = a[i] @ b[i] (``transpose_a``: a[i]^T @ b[i]) over a leading batch axis, a and b
+// float32 or bfloat16, c float32: the tile-position products of Winograd's convolution,
+// which oneDNN's matmul runs 1.5-3x faster than XLA:CPU's batched dot at its shapes.
+ffi::Error BatchedMatmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
+                         int64_t transpose_a) {
+  auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
+  memory::data_type a_type, b_type, c_type;
+  if (ad.size() != 3 || bd.size() != 3 || cd.size() != 3 || !ToDnnl(a.element_type(), &a_type) ||
+      !ToDnnl(b.element_type(), &b_type) || !ToDnnl(c->element_type(), &c_type)) {
+    return ffi::Error::InvalidArgument(
+        "medjax oneDNN matmul: rank-3 float32 or bfloat16 operands expected");
+  }
+  const int64_t batch = ad[0], m = transpose_a ? ad[2] : ad[1], k = transpose_a ? ad[1] : ad[2];
+  if (bd[0] != batch || bd[1] != k || cd[0] != batch || cd[1] != m || cd[2] != bd[2]) {
+    return ffi::Error::InvalidArgument("medjax oneDNN matmul: shapes do not chain");
+  }
+  const memory::desc src({batch, m, k}, a_type,
+                         transpose_a ? memory::dims{m * k, 1, m} : memory::dims{m * k, k, 1});
+  const memory::desc weights({batch, k, bd[2]}, b_type, tag::abc);
+  const memory::desc dst({batch, m, bd[2]}, c_type, tag::abc);
+  std::string key = "matmul," + std::to_string(transpose_a);
+  for (auto d : {batch, m, k, bd[2]}) key += "," + std::to_string(d);
+  key += ";" + std::to_string(static_cast<int>(a_type)) + "," +
+         std::to_string(static_cast<int>(b_type)) + "," + std::to_string(static_cast<int>(c_type));
+  try {
+    auto plan = Cached(key, [&] {
+      auto pd = dnnl::matmul::primitive_desc(Engine(), src, weights, dst, Attr());
+      return WithWeights<dnnl::matmul>(pd, weights, weights, false);
+    });
+    return Run(plan, b.untyped_data(), false,
+               {{DNNL_ARG_SRC, memory(src, Engine(), a.untyped_data())},
+                {DNNL_ARG_DST, memory(dst, Engine(), c->untyped_data())}},
+               DNNL_ARG_WEIGHTS);
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("medjax oneDNN matmul: ") + e.what());
+  }
+}
+
 }  // namespace
 
 #define MEDJAX_BIND                                          \
@@ -256,6 +294,13 @@ MEDJAX_HANDLER(KernelGrad, Kind::kKernelGrad, x, *dw, dy, x, dy, dw)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvForward, Forward, MEDJAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvInputGrad, InputGrad, MEDJAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvKernelGrad, KernelGrad, MEDJAX_BIND);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxBatchedMatmul, BatchedMatmul,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("transpose_a"));
 
 // The instruction set oneDNN dispatches to here (a dnnl_cpu_isa_t, after any
 // ONEDNN_MAX_CPU_ISA limit): onednn.py sends bfloat16 only where it has bfloat16 kernels.

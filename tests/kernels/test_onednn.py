@@ -3,6 +3,7 @@
 padding form, stride and grouping; the routes they take over; run after run the same bits,
 with XLA running several at once; and, where they cannot be built or have no bfloat16
 kernels, a reason and XLA's forms."""
+import contextlib
 import functools
 import os
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from medjax import kernels
 from medjax.kernels import convolution as conv_lib
-from medjax.kernels import onednn
+from medjax.kernels import onednn, winograd
 from tests.compare import numpy_normal
 
 
@@ -119,8 +120,57 @@ def test_routes_it_takes_over_and_those_it_leaves():
   assert route((3, 3, 256, 4096), x_hw=(6, 6)) == "winograd"
   assert route((3, 3, 256, 4096), x_hw=(6, 6), narrow=True) == "onednn"
   assert route((3, 3, 256, 4096), x_hw=(6, 6), narrow=True, built=False) == "patches"
+  # VGG's wide layers on 56 x 56 and 28 x 28 maps: Winograd with oneDNN's products, in
+  # float32; oneDNN's direct convolution on smaller maps, narrower layers, with a stride and
+  # in bfloat16; XLA's direct one without oneDNN.
+  assert route((3, 3, 256, 256), x_hw=(56, 56)) == "winograd"
+  assert route((3, 3, 512, 512), x_hw=(28, 28)) == "winograd"
+  assert route((3, 3, 256, 256), x_hw=(56, 56), built=False) == "direct"
+  for shape, x_hw in (((3, 3, 512, 512), (14, 14)), ((3, 3, 128, 256), (56, 56)),
+                      ((3, 3, 256, 256), (112, 112)), ((3, 3, 384, 384), (13, 13))):
+    assert route(shape, x_hw=x_hw) == "onednn"
+  assert route((3, 3, 256, 256), (2, 2), x_hw=(56, 56)) == "onednn"
+  assert route((3, 3, 256, 256), x_hw=(56, 56), narrow=True) == "onednn"
+  assert route((5, 5, 256, 256), x_hw=(56, 56)) == "onednn"
   assert kernels.conv_algorithm((3, 3, 20, 20), (1, 1), kernels=kernels.REFERENCE,
                                 use_onednn=True) == "direct"
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_batched_matmul_is_the_float32_product(built, dtype, transpose_a):
+  """Winograd's products: per leading index, ``a @ b`` (``a^T @ b``), summed in float32."""
+  a = numpy_normal(0, (3, 7, 5) if transpose_a else (3, 5, 7)).astype(dtype)
+  b = numpy_normal(1, (3, 7, 4)).astype(dtype)
+  ours = jax.jit(lambda a, b: onednn.batched_matmul(a, b, transpose_a))(a, b)
+  wide = np.asarray(a, np.float64)
+  expected = np.einsum("bkm,bkn->bmn" if transpose_a else "bmk,bkn->bmn", wide,
+                       np.asarray(b, np.float64))
+  assert ours.dtype == jnp.float32 and ours.shape == (3, 5, 4)
+  close(ours, expected, rtol=1e-5, atol_scale=1e-6)
+  members = jax.jit(jax.vmap(lambda a, b: onednn.batched_matmul(a, b, transpose_a)))(
+      jnp.stack([a, -a]), jnp.stack([b, b]))
+  close(members[0], expected, rtol=1e-5, atol_scale=1e-6)
+  close(members[1], -expected, rtol=1e-5, atol_scale=1e-6)
+
+
+@pytest.mark.parametrize("with_onednn", [True, False])
+def test_winograd_products_by_either_library_are_the_convolution(built, with_onednn):
+  """``winograd_conv``'s products go to oneDNN's matmul where it is usable, else to XLA's
+  batched dot; value and both gradients are the reference convolution's either way."""
+  x, kernel = numpy_normal(0, (2, 9, 7, 6)), numpy_normal(1, (3, 3, 6, 5)) * 0.1
+  pads = ((1, 1), (1, 1))
+  cotangent = numpy_normal(2, (2, 9, 7, 5))
+  context = contextlib.nullcontext() if with_onednn else onednn.disabled()
+  with context:
+    fast = jax.jit(lambda x, k: winograd.winograd_conv(x, k, pads))
+    text = fast.lower(x, kernel).as_text()
+    ours = value_and_grads(fast, x, kernel, cotangent)
+  assert ("batched_matmul" in text) == with_onednn
+  theirs = value_and_grads(jax.jit(lambda x, k: reference(x, k, (1, 1), pads)), x, kernel,
+                           cotangent)
+  for a, b in zip(ours, theirs):
+    close(a, b)
 
 
 def test_depthwise_gradients_xla_computes_instead():
@@ -273,7 +323,7 @@ def test_bfloat16_training_runs_where_onednn_has_only_avx2(built):
   script = textwrap.dedent("""
       import jax, jax.numpy as jnp, numpy as np
       from medjax import kernels
-      from medjax.kernels import onednn
+      from medjax.kernels import onednn, winograd
       assert onednn.available() and not onednn.bfloat16_kernels(), onednn.state()
       rng = np.random.default_rng(0)
       x = jnp.asarray(rng.normal(size=(2, 12, 12, 20)), jnp.bfloat16)
