@@ -5,8 +5,8 @@ products per channel pair instead of ``9 m^2``: on the CAE's 6 x 6 maps F(3 x 3)
 products for 36 outputs where the direct form does 324. The products are one batched
 matrix product per tile position (oneDNN's matmul where :mod:`medjax.kernels.onednn` is
 built); the transforms around them are sums of scaled slices, which XLA fuses, so the form
-pays where the products dominate: wide layers (docs/performance.md). :func:`medjax.kernels.conv` chooses it (``conv_algorithm``
-"winograd").
+pays where the products dominate: wide layers (docs/performance.md).
+:func:`medjax.kernels.conv` chooses it (``conv_algorithm`` "winograd").
 
 The transforms are Toom-Cook's at the points 0, 1, -1, 1/2 (and -1/2 for m = 4) and
 infinity, built in exact rational arithmetic and applied in float32, so a result differs
@@ -204,8 +204,8 @@ def kernel_transform_transpose(du: jax.Array, m: int) -> jax.Array:
 
 def _products(v, u, transpose_v: bool = False):
   """One ``(P, C) @ (C, O)`` product per tile position (``V^T dM`` with ``transpose_v``),
-  accumulated in float32: by oneDNN's matmul where it is built (1.1-1.5x faster at these
-  shapes), else by XLA's batched dot."""
+  accumulated in float32: by oneDNN's matmul where it is built (as fast to 1.3x faster at
+  these shapes, 1.45x transposed), else by XLA's batched dot."""
   if onednn.usable():
     return onednn.batched_matmul(v, u, transpose_v)
   return jax.lax.dot_general(v, u, (((1 if transpose_v else 2,), (1,)), ((0,), (0,))),
