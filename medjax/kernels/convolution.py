@@ -63,14 +63,12 @@ SINGLE_CHANNEL_GRAD_CHUNK_FLOATS = 2 ** 20
 # patches (:func:`patches_conv`): with gradients they beat XLA's direct convolution 1.5-1.8x
 # on 6 x 6 and 7 x 7 maps (AlexNet conv5, EfficientNet's head map) and lose on 13 x 13.
 PATCHES_MAX_PIXELS = 49
-# Of those, float32 3 x 3 kernels go by Winograd's F(m x m, 3 x 3) (:func:`winograd_conv`):
-# with gradients 1.4-2x faster than the patches at the CAE's and GoogLeNet's sizes, even at
-# the smallest batch measured (64 of 6 x 6 x 256 -> 4096). In bfloat16 its round-off grew
-# 6-8x over the patches', so bfloat16 keeps the patches.
-# Where oneDNN is built (its matmul then does the products), float32 3 x 3 stride-1 layers
-# this wide on maps of these sizes too: 1.2-1.4x over its direct convolution on VGG's 56 x 56
-# and 28 x 28 blocks; on 14 x 14 maps the kernel's transform costs more than it saves, on
-# larger maps and narrower layers the tiles' transforms do (docs/performance.md).
+# Of those, float32 3 x 3 kernels go by Winograd's F(m x m, 3 x 3) (:func:`winograd_conv`),
+# with gradients 1.4-2x faster at the CAE's and GoogLeNet's sizes; where oneDNN is built
+# (its matmul then does the products), so do layers this wide on maps of these sizes: 1.2-1.4x
+# over its direct convolution on VGG's 56 x 56 and 28 x 28 blocks, not on smaller or larger
+# maps (docs/performance.md). bfloat16 keeps the patches or oneDNN: Winograd's round-off was
+# 1.4-16x theirs there, and F(2 x 2), the closest, ran no faster than oneDNN's.
 WINOGRAD_MIN_CHANNELS = 256
 WINOGRAD_MAP_PIXELS = (28 * 28, 56 * 56)
 
@@ -220,22 +218,26 @@ def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
   if not choice.fast(kernels):
     return "direct"
   algorithm = _xla_algorithm(kernel_shape, strides, feature_group_count, x_hw, vector_floats)
-  if algorithm == "patches" and not narrow and tuple(kernel_shape[:2]) == (3, 3):
+  to_onednn = _onednn_beats(algorithm, kernel_shape, strides, feature_group_count, x_hw, narrow)
+  if to_onednn and use_onednn is None:
+    use_onednn = onednn.usable() and (not narrow or onednn.bfloat16_kernels())
+  to_onednn = to_onednn and use_onednn
+  if _winograd_replaces(algorithm, kernel_shape, strides, x_hw, narrow, to_onednn):
     return "winograd"
-  if _onednn_beats(algorithm, kernel_shape, strides, feature_group_count, x_hw, narrow):
-    if use_onednn is None:
-      use_onednn = onednn.usable() and (not narrow or onednn.bfloat16_kernels())
-    if use_onednn:
-      wide = _wide_winograd(kernel_shape, strides, feature_group_count, x_hw, narrow)
-      return "winograd" if wide else "onednn"
-  return algorithm
+  return "onednn" if to_onednn else algorithm
 
 
-def _wide_winograd(kernel_shape, strides, groups, x_hw, narrow) -> bool:
-  """Whether a layer for oneDNN goes by Winograd instead (``WINOGRAD_MIN_CHANNELS``)."""
-  return (not narrow and tuple(kernel_shape[:2]) == (3, 3) and tuple(strides) == (1, 1)
-          and groups == 1 and min(kernel_shape[2:]) >= WINOGRAD_MIN_CHANNELS and x_hw
-          is not None and WINOGRAD_MAP_PIXELS[0] <= x_hw[0] * x_hw[1] <= WINOGRAD_MAP_PIXELS[1])
+def _winograd_replaces(algorithm, kernel_shape, strides, x_hw, narrow, onednn_products) -> bool:
+  """Whether :func:`winograd_conv` replaces ``algorithm`` for a float32 3 x 3 kernel: the
+  patches everywhere, oneDNN's direct convolution of wide layers on ``WINOGRAD_MAP_PIXELS``
+  maps (its matmul then does the products)."""
+  if narrow or tuple(kernel_shape[:2]) != (3, 3):
+    return False
+  if algorithm == "patches":
+    return True
+  return (onednn_products and algorithm == "direct" and tuple(strides) == (1, 1)
+          and min(kernel_shape[2:]) >= WINOGRAD_MIN_CHANNELS and x_hw is not None
+          and WINOGRAD_MAP_PIXELS[0] <= x_hw[0] * x_hw[1] <= WINOGRAD_MAP_PIXELS[1])
 
 
 def _onednn_beats(algorithm, kernel_shape, strides, feature_group_count, x_hw, narrow):

@@ -323,7 +323,7 @@ def test_bfloat16_training_runs_where_onednn_has_only_avx2(built):
   script = textwrap.dedent("""
       import jax, jax.numpy as jnp, numpy as np
       from medjax import kernels
-      from medjax.kernels import onednn, winograd
+      from medjax.kernels import onednn
       assert onednn.available() and not onednn.bfloat16_kernels(), onednn.state()
       rng = np.random.default_rng(0)
       x = jnp.asarray(rng.normal(size=(2, 12, 12, 20)), jnp.bfloat16)
