@@ -11,6 +11,7 @@ function as ``lax.conv_general_dilated`` up to float32 round-off, in value and g
 docs/performance.md has what each one bought.
 """
 import functools
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -18,12 +19,12 @@ import jax.numpy as jnp
 
 from medjax.kernels import choice, isa, onednn
 from medjax.kernels import matmul as mm
-from medjax.kernels.depthwise import depthwise_conv, depthwise_sum
+from medjax.kernels.depthwise import depthwise_conv
 from medjax.kernels.fft import fft_conv
-from medjax.kernels.patches import patches_conv, patches_kernel_grad
+from medjax.kernels.patches import patches_conv
 from medjax.kernels.precision import accumulation_dtype, is_narrow
-from medjax.kernels.windows import (batch_chunk, explicit_pads, sum_over_batch_chunks,
-                                    window_views)
+from medjax.kernels.taps import single_channel_conv, tap_grad_conv
+from medjax.kernels.windows import explicit_pads
 from medjax.kernels.winograd import MAX_PAD as WINOGRAD_MAX_PAD
 from medjax.kernels.winograd import winograd_conv
 
@@ -32,10 +33,6 @@ from medjax.kernels.winograd import winograd_conv
 # 3 x 3 and 5 x 5 kernels the direct route handles as well as PyTorch.
 FFT_MIN_TAPS = 81
 
-# Floats of input and output gradient per batch chunk in :func:`_tap_kernel_grad`, so that
-# the chunk stays in cache while its taps are contracted (the best chunks measured held
-# 0.3-0.7 M floats).
-TAP_GRAD_CHUNK_FLOATS = 2 ** 20
 # Grouped (not depthwise) convolutions with at most this many groups run as one convolution
 # per group (docs/performance.md); more groups, as in ResNeXt, would unroll into many small
 # convolutions, which was not measured.
@@ -56,8 +53,6 @@ PAD_CHANNELS_MIN = 20
 # views (:func:`single_channel_conv`): at 3 x 3 twice as fast as XLA's convolution with its
 # kernel gradient; at 5 x 5 the 25 views cost more than they save.
 SINGLE_CHANNEL_MAX_TAPS = 9
-# Floats of patches and output gradient per batch chunk of its kernel gradient.
-SINGLE_CHANNEL_GRAD_CHUNK_FLOATS = 2 ** 20
 
 # Wider stride-1 kernels on maps of at most this many pixels are matrix products over
 # patches (:func:`patches_conv`): with gradients they beat XLA's direct convolution 1.5-1.8x
@@ -95,91 +90,6 @@ def direct(x, kernel, strides=(1, 1), padding="SAME", feature_group_count=1):
   return jax.lax.conv_general_dilated(x, kernel, tuple(strides), padding,
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                       feature_group_count=feature_group_count)
-
-
-def _tap_kernel_grad(x, g, kernel_hw, pads, chunk_floats):
-  """``dL/dkernel`` of a stride-1 convolution, one kernel row at a time.
-
-  ``dW[i, j] = sum_{b,h,w} x_pad[b, h + i, w + j, :]^T g[b, h, w, :]``, accumulated over
-  batch chunks (``sum_over_batch_chunks``) so that each chunk is read from cache. Per
-  chunk, the ``kw`` column shifts of the padded ``x`` are put side by side (``kw * C``
-  channels), and each kernel row ``i`` is then one ``(O x pixels) @ (pixels x kw * C)``
-  matmul against that array's rows ``i .. i + H``: ``x`` is copied ``kw`` times instead of
-  ``kh * kw`` and the matrices are wider than one matmul per tap would make them.
-  ``(O x pixels)`` is the orientation XLA:CPU runs faster.
-  """
-  kh, kw = kernel_hw
-  batch, out_h, out_w, _ = g.shape
-  channels = x.shape[-1]
-  chunk = batch_chunk(batch, x[0].size + g[0].size, chunk_floats)
-
-  def chunk_rows(x, g):
-    x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0),
-                                                (0, 0, 0)))
-    columns = jnp.concatenate([view for _, view in window_views(x, (1, kw), (1, 1))], axis=-1)
-    return jnp.stack([jnp.einsum("bhwk,bhwo->ok", columns[:, i:i + out_h], g,
-                                 preferred_element_type=jnp.float32) for i in range(kh)])
-
-  total = sum_over_batch_chunks(
-      chunk_rows, jnp.zeros((kh, g.shape[-1], kw * channels), jnp.float32), x, g, chunk)
-  return jnp.transpose(total.reshape(kh, g.shape[-1], kw, channels), (0, 2, 3, 1))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def tap_grad_conv(x: jax.Array, kernel: jax.Array, pads,
-                  chunk_floats: int = TAP_GRAD_CHUNK_FLOATS) -> jax.Array:
-  """Stride-1 direct convolution whose kernel gradient is :func:`_tap_kernel_grad`.
-
-  The value and the input gradient are XLA's own (the direct convolution and its
-  transpose). XLA:CPU computes the kernel gradient as a convolution whose window is the
-  whole output gradient, after transposing the activations to put the batch innermost,
-  which is slow when either channel count is small. ``pads`` is ``((top, bottom), (left,
-  right))``; ``chunk_floats`` bounds a batch chunk of the kernel gradient.
-  """
-  return direct(x, kernel, (1, 1), pads)
-
-
-def _tap_grad_conv_fwd(x, kernel, pads, chunk_floats):
-  return tap_grad_conv(x, kernel, pads, chunk_floats), (x, kernel)
-
-
-def _tap_grad_conv_bwd(pads, chunk_floats, residuals, g):
-  x, kernel = residuals
-  dx, = jax.linear_transpose(lambda v: direct(v, kernel, (1, 1), pads), x)(g)
-  dkernel = _tap_kernel_grad(x, g, kernel.shape[:2], pads, chunk_floats).astype(kernel.dtype)
-  return dx, dkernel
-
-
-tap_grad_conv.defvjp(_tap_grad_conv_fwd, _tap_grad_conv_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def single_channel_conv(x: jax.Array, kernel: jax.Array, pads) -> jax.Array:
-  """Stride-1 convolution of a one-channel ``x`` with an HWIO ``(kh, kw, 1, O)`` kernel as
-  the sum of ``kh * kw`` shifted views, each times its tap's ``O`` weights.
-
-  XLA:CPU convolves one input channel at a few GFLOP/s; the sum of views is one fused
-  pass writing the output once. The kernel gradient is one product of patches with the
-  output gradient per batch chunk (:func:`patches_kernel_grad`); the input gradient, which
-  a first layer does not need, is the sum's transpose.
-  """
-  return depthwise_sum(x, kernel, (1, 1), pads)
-
-
-def _single_channel_fwd(x, kernel, pads):
-  return single_channel_conv(x, kernel, pads), (x, kernel)
-
-
-def _single_channel_bwd(pads, residuals, g):
-  x, kernel = residuals
-  x_wide = jax.ShapeDtypeStruct(x.shape, accumulation_dtype(x.dtype))
-  dx, = jax.linear_transpose(lambda v: depthwise_sum(v, kernel, (1, 1), pads), x_wide)(
-      g.astype(x_wide.dtype))
-  dkernel = patches_kernel_grad(x, g, kernel.shape[:2], pads, SINGLE_CHANNEL_GRAD_CHUNK_FLOATS)
-  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
-
-
-single_channel_conv.defvjp(_single_channel_fwd, _single_channel_bwd)
 
 
 def conv_algorithm(kernel_shape, strides, feature_group_count: int = 1, *,
@@ -301,13 +211,34 @@ def _xla_conv(x, kernel, strides, padding, feature_group_count, kernels):
     return conv(x, kernel, strides, padding, feature_group_count, kernels=kernels)
 
 
+def _algorithm(x, kernel, strides, feature_group_count, kernels) -> str:
+  return conv_algorithm(kernel.shape, strides, feature_group_count, kernels=kernels,
+                        x_hw=x.shape[1:3], narrow=is_narrow(x.dtype),
+                        use_onednn=None if x.dtype in onednn.DTYPES else False)
+
+
+def conv_layer(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, strides=(1, 1),
+               padding="SAME", feature_group_count: int = 1, *, relu: bool = False,
+               kernels: str = choice.XLA_CPU) -> jax.Array:
+  """:func:`conv`, plus ``bias`` (None: no bias), then ReLU where ``relu``: in oneDNN's
+  call where it convolves the layer with XLA's form for no gradient (one pass over the
+  output instead of three), else as XLA ops after the convolution."""
+  strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
+  if (bias is not None
+      and _algorithm(x, kernel, strides, feature_group_count, kernels) == "onednn"
+      and not onednn_xla_grads(kernel.shape, strides, feature_group_count, is_narrow(x.dtype))):
+    pads = explicit_pads(x.shape[1:3], kernel.shape[:2], padding, strides)
+    return onednn.conv_bias(x, kernel, bias, strides, pads, feature_group_count, relu)
+  y = conv(x, kernel, strides, padding, feature_group_count, kernels=kernels)
+  y = y if bias is None else add_bias(y, bias)
+  return jax.nn.relu(y) if relu else y
+
+
 def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
          feature_group_count: int = 1, *, kernels: str = choice.XLA_CPU) -> jax.Array:
   """2-D NHWC/HWIO convolution by :func:`conv_algorithm`'s choice for ``kernels``."""
   strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
-  algorithm = conv_algorithm(kernel.shape, strides, feature_group_count, kernels=kernels,
-                             x_hw=x.shape[1:3], narrow=is_narrow(x.dtype),
-                             use_onednn=None if x.dtype in onednn.DTYPES else False)
+  algorithm = _algorithm(x, kernel, strides, feature_group_count, kernels)
   if algorithm == "onednn":
     xla_grads = onednn_xla_grads(kernel.shape, strides, feature_group_count,
                                  is_narrow(x.dtype))
@@ -374,7 +305,8 @@ class Conv(nn.Module):
 
   Parameters are named and shaped as ``nn.Conv``'s (``kernel`` HWIO with ``C / groups``
   input channels, ``bias``), so checkpoints and weight importers do not depend on
-  ``kernels``.
+  ``kernels``. ``activation`` is applied after the bias; ``jax.nn.relu`` (``nn.relu``)
+  goes into the convolution's own call where :func:`conv_layer` can.
   """
   features: int
   kernel_size: tuple[int, int]
@@ -385,6 +317,7 @@ class Conv(nn.Module):
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros
   kernels: str = choice.XLA_CPU
+  activation: Callable[[jax.Array], jax.Array] | None = None
 
   @nn.compact
   def __call__(self, x):
@@ -394,7 +327,8 @@ class Conv(nn.Module):
                        f"feature_group_count={groups} groups")
     kernel = self.param("kernel", self.kernel_init,
                         (*self.kernel_size, x.shape[-1] // groups, self.features))
-    y = conv(x, kernel, self.strides, self.padding, groups, kernels=self.kernels)
-    if self.use_bias:
-      y = add_bias(y, self.param("bias", self.bias_init, (self.features,)))
-    return y
+    bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+    relu = self.activation is jax.nn.relu
+    y = conv_layer(x, kernel, bias, self.strides, self.padding, groups, relu=relu,
+                   kernels=self.kernels)
+    return y if relu or self.activation is None else self.activation(y)

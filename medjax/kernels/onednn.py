@@ -4,7 +4,8 @@ XLA:CPU (jaxlib 0.10) runs convolutions on Eigen and has no bfloat16 convolution
 oneDNN's JIT kernels, which PyTorch uses, take the vector units the CPU has (AVX2,
 AVX-512, AVX512-BF16, AMX) and were measured 1.2-2x faster in float32 and 1.3-5x in bfloat16
 on medjax's small-kernel layers (docs/performance.md). ``onednn_conv.cc`` binds oneDNN's
-forward, input-gradient and kernel-gradient primitives as three FFI handlers; this module
+forward, input-gradient and kernel-gradient primitives (the forward one also with a bias
+and ReLU, the kernel gradient with the bias's) as FFI handlers; this module
 compiles it once per source, jaxlib and oneDNN (``g++`` against the ``onednn-cpu-gomp``
 wheel's library and the ``onednn-devel-cpu-gomp`` wheel's headers), caches the library
 under ``$MEDJAX_CACHE_DIR`` (default ``~/.cache/medjax``), registers the handlers and gives
@@ -31,7 +32,9 @@ import jax.numpy as jnp
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGETS = {"forward": "MedjaxConvForward", "input_grad": "MedjaxConvInputGrad",
-           "kernel_grad": "MedjaxConvKernelGrad", "batched_matmul": "MedjaxBatchedMatmul"}
+           "kernel_grad": "MedjaxConvKernelGrad", "forward_bias": "MedjaxConvForwardBias",
+           "kernel_bias_grad": "MedjaxConvKernelBiasGrad",
+           "batched_matmul": "MedjaxBatchedMatmul"}
 _PREFIX = "medjax_onednn_conv_"
 DTYPES = (jnp.float32, jnp.bfloat16)  # What the handlers take; float64 stays with XLA.
 _DISABLED = contextvars.ContextVar("medjax_onednn_disabled", default=False)
@@ -258,6 +261,47 @@ def _conv_bwd(strides, pads, groups, xla_form, xla_grads, residuals, g):
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def conv_bias(x: jax.Array, kernel: jax.Array, bias: jax.Array, strides, pads,
+              groups: int = 1, relu: bool = False) -> jax.Array:
+  """:func:`conv` plus ``bias`` over the output channels, then ReLU where ``relu``, in one
+  oneDNN call: the bias and the ReLU are applied as the output is written instead of by
+  two more passes over it (docs/performance.md). The bias is added in float32 before the
+  output is rounded to ``x``'s dtype.
+
+  The gradient masks the output gradient where the output is 0 (``jax.nn.relu``'s: none at
+  0) and takes the kernel's and the bias's gradients from one oneDNN call, both summed in
+  float32. Under ``vmap`` the members run one after another.
+  """
+  shape = output_shape(x.shape, kernel.shape, strides, pads)
+  return jax.ffi.ffi_call(_PREFIX + "forward_bias", jax.ShapeDtypeStruct(shape, x.dtype),
+                          vmap_method="sequential")(
+      x, kernel.astype(x.dtype), bias.astype(jnp.float32),
+      **_attributes(strides, pads, groups), relu=int(relu))
+
+
+def _conv_bias_fwd(x, kernel, bias, strides, pads, groups, relu):
+  y = conv_bias(x, kernel, bias, strides, pads, groups, relu)
+  return y, (x, kernel, bias, y if relu else None)
+
+
+def _conv_bias_bwd(strides, pads, groups, relu, residuals, g):
+  x, kernel, bias, y = residuals
+  g = g.astype(x.dtype)
+  if relu:
+    g = jnp.where(y > 0, g, jnp.zeros((), g.dtype))
+  dx = _primitive("input_grad", strides, pads, groups, x.shape[1:3])(g, kernel.astype(x.dtype))
+  dkernel, dbias = jax.ffi.ffi_call(
+      _PREFIX + "kernel_bias_grad",
+      (jax.ShapeDtypeStruct(kernel.shape, jnp.float32),
+       jax.ShapeDtypeStruct(bias.shape, jnp.float32)),
+      vmap_method="sequential")(x, g, **_attributes(strides, pads, groups))
+  return dx, dkernel.astype(kernel.dtype), dbias.astype(bias.dtype)
+
+
+conv_bias.defvjp(_conv_bias_fwd, _conv_bias_bwd)
 
 
 def batched_matmul(a: jax.Array, b: jax.Array, transpose_a: bool = False) -> jax.Array:

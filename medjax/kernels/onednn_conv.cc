@@ -1,5 +1,6 @@
-// 2-D convolution (NHWC input and output, HWIO kernel), its two gradients and a batched
-// matrix product as XLA FFI handlers over oneDNN's primitives, which reach AVX512-BF16 and
+// 2-D convolution (NHWC input and output, HWIO kernel), alone or with its bias and ReLU,
+// its gradients (the kernel's with the bias's) and a batched matrix product as XLA FFI
+// handlers over oneDNN's primitives, which reach AVX512-BF16 and
 // AMX where the CPU has them; medjax/kernels/onednn.py builds this file, registers the
 // handlers and decides where they are used.
 #include <cstdint>
@@ -42,21 +43,24 @@ bool ToDnnl(ffi::DataType type, memory::data_type* out) {
 }
 
 // One convolution's geometry, in oneDNN's (N, C, H, W) / ([G,] O, I, H, W) dimension order;
-// ``hwio`` holds the strides of the caller's HWIO kernel in that order.
+// ``hwio`` holds the strides of the caller's HWIO kernel in that order. ``bias`` is {O}
+// where the convolution adds a float32 bias (empty where not), and ``relu`` whether its
+// forward pass applies ReLU after it (a post-op: no second pass over the output).
 struct Geometry {
-  memory::dims src, weights, hwio, dst, strides, dilation, pad_lo, pad_hi;
+  memory::dims src, weights, hwio, dst, strides, dilation, pad_lo, pad_hi, bias;
   memory::data_type src_type, weights_type, dst_type;
+  bool relu = false;
 
   std::string Key(const char* kind) const {
     std::string key(kind);
     for (const memory::dims* dims :
-         {&src, &weights, &dst, &strides, &dilation, &pad_lo, &pad_hi}) {
+         {&src, &weights, &dst, &strides, &dilation, &pad_lo, &pad_hi, &bias}) {
       for (auto d : *dims) key += "," + std::to_string(d);
       key += ";";
     }
     key += std::to_string(static_cast<int>(src_type)) + "," +
            std::to_string(static_cast<int>(weights_type)) + "," +
-           std::to_string(static_cast<int>(dst_type));
+           std::to_string(static_cast<int>(dst_type)) + (relu ? ",relu" : "");
     return key;
   }
 
@@ -64,13 +68,24 @@ struct Geometry {
   memory::desc Dst(memory::data_type type) const { return {dst, type, tag::nhwc}; }
   memory::desc AnyWeights(memory::data_type type) const { return {weights, type, tag::any}; }
   memory::desc UserWeights(memory::data_type type) const { return {weights, type, hwio}; }
+  memory::desc Bias() const { return {bias, memory::data_type::f32, tag::a}; }
 
   // The forward primitive descriptor, also the hint each backward primitive needs.
   dnnl::convolution_forward::primitive_desc Forward() const {
-    return dnnl::convolution_forward::primitive_desc(
-        Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-        Src(src_type), AnyWeights(weights_type), Dst(dst_type), strides, dilation, pad_lo,
-        pad_hi, Attr());
+    auto attr = Attr();
+    if (relu) {
+      dnnl::post_ops ops;
+      ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      attr.set_post_ops(ops);
+    }
+    const auto kind = dnnl::prop_kind::forward_training;
+    const auto direct = dnnl::algorithm::convolution_direct;
+    if (bias.empty()) {
+      return {Engine(), kind, direct, Src(src_type), AnyWeights(weights_type), Dst(dst_type),
+              strides, dilation, pad_lo, pad_hi, attr};
+    }
+    return {Engine(), kind, direct, Src(src_type), AnyWeights(weights_type), Bias(),
+            Dst(dst_type), strides, dilation, pad_lo, pad_hi, attr};
   }
 };
 
@@ -189,20 +204,28 @@ Plan MakePlan(Kind kind, const Geometry& g) {
   }
   Geometry hint = g;
   hint.weights_type = g.src_type;  // The forward hint computes in the inputs' type.
-  auto pd = dnnl::convolution_backward_weights::primitive_desc(
-      Engine(), dnnl::algorithm::convolution_direct, g.Src(g.src_type),
-      g.AnyWeights(g.weights_type), g.Dst(g.dst_type), g.strides, g.dilation, g.pad_lo,
-      g.pad_hi, hint.Forward(), Attr());
+  const auto direct = dnnl::algorithm::convolution_direct;
+  auto pd = g.bias.empty()
+      ? dnnl::convolution_backward_weights::primitive_desc(
+            Engine(), direct, g.Src(g.src_type), g.AnyWeights(g.weights_type),
+            g.Dst(g.dst_type), g.strides, g.dilation, g.pad_lo, g.pad_hi, hint.Forward(),
+            Attr())
+      : dnnl::convolution_backward_weights::primitive_desc(
+            Engine(), direct, g.Src(g.src_type), g.AnyWeights(g.weights_type), g.Bias(),
+            g.Dst(g.dst_type), g.strides, g.dilation, g.pad_lo, g.pad_hi, hint.Forward(),
+            Attr());
   return WithWeights<dnnl::convolution_backward_weights>(pd, user, pd.diff_weights_desc(),
                                                          true);
 }
 
 // Every handler: ``src``, ``weights`` and ``dst`` are the convolution's input, kernel and
-// output (or their gradients); the one ``kind`` writes is its result.
+// output (or their gradients); the one ``kind`` writes is its result. ``bias``, where not
+// null, is the forward pass's float32 bias or the kernel gradient's second result, the
+// bias's gradient; ``relu`` applies ReLU after the forward pass.
 ffi::Error Convolve(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& weights,
                     const ffi::AnyBuffer& dst, int64_t stride_h, int64_t stride_w,
                     int64_t pad_top, int64_t pad_bottom, int64_t pad_left, int64_t pad_right,
-                    int64_t groups) {
+                    int64_t groups, const ffi::AnyBuffer* bias = nullptr, bool relu = false) {
   static const char* const kNames[] = {"forward", "input_grad", "kernel_grad"};
   static const int kArgs[][3] = {  // Source, destination and kernel argument per kind.
       {DNNL_ARG_SRC, DNNL_ARG_DST, DNNL_ARG_WEIGHTS},
@@ -212,12 +235,25 @@ ffi::Error Convolve(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& 
   auto status = Describe(src, weights, dst, stride_h, stride_w, pad_top, pad_bottom, pad_left,
                          pad_right, groups, &g);
   if (status.failure()) return status;
+  if (bias != nullptr) {
+    auto bd = bias->dimensions();
+    if (bias->element_type() != ffi::DataType::F32 || bd.size() != 1 || bd[0] != g.dst[1]) {
+      return ffi::Error::InvalidArgument("medjax oneDNN conv: a float32 bias per output expected");
+    }
+    g.bias = {bd[0]};
+  }
+  g.relu = relu;
   const int k = static_cast<int>(kind);
   try {
     auto plan = Cached(g.Key(kNames[k]), [&] { return MakePlan(kind, g); });
-    return Run(plan, weights.untyped_data(), kind == Kind::kKernelGrad,
-               {{kArgs[k][0], memory(g.Src(g.src_type), Engine(), src.untyped_data())},
-                {kArgs[k][1], memory(g.Dst(g.dst_type), Engine(), dst.untyped_data())}},
+    std::unordered_map<int, memory> args{
+        {kArgs[k][0], memory(g.Src(g.src_type), Engine(), src.untyped_data())},
+        {kArgs[k][1], memory(g.Dst(g.dst_type), Engine(), dst.untyped_data())}};
+    if (bias != nullptr) {
+      args.emplace(kind == Kind::kForward ? DNNL_ARG_BIAS : DNNL_ARG_DIFF_BIAS,
+                   memory(g.Bias(), Engine(), bias->untyped_data()));
+    }
+    return Run(plan, weights.untyped_data(), kind == Kind::kKernelGrad, std::move(args),
                kArgs[k][2]);
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("medjax oneDNN conv: ") + e.what());
@@ -237,6 +273,23 @@ ffi::Error Convolve(Kind kind, const ffi::AnyBuffer& src, const ffi::AnyBuffer& 
 MEDJAX_HANDLER(Forward, Kind::kForward, x, w, *y, x, w, y)
 MEDJAX_HANDLER(InputGrad, Kind::kInputGrad, *dx, w, dy, dy, w, dx)
 MEDJAX_HANDLER(KernelGrad, Kind::kKernelGrad, x, *dw, dy, x, dy, dw)
+
+// relu(x * kernel + bias), ReLU where ``relu``; and dL/dkernel with dL/dbias from x and dy.
+ffi::Error ForwardBias(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b,
+                       ffi::Result<ffi::AnyBuffer> y, int64_t stride_h, int64_t stride_w,
+                       int64_t pad_top, int64_t pad_bottom, int64_t pad_left, int64_t pad_right,
+                       int64_t groups, int64_t relu) {
+  return Convolve(Kind::kForward, x, w, *y, stride_h, stride_w, pad_top, pad_bottom, pad_left,
+                  pad_right, groups, &b, relu != 0);
+}
+
+ffi::Error KernelBiasGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
+                          ffi::Result<ffi::AnyBuffer> db, int64_t stride_h, int64_t stride_w,
+                          int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
+                          int64_t pad_right, int64_t groups) {
+  return Convolve(Kind::kKernelGrad, x, *dw, dy, stride_h, stride_w, pad_top, pad_bottom,
+                  pad_left, pad_right, groups, &*db);
+}
 
 // c[i] = a[i] @ b[i] (``transpose_a``: a[i]^T @ b[i]) over a leading batch axis, a and b
 // float32 or bfloat16, c float32: the tile-position products of Winograd's convolution,
@@ -278,11 +331,8 @@ ffi::Error BatchedMatmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::An
 
 }  // namespace
 
-#define MEDJAX_BIND                                          \
-  ffi::Ffi::Bind()                                           \
-      .Arg<ffi::AnyBuffer>()                                 \
-      .Arg<ffi::AnyBuffer>()                                 \
-      .Ret<ffi::AnyBuffer>()                                 \
+#define MEDJAX_WINDOW(binding)                               \
+  binding                                                    \
       .Attr<int64_t>("stride_h")                             \
       .Attr<int64_t>("stride_w")                             \
       .Attr<int64_t>("pad_top")                              \
@@ -291,9 +341,25 @@ ffi::Error BatchedMatmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::An
       .Attr<int64_t>("pad_right")                            \
       .Attr<int64_t>("groups")
 
+#define MEDJAX_BIND \
+  MEDJAX_WINDOW(ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>())
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvForward, Forward, MEDJAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvInputGrad, InputGrad, MEDJAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvKernelGrad, KernelGrad, MEDJAX_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvForwardBias, ForwardBias,
+                              MEDJAX_WINDOW(ffi::Ffi::Bind()
+                                                .Arg<ffi::AnyBuffer>()
+                                                .Arg<ffi::AnyBuffer>()
+                                                .Arg<ffi::AnyBuffer>()
+                                                .Ret<ffi::AnyBuffer>())
+                                  .Attr<int64_t>("relu"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvKernelBiasGrad, KernelBiasGrad,
+                              MEDJAX_WINDOW(ffi::Ffi::Bind()
+                                                .Arg<ffi::AnyBuffer>()
+                                                .Arg<ffi::AnyBuffer>()
+                                                .Ret<ffi::AnyBuffer>()
+                                                .Ret<ffi::AnyBuffer>()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxBatchedMatmul, BatchedMatmul,
                               ffi::Ffi::Bind()

@@ -58,17 +58,17 @@ class AlexNet(nn.Module):
   def __call__(self, x, *, train: bool = False):
     features = {}
     conv = functools.partial(Conv, kernels=self.kernels)
-    x = nn.relu(conv(96, (11, 11), strides=4, padding="VALID", name="conv1")(x))
+    x = conv(96, (11, 11), strides=4, padding="VALID", name="conv1", activation=nn.relu)(x)
     features["conv1"] = x
     x = max_pool_ceil(local_response_norm(x, 5, 1e-4, 0.75, 1.0), 3, 2, kernels=self.kernels)
-    x = nn.relu(conv(256, (5, 5), padding=2, feature_group_count=2, name="conv2")(x))
+    x = conv(256, (5, 5), padding=2, feature_group_count=2, name="conv2", activation=nn.relu)(x)
     features["conv2"] = x
     x = max_pool_ceil(local_response_norm(x, 5, 1e-4, 0.75, 1.0), 3, 2, kernels=self.kernels)
-    x = nn.relu(conv(384, (3, 3), padding=1, name="conv3")(x))
+    x = conv(384, (3, 3), padding=1, name="conv3", activation=nn.relu)(x)
     features["conv3"] = x
-    x = nn.relu(conv(384, (3, 3), padding=1, feature_group_count=2, name="conv4")(x))
+    x = conv(384, (3, 3), padding=1, feature_group_count=2, name="conv4", activation=nn.relu)(x)
     features["conv4"] = x
-    x = nn.relu(conv(256, (3, 3), padding=1, feature_group_count=2, name="conv5")(x))
+    x = conv(256, (3, 3), padding=1, feature_group_count=2, name="conv5", activation=nn.relu)(x)
     features["conv5"] = x
     x = max_pool_ceil(x, 3, 2, kernels=self.kernels)
     features["pool5"] = x
@@ -94,17 +94,17 @@ class AlexNetTorchvision(nn.Module):
   def __call__(self, x, *, train: bool = False):
     features = {}
     conv = functools.partial(Conv, kernels=self.kernels)
-    x = nn.relu(conv(64, (11, 11), strides=4, padding=2, name="conv1")(x))
+    x = conv(64, (11, 11), strides=4, padding=2, name="conv1", activation=nn.relu)(x)
     features["conv1"] = x
     x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
-    x = nn.relu(conv(192, (5, 5), padding=2, name="conv2")(x))
+    x = conv(192, (5, 5), padding=2, name="conv2", activation=nn.relu)(x)
     features["conv2"] = x
     x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
-    x = nn.relu(conv(384, (3, 3), padding=1, name="conv3")(x))
+    x = conv(384, (3, 3), padding=1, name="conv3", activation=nn.relu)(x)
     features["conv3"] = x
-    x = nn.relu(conv(256, (3, 3), padding=1, name="conv4")(x))
+    x = conv(256, (3, 3), padding=1, name="conv4", activation=nn.relu)(x)
     features["conv4"] = x
-    x = nn.relu(conv(256, (3, 3), padding=1, name="conv5")(x))
+    x = conv(256, (3, 3), padding=1, name="conv5", activation=nn.relu)(x)
     features["conv5"] = x
     x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
     features["pool5"] = x

@@ -31,15 +31,15 @@ class ModifiedAlexNet(nn.Module):
   def __call__(self, x, *, train: bool = False):
     del train  # The paper removes dropout; no other train-time behaviour.
     features = {}
-    x = nn.relu(Conv(96, (11, 11), strides=(4, 4), padding="VALID", kernels=self.kernels,
-                     name="conv1")(x))
+    x = Conv(96, (11, 11), strides=(4, 4), padding="VALID", kernels=self.kernels,
+             name="conv1", activation=nn.relu)(x)
     x = layers.local_response_norm(x)
     x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
     features["pool1"] = x
     for name, filters, kernel, pad in (("conv2", 256, 5, 2), ("conv3", 384, 3, 1),
                                        ("conv4", 256, 3, 1)):
-      x = nn.relu(Conv(filters, (kernel, kernel), strides=(2, 2), padding=((pad, pad), (pad, pad)),
-                       kernels=self.kernels, name=name)(x))
+      x = Conv(filters, (kernel, kernel), strides=(2, 2), padding=((pad, pad), (pad, pad)),
+               kernels=self.kernels, name=name, activation=nn.relu)(x)
       features[name] = x
       if name == "conv2" and self.pool_after_conv2:
         x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)

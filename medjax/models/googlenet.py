@@ -63,9 +63,9 @@ class BasicConv(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     if not self.batch_norm:
-      return nn.relu(Conv(self.filters, (self.kernel, self.kernel), strides=self.stride,
-                          padding=self.padding, kernel_init=_xavier, kernels=self.kernels,
-                          bias_init=nn.initializers.constant(0.2), name="conv")(x))
+      return Conv(self.filters, (self.kernel, self.kernel), strides=self.stride,
+                  padding=self.padding, kernel_init=_xavier, kernels=self.kernels,
+                  bias_init=nn.initializers.constant(0.2), name="conv", activation=nn.relu)(x)
     x = Conv(self.filters, (self.kernel, self.kernel), strides=self.stride,
              padding=self.padding, use_bias=False, kernels=self.kernels, name="conv")(x)
     x = layers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, name="bn")(x)

@@ -57,8 +57,8 @@ class IrmaCNN(nn.Module):
     for layer in plan.split():
       if layer == "C":
         n_conv += 1
-        x = nn.relu(Conv(self.filters, (kernel, kernel), padding="SAME", kernels=self.kernels,
-                         name=f"conv{n_conv}")(x))
+        x = Conv(self.filters, (kernel, kernel), padding="SAME", activation=nn.relu,
+                 kernels=self.kernels, name=f"conv{n_conv}")(x)
       else:
         n_pool += 1
         x = max_pool(x, (2, 2), (2, 2), kernels=self.kernels)

@@ -30,10 +30,10 @@ class Fire(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = nn.relu(Conv(self.squeeze, (1, 1), kernels=self.kernels, name="squeeze1x1")(x))
-    left = nn.relu(Conv(self.expand, (1, 1), kernels=self.kernels, name="expand1x1")(x))
-    right = nn.relu(Conv(self.expand, (3, 3), padding="SAME", kernels=self.kernels,
-                           name="expand3x3")(x))
+    x = Conv(self.squeeze, (1, 1), kernels=self.kernels, name="squeeze1x1", activation=nn.relu)(x)
+    left = Conv(self.expand, (1, 1), kernels=self.kernels, name="expand1x1", activation=nn.relu)(x)
+    right = Conv(self.expand, (3, 3), padding="SAME", kernels=self.kernels,
+                 name="expand3x3", activation=nn.relu)(x)
     return jnp.concatenate([left, right], axis=-1)
 
 
@@ -48,8 +48,8 @@ class SqueezeNet11(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False):
     features = {}
-    x = nn.relu(Conv(64, (3, 3), strides=2, padding="VALID", kernels=self.kernels,
-                     name="conv1")(x))
+    x = Conv(64, (3, 3), strides=2, padding="VALID", kernels=self.kernels,
+             name="conv1", activation=nn.relu)(x)
     features["conv1"] = x
     x = max_pool(x, (3, 3), (2, 2), kernels=self.kernels)
     features["pool1"] = x
@@ -63,5 +63,5 @@ class SqueezeNet11(nn.Module):
     if not self.include_top:
       return None, features
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.relu(Conv(self.num_classes, (1, 1), kernels=self.kernels, name="conv10")(x))
+    x = Conv(self.num_classes, (1, 1), kernels=self.kernels, name="conv10", activation=nn.relu)(x)
     return jnp.mean(x, axis=(1, 2)), features

@@ -35,7 +35,7 @@ class VGG19(nn.Module):
     for b, (convs, filters) in enumerate(_BLOCKS, start=1):
       for c in range(1, convs + 1):
         name = f"block{b}_conv{c}"
-        x = nn.relu(Conv(filters, (3, 3), padding=1, kernels=self.kernels, name=name)(x))
+        x = Conv(filters, (3, 3), padding=1, kernels=self.kernels, name=name, activation=nn.relu)(x)
         features[name] = x
       x = max_pool(x, (2, 2), (2, 2), kernels=self.kernels)
       features[f"block{b}_pool"] = x

@@ -18,7 +18,7 @@ import pytest
 
 from medjax import kernels
 from medjax.kernels import convolution as conv_lib
-from medjax.kernels import depthwise, fft, isa, onednn, patches, winograd
+from medjax.kernels import depthwise, fft, isa, onednn, patches, taps, winograd
 from medjax.models.efficientnet_lite import EfficientNetLite0
 from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
@@ -99,7 +99,7 @@ def test_tap_grad_conv_matches_direct_forward_and_gradients(shape, kernel_hw, ou
   x = numpy_normal(0, shape)
   kernel = numpy_normal(1, (*kernel_hw, shape[-1], out_channels)) * 0.1
   pads = conv_lib.explicit_pads(shape[1:3], kernel_hw, padding)
-  assert_conv_matches_direct(lambda x, k: conv_lib.tap_grad_conv(x, k, pads, chunk_floats), x,
+  assert_conv_matches_direct(lambda x, k: taps.tap_grad_conv(x, k, pads, chunk_floats), x,
                              kernel, padding)
   assert_conv_matches_direct(lambda x, k: kernels.conv(x, k, padding=padding), x, kernel, padding)
 
@@ -125,7 +125,7 @@ def test_padded_channels_conv_matches_direct_forward_and_gradients(shape, kernel
 
 def test_batch_chunks_divide_the_batch():
   # IRMA's layers at batch 256: x and g of one example are H * W * (C + 20) floats.
-  budget = conv_lib.TAP_GRAD_CHUNK_FLOATS
+  budget = taps.TAP_GRAD_CHUNK_FLOATS
   assert kernels.batch_chunk(256, 128 * 128 * 21, budget) == 2
   assert kernels.batch_chunk(256, 128 * 128 * 40, budget) == 1
   assert kernels.batch_chunk(256, 64 * 64 * 40, budget) == 4
@@ -321,7 +321,7 @@ def test_single_channel_conv_matches_direct_forward_and_gradients(shape, kernel_
   x = numpy_normal(0, shape)
   kernel = numpy_normal(1, (*kernel_hw, 1, out_channels)) * 0.1
   pads = conv_lib.explicit_pads(shape[1:3], kernel_hw, padding)
-  assert_conv_matches_direct(lambda x, k: conv_lib.single_channel_conv(x, k, pads), x, kernel,
+  assert_conv_matches_direct(lambda x, k: taps.single_channel_conv(x, k, pads), x, kernel,
                              padding)
 
 

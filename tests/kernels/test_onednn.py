@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,6 +89,101 @@ def test_bfloat16_conv_accumulates_in_float32(built, x_shape, k_shape, strides, 
   for a, b in zip(ours, theirs):
     assert a.dtype == jnp.bfloat16
     close(a, b, rtol=1e-2, atol_scale=1e-2)
+
+
+def layer_reference(x, kernel, bias, strides, pads, groups, relu):
+  y = reference(x, kernel, strides, pads, groups) + bias
+  return jax.nn.relu(y) if relu else y
+
+
+def layer_vjp(layer, x, kernel, bias, cotangent):
+  y, vjp = jax.vjp(layer, x, kernel, bias)
+  return (y, *vjp(cotangent))
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("x_shape,k_shape,strides,padding,groups",
+                         [CASES[0], CASES[2], CASES[6], CASES[9]])
+def test_conv_with_bias_and_relu_is_the_reference_layer(built, x_shape, k_shape, strides,
+                                                         padding, groups, relu):
+  """``conv_bias`` adds the bias (and applies ReLU) on oneDNN's output pass and takes the
+  bias's gradient with the kernel's: value and all three gradients are the reference
+  convolution + bias (+ ReLU)'s, with about half the outputs below 0."""
+  x, kernel = numpy_normal(0, x_shape), numpy_normal(1, k_shape) * 0.1
+  bias = numpy_normal(3, k_shape[3:]) * 0.1
+  pads = conv_lib.explicit_pads(x_shape[1:3], k_shape[:2], padding, strides)
+  fast = jax.jit(lambda *a: onednn.conv_bias(*a, strides, pads, groups, relu))
+  slow = jax.jit(lambda *a: layer_reference(*a, strides, pads, groups, relu))
+  cotangent = numpy_normal(2, jax.eval_shape(slow, x, kernel, bias).shape)
+  ours = layer_vjp(fast, x, kernel, bias, cotangent)
+  theirs = layer_vjp(slow, x, kernel, bias, cotangent)
+  assert 0.3 < float(jnp.mean(ours[0] == 0)) < 0.7 if relu else not jnp.any(ours[0] == 0)
+  for a, b in zip(ours, theirs):
+    assert a.shape == b.shape and a.dtype == b.dtype == jnp.float32
+    close(a, b)
+
+
+def test_bfloat16_conv_with_bias_and_relu_sums_in_float32(built):
+  """bfloat16 operands: the bias is added to the float32 sums before the one rounding, so
+  the value is within a bfloat16 rounding of the float32 layer; the gradients are the
+  float32 ones through the mask the output itself gives (pre-activations within a rounding
+  of 0 may fall either side), the bias's and kernel's summed in float32."""
+  x = numpy_normal(0, (2, 13, 11, 20)).astype(jnp.bfloat16)
+  kernel = (numpy_normal(1, (3, 3, 20, 20)) * 0.1).astype(jnp.bfloat16)
+  bias, pads = numpy_normal(3, (20,)) * 0.1, ((1, 1), (1, 1))
+  cotangent = numpy_normal(2, (2, 13, 11, 20)).astype(jnp.bfloat16)
+  ours = layer_vjp(jax.jit(lambda *a: onednn.conv_bias(*a, (1, 1), pads, 1, True)), x,
+                   kernel, bias, cotangent)
+  mask = (ours[0] > 0).astype(jnp.float32)
+  wide = [a.astype(jnp.float32) for a in (x, kernel)]
+  theirs = layer_vjp(lambda *a: layer_reference(*a, (1, 1), pads, 1, False), *wide, bias,
+                     cotangent.astype(jnp.float32) * mask)
+  close(ours[0], jax.nn.relu(theirs[0]), rtol=1e-2, atol_scale=1e-2)
+  assert [a.dtype for a in ours] == [jnp.bfloat16] * 3 + [jnp.float32]
+  for a, b in zip(ours[1:], theirs[1:]):
+    close(a, b, rtol=1e-2, atol_scale=1e-2)
+
+
+@pytest.mark.parametrize("activation", [nn.relu, jnp.tanh, None])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_conv_layer_with_an_activation_is_flax_conv_then_it(built, activation, use_bias):
+  """``Conv(activation=...)`` is ``activation(nn.Conv(...)(x))`` with the same parameters,
+  fast or reference ops; ReLU with a bias goes into oneDNN's call, and so does the bias
+  before any other activation."""
+  x = numpy_normal(0, (2, 12, 10, 8))
+  flax_conv = nn.Conv(6, (3, 3), use_bias=use_bias, bias_init=nn.initializers.normal(0.1))
+  params = flax_conv.init(jax.random.key(0), x)
+  cotangent = numpy_normal(1, (2, 12, 10, 6))
+  then = activation or (lambda y: y)
+  theirs = jax.grad(lambda p: jnp.sum(then(flax_conv.apply(p, x)) * cotangent))(params)
+  for ops in (kernels.XLA_CPU, kernels.REFERENCE):
+    ours = kernels.Conv(6, (3, 3), use_bias=use_bias, activation=activation, kernels=ops)
+    loss = jax.jit(jax.grad(lambda p: jnp.sum(ours.apply(p, x) * cotangent)))
+    value_text = jax.jit(ours.apply).lower(params, x).as_text()
+    fused = ops == kernels.XLA_CPU and use_bias
+    assert ("forward_bias" in value_text) == fused
+    assert ("relu = 1" in value_text) == (fused and activation is nn.relu)
+    assert ("kernel_bias_grad" in loss.lower(params).as_text()) == fused
+    close(ours.apply(params, x), then(flax_conv.apply(params, x)))
+    for a, b in zip(jax.tree.leaves(loss(params)), jax.tree.leaves(theirs)):
+      close(a, b)
+
+
+def test_vmapped_conv_with_bias_is_the_reference_per_member(built):
+  """Stacked networks (``nn.vmap``) run the fused layer member by member."""
+  x, kernel = numpy_normal(0, (2, 9, 9, 4)), numpy_normal(1, (3, 3, 3, 4, 5)) * 0.1
+  bias, pads = numpy_normal(2, (3, 5)) * 0.1, ((1, 1), (1, 1))
+
+  def loss(layer, x, kernel, bias):
+    y = jax.vmap(lambda k, b: layer(x, k, b, (1, 1), pads, 1, True))(kernel, bias)
+    return jnp.sum(y * numpy_normal(3, y.shape))
+
+  ours = jax.jit(jax.value_and_grad(lambda *a: loss(onednn.conv_bias, *a), (0, 1, 2)))(
+      x, kernel, bias)
+  theirs = jax.jit(jax.value_and_grad(lambda *a: loss(layer_reference, *a), (0, 1, 2)))(
+      x, kernel, bias)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    close(a, b)
 
 
 def test_routes_it_takes_over_and_those_it_leaves():
