@@ -329,6 +329,7 @@ def test_concurrent_convolutions_give_the_same_bits_every_time(built):
       np.testing.assert_array_equal(np.asarray(a), b)
 
 
+@pytest.mark.slow  # Runs g++ on the source: about 7 s.
 def test_builds_into_the_cache_once(built, tmp_path, monkeypatch):
   monkeypatch.setenv("MEDJAX_CACHE_DIR", str(tmp_path))
   library = onednn._build()
