@@ -212,6 +212,7 @@ def _xla_conv(x, kernel, strides, padding, feature_group_count, kernels):
 
 
 def _algorithm(x, kernel, strides, feature_group_count, kernels) -> str:
+  """:func:`conv_algorithm`'s choice for these operands; float64 never goes to oneDNN."""
   return conv_algorithm(kernel.shape, strides, feature_group_count, kernels=kernels,
                         x_hw=x.shape[1:3], narrow=is_narrow(x.dtype),
                         use_onednn=None if x.dtype in onednn.DTYPES else False)
