@@ -211,43 +211,35 @@ def _xla_conv(x, kernel, strides, padding, feature_group_count, kernels):
     return conv(x, kernel, strides, padding, feature_group_count, kernels=kernels)
 
 
-def _algorithm(x, kernel, strides, feature_group_count, kernels) -> str:
-  """:func:`conv_algorithm`'s choice for these operands; float64 never goes to oneDNN."""
-  return conv_algorithm(kernel.shape, strides, feature_group_count, kernels=kernels,
-                        x_hw=x.shape[1:3], narrow=is_narrow(x.dtype),
-                        use_onednn=None if x.dtype in onednn.DTYPES else False)
-
-
-def conv_layer(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, strides=(1, 1),
-               padding="SAME", feature_group_count: int = 1, *, relu: bool = False,
-               kernels: str = choice.XLA_CPU) -> jax.Array:
-  """:func:`conv`, plus ``bias`` (None: no bias), then ReLU where ``relu``: in oneDNN's
-  call where it convolves the layer with XLA's form for no gradient (one pass over the
-  output instead of three), else as XLA ops after the convolution."""
+def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
+         feature_group_count: int = 1, *, kernels: str = choice.XLA_CPU,
+         bias: jax.Array | None = None, relu: bool = False) -> jax.Array:
+  """2-D NHWC/HWIO convolution by :func:`conv_algorithm`'s choice for ``kernels``, plus
+  ``bias`` (None: none) and then ReLU where ``relu``: both inside oneDNN's call where it
+  convolves the layer with no gradient of XLA's (one pass over the output instead of
+  three), else as XLA ops after the convolution."""
   strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
-  if (bias is not None
-      and _algorithm(x, kernel, strides, feature_group_count, kernels) == "onednn"
-      and not onednn_xla_grads(kernel.shape, strides, feature_group_count, is_narrow(x.dtype))):
+  algorithm = conv_algorithm(kernel.shape, strides, feature_group_count, kernels=kernels,
+                             x_hw=x.shape[1:3], narrow=is_narrow(x.dtype),
+                             use_onednn=None if x.dtype in onednn.DTYPES else False)
+  if algorithm == "onednn":
+    xla_grads = onednn_xla_grads(kernel.shape, strides, feature_group_count,
+                                 is_narrow(x.dtype))
     pads = explicit_pads(x.shape[1:3], kernel.shape[:2], padding, strides)
-    return onednn.conv_bias(x, kernel, bias, strides, pads, feature_group_count, relu)
-  y = conv(x, kernel, strides, padding, feature_group_count, kernels=kernels)
+    if bias is not None and not xla_grads:
+      return onednn.conv_bias(x, kernel, bias, strides, pads, feature_group_count, relu)
+    xla_form = functools.partial(_xla_conv, strides=strides, padding=padding,
+                                 feature_group_count=feature_group_count, kernels=kernels)
+    y = onednn.conv(x, kernel, strides, pads, feature_group_count,
+                    xla_form if xla_grads else None, xla_grads)
+  else:
+    y = _xla_form(algorithm, x, kernel, strides, padding, feature_group_count, kernels)
   y = y if bias is None else add_bias(y, bias)
   return jax.nn.relu(y) if relu else y
 
 
-def conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding="SAME",
-         feature_group_count: int = 1, *, kernels: str = choice.XLA_CPU) -> jax.Array:
-  """2-D NHWC/HWIO convolution by :func:`conv_algorithm`'s choice for ``kernels``."""
-  strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
-  algorithm = _algorithm(x, kernel, strides, feature_group_count, kernels)
-  if algorithm == "onednn":
-    xla_grads = onednn_xla_grads(kernel.shape, strides, feature_group_count,
-                                 is_narrow(x.dtype))
-    xla_form = functools.partial(_xla_conv, strides=strides, padding=padding,
-                                 feature_group_count=feature_group_count, kernels=kernels)
-    return onednn.conv(x, kernel, strides, explicit_pads(x.shape[1:3], kernel.shape[:2],
-                                                         padding, strides),
-                       feature_group_count, xla_form if xla_grads else None, xla_grads)
+def _xla_form(algorithm, x, kernel, strides, padding, feature_group_count, kernels):
+  """The convolution by one of :func:`conv_algorithm`'s XLA forms."""
   if algorithm in ("fft", "direct", "tap_grad", "padded_channels") and is_narrow(x.dtype):
     # XLA:CPU convolves bfloat16 more slowly than float32: only "pointwise" and "patches"
     # reach its bfloat16 matrix kernels, the others run in float32.
@@ -307,7 +299,7 @@ class Conv(nn.Module):
   Parameters are named and shaped as ``nn.Conv``'s (``kernel`` HWIO with ``C / groups``
   input channels, ``bias``), so checkpoints and weight importers do not depend on
   ``kernels``. ``activation`` is applied after the bias; ``jax.nn.relu`` (``nn.relu``)
-  goes into the convolution's own call where :func:`conv_layer` can.
+  goes into the convolution's own call where :func:`conv` can.
   """
   features: int
   kernel_size: tuple[int, int]
@@ -330,6 +322,6 @@ class Conv(nn.Module):
                         (*self.kernel_size, x.shape[-1] // groups, self.features))
     bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
     relu = self.activation is jax.nn.relu
-    y = conv_layer(x, kernel, bias, self.strides, self.padding, groups, relu=relu,
-                   kernels=self.kernels)
+    y = conv(x, kernel, self.strides, self.padding, groups, kernels=self.kernels, bias=bias,
+             relu=relu)
     return y if relu or self.activation is None else self.activation(y)
