@@ -20,7 +20,8 @@ def _images():
 
 
 @pytest.mark.parametrize("kwargs, jit_compile", [
-    ({}, False), ({}, True), ({"clip_limit": 0.03}, True),
+    ({}, False), pytest.param({}, True, marks=pytest.mark.slow),
+    pytest.param({"clip_limit": 0.03}, True, marks=pytest.mark.slow),
     ({"kernel_size": 8, "nbins": 128}, True),
     pytest.param({"clip_limit": 0.03}, False, marks=pytest.mark.slow),
     pytest.param({"kernel_size": 8, "nbins": 128}, False, marks=pytest.mark.slow)])
@@ -60,7 +61,7 @@ def _xla_compiled(concrete) -> bool:
 PYTHON_OPS = {"PyFunc", "EagerPyFunc", "PyFuncStateless"}
 
 
-@pytest.mark.parametrize("graph_only", [True, False])
+@pytest.mark.parametrize("graph_only", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_static_size_compose_uses_no_python_and_matches_scikit_image(graph_only):
   """A size known when the pipeline is built takes the graph ops in the default op too
   (compiled by XLA, mapped by tf.data without the GIL); ``graph_only`` always does."""

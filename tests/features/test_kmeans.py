@@ -141,7 +141,8 @@ def test_sharded_examples_match_unsharded():
   run_on_devices(script)
 
 
-@pytest.mark.parametrize("k,init", [(1, None), pytest.param(2, None, marks=pytest.mark.slow),
+@pytest.mark.parametrize("k,init", [pytest.param(1, None, marks=pytest.mark.slow),
+                                    pytest.param(2, None, marks=pytest.mark.slow),
                                     (24, None), (8, "duplicated")])
 def test_hamerly_runs_lloyds_iterations(blobs, k, init):
   """The pruned fit takes Lloyd's path: the same number of iterations to the same fixed

@@ -28,7 +28,8 @@ def test_options_on_cpu_are_the_cpu_options(cpu_options):
 
 
 @pytest.mark.parametrize("name, kwargs, shape", [
-    ("lenet_ova", {}, (64, 64, 1)), ("irma_cnn", {"variant": "C"}, (32, 32, 1))])
+    ("lenet_ova", {}, (64, 64, 1)),
+    pytest.param("irma_cnn", {"variant": "C"}, (32, 32, 1), marks=pytest.mark.slow)])
 def test_once_compiles_initialisation_to_the_same_bits(cpu_options, name, kwargs, shape):
   """``once=True`` (LLVM -O1) must change compile time only: every initial parameter is the
   bit pattern the default options give."""

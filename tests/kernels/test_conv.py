@@ -24,8 +24,8 @@ from medjax.models.irma_cnn import IrmaCNN
 from medjax.models.lenet import LeNet
 from tests.compare import numpy_normal, random_variables
 
-# Each algorithm's test keeps two or three of its shapes (one per padding form) in the fast
-# tier; the others run with the slow tests.
+# Each algorithm's test keeps one to three of its shapes in the fast tier (the uneven or
+# strided forms, which take the most code); the others run with the slow tests.
 SLOW = pytest.mark.slow
 
 
@@ -49,7 +49,7 @@ def close(actual, expected):
 
 
 @pytest.mark.parametrize("shape,kernel_hw,padding", [
-    ((2, 23, 19, 3), (9, 9), "VALID"),
+    pytest.param((2, 23, 19, 3), (9, 9), "VALID", marks=SLOW),
     pytest.param((1, 17, 17, 2), (15, 15), "VALID", marks=SLOW),
     ((2, 20, 13, 3), (9, 11), "SAME"),
     pytest.param((1, 14, 15, 1), (10, 9), "SAME", marks=SLOW),
@@ -137,7 +137,8 @@ def test_batch_chunks_divide_the_batch():
 
 @pytest.mark.parametrize("shape,kernel_hw,strides,padding", [
     pytest.param((2, 9, 11, 6), (3, 3), (1, 1), "SAME", marks=SLOW),
-    ((2, 10, 9, 5), (3, 3), (2, 2), "SAME"),     # TF "SAME": the extra pad bottom/right.
+    pytest.param((2, 10, 9, 5), (3, 3), (2, 2), "SAME", marks=SLOW),  # TF "SAME": extra pad
+                                                                      # bottom/right.
     pytest.param((1, 13, 12, 4), (5, 5), (2, 2), "SAME", marks=SLOW),
     pytest.param((2, 11, 11, 3), (5, 5), (1, 1), "VALID", marks=SLOW),
     ((1, 8, 9, 4), (3, 5), (2, 1), ((2, 0), (1, 3))),
@@ -169,8 +170,10 @@ def test_depthwise_kernel_gradient_is_the_same_over_batch_chunks(chunk_floats):
 
 
 @pytest.mark.parametrize("kernel_hw,strides,padding", [
-    ((3, 3), (1, 1), "SAME"), ((5, 5), (1, 1), "SAME"), ((3, 5), (1, 1), ((2, 0), (1, 3))),
-    ((3, 3), (1, 1), "VALID"), ((3, 3), (1, 1), ((3, 0), (0, 0))), ((5, 5), (2, 2), "SAME")],
+    pytest.param((3, 3), (1, 1), "SAME", marks=SLOW),
+    pytest.param((5, 5), (1, 1), "SAME", marks=SLOW), ((3, 5), (1, 1), ((2, 0), (1, 3))),
+    pytest.param((3, 3), (1, 1), "VALID", marks=SLOW), ((3, 3), (1, 1), ((3, 0), (0, 0))),
+    ((5, 5), (2, 2), "SAME")],
     ids=["3x3", "5x5", "asymmetric", "valid", "pad-beyond-the-kernel", "stride-2"])
 def test_depthwise_input_gradient_is_the_transpose_of_the_sum(kernel_hw, strides, padding):
   x, kernel = numpy_normal(0, (2, 9, 8, 5)), numpy_normal(1, (*kernel_hw, 1, 5))
@@ -213,7 +216,7 @@ def test_bfloat16_depthwise_kernel_gradient_loops_over_float32():
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,groups,strides,padding", [
     ((2, 9, 9, 8), (5, 5), 6, 2, (1, 1), ((2, 2), (2, 2))),  # AlexNet conv2, small.
     ((2, 10, 11, 6), (3, 3), 9, 3, (2, 2), "SAME"),
-    ((1, 8, 8, 4), (1, 1), 4, 2, (1, 1), "VALID"),
+    pytest.param((1, 8, 8, 4), (1, 1), 4, 2, (1, 1), "VALID", marks=SLOW),
 ])
 def test_split_groups_matches_grouped_direct_forward_and_gradients(shape, kernel_hw,
                                                                    out_channels, groups,
@@ -291,6 +294,7 @@ def test_winograd_round_off_on_a_wide_layer_stays_near_the_direct_forms():
   assert ours < 1e-5 and ours < 4 * max(theirs, 1e-7)
 
 
+@pytest.mark.slow
 def test_winograd_transforms_are_the_same_over_batch_chunks(monkeypatch):
   """Chunked products (two images per chunk) with chunked tile transforms inside (one image
   per chunk) give the one-chunk result, value and gradients, up to the float32 round-off of
@@ -347,12 +351,12 @@ def assert_close_in_bfloat16(actual, expected):
 
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,groups,strides", [
     ((2, 6, 6, 128), (3, 3), 160, 1, (1, 1)),     # patches, im2col.
-    ((2, 5, 6, 160), (3, 3), 128, 1, (1, 1)),     # patches, shifted taps.
+    pytest.param((2, 5, 6, 160), (3, 3), 128, 1, (1, 1), marks=SLOW),  # patches, shifted taps.
     ((2, 9, 9, 6), (3, 3), 6, 1, (1, 1)),         # tap_grad, run in float32.
-    ((2, 9, 8, 20), (3, 3), 6, 1, (1, 1)),        # padded_channels with AVX2, in float32.
+    pytest.param((2, 9, 8, 20), (3, 3), 6, 1, (1, 1), marks=SLOW),  # padded_channels (AVX2).
     ((2, 9, 9, 1), (3, 3), 6, 1, (1, 1)),         # single_channel, float32 accumulation.
-    ((2, 12, 12, 3), (9, 9), 4, 1, (1, 1)),       # fft, run in float32.
-    ((2, 9, 9, 5), (1, 1), 7, 1, (1, 1)),         # pointwise, bfloat16 products.
+    pytest.param((2, 12, 12, 3), (9, 9), 4, 1, (1, 1), marks=SLOW),  # fft, run in float32.
+    pytest.param((2, 9, 9, 5), (1, 1), 7, 1, (1, 1), marks=SLOW),  # pointwise, bf16 products.
     ((2, 9, 10, 6), (3, 3), 6, 6, (2, 2)),        # depthwise, float32 accumulation.
 ], ids=["patches-im2col", "patches-taps", "tap-grad", "padded-channels", "single-channel",
         "fft", "pointwise", "depthwise"])
@@ -459,8 +463,9 @@ def test_selector_picks_fft_tap_grad_or_direct():
 
 
 @pytest.mark.parametrize("kernel_hw,strides,groups,channels", [
-    ((9, 9), 1, 1, 3), ((3, 3), 1, 1, 3), ((1, 1), 1, 1, 3), ((3, 3), 2, 3, 3),
-    ((3, 3), 1, 2, 4)], ids=["fft", "tap-grad", "pointwise", "depthwise", "split-groups"])
+    pytest.param((9, 9), 1, 1, 3, marks=SLOW), ((3, 3), 1, 1, 3),
+    pytest.param((1, 1), 1, 1, 3, marks=SLOW), ((3, 3), 2, 3, 3),
+    pytest.param((3, 3), 1, 2, 4, marks=SLOW)], ids=["fft", "tap-grad", "pointwise", "depthwise", "split-groups"])
 def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw, strides, groups, channels):
   x = numpy_normal(5, (2, 21, 21, channels))
   features = 3 if groups == channels else 4

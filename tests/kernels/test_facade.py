@@ -125,7 +125,8 @@ def test_registry_resolves_the_choice_when_building():
 
 
 @pytest.mark.parametrize("model,size", [
-    (VGG19(include_top=False), 32), (AlexNet(include_top=False), 67),
+    pytest.param(VGG19(include_top=False), 32, marks=pytest.mark.slow),
+    (AlexNet(include_top=False), 67),
     pytest.param(SqueezeNet11(num_classes=3), 35, marks=pytest.mark.slow),
     pytest.param(GoogLeNet(num_classes=3, variant="2014"), 35, marks=pytest.mark.slow)],
     ids=["vgg19", "alexnet", "squeezenet", "googlenet"])

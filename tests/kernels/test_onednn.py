@@ -250,7 +250,8 @@ def test_batched_matmul_is_the_float32_product(built, dtype, transpose_a):
   close(members[1], -expected, rtol=1e-5, atol_scale=1e-6)
 
 
-@pytest.mark.parametrize("with_onednn", [True, False])
+# XLA's batched dot (the form without oneDNN) is also test_conv.py's fast Winograd case.
+@pytest.mark.parametrize("with_onednn", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_winograd_products_by_either_library_are_the_convolution(built, with_onednn):
   """``winograd_conv``'s products go to oneDNN's matmul where it is usable, else to XLA's
   batched dot; value and both gradients are the reference convolution's either way."""
