@@ -29,7 +29,8 @@ def parse_arg(arg: str | None, **defaults) -> mlc.ConfigDict:
       try:
         values[key] = kind(raw)
       except ValueError:
-        raise ValueError(f"config argument {key}={raw}: expected a {kind.__name__}") from None
+        expected = {int: "an integer", float: "a number"}.get(kind, f"a {kind.__name__}")
+        raise ValueError(f"config argument {key}={raw}: expected {expected}") from None
   return mlc.ConfigDict(values)
 
 

@@ -27,8 +27,10 @@ def test_cli_rejects_unknown_keys_and_wrong_types(override, key, tmp_path):
 def test_config_arguments_are_checked():
   with pytest.raises(ValueError, match="'varient' is unknown"):
     irma_cnn.get_config("varient=C")
-  with pytest.raises(ValueError, match="image_size=big"):
+  with pytest.raises(ValueError, match="image_size=big: expected an integer"):
     common.parse_arg("image_size=big", image_size=128)
+  with pytest.raises(ValueError, match="lr=fast: expected a number"):
+    common.parse_arg("lr=fast", lr=0.01)
 
 
 @pytest.mark.parametrize("key, value, message", [
