@@ -137,8 +137,8 @@ def test_batch_chunks_divide_the_batch():
 
 @pytest.mark.parametrize("shape,kernel_hw,strides,padding", [
     pytest.param((2, 9, 11, 6), (3, 3), (1, 1), "SAME", marks=SLOW),
-    pytest.param((2, 10, 9, 5), (3, 3), (2, 2), "SAME", marks=SLOW),  # TF "SAME": extra pad
-                                                                      # bottom/right.
+    # TF "SAME" at stride 2: the extra pad goes bottom/right.
+    pytest.param((2, 10, 9, 5), (3, 3), (2, 2), "SAME", marks=SLOW),
     pytest.param((1, 13, 12, 4), (5, 5), (2, 2), "SAME", marks=SLOW),
     pytest.param((2, 11, 11, 3), (5, 5), (1, 1), "VALID", marks=SLOW),
     ((1, 8, 9, 4), (3, 5), (2, 1), ((2, 0), (1, 3))),
@@ -465,7 +465,8 @@ def test_selector_picks_fft_tap_grad_or_direct():
 @pytest.mark.parametrize("kernel_hw,strides,groups,channels", [
     pytest.param((9, 9), 1, 1, 3, marks=SLOW), ((3, 3), 1, 1, 3),
     pytest.param((1, 1), 1, 1, 3, marks=SLOW), ((3, 3), 2, 3, 3),
-    pytest.param((3, 3), 1, 2, 4, marks=SLOW)], ids=["fft", "tap-grad", "pointwise", "depthwise", "split-groups"])
+    pytest.param((3, 3), 1, 2, 4, marks=SLOW)],
+    ids=["fft", "tap-grad", "pointwise", "depthwise", "split-groups"])
 def test_conv_module_is_a_drop_in_for_nn_conv(kernel_hw, strides, groups, channels):
   x = numpy_normal(5, (2, 21, 21, channels))
   features = 3 if groups == channels else 4
