@@ -304,14 +304,17 @@ def _conv_bias_bwd(strides, pads, groups, relu, residuals, g):
 conv_bias.defvjp(_conv_bias_fwd, _conv_bias_bwd)
 
 
-def batched_matmul(a: jax.Array, b: jax.Array, transpose_a: bool = False) -> jax.Array:
-  """``a[i] @ b[i]`` (``a[i]^T @ b[i]`` with ``transpose_a``) over the leading axis, in
-  float32, from float32 or bfloat16 operands: Winograd's per-tile-position products
-  (:mod:`medjax.kernels.winograd`, whose custom VJP gives the gradients), as fast as
-  XLA:CPU's batched dot to 1.3x faster at their shapes, 1.45x transposed
-  (docs/performance.md)."""
+def batched_matmul(a: jax.Array, b: jax.Array, transpose_a: bool = False,
+                   transpose_b: bool = False) -> jax.Array:
+  """``a[i] @ b[i]`` over the leading axis (``a[i]^T`` with ``transpose_a``, ``b[i]^T`` with
+  ``transpose_b``, read in place), in float32, from float32 or bfloat16 operands:
+  Winograd's per-tile-position products (:mod:`medjax.kernels.winograd`, whose custom VJP
+  gives the gradients) and bfloat16 dense layers (:mod:`medjax.kernels.matmul`), as fast
+  as XLA:CPU's dots to 1.45x faster at their shapes (docs/performance.md)."""
   rows = a.shape[2] if transpose_a else a.shape[1]
+  columns = b.shape[1] if transpose_b else b.shape[2]
   return jax.ffi.ffi_call(_PREFIX + "batched_matmul",
-                          jax.ShapeDtypeStruct((a.shape[0], rows, b.shape[2]), jnp.float32),
+                          jax.ShapeDtypeStruct((a.shape[0], rows, columns), jnp.float32),
                           vmap_method="sequential")(a, b.astype(a.dtype),
-                                                    transpose_a=int(transpose_a))
+                                                    transpose_a=int(transpose_a),
+                                                    transpose_b=int(transpose_b))

@@ -291,11 +291,12 @@ ffi::Error KernelBiasGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::
                   pad_left, pad_right, groups, &*db);
 }
 
-// c[i] = a[i] @ b[i] (``transpose_a``: a[i]^T @ b[i]) over a leading batch axis, a and b
-// float32 or bfloat16, c float32: the tile-position products of Winograd's convolution,
-// which oneDNN's matmul runs as fast as XLA:CPU's batched dot to 1.45x faster.
+// c[i] = a[i] @ b[i] over a leading batch axis (``transpose_a`` / ``transpose_b``: a[i]^T,
+// b[i]^T, read in place by strides), a and b float32 or bfloat16, c float32: the
+// tile-position products of Winograd's convolution and bfloat16 dense layers' products,
+// which oneDNN's matmul runs as fast as XLA:CPU's dots to 1.45x faster.
 ffi::Error BatchedMatmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
-                         int64_t transpose_a) {
+                         int64_t transpose_a, int64_t transpose_b) {
   auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
   memory::data_type a_type, b_type, c_type;
   if (ad.size() != 3 || bd.size() != 3 || cd.size() != 3 || !ToDnnl(a.element_type(), &a_type) ||
@@ -304,15 +305,18 @@ ffi::Error BatchedMatmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::An
         "medjax oneDNN matmul: rank-3 float32 or bfloat16 operands expected");
   }
   const int64_t batch = ad[0], m = transpose_a ? ad[2] : ad[1], k = transpose_a ? ad[1] : ad[2];
-  if (bd[0] != batch || bd[1] != k || cd[0] != batch || cd[1] != m || cd[2] != bd[2]) {
+  const int64_t n = transpose_b ? bd[1] : bd[2];
+  if (bd[0] != batch || (transpose_b ? bd[2] : bd[1]) != k || cd[0] != batch || cd[1] != m ||
+      cd[2] != n) {
     return ffi::Error::InvalidArgument("medjax oneDNN matmul: shapes do not chain");
   }
   const memory::desc src({batch, m, k}, a_type,
                          transpose_a ? memory::dims{m * k, 1, m} : memory::dims{m * k, k, 1});
-  const memory::desc weights({batch, k, bd[2]}, b_type, tag::abc);
-  const memory::desc dst({batch, m, bd[2]}, c_type, tag::abc);
-  std::string key = "matmul," + std::to_string(transpose_a);
-  for (auto d : {batch, m, k, bd[2]}) key += "," + std::to_string(d);
+  const memory::desc weights({batch, k, n}, b_type,
+                             transpose_b ? memory::dims{k * n, 1, k} : memory::dims{k * n, n, 1});
+  const memory::desc dst({batch, m, n}, c_type, tag::abc);
+  std::string key = "matmul," + std::to_string(transpose_a) + "," + std::to_string(transpose_b);
+  for (auto d : {batch, m, k, n}) key += "," + std::to_string(d);
   key += ";" + std::to_string(static_cast<int>(a_type)) + "," +
          std::to_string(static_cast<int>(b_type)) + "," + std::to_string(static_cast<int>(c_type));
   try {
@@ -366,7 +370,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxBatchedMatmul, BatchedMatmul,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("transpose_a"));
+                                  .Attr<int64_t>("transpose_a")
+                                  .Attr<int64_t>("transpose_b"));
 
 // The instruction set oneDNN dispatches to here (a dnnl_cpu_isa_t, after any
 // ONEDNN_MAX_CPU_ISA limit): onednn.py sends bfloat16 only where it has bfloat16 kernels.

@@ -1,5 +1,5 @@
 """medjax.kernels.Dense: nn.Dense's parameters and function, with its bfloat16 products on
-XLA:CPU's bfloat16 kernels."""
+oneDNN's matmul where it has bfloat16 kernels, else on XLA:CPU's bfloat16 kernels."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import pytest
 
 from medjax.kernels import REFERENCE, XLA_CPU, Dense, precision
 from tests.compare import numpy_normal
-from tests.kernels.hlo import assert_bfloat16_dots
+from tests.kernels.hlo import assert_bfloat16_dots, assert_onednn_bfloat16_products
 
 
 @pytest.mark.parametrize("kernels", [XLA_CPU, REFERENCE])
@@ -41,7 +41,7 @@ def test_without_bias_and_with_float32_bias_the_dtype_is_the_promotion():
   assert layer.apply(params, x).dtype == nn.Dense(3).apply(params, x).dtype == jnp.float32
 
 
-def test_bfloat16_value_and_gradients_track_float32():
+def test_bfloat16_value_and_gradients_track_float32(bfloat16_route):
   layer = Dense(64)
   x = numpy_normal(0, (32, 300), dtype=jnp.bfloat16)
   params = precision.cast(layer.init(jax.random.PRNGKey(0), x), jnp.bfloat16)
@@ -57,9 +57,10 @@ def test_bfloat16_value_and_gradients_track_float32():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks XLA:CPU's lowering")
-def test_bfloat16_layer_compiles_every_product_to_a_bfloat16_dot():
+def test_bfloat16_layer_compiles_every_product_to_a_bfloat16_dot(bfloat16_route):
   """nn.Dense's bfloat16 layer asks for bfloat16 results (XLA:CPU's float32-rate path);
-  ours has value, input and kernel gradient as bfloat16 x bfloat16 -> float32 dots."""
+  ours has value, input and kernel gradient as bfloat16 x bfloat16 -> float32 products,
+  oneDNN's or XLA's dots."""
   layer = Dense(384)
   x = jnp.ones((256, 512), jnp.bfloat16)
   params = precision.cast(layer.init(jax.random.PRNGKey(0), x), jnp.bfloat16)
@@ -69,4 +70,7 @@ def test_bfloat16_layer_compiles_every_product_to_a_bfloat16_dot():
     return y, vjp(y)
 
   text = jax.jit(step).lower(params, x).compile().as_text()
-  assert_bfloat16_dots(text, 3)
+  if bfloat16_route == "onednn":
+    assert_onednn_bfloat16_products(text, 3)
+  else:
+    assert_bfloat16_dots(text, 3)

@@ -1,6 +1,6 @@
 """medjax.kernels.matmul: float32 products unchanged, narrow products accumulated in float32
-with their gradients, and (on XLA:CPU) every bfloat16 product in a form its bfloat16
-kernels take."""
+with their gradients, and every bfloat16 product on oneDNN's matmul where it has bfloat16
+kernels, else (on XLA:CPU) in a form XLA's bfloat16 kernels take."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 
 from medjax.kernels import matmul as mm
 from tests.compare import numpy_normal
-from tests.kernels.hlo import assert_bfloat16_dots
+from tests.kernels.hlo import assert_bfloat16_dots, assert_onednn_bfloat16_products
 
 
 def _value_and_grads(fn, a, b, g):
@@ -50,7 +50,7 @@ def test_wide_float32_weight_gradients_are_transposed_first():
                              rtol=1e-5, atol=1e-4)
 
 
-def test_bfloat16_product_and_gradients_are_float32_accumulated():
+def test_bfloat16_product_and_gradients_are_float32_accumulated(bfloat16_route):
   """Against the float32 product of the same bfloat16 values: only the final rounding to
   bfloat16 differs (half an ulp, 2^-9 relative), not a bfloat16 accumulation over K."""
   a, b, g = (numpy_normal(i, s, jnp.bfloat16)
@@ -71,9 +71,10 @@ def test_mixed_dtypes_are_refused():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks XLA:CPU's lowering")
-def test_every_bfloat16_product_reaches_the_bfloat16_kernels_on_cpu():
-  """The point of the module: value, input and weight gradient each compile to a dot of
-  two bfloat16 operands inside a YNNPACK fusion. A jaxlib that converts an operand to float32
+def test_every_bfloat16_product_reaches_the_bfloat16_kernels_on_cpu(bfloat16_route):
+  """The point of the module: value, input and weight gradient each compile to oneDNN's
+  matmul (three custom calls reading bfloat16, no dot), or without it to a dot of two
+  bfloat16 operands inside a YNNPACK fusion. A jaxlib that converts an operand to float32
   first (the slow path) or stops fusing them fails here."""
   a, b = jnp.ones((256, 512), jnp.bfloat16), jnp.ones((512, 384), jnp.bfloat16)
 
@@ -82,5 +83,8 @@ def test_every_bfloat16_product_reaches_the_bfloat16_kernels_on_cpu():
     return value, *vjp(value)
 
   text = jax.jit(step).lower(a, b).compile().as_text()
+  if bfloat16_route == "onednn":
+    assert_onednn_bfloat16_products(text, 3)
+    return
   assert_bfloat16_dots(text, 3)
   assert text.count('"kind":"__ynn_fusion"') >= 3, text

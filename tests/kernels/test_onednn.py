@@ -233,19 +233,24 @@ def test_routes_it_takes_over_and_those_it_leaves():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("transpose_a", [False, True])
-def test_batched_matmul_is_the_float32_product(built, dtype, transpose_a):
-  """Winograd's products: per leading index, ``a @ b`` (``a^T @ b``), summed in float32."""
+@pytest.mark.parametrize("transpose_a, transpose_b", [(False, False), (True, False),
+                                                      (False, True), (True, True)])
+def test_batched_matmul_is_the_float32_product(built, dtype, transpose_a, transpose_b):
+  """Winograd's and bfloat16 dense layers' products: per leading index, ``a @ b`` with
+  either operand transposed in place, summed in float32."""
   a = numpy_normal(0, (3, 7, 5) if transpose_a else (3, 5, 7)).astype(dtype)
-  b = numpy_normal(1, (3, 7, 4)).astype(dtype)
-  ours = jax.jit(lambda a, b: onednn.batched_matmul(a, b, transpose_a))(a, b)
-  wide = np.asarray(a, np.float64)
-  expected = np.einsum("bkm,bkn->bmn" if transpose_a else "bmk,bkn->bmn", wide,
-                       np.asarray(b, np.float64))
+  b = numpy_normal(1, (3, 4, 7) if transpose_b else (3, 7, 4)).astype(dtype)
+  product = lambda a, b: onednn.batched_matmul(a, b, transpose_a, transpose_b)
+  ours = jax.jit(product)(a, b)
+  wide_a, wide_b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if transpose_a:
+    wide_a = np.swapaxes(wide_a, 1, 2)
+  if transpose_b:
+    wide_b = np.swapaxes(wide_b, 1, 2)
+  expected = wide_a @ wide_b
   assert ours.dtype == jnp.float32 and ours.shape == (3, 5, 4)
   close(ours, expected, rtol=1e-5, atol_scale=1e-6)
-  members = jax.jit(jax.vmap(lambda a, b: onednn.batched_matmul(a, b, transpose_a)))(
-      jnp.stack([a, -a]), jnp.stack([b, b]))
+  members = jax.jit(jax.vmap(product))(jnp.stack([a, -a]), jnp.stack([b, b]))
   close(members[0], expected, rtol=1e-5, atol_scale=1e-6)
   close(members[1], -expected, rtol=1e-5, atol_scale=1e-6)
 
