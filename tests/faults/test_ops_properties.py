@@ -2,6 +2,7 @@
 import io
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 from PIL import Image
@@ -83,6 +84,7 @@ def test_rot90_and_crop_only_move_pixels(image, seed):
   assert (windows == crop).all(axis=(-3, -2, -1)).any()
 
 
+@pytest.mark.slow
 @SETTINGS
 # A few sizes (even, odd, both orientations): XLA compiles the op once per image size, about
 # a second each, and tests/data/test_clahe.py checks other sizes against scikit-image.

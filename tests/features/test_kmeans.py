@@ -143,7 +143,8 @@ def test_sharded_examples_match_unsharded():
 
 @pytest.mark.parametrize("k,init", [pytest.param(1, None, marks=pytest.mark.slow),
                                     pytest.param(2, None, marks=pytest.mark.slow),
-                                    (24, None), (8, "duplicated")])
+                                    pytest.param(24, None, marks=pytest.mark.slow),
+                                    (8, "duplicated")])
 def test_hamerly_runs_lloyds_iterations(blobs, k, init):
   """The pruned fit takes Lloyd's path: the same number of iterations to the same fixed
   point, including through empty-cluster repair (duplicated seeds come out empty)."""
@@ -160,6 +161,7 @@ def test_hamerly_runs_lloyds_iterations(blobs, k, init):
                                 kmeans.assign(lloyd.centers, x)[0])
 
 
+@pytest.mark.slow
 def test_hamerly_bounds_hold_and_prune(blobs):
   """After every step each measured row's upper bound is at least its distance to its
   centre and its lower bound at most its distance to any other; and once the centres

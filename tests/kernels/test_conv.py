@@ -51,7 +51,7 @@ def close(actual, expected):
 @pytest.mark.parametrize("shape,kernel_hw,padding", [
     pytest.param((2, 23, 19, 3), (9, 9), "VALID", marks=SLOW),
     pytest.param((1, 17, 17, 2), (15, 15), "VALID", marks=SLOW),
-    ((2, 20, 13, 3), (9, 11), "SAME"),
+    pytest.param((2, 20, 13, 3), (9, 11), "SAME", marks=SLOW),
     pytest.param((1, 14, 15, 1), (10, 9), "SAME", marks=SLOW),
     ((2, 16, 11, 2), (9, 9), ((3, 1), (0, 4))),
 ])
@@ -85,7 +85,7 @@ def assert_conv_matches_direct(conv, x, kernel, padding):
 
 
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
-    ((3, 17, 13, 1), (3, 3), 20, "SAME"),
+    pytest.param((3, 17, 13, 1), (3, 3), 20, "SAME", marks=SLOW),
     pytest.param((2, 15, 15, 20), (3, 3), 20, "SAME", marks=SLOW),
     pytest.param((5, 9, 11, 20), (3, 3), 7, "VALID", marks=SLOW),
     pytest.param((2, 12, 9, 1), (5, 5), 20, "SAME", marks=SLOW),
@@ -352,9 +352,9 @@ def assert_close_in_bfloat16(actual, expected):
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,groups,strides", [
     ((2, 6, 6, 128), (3, 3), 160, 1, (1, 1)),     # patches, im2col.
     pytest.param((2, 5, 6, 160), (3, 3), 128, 1, (1, 1), marks=SLOW),  # patches, shifted taps.
-    ((2, 9, 9, 6), (3, 3), 6, 1, (1, 1)),         # tap_grad, run in float32.
+    pytest.param((2, 9, 9, 6), (3, 3), 6, 1, (1, 1), marks=SLOW),  # tap_grad, run in float32.
     pytest.param((2, 9, 8, 20), (3, 3), 6, 1, (1, 1), marks=SLOW),  # padded_channels (AVX2).
-    ((2, 9, 9, 1), (3, 3), 6, 1, (1, 1)),         # single_channel, float32 accumulation.
+    pytest.param((2, 9, 9, 1), (3, 3), 6, 1, (1, 1), marks=SLOW),  # single_channel, float32 sums.
     pytest.param((2, 12, 12, 3), (9, 9), 4, 1, (1, 1), marks=SLOW),  # fft, run in float32.
     pytest.param((2, 9, 9, 5), (1, 1), 7, 1, (1, 1), marks=SLOW),  # pointwise, bf16 products.
     ((2, 9, 10, 6), (3, 3), 6, 6, (2, 2)),        # depthwise, float32 accumulation.
@@ -463,7 +463,7 @@ def test_selector_picks_fft_tap_grad_or_direct():
 
 
 @pytest.mark.parametrize("kernel_hw,strides,groups,channels", [
-    pytest.param((9, 9), 1, 1, 3, marks=SLOW), ((3, 3), 1, 1, 3),
+    pytest.param((9, 9), 1, 1, 3, marks=SLOW), pytest.param((3, 3), 1, 1, 3, marks=SLOW),
     pytest.param((1, 1), 1, 1, 3, marks=SLOW), ((3, 3), 2, 3, 3),
     pytest.param((3, 3), 1, 2, 4, marks=SLOW)],
     ids=["fft", "tap-grad", "pointwise", "depthwise", "split-groups"])

@@ -127,7 +127,8 @@ def keras_vgg19(keras):
   return model
 
 
-@pytest.mark.parametrize("layout", ["weights_only", "whole_model"])
+@pytest.mark.parametrize("layout", ["weights_only",
+                                    pytest.param("whole_model", marks=pytest.mark.slow)])
 def test_vgg19_round_trip_through_keras_files(tmp_path, keras, keras_vgg19, layout):
   path = tmp_path / "vgg19.h5"
   if layout == "weights_only":  # the keras.applications *_notop.h5 layout.
