@@ -58,30 +58,23 @@ def close(actual, expected):
 def test_fft_conv_matches_direct_forward_and_gradients(shape, kernel_hw, padding):
   x = numpy_normal(0, shape)
   kernel = numpy_normal(1, (*kernel_hw, shape[-1], 5)) * 0.1
-  close(fft.fft_conv(x, kernel, padding), direct(x, kernel, padding=padding))
-  out_shape = direct(x, kernel, padding=padding).shape
-  cotangent = numpy_normal(2, out_shape)
+  assert_conv_matches_direct(lambda x, k: fft.fft_conv(x, k, padding), x, kernel, padding)
 
-  def loss(conv):
-    return lambda x, k: jnp.sum(conv(x, k) * cotangent)
 
-  fast = jax.grad(loss(lambda x, k: fft.fft_conv(x, k, padding)), argnums=(0, 1))(x, kernel)
-  slow = jax.grad(loss(lambda x, k: direct(x, k, padding=padding)), argnums=(0, 1))(x, kernel)
-  for a, b in zip(fast, slow):
+def assert_matches_reference(ours, reference, x, kernel):
+  """``ours(x, kernel)`` against ``reference``: value, input and kernel gradients (each side
+  jitted: one compilation per program instead of one per op)."""
+  expected, slow = jax.vjp(jax.jit(reference), x, kernel)
+  y, fast = jax.vjp(jax.jit(ours), x, kernel)
+  close(y, expected)
+  cotangent = numpy_normal(2, expected.shape)
+  for a, b in zip(fast(cotangent), slow(cotangent)):
     close(a, b)
 
 
 def assert_conv_matches_direct(conv, x, kernel, padding):
-  """``conv(x, kernel)`` against the direct convolution: value, input and kernel gradients
-  (each side jitted: one compilation per program instead of one per op)."""
-  expected = direct(x, kernel, padding=padding)
-  y, pullback = jax.vjp(jax.jit(conv), x, kernel)
-  close(y, expected)
-  cotangent = numpy_normal(2, expected.shape)
-  fast = pullback(cotangent)
-  slow = jax.vjp(jax.jit(lambda x, k: direct(x, k, padding=padding)), x, kernel)[1](cotangent)
-  for a, b in zip(fast, slow):
-    close(a, b)
+  """``conv(x, kernel)`` against the direct convolution (:func:`assert_matches_reference`)."""
+  assert_matches_reference(conv, lambda x, k: direct(x, k, padding=padding), x, kernel)
 
 
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
@@ -148,14 +141,11 @@ def test_depthwise_conv_matches_grouped_direct_forward_and_gradients(shape, kern
   channels = shape[-1]
   x, kernel = numpy_normal(0, shape), numpy_normal(1, (*kernel_hw, 1, channels))
   reference = lambda x, k: direct(x, k, strides, padding, feature_group_count=channels)
-  expected = reference(x, kernel)
-  close(conv_lib.depthwise_conv(x, kernel, strides, padding), expected)
-  close(kernels.conv(x, kernel, strides, padding, feature_group_count=channels), expected)
-  cotangent = numpy_normal(2, expected.shape)
-  fast = jax.vjp(lambda x, k: conv_lib.depthwise_conv(x, k, strides, padding), x, kernel)[1]
-  slow = jax.vjp(reference, x, kernel)[1]
-  for a, b in zip(fast(cotangent), slow(cotangent)):
-    close(a, b)
+  assert_matches_reference(lambda x, k: conv_lib.depthwise_conv(x, k, strides, padding),
+                           reference, x, kernel)
+  facade = jax.jit(lambda x, k: kernels.conv(x, k, strides, padding,
+                                             feature_group_count=channels))
+  close(facade(x, kernel), jax.jit(reference)(x, kernel))
 
 
 @pytest.mark.parametrize("chunk_floats", [1, 2 ** 19], ids=["one-image-chunks", "one-chunk"])
@@ -224,14 +214,9 @@ def test_split_groups_matches_grouped_direct_forward_and_gradients(shape, kernel
   x = numpy_normal(0, shape)
   kernel = numpy_normal(1, (*kernel_hw, shape[-1] // groups, out_channels))
   assert kernels.conv_algorithm(kernel.shape, strides, groups) == "split_groups"
-  ours = lambda x, k: kernels.conv(x, k, strides, padding, feature_group_count=groups)
-  reference = lambda x, k: direct(x, k, strides, padding, feature_group_count=groups)
-  expected = reference(x, kernel)
-  close(ours(x, kernel), expected)
-  cotangent = numpy_normal(2, expected.shape)
-  for a, b in zip(jax.vjp(ours, x, kernel)[1](cotangent),
-                  jax.vjp(reference, x, kernel)[1](cotangent)):
-    close(a, b)
+  assert_matches_reference(
+      lambda x, k: kernels.conv(x, k, strides, padding, feature_group_count=groups),
+      lambda x, k: direct(x, k, strides, padding, feature_group_count=groups), x, kernel)
 
 
 @pytest.mark.parametrize("shape,kernel_hw,out_channels,padding", [
@@ -289,8 +274,8 @@ def test_winograd_round_off_on_a_wide_layer_stays_near_the_direct_forms():
               for i in range(3) for j in range(3))
   x32, k32 = jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32)
   error = lambda y: np.abs(np.asarray(y, np.float64) - exact).max() / np.abs(exact).max()
-  ours = error(winograd.winograd_conv(x32, k32, ((1, 1), (1, 1))))
-  theirs = error(direct(x32, k32, padding="SAME"))
+  ours = error(jax.jit(lambda x, k: winograd.winograd_conv(x, k, ((1, 1), (1, 1))))(x32, k32))
+  theirs = error(jax.jit(lambda x, k: direct(x, k, padding="SAME"))(x32, k32))
   assert ours < 1e-5 and ours < 4 * max(theirs, 1e-7)
 
 

@@ -36,8 +36,8 @@ def test_lrn_gradient_equals_autodiff_of_the_formula(size):
   x = jnp.asarray(rng.normal(size=(2, 4, 3, 9)) * 30, jnp.float32)
   g = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
   args = (size, 1e-2, 0.75, 2.0)
-  ours = jax.vjp(lambda v: local_response_norm(v, *args), x)[1](g)[0]
-  expected = jax.vjp(lambda v: _lrn_by_autodiff(v, *args), x)[1](g)[0]
+  ours = jax.vjp(jax.jit(lambda v: local_response_norm(v, *args)), x)[1](g)[0]
+  expected = jax.vjp(jax.jit(lambda v: _lrn_by_autodiff(v, *args)), x)[1](g)[0]
   scale = float(jnp.max(jnp.abs(expected)))
   np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6 * scale)
 
