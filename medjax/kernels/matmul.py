@@ -12,9 +12,9 @@ on AVX2 CPUs; with AVX-512 the single contraction is as fast or faster.
 
 Where oneDNN has bfloat16 kernels (AVX512-BF16 or AMX) and may run in the program being
 traced (:func:`medjax.kernels.onednn.usable`), bfloat16 products go to oneDNN's matmul
-instead, transposed operands read in place: 1.0-1.3x YNNPACK's rate on AVX512-BF16, and
-oneDNN's kernels use AMX's tiles, where XLA:CPU's bfloat16 products ran at its float32 rate.
-docs/performance.md has the measurements.
+instead, transposed operands read in place: oneDNN's kernels are as fast as YNNPACK's or
+faster on AVX512-BF16 and use AMX's tiles, where XLA:CPU's bfloat16 products run at its
+float32 rate. docs/performance.md has the measurements.
 """
 import jax
 import jax.numpy as jnp

@@ -310,7 +310,7 @@ def batched_matmul(a: jax.Array, b: jax.Array, transpose_a: bool = False,
   ``transpose_b``, read in place), in float32, from float32 or bfloat16 operands:
   Winograd's per-tile-position products (:mod:`medjax.kernels.winograd`, whose custom VJP
   gives the gradients) and bfloat16 dense layers (:mod:`medjax.kernels.matmul`), as fast
-  as XLA:CPU's dots to 1.45x faster at their shapes (docs/performance.md)."""
+  as XLA:CPU's dots or faster at their shapes (docs/performance.md)."""
   rows = a.shape[2] if transpose_a else a.shape[1]
   columns = b.shape[1] if transpose_b else b.shape[2]
   return jax.ffi.ffi_call(_PREFIX + "batched_matmul",

@@ -294,7 +294,7 @@ ffi::Error KernelBiasGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::
 // c[i] = a[i] @ b[i] over a leading batch axis (``transpose_a`` / ``transpose_b``: a[i]^T,
 // b[i]^T, read in place by strides), a and b float32 or bfloat16, c float32: the
 // tile-position products of Winograd's convolution and bfloat16 dense layers' products,
-// which oneDNN's matmul runs as fast as XLA:CPU's dots to 1.45x faster.
+// which oneDNN's matmul runs as fast as XLA:CPU's dots or faster (docs/performance.md).
 ffi::Error BatchedMatmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
                          int64_t transpose_a, int64_t transpose_b) {
   auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
